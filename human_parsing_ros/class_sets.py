@@ -1,0 +1,128 @@
+"""Human-parsing class sets: names, palettes and left/right pairs, in one registry.
+
+Both the node and the trainer take class sets from here, so a weights file
+that names a class set always means the same ids.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def voc_palette(num_classes: int) -> np.ndarray:
+    """The PASCAL VOC colour map (bit-interleaved), as LIP and CIHP use it."""
+    palette = np.zeros((num_classes, 3), dtype=np.uint8)
+    for index in range(num_classes):
+        value, r, g, b = index, 0, 0, 0
+        for shift in range(7, -1, -1):
+            r |= (value & 1) << shift
+            g |= ((value >> 1) & 1) << shift
+            b |= ((value >> 2) & 1) << shift
+            value >>= 3
+        palette[index] = (r, g, b)
+    return palette
+
+
+@dataclass(frozen=True)
+class ClassSet:
+    """One labelling scheme: id i is ``names[i]``, drawn as ``palette[i]``."""
+
+    name: str
+    names: tuple[str, ...]
+    flip_pairs: tuple[tuple[int, int], ...] = ()
+    background: int = 0
+    palette: np.ndarray = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.palette is None:
+            object.__setattr__(self, "palette", voc_palette(len(self.names)))
+        if self.palette.shape != (len(self.names), 3):
+            raise ValueError(f"class set {self.name}: palette does not match {len(self.names)} classes")
+        for left, right in self.flip_pairs:
+            if not (0 <= left < len(self.names) and 0 <= right < len(self.names)):
+                raise ValueError(f"class set {self.name}: flip pair ({left}, {right}) out of range")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def flip_permutation(self) -> list[int]:
+        """perm[i] is the class that class i becomes in a mirrored image."""
+        perm = list(range(self.num_classes))
+        for left, right in self.flip_pairs:
+            perm[left], perm[right] = right, left
+        return perm
+
+    def index(self, name: str) -> int:
+        """Class id of ``name`` (case-insensitive); ValueError naming the class set if unknown."""
+        lowered = [n.lower() for n in self.names]
+        try:
+            return lowered.index(name.lower())
+        except ValueError:
+            raise ValueError(f"class set {self.name} has no class '{name}'") from None
+
+
+_LIP_NAMES = (
+    "background", "hat", "hair", "glove", "sunglasses", "upper-clothes", "dress",
+    "coat", "socks", "pants", "jumpsuits", "scarf", "skirt", "face", "left-arm",
+    "right-arm", "left-leg", "right-leg", "left-shoe", "right-shoe",
+)
+_LIP_PAIRS = ((14, 15), (16, 17), (18, 19))
+
+_ATR_NAMES = (
+    "background", "hat", "hair", "sunglasses", "upper-clothes", "skirt", "pants",
+    "dress", "belt", "left-shoe", "right-shoe", "face", "left-leg", "right-leg",
+    "left-arm", "right-arm", "bag", "scarf",
+)
+
+_MHPV2_NAMES = (
+    "background", "cap-hat", "helmet", "face", "hair", "left-arm", "right-arm",
+    "left-hand", "right-hand", "protector", "bikini-bra", "jacket-windbreaker-hoodie",
+    "t-shirt", "polo-shirt", "sweater", "singlet", "torso-skin", "pants",
+    "shorts-swim-shorts", "skirt", "stockings", "socks", "left-boot", "right-boot",
+    "left-shoe", "right-shoe", "left-highheel", "right-highheel", "left-sandal",
+    "right-sandal", "left-leg", "right-leg", "left-foot", "right-foot", "coat",
+    "dress", "robe", "jumpsuit", "other-full-body-clothes", "headwear", "backpack",
+    "ball", "bats", "belt", "bottle", "carrybag", "cases", "sunglasses", "eyewear",
+    "glove", "scarf", "umbrella", "wallet-purse", "watch", "wristband", "tie",
+    "other-accessory", "other-upper-body-clothes", "other-lower-body-clothes",
+)
+
+# CCP's label_list.mat, in file order; id 0 is "null" (unlabelled/background).
+_CCP_NAMES = (
+    "null", "accessories", "bag", "belt", "blazer", "blouse", "bodysuit", "boots",
+    "bra", "bracelet", "cape", "cardigan", "clogs", "coat", "dress", "earrings",
+    "flats", "glasses", "gloves", "hair", "hat", "heels", "hoodie", "intimate",
+    "jacket", "jeans", "jumper", "leggings", "loafers", "necklace", "panties",
+    "pants", "pumps", "purse", "ring", "romper", "sandals", "scarf", "shirt",
+    "shoes", "shorts", "skin", "skirt", "sneakers", "socks", "stockings", "suit",
+    "sunglasses", "sweater", "sweatshirt", "swimwear", "t-shirt", "tie", "tights",
+    "top", "vest", "wallet", "watch", "wedges",
+)
+
+CLASS_SETS: dict[str, ClassSet] = {
+    cs.name: cs
+    for cs in (
+        ClassSet("lip", _LIP_NAMES, _LIP_PAIRS),
+        # CIHP uses LIP's ids except 10, which is torso skin instead of jumpsuits.
+        ClassSet("cihp", _LIP_NAMES[:10] + ("torso-skin",) + _LIP_NAMES[11:], _LIP_PAIRS),
+        ClassSet("atr", _ATR_NAMES, ((9, 10), (12, 13), (14, 15))),
+        ClassSet(
+            "mhpv2",
+            _MHPV2_NAMES,
+            ((5, 6), (7, 8), (22, 23), (24, 25), (26, 27), (28, 29), (30, 31), (32, 33)),
+        ),
+        # CCP labels garments, not body sides: nothing to swap when mirrored.
+        ClassSet("ccp", _CCP_NAMES, ()),
+    )
+}
+
+
+def get_class_set(name: str) -> ClassSet:
+    """The registered class set ``name`` (case-insensitive)."""
+    try:
+        return CLASS_SETS[name.lower()]
+    except KeyError:
+        known = ", ".join(sorted(CLASS_SETS))
+        raise ValueError(f"unknown class set '{name}' (known: {known})") from None

@@ -1,0 +1,56 @@
+"""Where the node's weights come from, and an untrained stand-in for trying the plumbing."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+
+from .class_sets import get_class_set
+from .models import build_model
+from .weights import WeightsError, WeightsInfo, save_weights
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.safetensors"
+DEFAULT_ARCHITECTURE = "deeplabv3plus"
+DEFAULT_ARCHITECTURE_ARGS = {"encoder": "mobilenet_v2", "output_stride": 16, "decoder_channels": 128}
+DEFAULT_INPUT_SIZE = (400, 400)  # the paper's training crop
+
+
+def resolve_weights_path(spec: str | os.PathLike) -> Path:
+    """``spec`` if given, else the default weights installed with the package."""
+    if str(spec):
+        return Path(spec).expanduser()
+    if DEFAULT_WEIGHTS.is_file():
+        return DEFAULT_WEIGHTS
+    raise WeightsError(
+        f"{DEFAULT_WEIGHTS}: no default weights are installed; pass weights:=<file.safetensors> "
+        "(train one with training/train.py, or make an untrained test file with human_parsing_random_weights)")
+
+
+def make_random_weights(path: str | os.PathLike, class_set: str = "ccp", seed: int = 0,
+                        input_size: tuple[int, int] = DEFAULT_INPUT_SIZE) -> Path:
+    """Write an UNTRAINED weights file (random initialisation) of the default architecture.
+
+    Its outputs are meaningless; it exists so the serving path can run before
+    any training. The metadata marks it ``untrained`` and the node says so loudly.
+    """
+    classes = get_class_set(class_set)
+    torch.manual_seed(seed)
+    model = build_model(DEFAULT_ARCHITECTURE, num_classes=classes.num_classes, **DEFAULT_ARCHITECTURE_ARGS)
+    recipe = {"untrained": True, "dataset": None, "stages": [], "sampling": None,
+              "note": f"random initialisation (seed {seed}); not trained, outputs are meaningless"}
+    info = WeightsInfo.for_class_set(DEFAULT_ARCHITECTURE, {"num_classes": classes.num_classes,
+                                                            **DEFAULT_ARCHITECTURE_ARGS},
+                                     classes, input_size, recipe)
+    return save_weights(path, model, info)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write an UNTRAINED (random) weights file for testing the node.")
+    parser.add_argument("output", help="path of the .safetensors file to write")
+    parser.add_argument("--class-set", default="ccp")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    path = make_random_weights(args.output, args.class_set, args.seed)
+    print(f"wrote UNTRAINED random weights to {path} (for plumbing tests only; outputs are meaningless)")

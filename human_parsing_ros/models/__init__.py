@@ -1,0 +1,39 @@
+"""Architecture registry: every parser is built by name from plain keyword arguments.
+
+The arguments are what a weights file stores, so ``build_model(info.architecture,
+**info.architecture_args)`` rebuilds exactly the trained network.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .base import SegmentationHead, SegmentationModel
+from .encoders import ENCODERS, build_encoder
+
+ARCHITECTURES: dict[str, Callable[..., SegmentationModel]] = {}
+
+
+def register_architecture(name: str) -> Callable[[type], type]:
+    def add(cls: type) -> type:
+        ARCHITECTURES[name] = cls
+        return cls
+
+    return add
+
+
+def build_model(name: str, **kwargs: Any) -> SegmentationModel:
+    """Build architecture ``name``; raises ValueError naming what is unknown or wrong."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture '{name}' (known: {', '.join(sorted(ARCHITECTURES))})")
+    try:
+        return ARCHITECTURES[name](**kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad arguments for architecture '{name}': {err}") from None
+
+
+from . import deeplabv3plus  # noqa: E402,F401  (registers itself)
+
+__all__ = [
+    "ARCHITECTURES", "ENCODERS", "SegmentationHead", "SegmentationModel",
+    "build_encoder", "build_model", "register_architecture",
+]

@@ -1,0 +1,3 @@
+from .model import DeepLabV3Plus
+
+__all__ = ["DeepLabV3Plus"]

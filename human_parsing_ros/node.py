@@ -1,0 +1,456 @@
+"""ROS 2 adapter: a lifecycle node that feeds camera frames to HumanParser and publishes what it finds.
+
+All parsing lives in the ROS-free core; this module only converts messages,
+manages the lifecycle, the newest-frame worker, parameters and diagnostics.
+"""
+from __future__ import annotations
+
+import array
+import copy
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.executors import ExternalShutdownException
+from rclpy.parameter import Parameter
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSOverridingOptions, QoSProfile,
+                       ReliabilityPolicy)
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+
+from . import render
+from .default_weights import resolve_weights_path
+from .image_codec import ImageError, decode_compressed, decode_raw, encode_like
+from .messages import ClassInfoMessage, Part, PartsMessage, Stamp
+from .parser import OUTPUT_RESOLUTIONS, PRECISIONS, RESIZE_MODES, HumanParser, resolve_device
+from .runtime import LatencyWindow, LatestSlot, RateMeter
+from .weights import WeightsError, load_weights
+
+NODE_NAME = "human_parser"
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    description: str
+    read_only: bool = False
+    choices: tuple[str, ...] = ()
+    value_range: tuple[float, float] | None = None
+
+
+PARAMS = (
+    Param("weights", "", "Weights file (.safetensors); empty = the default installed with the package", True),
+    Param("device", "auto", "auto (CUDA if present), cpu, cuda or cuda:N", True),
+    Param("precision", "fp32", "fp32, fp16 or bf16 (fp16 falls back to fp32 on CPU)", True, tuple(PRECISIONS)),
+    Param("input_size", [0, 0], "Network input [height, width]; [0, 0] = the size the weights were trained at",
+          True),
+    Param("input_transport", "raw", "raw: subscribe to image (sensor_msgs/Image); compressed: image/compressed",
+          True, ("raw", "compressed")),
+    Param("input_reliability", "best_effort",
+          "Input QoS reliability (best_effort also accepts reliable publishers); "
+          "qos_overrides.<topic>.subscription.* in a parameter file override it", True,
+          ("best_effort", "reliable")),
+    Param("mask_parts", Parameter.Type.STRING_ARRAY, "Class names that get a masks/<name> topic (non-alphanumerics become _)", True),
+    Param("autostart", True, "Configure and activate on start-up", True),
+    Param("resize_mode", "letterbox", "letterbox keeps the aspect ratio (pads); stretch fills the input",
+          choices=RESIZE_MODES),
+    Param("output_resolution", "input", "input: labels at the camera's resolution; network: at the resized size",
+          choices=OUTPUT_RESOLUTIONS),
+    Param("flip_tta", False, "Average with the mirrored image (left/right classes swapped); ~2x compute"),
+    Param("presence_threshold", 0.005, "Pixel fraction at which a part counts as present", value_range=(0.0, 1.0)),
+    Param("overlay_alpha", 0.5, "Weight of the palette colour in overlay", value_range=(0.0, 1.0)),
+    Param("publish_color", True, "Publish labels/color while it has subscribers"),
+    Param("publish_overlay", True, "Publish overlay while it has subscribers"),
+    Param("publish_masks", True, "Publish masks/<part> while they have subscribers"),
+    Param("publish_parts", True, "Publish parts while it has subscribers"),
+    Param("no_image_warning_s", 5.0, "Warn when no image has arrived for this long (s)", value_range=(0.5, 3600.0)),
+    Param("stall_timeout_s", 3.0, "Diagnostics ERROR when frames arrive but none is published for this long (s)",
+          value_range=(0.5, 600.0)),
+    Param("max_latency_ms", 0.0, "Diagnostics WARN when end-to-end p50 latency exceeds this (0 = off)",
+          value_range=(0.0, 60000.0)),
+)
+_PARAM_BY_NAME = {p.name: p for p in PARAMS}
+
+
+def topic_token(name: str) -> str:
+    """A class name as a valid ROS topic token ("upper-clothes" -> "upper_clothes")."""
+    token = re.sub(r"[^0-9a-zA-Z_]", "_", name).strip("_") or "class"
+    return token if not token[0].isdigit() else f"c{token}"
+
+
+def _descriptor(param: Param) -> ParameterDescriptor:
+    desc = param.description + (f" [{'|'.join(param.choices)}]" if param.choices else "")
+    descriptor = ParameterDescriptor(description=desc, read_only=param.read_only)
+    if param.value_range is not None:
+        descriptor.floating_point_range = [FloatingPointRange(
+            from_value=param.value_range[0], to_value=param.value_range[1], step=0.0)]
+    return descriptor
+
+
+def check_value(name: str, value: Any) -> str | None:
+    """Why ``value`` is not acceptable for parameter ``name``, or None if it is."""
+    param = _PARAM_BY_NAME.get(name)
+    if param is None:
+        return None
+    if param.choices and value not in param.choices:
+        return f"{name} must be one of {', '.join(param.choices)}, not '{value}'"
+    if name == "device":
+        try:
+            resolve_device(value) if value.strip().lower() != "auto" else None
+        except ValueError as err:
+            return str(err)
+    if name == "input_size":
+        size = list(value)
+        if size != [0, 0] and (len(size) != 2 or min(size) < 16 or max(size) > 4096):
+            return f"input_size must be [0, 0] or [height, width] within 16..4096, not {size}"
+    return None
+
+
+class HumanParserNode(LifecycleNode):
+    """Lifecycle node: configure loads the weights, activate moves the model to the device and
+    starts the worker, deactivate stops it and gives the device memory back."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        for param in PARAMS:
+            self.declare_parameter(param.name, param.default, _descriptor(param))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._loaded: tuple[Any, Any] | None = None  # (CPU model, WeightsInfo) after configure
+        self._weights_path = ""
+        self._parser: HumanParser | None = None
+        self._slot: LatestSlot[tuple[Any, float]] = LatestSlot()
+        self._worker: threading.Thread | None = None
+        self._subscription = None
+        self._pubs: dict[str, Any] = {}
+        self._mask_pubs: dict[int, Any] = {}
+        self._class_info_pub = None
+        self._input_topic = ""
+        self._error = ""
+        self._received = RateMeter()
+        self._published = RateMeter()
+        self._rejected = 0
+        self._inference_ms = LatencyWindow()
+        self._end_to_end_ms = LatencyWindow()
+        self._warmup_ms = float("nan")
+        self._dropped_seen = 0
+        self._activated_at = time.monotonic()
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self._watchdog = self.create_timer(1.0, self._warn_if_no_image)
+
+    # ---- parameters -------------------------------------------------------------------------
+    def p(self, name: str) -> Any:
+        try:
+            return self.get_parameter(name).value
+        except ParameterUninitializedException:  # a typed array parameter nobody set
+            return []
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        for param in params:
+            reason = check_value(param.name, param.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _check_all(self) -> None:
+        for param in PARAMS:
+            reason = check_value(param.name, self.p(param.name))
+            if reason:
+                raise ValueError(reason)
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._check_all()
+            self._weights_path = str(resolve_weights_path(self.p("weights")))
+            model, info = load_weights(self._weights_path)
+            class_set = info.class_set()
+            mask_ids = self._mask_ids(class_set)
+        except (WeightsError, ValueError) as err:
+            return self._fail(f"configure failed: {err}")
+        self._loaded = (model, info)
+        reliable = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+        self._pubs = {
+            "labels": self.create_lifecycle_publisher(Image, "labels", reliable),
+            "color": self.create_lifecycle_publisher(Image, "labels/color", reliable),
+            "overlay": self.create_lifecycle_publisher(Image, "overlay", reliable),
+            "parts": self.create_lifecycle_publisher(String, "parts", reliable),
+        }
+        self._mask_pubs = {
+            cid: self.create_lifecycle_publisher(Image, f"masks/{topic_token(class_set.names[cid])}", reliable)
+            for cid in mask_ids
+        }
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._class_info_pub = self.create_publisher(String, "class_info", latched)
+        self._class_info_pub.publish(String(data=ClassInfoMessage(
+            info.class_set_name, tuple(class_set.names), tuple(tuple(int(v) for v in c) for c in class_set.palette),
+            class_set.flip_pairs, info.architecture, self._weights_path, info.untrained).to_json()))
+        self._error = ""
+        self.get_logger().info(f"loaded {self._weights_path}: {info.architecture}, "
+                               f"{class_set.num_classes} classes ({info.class_set_name})")
+        if info.untrained:
+            self.get_logger().warning(
+                f"UNTRAINED WEIGHTS ({self._weights_path}): random initialisation, every output is meaningless. "
+                "Train with training/train.py or pass weights:=<trained file>.")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        model, info = self._loaded
+        size = [int(v) for v in self.p("input_size")]
+        try:
+            self._parser = HumanParser.from_model(
+                copy.deepcopy(model), info, device=self.p("device"), precision=self.p("precision"),
+                input_size=None if size == [0, 0] else tuple(size),
+                resize_mode=self.p("resize_mode"), flip_tta=self.p("flip_tta"))
+            self._warmup_ms = self._parser.warmup()
+        except (ValueError, RuntimeError) as err:
+            self._parser = None
+            return self._fail(f"activate failed: {err}")
+        if self._parser.precision_note:
+            self.get_logger().warning(self._parser.precision_note)
+        self._subscription, qos = self._subscribe()
+        self._slot.reopen()
+        self._worker = threading.Thread(target=self._work, name="human_parser_worker", daemon=True)
+        self._worker.start()
+        self._activated_at = time.monotonic()
+        self.get_logger().info(
+            f"active: {self._parser.describe()}; warm-up {self._warmup_ms:.1f} ms/frame; "
+            f"input {self._input_topic} ({'CompressedImage' if self.p('input_transport') == 'compressed' else 'Image'},"
+            f" {qos.reliability.name.lower()}, keep last {qos.depth}); "
+            f"outputs under {self.get_namespace().rstrip('/')}/")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        if self._subscription is not None:
+            self.destroy_subscription(self._subscription)
+            self._subscription = None
+        if self._parser is not None:
+            self._parser.release()
+            self._parser = None
+        self.get_logger().info("inactive: subscription closed, model released from the device")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        for pub in [*self._pubs.values(), *self._mask_pubs.values()]:
+            self.destroy_lifecycle_publisher(pub)
+        if self._class_info_pub is not None:
+            self.destroy_publisher(self._class_info_pub)
+        self._pubs, self._mask_pubs, self._class_info_pub, self._loaded = {}, {}, None, None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        if self._parser is not None:
+            self._parser.release()
+            self._parser = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def _fail(self, message: str) -> TransitionCallbackReturn:
+        self._error = message
+        self.get_logger().error(message)
+        return TransitionCallbackReturn.FAILURE
+
+    def _mask_ids(self, class_set) -> list[int]:
+        names = list(self.p("mask_parts"))
+        ids = []
+        for name in names:
+            try:
+                ids.append(class_set.index(name))
+            except ValueError:
+                raise ValueError(f"mask_parts: '{name}' is not a class of '{class_set.name}' "
+                                 f"(classes: {', '.join(class_set.names)})") from None
+        return ids
+
+    def _subscribe(self):
+        reliability = (ReliabilityPolicy.RELIABLE if self.p("input_reliability") == "reliable"
+                       else ReliabilityPolicy.BEST_EFFORT)
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability,
+                         durability=DurabilityPolicy.VOLATILE)
+        compressed = self.p("input_transport") == "compressed"
+        topic = "image/compressed" if compressed else "image"
+        overrides = QoSOverridingOptions.with_default_policies()
+        sub = self.create_subscription(CompressedImage if compressed else Image, topic, self._on_image, qos,
+                                       qos_overriding_options=overrides)
+        self._input_topic = sub.topic_name
+        return sub, qos  # qos now carries any qos_overrides from the parameter file
+
+    # ---- frame path ---------------------------------------------------------------------------
+    def _on_image(self, msg: Any) -> None:
+        self._received.tick()
+        self._slot.put((msg, time.monotonic()))
+
+    def _stop_worker(self) -> None:
+        self._slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=10.0)
+            self._worker = None
+
+    def _work(self) -> None:
+        while True:
+            item = self._slot.take(timeout=0.5)
+            if item is None:
+                if self._slot.closed:
+                    return
+                continue
+            try:
+                self._process(*item)
+            except Exception as err:  # a bad frame must never stop the worker
+                self._rejected += 1
+                self.get_logger().error(f"frame failed: {type(err).__name__}: {err}", throttle_duration_sec=5.0)
+
+    def _decode(self, msg: Any) -> tuple[np.ndarray, str]:
+        if isinstance(msg, CompressedImage):
+            return decode_compressed(msg.format, msg.data), "rgb8"
+        image = decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+        return image, msg.encoding
+
+    def _process(self, msg: Any, received: float) -> None:
+        parser = self._parser
+        if parser is None:
+            return
+        try:
+            image, encoding = self._decode(msg)
+        except ImageError as err:
+            self._rejected += 1
+            self.get_logger().warning(f"dropped frame from {self._input_topic}: {err}", throttle_duration_sec=5.0)
+            return
+        parser.flip_tta = self.p("flip_tta")
+        parser.resize_mode = self.p("resize_mode")
+        start = time.perf_counter()
+        result = parser.parse(image, self.p("output_resolution"))
+        self._inference_ms.add((time.perf_counter() - start) * 1e3)
+        header = msg.header
+        labels = result.labels
+        self._pubs["labels"].publish(_image_msg(header, labels, "mono8"))
+        palette = result.class_set.palette
+        if self.p("publish_color") and self._pubs["color"].get_subscription_count():
+            self._pubs["color"].publish(_image_msg(header, render.colorize(labels, palette), "rgb8"))
+        if self.p("publish_overlay") and self._pubs["overlay"].get_subscription_count():
+            base = image if image.shape[:2] == labels.shape else _resize_nearest(image, labels.shape)
+            blended = render.overlay(base, labels, palette, self.p("overlay_alpha"), result.class_set.background)
+            self._pubs["overlay"].publish(_image_msg(header, *encode_like(blended, encoding)))
+        if self.p("publish_masks"):
+            for cid, pub in self._mask_pubs.items():
+                if pub.get_subscription_count():
+                    pub.publish(_image_msg(header, result.mask(cid), "mono8"))
+        if self.p("publish_parts") and self._pubs["parts"].get_subscription_count():
+            self._pubs["parts"].publish(String(data=_parts_json(header, result, self.p("presence_threshold"))))
+        self._published.tick()
+        self._end_to_end_ms.add(_age_ms(self, header))
+
+    # ---- health -------------------------------------------------------------------------------
+    def _warn_if_no_image(self) -> None:
+        if self._parser is None:
+            return
+        last = self._received.last
+        silent_for = time.monotonic() - (last if last is not None else self._activated_at)
+        if silent_for >= self.p("no_image_warning_s"):
+            self.get_logger().warning(
+                f"no image on {self._input_topic} for {silent_for:.0f} s: is the camera publishing there, "
+                f"with a compatible QoS (this node: {self.p('input_reliability')})?",
+                throttle_duration_sec=max(5.0, self.p("no_image_warning_s")))
+
+    def _publish_diagnostics(self) -> None:
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: human parsing",
+                                  hardware_id=str(self._parser.device) if self._parser else "none")
+        level, message = self._health()
+        status.level, status.message = level, message
+        inf50, inf99 = self._inference_ms.percentiles(50, 99)
+        e2e50, e2e99 = self._end_to_end_ms.percentiles(50, 99)
+        values = {
+            "input_topic": self._input_topic, "input_rate_hz": f"{self._received.rate():.2f}",
+            "output_rate_hz": f"{self._published.rate():.2f}", "frames_received": self._received.total,
+            "frames_published": self._published.total, "frames_dropped": self._slot.dropped,
+            "frames_rejected": self._rejected, "inference_ms_p50": f"{inf50:.1f}", "inference_ms_p99": f"{inf99:.1f}",
+            "end_to_end_ms_p50": f"{e2e50:.1f}", "end_to_end_ms_p99": f"{e2e99:.1f}",
+            "warmup_ms": f"{self._warmup_ms:.1f}", "weights": self._weights_path,
+            "model": self._parser.describe() if self._parser else "not loaded",
+        }
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        self._diagnostics_pub.publish(DiagnosticArray(header=_now_header(self), status=[status]))
+
+    def _health(self) -> tuple[bytes, str]:
+        if self._error:
+            return DiagnosticStatus.ERROR, self._error
+        if self._parser is None:
+            return DiagnosticStatus.OK, "inactive"
+        now = time.monotonic()
+        last_in, last_out = self._received.last, self._published.last
+        stall = self.p("stall_timeout_s")
+        if last_in is not None and now - last_in < stall and now - (last_out or self._activated_at) > stall:
+            return DiagnosticStatus.ERROR, f"stalled: frames arriving, none published for {stall:.0f} s"
+        if last_in is None or now - last_in > self.p("no_image_warning_s"):
+            return DiagnosticStatus.WARN, f"no image on {self._input_topic}"
+        dropped, self._dropped_seen = self._slot.dropped - self._dropped_seen, self._slot.dropped
+        if dropped:
+            return DiagnosticStatus.WARN, f"slow: dropped {dropped} frames in the last second (camera faster than model)"
+        limit = self.p("max_latency_ms")
+        if limit > 0 and self._end_to_end_ms.percentiles(50)[0] > limit:
+            return DiagnosticStatus.WARN, f"slow: end-to-end p50 above {limit:.0f} ms"
+        return DiagnosticStatus.OK, "running"
+
+
+def _image_msg(header: Any, pixels: np.ndarray, encoding: str) -> Image:
+    pixels = np.ascontiguousarray(pixels)
+    h, w = pixels.shape[:2]
+    msg = Image(header=header, height=h, width=w, encoding=encoding, is_bigendian=0,
+                step=w * (pixels.shape[2] if pixels.ndim == 3 else 1))
+    msg.data = array.array("B", pixels.tobytes())
+    return msg
+
+
+def _resize_nearest(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    ys = (np.arange(hw[0]) * image.shape[0] // hw[0])
+    xs = (np.arange(hw[1]) * image.shape[1] // hw[1])
+    return image[ys][:, xs]
+
+
+def _parts_json(header: Any, result, threshold: float) -> str:
+    h, w = result.labels.shape
+    parts = tuple(Part(p.class_id, p.name, p.present, round(p.pixel_fraction, 6), p.bbox,
+                       round(p.mean_confidence, 4)) for p in result.presence(threshold))
+    return PartsMessage(Stamp(header.stamp.sec, header.stamp.nanosec), header.frame_id, w, h, threshold,
+                        parts).to_json()
+
+
+def _now_header(node: LifecycleNode):
+    from std_msgs.msg import Header
+
+    return Header(stamp=node.get_clock().now().to_msg())
+
+
+def _age_ms(node: LifecycleNode, header: Any) -> float:
+    """Now minus the input stamp: the end-to-end latency users see (clocks must agree)."""
+    now = node.get_clock().now().nanoseconds
+    return (now - (header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)) / 1e6
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = HumanParserNode()
+    try:
+        if node.p("autostart"):
+            if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                node.trigger_activate()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node._stop_worker()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""The weights contract: one safetensors file carrying the tensors and everything needed to use them.
+
+Metadata keys (all values JSON text, as safetensors metadata must be strings):
+``format``, ``format_version``, ``architecture``, ``architecture_args``,
+``class_set``, ``class_names``, ``flip_pairs``, ``palette``, ``input_size``
+([height, width]), ``mean``, ``std``, ``recipe`` (dataset, stages, sampling,
+metrics, ...). Loading never unpickles anything.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .class_sets import ClassSet
+from .models import SegmentationModel, build_model
+
+FORMAT = "human_parsing_ros.weights"
+FORMAT_VERSION = 1
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be used; the message names the file and the reason."""
+
+
+@dataclass
+class WeightsInfo:
+    architecture: str
+    architecture_args: dict[str, Any]
+    class_set_name: str
+    class_names: list[str]
+    flip_pairs: list[tuple[int, int]]
+    palette: list[list[int]]
+    input_size: tuple[int, int]
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_class_set(cls, architecture: str, architecture_args: dict[str, Any], class_set: ClassSet,
+                      input_size: tuple[int, int], recipe: dict[str, Any] | None = None) -> "WeightsInfo":
+        return cls(architecture, dict(architecture_args), class_set.name, list(class_set.names),
+                   [tuple(p) for p in class_set.flip_pairs], class_set.palette.tolist(),
+                   tuple(input_size), recipe=dict(recipe or {}))
+
+    def class_set(self) -> ClassSet:
+        """The class set as this file defines it (names, palette and pairs travel with the weights)."""
+        return ClassSet(self.class_set_name, tuple(self.class_names),
+                        tuple(tuple(p) for p in self.flip_pairs),
+                        palette=np.asarray(self.palette, dtype=np.uint8))
+
+    @property
+    def untrained(self) -> bool:
+        return bool(self.recipe.get("untrained", False))
+
+    def to_metadata(self) -> dict[str, str]:
+        values = {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "architecture": self.architecture, "architecture_args": self.architecture_args,
+            "class_set": self.class_set_name, "class_names": self.class_names,
+            "flip_pairs": [list(p) for p in self.flip_pairs], "palette": self.palette,
+            "input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std),
+            "recipe": self.recipe,
+        }
+        return {key: json.dumps(value) for key, value in values.items()}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str] | None, path: str | os.PathLike) -> "WeightsInfo":
+        if not metadata or "format" not in metadata:
+            raise WeightsError(f"{path}: not a human_parsing_ros weights file (no metadata)")
+        try:
+            values = {key: json.loads(text) for key, text in metadata.items()}
+        except json.JSONDecodeError as err:
+            raise WeightsError(f"{path}: metadata is not valid JSON ({err})") from None
+        if values["format"] != FORMAT:
+            raise WeightsError(f"{path}: format is '{values['format']}', expected '{FORMAT}'")
+        if values.get("format_version") != FORMAT_VERSION:
+            raise WeightsError(f"{path}: format version {values.get('format_version')} is not supported "
+                               f"(this package reads version {FORMAT_VERSION})")
+        try:
+            info = cls(
+                values["architecture"], dict(values["architecture_args"]), values["class_set"],
+                list(values["class_names"]), [tuple(p) for p in values["flip_pairs"]], values["palette"],
+                tuple(values["input_size"]), tuple(values["mean"]), tuple(values["std"]),
+                dict(values.get("recipe", {})),
+            )
+            info.class_set()  # validates palette size and pair ranges
+        except KeyError as err:
+            raise WeightsError(f"{path}: metadata lacks {err}") from None
+        except (TypeError, ValueError) as err:
+            raise WeightsError(f"{path}: bad metadata ({err})") from None
+        if len(info.input_size) != 2 or min(info.input_size) < 16:
+            raise WeightsError(f"{path}: bad input_size {list(info.input_size)}")
+        return info
+
+
+def save_weights(path: str | os.PathLike, model: SegmentationModel, info: WeightsInfo) -> Path:
+    """Write ``model`` with ``info`` atomically (a reader never sees half a file)."""
+    from safetensors.torch import save_file
+
+    if model.num_classes != len(info.class_names):
+        raise WeightsError(f"{path}: model has {model.num_classes} outputs but "
+                           f"{len(info.class_names)} class names")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=info.to_metadata())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _open_safetensors(path: Path):
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file")
+    try:
+        return safe_open(str(path), framework="pt", device="cpu")
+    except Exception as err:  # safetensors raises its own error type for every malformed file
+        raise WeightsError(f"{path}: not a valid safetensors file ({err})") from None
+
+
+def read_weights_info(path: str | os.PathLike) -> WeightsInfo:
+    """Only the metadata: cheap, and enough to say what a file holds."""
+    path = Path(path)
+    with _open_safetensors(path) as handle:
+        return WeightsInfo.from_metadata(handle.metadata(), path)
+
+
+def load_weights(path: str | os.PathLike) -> tuple[SegmentationModel, WeightsInfo]:
+    """Build the architecture the file names and load its tensors (on the CPU, in eval mode)."""
+    path = Path(path)
+    try:
+        with _open_safetensors(path) as handle:
+            info = WeightsInfo.from_metadata(handle.metadata(), path)
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except WeightsError:
+        raise
+    except Exception as err:  # data section shorter than the header says, and similar
+        raise WeightsError(f"{path}: unreadable tensors ({err})") from None
+    args = {k: v for k, v in info.architecture_args.items() if k != "encoder_weights"}
+    try:
+        model = build_model(info.architecture, **args)
+    except ValueError as err:
+        raise WeightsError(f"{path}: {err}") from None
+    if model.num_classes != len(info.class_names):
+        raise WeightsError(f"{path}: class count mismatch: the architecture has {model.num_classes} outputs, "
+                           f"the metadata names {len(info.class_names)} classes")
+    _check_state(path, model, state)
+    model.load_state_dict(state)
+    return model.eval(), info
+
+
+def _check_state(path: Path, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        detail = (f"missing {len(missing)} tensors (e.g. {missing[0]})" if missing
+                  else f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
+        raise WeightsError(f"{path}: tensors do not match architecture '{type(model).__name__}': {detail}")
+    for key, tensor in expected.items():
+        if state[key].shape != tensor.shape:
+            raise WeightsError(f"{path}: tensor {key} has shape {list(state[key].shape)}, "
+                               f"the architecture expects {list(tensor.shape)}")

@@ -1,0 +1,40 @@
+"""Start the human parser: ros2 launch human_parsing_ros parser.launch.py image_topic:=/camera/image_raw"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+
+def _parser_node(context):
+    image_topic = LaunchConfiguration("image_topic").perform(context)
+    # weights/device given on the command line win over the parameter file; empty = keep the file's value.
+    overrides = {name: LaunchConfiguration(name).perform(context) for name in ("weights", "device")}
+    overrides = {name: value for name, value in overrides.items() if value}
+    return [Node(
+        package="human_parsing_ros",
+        executable="parser_node",
+        name="human_parser",
+        namespace=LaunchConfiguration("namespace"),
+        output="screen",
+        emulate_tty=True,
+        parameters=[LaunchConfiguration("params_file"), overrides],
+        remappings=[("image", image_topic), ("image/compressed", image_topic + "/compressed")],
+    )]
+
+
+def generate_launch_description() -> LaunchDescription:
+    default_params = os.path.join(get_package_share_directory("human_parsing_ros"), "config", "parser.yaml")
+    return LaunchDescription([
+        DeclareLaunchArgument("image_topic", default_value="/camera/image_raw",
+                              description="Camera topic (and its /compressed sub-topic for input_transport compressed)"),
+        DeclareLaunchArgument("weights", default_value="",
+                              description="Weights file (.safetensors); empty = the parameter file's value"),
+        DeclareLaunchArgument("device", default_value="",
+                              description="auto | cpu | cuda | cuda:N; empty = the parameter file's value"),
+        DeclareLaunchArgument("params_file", default_value=default_params, description="Parameter file"),
+        DeclareLaunchArgument("namespace", default_value="/human_parsing", description="Namespace of the node"),
+        OpaqueFunction(function=_parser_node),
+    ])

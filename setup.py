@@ -1,0 +1,40 @@
+"""ament_python package, also pip-installable on machines without a ROS distro (extra "ros")."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "human_parsing_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={PACKAGE: ["samples/ccp/*.md", "samples/ccp/LICENSE", "samples/ccp/photos/*.jpg",
+                            "samples/ccp/annotations/*.mat", "weights/*.safetensors"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    python_requires=">=3.10",
+    install_requires=["numpy", "pillow", "pyyaml", "safetensors", "scipy", "torch>=2.1", "torchvision>=0.16"],
+    extras_require={
+        # ROS 2 from PyPI wheels, for machines without a ROS distro.
+        "ros": ["ros-rclpy[fastrtps]", "ros-sensor-msgs", "ros-std-msgs", "ros-diagnostic-msgs",
+                "ros-lifecycle-msgs"],
+        "test": ["pytest"],
+    },
+    zip_safe=False,
+    maintainer="human_parsing_ros maintainers",
+    maintainer_email="maintainers@human-parsing-ros.invalid",
+    description="Human parsing ROS 2 node and DTPR trainer",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "parser_node = human_parsing_ros.node:main",
+            "human_parsing_demo = human_parsing_ros.demo:main",
+            "human_parsing_random_weights = human_parsing_ros.default_weights:main",
+        ],
+    },
+)
