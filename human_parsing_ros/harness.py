@@ -1,0 +1,231 @@
+"""Drive a parser_node process over real DDS: start it, play frames to it, collect what it publishes.
+
+Used by the demo, the tests and the benchmark, so all three exercise the node
+exactly as a user's camera and behaviours would.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+PACKAGE = "human_parsing_ros"
+
+
+def share_file(*parts: str) -> Path:
+    """A file installed under share/human_parsing_ros, or the same file in the source tree."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            installed = Path(get_package_share_directory(PACKAGE), *parts)
+            if installed.exists():
+                return installed
+        except (PackageNotFoundError, OSError):  # OSError: no AMENT_PREFIX_PATH (pip install)
+            pass
+    except ImportError:
+        pass
+    source = Path(__file__).resolve().parent.parent.joinpath(*parts)
+    if source.exists():
+        return source
+    raise FileNotFoundError(f"{'/'.join(parts)} is neither installed (share/{PACKAGE}) nor in the source tree")
+
+
+def use_large_image_transport() -> None:
+    """Point Fast DDS at the package's large-message profile unless the user chose a profile.
+
+    Call before ``rclpy.init()``; child processes inherit it. Without it, frames over
+    512 KiB never cross processes with Fast DDS's default shared-memory segment.
+    """
+    if "FASTDDS_DEFAULT_PROFILES_FILE" not in os.environ and "FASTRTPS_DEFAULT_PROFILES_FILE" not in os.environ:
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(share_file("config", "fastdds_large_images.xml"))
+
+
+def node_command() -> list[str]:
+    """The console script a user runs; the module itself when the script is not on PATH."""
+    script = shutil.which("parser_node")
+    if script is None:
+        candidate = Path(sys.executable).parent / "parser_node"
+        script = str(candidate) if candidate.exists() else None
+    return [script] if script else [sys.executable, "-m", "human_parsing_ros.node"]
+
+
+class NodeProcess:
+    """``parser_node --ros-args --params-file ... -r ... -p ...`` as a child process."""
+
+    def __init__(self, params_file: str | Path | None = None, namespace: str = "/human_parsing",
+                 remaps: dict[str, str] | None = None, params: dict[str, Any] | None = None,
+                 log_path: str | Path | None = None, env: dict[str, str] | None = None) -> None:
+        args = ["--ros-args"]
+        if params_file is not None:
+            args += ["--params-file", str(params_file)]
+        args += ["-r", f"__ns:={namespace}"]
+        for src, dst in (remaps or {}).items():
+            args += ["-r", f"{src}:={dst}"]
+        for name, value in (params or {}).items():
+            args += ["-p", f"{name}:={_param_text(value)}"]
+        self.command = node_command() + args
+        self.log_path = Path(log_path) if log_path else None
+        self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> "NodeProcess":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        out = open(self.log_path, "w") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        if self.log_path:
+            out.close()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGINT (a clean shutdown), then SIGKILL if it hangs; returns the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_param_text(v) for v in value) + "]"
+    return str(value)
+
+
+@dataclass
+class Received:
+    """Everything the client got, by topic, with arrival times (wall clock, like ROS stamps)."""
+
+    messages: dict[str, list[tuple[float, Any]]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, topic: str, msg: Any) -> None:
+        with self.lock:
+            self.messages.setdefault(topic, []).append((time.time(), msg))
+
+    def get(self, topic: str) -> list[Any]:
+        with self.lock:
+            return [m for _, m in self.messages.get(topic, [])]
+
+    def timed(self, topic: str) -> list[tuple[float, Any]]:
+        with self.lock:
+            return list(self.messages.get(topic, []))
+
+
+class Client:
+    """A camera publisher plus subscribers to the node's outputs, spinning in a background thread.
+
+    Needs ``rclpy.init()`` done by the caller.
+    """
+
+    def __init__(self, camera_topic: str, outputs: dict[str, type], namespace: str = "/human_parsing",
+                 compressed: bool = False, camera_reliable: bool = False, name: str = "hp_client") -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CompressedImage, Image
+
+        self.node = rclpy.create_node(name)
+        self.namespace = namespace.rstrip("/")
+        self.received = Received()
+        camera_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE if camera_reliable
+                                else ReliabilityPolicy.BEST_EFFORT)
+        self.camera = self.node.create_publisher(CompressedImage if compressed else Image, camera_topic, camera_qos)
+        self.subs = []
+        for rel, msg_type in outputs.items():
+            latched = rel == "class_info"
+            qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+            self.subs.append(self.subscribe(rel, msg_type, qos))
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def subscribe(self, rel: str, msg_type: type, qos: Any) -> Any:
+        topic = rel if rel.startswith("/") else f"{self.namespace}/{rel}"
+        return self.node.create_subscription(msg_type, topic, lambda m, t=rel: self.received.add(t, m), qos)
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+            time.sleep(0.05)
+
+    def wait_for_node(self, timeout: float = 60.0) -> None:
+        """Until the node's input subscription matches our camera (it subscribes on activate)."""
+        self.wait_for(lambda: self.camera.get_subscription_count() > 0, timeout, "the node's image subscription")
+
+    def image_msg(self, rgb: np.ndarray, stamp_ns: int | None = None, frame_id: str = "camera",
+                  encoding: str = "rgb8") -> Any:
+        from sensor_msgs.msg import Image
+
+        msg = Image()
+        self._stamp(msg, stamp_ns, frame_id)
+        msg.height, msg.width = rgb.shape[:2]
+        msg.encoding = encoding
+        msg.step = rgb.shape[1] * (rgb.shape[2] if rgb.ndim == 3 else 1) * rgb.itemsize
+        import array
+
+        msg.data = array.array("B", np.ascontiguousarray(rgb).tobytes())
+        return msg
+
+    def compressed_msg(self, data: bytes, fmt: str = "jpeg", stamp_ns: int | None = None,
+                       frame_id: str = "camera") -> Any:
+        from sensor_msgs.msg import CompressedImage
+
+        msg = CompressedImage(format=fmt)
+        self._stamp(msg, stamp_ns, frame_id)
+        msg.data = list(data) if not isinstance(data, (bytes, bytearray)) else bytes(data)
+        return msg
+
+    def _stamp(self, msg: Any, stamp_ns: int | None, frame_id: str) -> None:
+        now = self.node.get_clock().now().nanoseconds if stamp_ns is None else stamp_ns
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(now, 1_000_000_000)
+        msg.header.frame_id = frame_id
+
+    def publish(self, msg: Any) -> None:
+        self.camera.publish(msg)
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+
+
+def stamp_ns(header: Any) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def image_array(msg: Any) -> np.ndarray:
+    """A received mono8/rgb8/bgr8 sensor_msgs/Image as a numpy array."""
+    channels = {"mono8": 1, "rgb8": 3, "bgr8": 3}[msg.encoding]
+    data = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)[:, :msg.width * channels]
+    return data.reshape(msg.height, msg.width, channels) if channels > 1 else data.reshape(msg.height, msg.width)
