@@ -53,7 +53,7 @@ PARAMS = (
     Param("precision", "fp32", "fp32, fp16 or bf16 (fp16 falls back to fp32 on CPU)", True, tuple(PRECISIONS)),
     Param("input_size", [0, 0], "Network input [height, width]; [0, 0] = the size the weights were trained at",
           True),
-    Param("input_transport", "raw", "raw: subscribe to image (sensor_msgs/Image); compressed: image/compressed",
+    Param("input_transport", "raw", "raw: subscribe to image (sensor_msgs/Image); compressed: <image>/compressed",
           True, ("raw", "compressed")),
     Param("input_reliability", "best_effort",
           "Input QoS reliability (best_effort also accepts reliable publishers); "
@@ -278,7 +278,8 @@ class HumanParserNode(LifecycleNode):
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability,
                          durability=DurabilityPolicy.VOLATILE)
         compressed = self.p("input_transport") == "compressed"
-        topic = "image/compressed" if compressed else "image"
+        # As image_transport does: the transport's sub-topic of the (remapped) base topic.
+        topic = self.resolve_topic_name("image") + "/compressed" if compressed else "image"
         overrides = QoSOverridingOptions.with_default_policies()
         sub = self.create_subscription(CompressedImage if compressed else Image, topic, self._on_image, qos,
                                        qos_overriding_options=overrides)

@@ -116,11 +116,28 @@ def save_weights(path: str | os.PathLike, model: SegmentationModel, info: Weight
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=info.to_metadata())
+        # mkstemp (and safetensors) create 0600 files: give the file the mode any new file gets here,
+        # or a node running as another user (an installed package, a container) cannot read it.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows (os.umask sets it to read it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _open_safetensors(path: Path):

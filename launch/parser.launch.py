@@ -9,7 +9,6 @@ from launch_ros.actions import Node
 
 
 def _parser_node(context):
-    image_topic = LaunchConfiguration("image_topic").perform(context)
     # weights/device given on the command line win over the parameter file; empty = keep the file's value.
     overrides = {name: LaunchConfiguration(name).perform(context) for name in ("weights", "device")}
     overrides = {name: value for name, value in overrides.items() if value}
@@ -21,7 +20,7 @@ def _parser_node(context):
         output="screen",
         emulate_tty=True,
         parameters=[LaunchConfiguration("params_file"), overrides],
-        remappings=[("image", image_topic), ("image/compressed", image_topic + "/compressed")],
+        remappings=[("image", LaunchConfiguration("image_topic").perform(context))],  # compressed input: <image_topic>/compressed
     )]
 
 

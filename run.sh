@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One command per job, on a machine with nothing installed by hand:
+#   ./run.sh demo [--out DIR ...]   set up, then run the node on the bundled frames over DDS
+#   ./run.sh test [pytest args]     set up, then run the test suite (what CI runs)
+#   ./run.sh bench [args]           set up, then print forward / parser / node latency figures
+# Set-up is a virtual environment in .venv (HPR_VENV to change) with this package installed
+# editable, its ROS 2 wheels (no ROS distro needed) and the pinned PyTorch of constraints.txt.
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${HPR_VENV:-.venv}
+
+setup() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "[run.sh] creating $VENV" >&2
+    python3 -m venv "$VENV"
+  fi
+  local stamp="$VENV/.human_parsing_ros-installed"
+  if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+    echo "[run.sh] installing the package, PyTorch and the ROS 2 wheels into $VENV (first time: a few minutes)" >&2
+    "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" >&2 || true
+    "$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[ros,test]' 2>&1 | grep -v "is ignored" >&2 || true
+    "$VENV/bin/python" -c "import human_parsing_ros.node, torch, torchvision" # fails loudly if the install did
+    touch "$stamp"
+  fi
+}
+
+job=${1:-}
+[ $# -gt 0 ] && shift
+case "$job" in
+  demo)  setup; exec "$VENV/bin/human_parsing_demo" "$@" ;;
+  test)  setup; exec "$VENV/bin/python" -m pytest test "$@" ;;
+  bench) setup; exec "$VENV/bin/python" benchmarks/bench_serving.py "$@" ;;
+  *) echo "usage: ./run.sh demo|test|bench [args]" >&2; exit 2 ;;
+esac

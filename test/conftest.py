@@ -1,0 +1,10 @@
+"""Isolate every test run's DDS traffic: its own domain, localhost only, large-frame transport."""
+import os
+from pathlib import Path
+
+os.environ["ROS_DOMAIN_ID"] = str(10 + os.getpid() % 90)
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE",
+                      str(Path(__file__).resolve().parent.parent / "config" / "fastdds_large_images.xml"))
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"

@@ -1,0 +1,187 @@
+"""Checks every segmentation architecture must pass, shared by the per-architecture tests.
+
+Each ``check_*`` function takes the registry name and the keyword arguments for
+``human_parsing_ros.models.build_model`` and raises AssertionError on failure, so
+a new architecture only has to be registered to be tested (see test_models.py).
+Keep inputs small: these run on a 2-core CPU.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from human_parsing_ros.class_sets import voc_palette
+from human_parsing_ros.models import build_model
+from human_parsing_ros.weights import WeightsInfo, load_weights, read_weights_info, save_weights
+
+DEFAULT_SIZES = ((64, 48), (65, 47), (48, 64))
+
+
+def _build(name: str, args: dict[str, Any], seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model(name, **args)
+
+
+def _images(batch: int, size: tuple[int, int], seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, *size, generator=generator)
+
+
+def _targets(batch: int, size: tuple[int, int], num_classes: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed + 1)
+    return torch.randint(0, num_classes, (batch, *size), generator=generator)
+
+
+def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer (BN running stats and num_batches_tracked included), copied."""
+    return {key: value.detach().clone() for key, value in module.state_dict().items()}
+
+
+def _changed(before: dict[str, torch.Tensor], module: nn.Module) -> list[str]:
+    after = module.state_dict()
+    return sorted(key for key, value in before.items() if not torch.equal(value, after[key]))
+
+
+def _first_conv(module: nn.Module) -> nn.Conv2d:
+    for child in module.modules():
+        if isinstance(child, nn.Conv2d):
+            return child
+    raise AssertionError(f"{type(module).__name__} has no Conv2d")
+
+
+def check_forward_backward(name: str, args: dict[str, Any], sizes: Iterable[tuple[int, int]] = DEFAULT_SIZES,
+                           batch: int = 2) -> None:
+    """Logits are (N, num_classes, H, W) at every size, and a loss sends gradients through the whole net."""
+    model = _build(name, args)
+    num_classes = args["num_classes"]
+    assert model.num_classes == num_classes, f"{name}: num_classes {model.num_classes}, asked for {num_classes}"
+    for index, size in enumerate(sizes):
+        model.train()
+        model.zero_grad(set_to_none=True)
+        x = _images(batch, size, seed=index)
+        logits = model(x)
+        assert logits.shape == (batch, num_classes, *size), (
+            f"{name}: input {tuple(x.shape)} gave logits {tuple(logits.shape)}")
+        assert torch.isfinite(logits).all(), f"{name}: non-finite logits at {size}"
+
+        loss = F.cross_entropy(logits, _targets(batch, size, num_classes, seed=index))
+        loss.backward()
+        missing = [key for key, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        assert not missing, f"{name}: no gradient reached {missing[:5]} at {size}"
+        for key, p in model.named_parameters():
+            assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient in {key} at {size}"
+        first = _first_conv(model.encoder)
+        assert first.weight.grad.abs().sum() > 0, f"{name}: zero gradient at the encoder's first conv ({size})"
+        head_grads = [p.grad.abs().sum() for p in model.segmentation_head.parameters()]
+        assert head_grads and all(g > 0 for g in head_grads), f"{name}: zero gradient in the head ({size})"
+
+        # The low-resolution path the parser uses must be what forward() upsamples.
+        model.eval()
+        with torch.no_grad():
+            low = model.forward_lowres(x)
+            full = model(x)
+        assert low.shape[:2] == (batch, num_classes) and low.shape[-2] <= size[0] and low.shape[-1] <= size[1]
+        expected = F.interpolate(low, size=size, mode="bilinear", align_corners=False)
+        torch.testing.assert_close(full, expected)
+
+
+def check_weights_round_trip(name: str, args: dict[str, Any], tmp_path: Path, size: tuple[int, int] = (64, 48)) -> None:
+    """save_weights -> load_weights rebuilds the same network: identical tensors, identical eval outputs."""
+    model = _build(name, args, seed=1)
+    num_classes = args["num_classes"]
+    # Move the BN running statistics off their initial values so that buffers are really compared.
+    model.train()
+    with torch.no_grad():
+        model(_images(2, size, seed=5))
+    model.eval()
+
+    names = [f"class_{i}" for i in range(num_classes)]
+    info = WeightsInfo(name, dict(args), "test_set", names, [(1, 2)], voc_palette(num_classes).tolist(),
+                       (size[0], size[1]), recipe={"dataset": "none", "stages": [1]})
+    path = save_weights(tmp_path / f"{name}.safetensors", model, info)
+    assert path.is_file()
+
+    loaded, loaded_info = load_weights(path)
+    assert type(loaded) is type(model)
+    assert not loaded.training, "load_weights must return the model in eval mode"
+    assert loaded_info == info
+    assert read_weights_info(path) == info
+
+    original, restored = model.state_dict(), loaded.state_dict()
+    assert set(original) == set(restored)
+    for key, value in original.items():
+        assert restored[key].dtype == value.dtype, f"{name}: {key} dtype changed"
+        assert torch.equal(restored[key], value), f"{name}: {key} changed in the round trip"
+
+    x = _images(1, size, seed=7)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x)), f"{name}: outputs differ after the round trip"
+        # Sanity: another random network would not pass the equality above.
+        other = _build(name, args, seed=2).eval()
+        assert not torch.equal(other(x), model(x))
+
+
+def _freeze_all_but(model: nn.Module, trainable: list[nn.Module]) -> None:
+    """What DTPR stage 2 does: frozen parts get requires_grad False AND eval mode (BN statistics stay)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+    for module in trainable:
+        module.train()
+        for p in module.parameters():
+            p.requires_grad_(True)
+
+
+def check_encoder_freeze(name: str, args: dict[str, Any], mode: str | None = None,
+                         size: tuple[int, int] = (64, 48)) -> None:
+    """One SGD step on ``model.stage2_modules(mode)`` leaves the encoder bit-identical, BN buffers included."""
+    model = _build(name, args, seed=3)
+    num_classes = args["num_classes"]
+    trainable = model.stage2_modules(mode)
+    assert trainable and all(isinstance(m, nn.Module) for m in trainable)
+    assert model.segmentation_head in trainable, f"{name}: stage 2 must always train the classifier"
+    assert not any(m is model.encoder for m in trainable), f"{name}: stage 2 must not train the encoder"
+    trainable_ids = {id(p) for m in trainable for p in m.parameters()}
+    assert not any(id(p) in trainable_ids for p in model.encoder.parameters()), (
+        f"{name}: a stage-2 module shares parameters with the encoder")
+
+    _freeze_all_but(model, trainable)
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert not any(m.training for m in model.encoder.modules()), f"{name}: encoder left in train mode"
+
+    encoder_before = _snapshot(model.encoder)
+    assert any(key.endswith("running_mean") for key in encoder_before), f"{name}: encoder has no BN to check"
+    trained_before = [_snapshot(m) for m in trainable]
+    frozen_rest = [m for m in (model.decoder, model.segmentation_head) if not any(m is t for t in trainable)]
+    rest_before = [_snapshot(m) for m in frozen_rest]
+
+    optimizer = torch.optim.SGD([p for m in trainable for p in m.parameters()], lr=0.5, momentum=0.9)
+    x = _images(2, size, seed=11)
+    loss = F.cross_entropy(model(x), _targets(2, size, num_classes, seed=11))
+    optimizer.zero_grad()
+    loss.backward()
+    assert all(p.grad is None for p in model.encoder.parameters()), f"{name}: gradient reached the frozen encoder"
+    optimizer.step()
+
+    changed = _changed(encoder_before, model.encoder)
+    assert not changed, f"{name}: frozen encoder changed in {changed[:5]}"
+    for module, before in zip(frozen_rest, rest_before):
+        changed = _changed(before, module)
+        assert not changed, f"{name}: {type(module).__name__} is not trained in mode {mode} but changed: {changed[:5]}"
+    for module, before in zip(trainable, trained_before):
+        params = {key for key, _ in module.named_parameters()}
+        changed = set(_changed(before, module)) & params
+        assert changed, f"{name}: no parameter of the trained {type(module).__name__} changed"
+        with_grad = {key for key, p in module.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        assert with_grad <= changed, f"{name}: parameters with a gradient did not move: {sorted(with_grad - changed)[:5]}"
+
+    # Control: with the encoder in train mode, the same step WOULD move its BN statistics,
+    # so the bit-identity above is a real check and not an artefact of the data.
+    model.encoder.train()
+    with torch.no_grad():
+        model(x)
+    assert _changed(encoder_before, model.encoder), f"{name}: the control step did not touch BN statistics"

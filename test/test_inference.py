@@ -1,0 +1,156 @@
+"""Tensor steps of a parse: placement, low-res logits -> labels/confidence, per-class statistics."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from human_parsing_ros.inference import (Placement, class_statistics, logits_to_labels, network_input,
+                                         place_image)
+
+C = 20
+NET = (96, 80)
+LOW = (24, 20)  # stride 4
+
+
+def _smooth_logits(seed, shape=(C, *LOW)):
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(1, shape[0], 4, 3, generator=g) * 4
+    return F.interpolate(coarse, size=shape[1:], mode="bicubic", align_corners=False)[0]
+
+
+def _noisy_logits(seed, shape=(C, *LOW)):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g)
+
+
+def _reference(logits, size):
+    up = F.interpolate(logits[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+    top2 = up.topk(2, dim=0).values
+    return up.argmax(0), (top2[0] - top2[1]) > 1e-4  # labels, and where the argmax is not a near-tie
+
+
+def _agreement(labels, reference, decisive):
+    assert decisive.float().mean() > 0.99, "test data is mostly ties"
+    return (labels == reference)[decisive].float().mean().item()
+
+
+@pytest.mark.parametrize("out_hw", [(96, 80), (200, 170), (13, 11), (97, 61), (24, 20), (301, 7)])
+@pytest.mark.parametrize("kind", ["smooth", "noisy"])
+def test_stretch_labels_equal_bilinear_argmax(out_hw, kind):
+    for seed in range(3):
+        logits = (_smooth_logits if kind == "smooth" else _noisy_logits)(seed)
+        placement = place_image(out_hw, NET, "stretch")
+        labels, confidence = logits_to_labels(logits, NET, placement, out_hw)
+        assert labels.shape == out_hw and confidence.shape == out_hw
+        reference, decisive = _reference(logits, out_hw)
+        assert _agreement(labels, reference, decisive) >= 0.9999
+
+        expected_conf = F.interpolate(logits.softmax(0).max(0).values[None, None], size=out_hw,
+                                      mode="bilinear", align_corners=False)[0, 0]
+        torch.testing.assert_close(confidence, expected_conf, atol=1e-5, rtol=1e-5)
+        assert (confidence > 0).all() and (confidence <= 1 + 1e-6).all()
+
+
+def test_stretch_labels_float16_logits():
+    logits = _smooth_logits(7).half()
+    labels, _ = logits_to_labels(logits, NET, place_image((120, 90), NET, "stretch"), (120, 90))
+    reference, decisive = _reference(logits.float(), (120, 90))
+    assert _agreement(labels, reference, decisive) >= 0.9999
+
+
+@pytest.mark.parametrize("image_hw", [(820, 550), (60, 200), (96, 80), (47, 33)])
+@pytest.mark.parametrize("ratio", [1, 4])
+def test_letterbox_region_equals_crop_of_upsampled_logits(image_hw, ratio):
+    """At the placed size, the labels are the image region of the network-size logits."""
+    low = (NET[0] // ratio, NET[1] // ratio)
+    logits = _noisy_logits(3, (C, *low)) if ratio == 1 else _smooth_logits(3, (C, *low))
+    placement = place_image(image_hw, NET, "letterbox")
+    out_hw = (placement.height, placement.width)
+    labels, _ = logits_to_labels(logits, NET, placement, out_hw)
+    full, decisive = _reference(logits, NET)
+    rows = slice(placement.top, placement.top + placement.height)
+    cols = slice(placement.left, placement.left + placement.width)
+    assert _agreement(labels, full[rows, cols], decisive[rows, cols]) >= 0.9999
+    if ratio == 1:  # no interpolation at all: exact
+        assert torch.equal(labels, logits.argmax(0)[rows, cols])
+
+
+def test_letterbox_ignores_the_padding():
+    """Logits in the padding must never show up in the labels."""
+    placement = place_image((50, 100), NET, "letterbox")
+    assert placement.top > 0
+    logits = torch.zeros(C, *NET)
+    logits[3] = 1.0
+    logits[7, : placement.top] = 10.0  # only the top padding says class 7
+    logits[7, placement.top + placement.height:] = 10.0
+    labels, _ = logits_to_labels(logits, NET, placement, (50, 100))
+    assert (labels == 3).all()
+
+
+@pytest.mark.parametrize("image_hw,net", [((820, 550), (400, 400)), ((480, 640), (96, 96)), ((100, 100), (64, 64)),
+                                          ((1000, 1), (96, 80)), ((1, 1000), (96, 80)), ((33, 47), (96, 80)),
+                                          ((96, 80), (96, 80))])
+def test_place_image_letterbox(image_hw, net):
+    p = place_image(image_hw, net, "letterbox")
+    h, w = image_hw
+    assert 1 <= p.height <= net[0] and 1 <= p.width <= net[1]
+    assert p.height == net[0] or p.width == net[1], "one side must fill the network input"
+    scale = min(net[0] / h, net[1] / w)
+    assert abs(p.height - h * scale) <= 0.5 + 1e-9 or p.height == 1
+    assert abs(p.width - w * scale) <= 0.5 + 1e-9 or p.width == 1
+    # Centred: the two paddings of each axis differ by at most one pixel, extra pixel after.
+    bottom, right = net[0] - p.height - p.top, net[1] - p.width - p.left
+    assert 0 <= bottom - p.top <= 1 and 0 <= right - p.left <= 1
+
+
+def test_place_image_stretch_and_bad_mode():
+    assert place_image((820, 550), (96, 80), "stretch") == Placement(96, 80, 0, 0)
+    with pytest.raises(ValueError, match="fill"):
+        place_image((10, 10), (96, 80), "fill")
+
+
+def test_network_input_normalises_and_pads_with_mean():
+    mean = torch.tensor([0.5, 0.25, 0.75])
+    std = torch.tensor([0.5, 0.25, 0.25])
+    image = torch.full((50, 100, 3), 255, dtype=torch.uint8)
+    placement = place_image((50, 100), NET, "letterbox")
+    x = network_input(image, NET, placement, mean, std, torch.float32)
+    assert x.shape == (1, 3, *NET)
+    inside = x[0, :, placement.top:placement.top + placement.height, placement.left:placement.left + placement.width]
+    torch.testing.assert_close(inside, ((1 - mean) / std).view(3, 1, 1).expand_as(inside))
+    assert (x[0, :, : placement.top] == 0).all()  # the mean colour, normalised
+    assert (x[0, :, placement.top + placement.height:] == 0).all()
+
+
+def _brute_force_statistics(labels, confidence, num_classes):
+    counts = np.zeros(num_classes, np.int64)
+    sums = np.zeros(num_classes, np.float64)
+    boxes = np.full((num_classes, 4), -1, np.int64)
+    for c in range(num_classes):
+        ys, xs = np.nonzero(labels == c)
+        counts[c] = ys.size
+        sums[c] = confidence[labels == c].sum()
+        if ys.size:
+            boxes[c] = (xs.min(), ys.min(), xs.max(), ys.max())
+    return counts, sums, boxes
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (1, 9), (9, 1), (64, 48)])
+def test_class_statistics_against_brute_force(shape):
+    rng = np.random.default_rng(sum(shape))
+    labels = np.zeros(shape, np.int64)
+    # A few rectangles of random classes over background, some classes absent.
+    for _ in range(6):
+        c = int(rng.integers(1, C))
+        y0, x0 = rng.integers(0, shape[0]), rng.integers(0, shape[1])
+        labels[y0:y0 + int(rng.integers(1, 20)), x0:x0 + int(rng.integers(1, 20))] = c
+    labels[rng.random(shape) < 0.05] = C - 1  # scattered pixels
+    confidence = rng.random(shape).astype(np.float32)
+
+    stats = class_statistics(torch.from_numpy(labels), torch.from_numpy(confidence), C)
+    counts, sums, boxes = _brute_force_statistics(labels, confidence, C)
+    assert stats.pixel_counts.tolist() == counts.tolist()
+    np.testing.assert_allclose(stats.confidence_sums.numpy(), sums, rtol=1e-5, atol=1e-4)
+    assert stats.boxes.tolist() == boxes.tolist()
+    assert (counts == 0).any(), "test data should leave some class absent"
+

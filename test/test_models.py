@@ -1,0 +1,67 @@
+"""Every registered architecture goes through the shared model tester (test/model_tester.py)."""
+import pytest
+import torch
+
+import model_tester
+from human_parsing_ros.models import ARCHITECTURES, build_model
+
+ARGS = {"num_classes": 20, "encoder_weights": None}
+NAMES = sorted(ARCHITECTURES)
+
+
+def test_registry_is_not_empty():
+    assert NAMES, "no architecture registered"
+    assert "deeplabv3plus" in ARCHITECTURES  # the default weights' architecture
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_backward(name):
+    model_tester.check_forward_backward(name, dict(ARGS), sizes=[(64, 48), (65, 47), (33, 71)])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_weights_round_trip(name, tmp_path):
+    model_tester.check_weights_round_trip(name, dict(ARGS), tmp_path)
+
+
+@pytest.mark.parametrize("mode", [None, "decoder", "classifier"])
+@pytest.mark.parametrize("name", NAMES)
+def test_encoder_freeze(name, mode):
+    model_tester.check_encoder_freeze(name, dict(ARGS), mode=mode)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stage2_mode_rejects_unknown(name):
+    model = build_model(name, **ARGS)
+    with pytest.raises(ValueError, match="everything"):
+        model.stage2_modules("everything")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_num_classes_follows_argument(name):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=7, encoder_weights=None).eval()
+    assert model.num_classes == 7
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 64, 48)).shape == (1, 7, 64, 48)
+
+
+def test_build_model_unknown_name():
+    with pytest.raises(ValueError) as info:
+        build_model("no_such_net_xyz", num_classes=20)
+    message = str(info.value)
+    assert "no_such_net_xyz" in message
+    for name in NAMES:  # says what is known
+        assert name in message
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_build_model_bad_argument(name):
+    with pytest.raises(ValueError) as info:
+        build_model(name, num_classes=20, no_such_argument=3)
+    assert name in str(info.value) and "no_such_argument" in str(info.value)
+
+
+def test_build_model_unknown_encoder():
+    with pytest.raises(ValueError, match="not_an_encoder"):
+        build_model("deeplabv3plus", num_classes=20, encoder="not_an_encoder")

@@ -1,0 +1,318 @@
+"""The node as users run it: console script, parameter file, remaps, real DDS between processes."""
+from __future__ import annotations
+
+import array
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
+from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from human_parsing_ros.class_sets import get_class_set  # noqa: E402
+from human_parsing_ros.default_weights import make_random_weights  # noqa: E402
+from human_parsing_ros.harness import Client, NodeProcess, image_array, share_file, stamp_ns  # noqa: E402
+from human_parsing_ros.messages import ClassInfoMessage, PartsMessage  # noqa: E402
+from human_parsing_ros.samples import load_rgb, sample_photos  # noqa: E402
+
+NS = "/human_parsing"
+CAMERA = "/test_cam/image_raw"
+OUTPUTS = {"labels": Image, "labels/color": Image, "overlay": Image, "masks/hair": Image, "masks/skin": Image,
+           "parts": String, "/diagnostics": DiagnosticArray}
+PARAMS_FILE = share_file("config", "parser.yaml")
+
+
+@pytest.fixture(scope="module")
+def ros():
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    return make_random_weights(tmp_path_factory.mktemp("w") / "ccp.safetensors", "ccp", input_size=(128, 128))
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    # Real photos at a camera-like size (and one full-size 550x832 frame, 1.4 MB over DDS).
+    photos = [load_rgb(p) for p in sample_photos()[:3]]
+    return [p[::4, ::4].copy() for p in photos] + [photos[0]]
+
+
+def start_node(tmp_path: Path, weights: Path, camera: str = CAMERA, ns: str = NS, **params) -> NodeProcess:
+    node = NodeProcess(PARAMS_FILE, ns, {"image": camera}, {"weights": str(weights), "device": "cpu", **params},
+                       log_path=tmp_path / "node.log")
+    node.start()
+    return node
+
+
+@pytest.fixture(scope="module")
+def running(ros, weights, tmp_path_factory):
+    node = start_node(tmp_path_factory.mktemp("node"), weights)
+    client = Client(CAMERA, OUTPUTS, NS, name="hp_test_client")
+    try:
+        client.wait_for_node(60.0)
+        client.wait_for(lambda: all(s.get_publisher_count() for s in client.subs), 10.0, "outputs to match")
+        yield node, client
+    finally:
+        client.close()
+        node.stop()
+
+
+def play(client: Client, frames, rate_hz: float = 10.0, frame_id: str = "test_optical_frame", **kw) -> list:
+    sent = []
+    for frame in frames:
+        msg = client.image_msg(frame, frame_id=frame_id, **kw)
+        client.publish(msg)
+        sent.append(msg)
+        time.sleep(1.0 / rate_hz)
+    return sent
+
+
+def outputs_for(client: Client, topic: str, msg) -> list:
+    return [m for m in client.received.get(topic) if stamp_ns(m.header) == stamp_ns(msg.header)]
+
+
+def wait_labels_for(client: Client, msg, timeout: float = 20.0) -> Image:
+    client.wait_for(lambda: outputs_for(client, "labels", msg), timeout, "labels for the frame")
+    return outputs_for(client, "labels", msg)[0]
+
+
+def test_outputs_carry_the_input_header_and_size(running, frames):
+    node, client = running
+    sent = play(client, frames * 2, rate_hz=5.0)
+    last = wait_labels_for(client, sent[-1], 30.0)
+    assert node.alive()
+    palette = get_class_set("ccp").palette
+    matched = 0
+    for msg in sent:
+        labels = outputs_for(client, "labels", msg)
+        if not labels:
+            continue  # a frame may be superseded by a newer one: that is the no-backlog policy
+        matched += 1
+        lab = labels[0]
+        assert lab.encoding == "mono8"
+        assert (lab.height, lab.width) == (msg.height, msg.width)
+        assert lab.header.frame_id == "test_optical_frame"
+        ids = image_array(lab)
+        assert ids.max() < 59
+        color = outputs_for(client, "labels/color", msg)
+        if color:
+            assert color[0].encoding == "rgb8"
+            np.testing.assert_array_equal(image_array(color[0]), palette[ids])
+        for part, cid in (("hair", 19), ("skin", 41)):
+            masks = outputs_for(client, f"masks/{part}", msg)
+            if masks:
+                mask = image_array(masks[0])
+                assert set(np.unique(mask)) <= {0, 255}
+                np.testing.assert_array_equal(mask == 255, ids == cid)
+        overlay = outputs_for(client, "overlay", msg)
+        if overlay:
+            assert overlay[0].encoding == "rgb8" and overlay[0].width == msg.width
+    assert matched >= len(sent) // 2
+    assert last.header.frame_id == "test_optical_frame"
+    reports = [PartsMessage.from_json(m.data) for m in client.received.get("parts")]
+    report = next(r for r in reports if (r.stamp.sec, r.stamp.nanosec) ==
+                  (sent[-1].header.stamp.sec, sent[-1].header.stamp.nanosec))
+    assert report.frame_id == "test_optical_frame" and len(report.parts) == 59
+    assert abs(sum(p.pixel_fraction for p in report.parts) - 1.0) < 1e-3
+    assert (report.width, report.height) == (sent[-1].width, sent[-1].height)
+    ids = image_array(last)
+    for part in report.parts:
+        assert part.present == (part.pixel_fraction >= report.threshold and part.pixel_fraction > 0)
+        if part.bbox is not None:
+            x0, y0, x1, y1 = part.bbox
+            ys, xs = np.nonzero(ids == part.id)
+            assert (x0, y0, x1, y1) == (xs.min(), ys.min(), xs.max(), ys.max())
+
+
+def test_class_info_reaches_a_late_subscriber(running):
+    node, client = running
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    client.subscribe("class_info", String, latched)
+    client.wait_for(lambda: client.received.get("class_info"), 10.0, "latched class_info")
+    info = ClassInfoMessage.from_json(client.received.get("class_info")[0].data)
+    assert info.class_set == "ccp" and info.names == get_class_set("ccp").names and info.untrained
+    assert len(info.palette) == 59
+
+
+def _raw(client: Client, encoding: str, height: int, width: int, step: int, data: bytes, bigendian: int = 0):
+    msg = client.image_msg(np.zeros((1, 1, 3), np.uint8), frame_id="hostile")
+    msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian = encoding, height, width, step, bigendian
+    msg.data = array.array("B", data)
+    return msg
+
+
+def diagnostics_value(client: Client, key: str) -> str:
+    for array_msg in reversed(client.received.get("/diagnostics")):
+        for status in array_msg.status:
+            for kv in status.values:
+                if kv.key == key:
+                    return kv.value
+    raise KeyError(key)
+
+
+def test_hostile_inputs_are_dropped_and_the_node_keeps_answering(running, frames):
+    node, client = running
+    good = frames[0]
+    h, w = good.shape[:2]
+    rejected_before = int(diagnostics_value(client, "frames_rejected"))
+    hostile = [
+        _raw(client, "weird_encoding", h, w, w * 3, good.tobytes()),
+        _raw(client, "rgb8", h, w, w * 3 - 1, good.tobytes()),  # step too small
+        _raw(client, "rgb8", h, w, w * 3, good.tobytes()[:-7]),  # truncated
+        _raw(client, "rgb8", 0, 0, 0, b""),  # zero size
+        _raw(client, "16UC1", h, w, w * 2, bytes(h * w * 2)),  # depth, not a camera image
+        _raw(client, "yuv422", h, w - 1, (w - 1) * 2, bytes(h * (w - 1) * 2)),  # odd width for 4:2:2
+    ]
+    for msg in hostile:
+        client.publish(msg)
+        time.sleep(0.3)  # one at a time, so none is superseded before the node sees it
+    client.wait_for(lambda: int(diagnostics_value(client, "frames_rejected")) >= rejected_before + len(hostile),
+                    15.0, "the rejections to be counted")
+    assert node.alive()
+    # Still answering, including the 16-bit and 4-channel encodings users send.
+    for encoding, pixels in (("rgb8", good), ("bgra8", np.dstack([good[..., ::-1], np.full((h, w), 255, np.uint8)])),
+                             ("mono16", (good[..., 0].astype(np.uint16) * 257))):
+        msg = client.image_msg(pixels, frame_id="after_hostile", encoding=encoding)
+        client.publish(msg)
+        lab = wait_labels_for(client, msg)
+        assert (lab.height, lab.width) == (h, w)
+    assert "dropped frame from /test_cam/image_raw" in node.log()
+
+
+def test_a_fast_camera_builds_no_backlog(running, frames):
+    node, client = running
+    before = int(diagnostics_value(client, "frames_dropped"))
+    sent = play(client, [frames[i % 3] for i in range(40)], rate_hz=200.0, frame_id="burst")
+    wait_labels_for(client, sent[-1], 20.0)  # the newest frame is always processed
+    got = [m for m in client.received.get("labels") if m.header.frame_id == "burst"]
+    assert len(got) < len(sent)
+    client.wait_for(lambda: int(diagnostics_value(client, "frames_dropped")) > before, 5.0, "drops to be counted")
+
+
+def _call(client: Client, srv_type, name: str, request, timeout: float = 10.0):
+    cli = client.node.create_client(srv_type, name)
+    assert cli.wait_for_service(timeout_sec=timeout), f"service {name} not available"
+    future = cli.call_async(request)
+    client.wait_for(future.done, timeout, f"reply from {name}")
+    client.node.destroy_client(cli)
+    return future.result()
+
+
+def _set(client: Client, name: str, value) -> tuple[bool, str]:
+    pv = ParameterValue()
+    if isinstance(value, bool):
+        pv.type, pv.bool_value = ParameterType.PARAMETER_BOOL, value
+    elif isinstance(value, float):
+        pv.type, pv.double_value = ParameterType.PARAMETER_DOUBLE, value
+    else:
+        pv.type, pv.string_value = ParameterType.PARAMETER_STRING, value
+    req = SetParameters.Request(parameters=[ParameterMsg(name=name, value=pv)])
+    result = _call(client, SetParameters, f"{NS}/human_parser/set_parameters", req).results[0]
+    return result.successful, result.reason
+
+
+def test_parameters_are_validated_and_runtime_ones_apply(running, frames):
+    node, client = running
+    ok, reason = _set(client, "presence_threshold", 1.5)
+    assert not ok and reason
+    ok, reason = _set(client, "resize_mode", "squash")
+    assert not ok and "resize_mode" in reason
+    ok, reason = _set(client, "weights", "/elsewhere.safetensors")
+    assert not ok and "read-only" in reason.lower()
+    assert _set(client, "presence_threshold", 0.25) == (True, "")
+    msg = play(client, [frames[0]], frame_id="threshold")[0]
+    client.wait_for(lambda: [m for m in client.received.get("parts")
+                             if PartsMessage.from_json(m.data).frame_id == "threshold"], 20.0, "parts")
+    report = next(PartsMessage.from_json(m.data) for m in client.received.get("parts")
+                  if PartsMessage.from_json(m.data).frame_id == "threshold")
+    assert report.threshold == 0.25
+    assert all(p.present == (p.pixel_fraction >= 0.25) for p in report.parts)
+    assert _set(client, "presence_threshold", 0.005)[0]
+    assert node.alive() and msg is not None
+
+
+def test_lifecycle_deactivate_stops_outputs_and_activate_resumes(running, frames):
+    node, client = running
+    change = f"{NS}/human_parser/change_state"
+    assert _call(client, ChangeState, change, ChangeState.Request(
+        transition=Transition(id=Transition.TRANSITION_DEACTIVATE))).success
+    state = _call(client, GetState, f"{NS}/human_parser/get_state", GetState.Request()).current_state
+    assert state.label == "inactive"
+    silent = play(client, [frames[0]] * 3, frame_id="while_inactive")
+    time.sleep(1.5)
+    assert not any(outputs_for(client, "labels", m) for m in silent)
+    assert _call(client, ChangeState, change, ChangeState.Request(
+        transition=Transition(id=Transition.TRANSITION_ACTIVATE))).success
+    client.wait_for_node(20.0)
+    msg = play(client, [frames[0]], frame_id="reactivated")[0]
+    wait_labels_for(client, msg)
+
+
+def test_diagnostics_report_rates_latency_and_device(running):
+    node, client = running
+    seen = len(client.received.get("/diagnostics"))
+    client.wait_for(lambda: len(client.received.get("/diagnostics")) > seen + 1, 5.0, "fresh diagnostics")
+    status = client.received.get("/diagnostics")[-1].status[0]
+    keys = {kv.key for kv in status.values}
+    assert {"input_rate_hz", "output_rate_hz", "inference_ms_p50", "end_to_end_ms_p99", "frames_dropped",
+            "frames_rejected", "model"} <= keys
+    assert status.hardware_id == "cpu"
+    assert float(diagnostics_value(client, "inference_ms_p50")) > 0
+
+
+def test_compressed_input(ros, weights, tmp_path, frames):
+    from PIL import Image as PILImage
+
+    node = start_node(tmp_path, weights, camera="/jpeg_cam/image_raw", ns="/jpeg_ns", input_transport="compressed")
+    client = Client("/jpeg_cam/image_raw/compressed", {"labels": Image}, "/jpeg_ns", compressed=True,
+                    name="hp_test_jpeg")
+    try:
+        client.wait_for_node(60.0)
+        buf = io.BytesIO()
+        PILImage.fromarray(frames[1]).save(buf, format="JPEG", quality=90)
+        client.publish(client.compressed_msg(b"\xff\xd8 not really a jpeg", frame_id="garbage"))
+        time.sleep(0.5)
+        msg = client.compressed_msg(buf.getvalue(), frame_id="jpeg")
+        client.publish(msg)
+        lab = wait_labels_for(client, msg)
+        assert (lab.height, lab.width) == frames[1].shape[:2]
+        assert not [m for m in client.received.get("labels") if m.header.frame_id == "garbage"]
+        assert "undecodable compressed image" in node.log() and node.alive()
+    finally:
+        client.close()
+        node.stop()
+
+
+def test_corrupt_weights_are_refused_in_one_line_and_the_node_stays_up(ros, weights, tmp_path):
+    bad = tmp_path / "corrupt.safetensors"
+    bad.write_bytes(weights.read_bytes()[:5000])
+    node = start_node(tmp_path, bad, camera="/bad_cam/image_raw", ns="/bad_ns")
+    client = Client("/bad_cam/image_raw", {"/diagnostics": DiagnosticArray}, "/bad_ns", name="hp_test_bad")
+    try:
+        def error_reported():
+            return any(s.level == s.ERROR and "/bad_ns/" in s.name
+                       for a in client.received.get("/diagnostics") for s in a.status)
+        client.wait_for(error_reported, 60.0, "an ERROR on /diagnostics")
+        errors = [line for line in node.log().splitlines() if "[ERROR]" in line]
+        assert len(errors) == 1 and str(bad) in errors[0] and "configure failed" in errors[0]
+        assert node.alive()
+        assert client.camera.get_subscription_count() == 0  # never activated
+    finally:
+        client.close()
+        assert node.stop() == 0
