@@ -42,11 +42,15 @@ def network_input(
     dtype: torch.dtype,
 ) -> torch.Tensor:
     """uint8 HxWx3 RGB -> normalised 1x3xHxW network input (padding = the mean colour)."""
-    x = image.permute(2, 0, 1).unsqueeze(0).float()
+    x = image.permute(2, 0, 1).unsqueeze(0)
+    if x.device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)  # the CPU's fast uint8 resize path
+    else:
+        x = x.float()
     if x.shape[-2:] != (placement.height, placement.width):
         x = F.interpolate(x, size=(placement.height, placement.width), mode="bilinear",
                           align_corners=False, antialias=True)
-    x = (x / 255.0 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    x = (x.float() / 255.0 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     net_h, net_w = network_hw
     if (placement.height, placement.width) != (net_h, net_w):
         pad = (placement.left, net_w - placement.width - placement.left,
@@ -117,6 +121,11 @@ def _lerp_rows(grid: torch.Tensor, i0: torch.Tensor, i1: torch.Tensor, weight: t
     return grid.index_select(0, i0) * (1 - w) + grid.index_select(0, i1) * w
 
 
+def _first(hits: torch.Tensor) -> torch.Tensor:
+    """Index of the first True along dim 0, per column (0 where a column has none)."""
+    return hits.to(torch.uint8).argmax(dim=0)
+
+
 @dataclass
 class ClassStatistics:
     """Per-class figures of one label map (arrays indexed by class id)."""
@@ -127,18 +136,19 @@ class ClassStatistics:
 
 
 def class_statistics(labels: torch.Tensor, confidence: torch.Tensor, num_classes: int) -> ClassStatistics:
-    flat = labels.reshape(-1)
-    counts = torch.bincount(flat, minlength=num_classes)[:num_classes]
-    conf_sums = torch.bincount(flat, weights=confidence.reshape(-1).float(), minlength=num_classes)[:num_classes]
     h, w = labels.shape
-    ys = torch.arange(h, device=labels.device).repeat_interleave(w)
-    xs = torch.arange(w, device=labels.device).repeat(h)
-    big = max(h, w)
-    boxes = torch.stack([
-        torch.full((num_classes,), big, device=labels.device).scatter_reduce(0, flat, xs, "amin"),
-        torch.full((num_classes,), big, device=labels.device).scatter_reduce(0, flat, ys, "amin"),
-        torch.full((num_classes,), -1, device=labels.device).scatter_reduce(0, flat, xs, "amax"),
-        torch.full((num_classes,), -1, device=labels.device).scatter_reduce(0, flat, ys, "amax"),
-    ], dim=1)
+    lab = labels.long()
+    flat = lab.reshape(-1)
+    # Accumulate in float64: a float32 running sum over a megapixel class drifts by percents.
+    conf_sums = torch.bincount(flat, weights=confidence.reshape(-1).double(), minlength=num_classes)[:num_classes]
+    # Which classes occur in each row and each column: one bincount each over (index, class) pairs.
+    rows = torch.arange(h, device=lab.device)[:, None] * num_classes + lab
+    cols = torch.arange(w, device=lab.device)[None, :] * num_classes + lab
+    per_row = torch.bincount(rows.reshape(-1), minlength=h * num_classes).view(h, num_classes)
+    in_col = torch.bincount(cols.reshape(-1), minlength=w * num_classes).view(w, num_classes) > 0
+    counts = per_row.sum(dim=0)
+    in_row = per_row > 0
+    boxes = torch.stack([_first(in_col), _first(in_row), w - 1 - _first(in_col.flip(0)),
+                         h - 1 - _first(in_row.flip(0))], dim=1)
     boxes[counts == 0] = -1
     return ClassStatistics(counts, conf_sums.float(), boxes)

@@ -162,7 +162,8 @@ class HumanParser:
         start = time.perf_counter()
         h, w = image.shape[:2]
         placement = place_image((h, w), self.network_hw, self.resize_mode)
-        pixels = torch.from_numpy(np.ascontiguousarray(image))
+        image = np.ascontiguousarray(image)
+        pixels = torch.from_numpy(image if image.flags.writeable else image.copy())  # torch wants writable
         if self.device.type == "cuda":
             pixels = pixels.pin_memory().to(self.device, non_blocking=True)
         x = network_input(pixels, self.network_hw, placement, self._mean, self._std, self.dtype)

@@ -75,16 +75,21 @@ def test_letterbox_region_equals_crop_of_upsampled_logits(image_hw, ratio):
         assert torch.equal(labels, logits.argmax(0)[rows, cols])
 
 
-def test_letterbox_ignores_the_padding():
-    """Logits in the padding must never show up in the labels."""
-    placement = place_image((50, 100), NET, "letterbox")
-    assert placement.top > 0
+@pytest.mark.parametrize("image_hw", [(40, 80), (50, 100), (100, 200), (23, 61)])
+def test_letterbox_keeps_the_padding_out(image_hw):
+    """Padding logits reach at most the outermost half network pixel (bilinear edge), never the interior."""
+    placement = place_image(image_hw, NET, "letterbox")
+    assert placement.top > 0 and placement.left == 0
     logits = torch.zeros(C, *NET)
     logits[3] = 1.0
-    logits[7, : placement.top] = 10.0  # only the top padding says class 7
+    logits[7, : placement.top] = 10.0  # only the padding says class 7
     logits[7, placement.top + placement.height:] = 10.0
-    labels, _ = logits_to_labels(logits, NET, placement, (50, 100))
+    labels, _ = logits_to_labels(logits, NET, placement, (placement.height, placement.width))
     assert (labels == 3).all()
+    labels, _ = logits_to_labels(logits, NET, placement, image_hw)
+    edge = int(np.ceil(image_hw[0] / (2 * placement.height)))
+    assert (labels[edge:-edge] == 3).all()
+    assert set(labels.unique().tolist()) <= {3, 7}
 
 
 @pytest.mark.parametrize("image_hw,net", [((820, 550), (400, 400)), ((480, 640), (96, 96)), ((100, 100), (64, 64)),
@@ -154,3 +159,16 @@ def test_class_statistics_against_brute_force(shape):
     assert stats.boxes.tolist() == boxes.tolist()
     assert (counts == 0).any(), "test data should leave some class absent"
 
+
+
+def test_class_statistics_mean_confidence_is_accurate_on_big_frames():
+    """A 1080p frame of one class: the mean confidence must not drift (float32 running sums do, by ~2%)."""
+    labels = torch.zeros(1080, 1920, dtype=torch.long)
+    labels[:, 1800:] = 5
+    confidence = torch.full((1080, 1920), 0.9)
+    confidence[:, 1800:] = 0.3
+    stats = class_statistics(labels, confidence, C)
+    counts = stats.pixel_counts.tolist()
+    assert counts[0] == 1080 * 1800 and counts[5] == 1080 * 120
+    assert stats.confidence_sums[0].item() / counts[0] == pytest.approx(0.9, rel=1e-5)
+    assert stats.confidence_sums[5].item() / counts[5] == pytest.approx(0.3, rel=1e-5)

@@ -1,0 +1,161 @@
+"""Serving benchmark: bare forward vs HumanParser.parse vs the node end to end, one model, one run.
+
+    ./run.sh bench [--device cuda --precision fp16] [--frames 60]
+
+Prints p50/p99 of (1) the bare forward pass on a prepared network input,
+(2) parser.parse on a camera frame (decode excluded, everything else in),
+(3) node end-to-end latency over DDS (camera stamp -> labels received) at a
+camera rate the model keeps up with, and (4) the frames dropped when the camera
+runs at twice the model's rate. Targets: (3) p50 <= 1.10x (1) p50, (3) p99 < 2x (1) p50.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from human_parsing_ros.default_weights import DEFAULT_WEIGHTS, make_random_weights
+from human_parsing_ros.harness import Client, NodeProcess, share_file, stamp_ns, use_large_image_transport
+from human_parsing_ros.inference import network_input, place_image
+from human_parsing_ros.parser import HumanParser
+from human_parsing_ros.runtime import summary
+from human_parsing_ros.samples import load_rgb, sample_photos
+
+
+def camera_frame(width: int, height: int) -> np.ndarray:
+    from PIL import Image
+
+    photo = Image.fromarray(load_rgb(sample_photos()[0]))
+    return np.asarray(photo.resize((width, height), Image.BILINEAR))
+
+
+def time_calls(fn, iterations: int, sync) -> list[float]:
+    times = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def bench_in_process(weights: Path, frame: np.ndarray, device: str, precision: str, iterations: int):
+    parser = HumanParser(weights, device=device, precision=precision)
+    placement = place_image(frame.shape[:2], parser.network_hw, parser.resize_mode)
+    pixels = torch.from_numpy(frame).to(parser.device)
+    x = network_input(pixels, parser.network_hw, placement, parser._mean, parser._std, parser.dtype)
+    sync = parser._sync
+    with torch.inference_mode():
+        for _ in range(3):
+            parser.model.forward_lowres(x)
+            parser.parse(frame)
+        forward = time_calls(lambda: parser.model.forward_lowres(x), iterations, sync)
+    parse = time_calls(lambda: parser.parse(frame), iterations, sync)
+    description = parser.describe()
+    parser.release()
+    return summary(forward), summary(parse), description
+
+
+def bench_node(weights: Path, frame: np.ndarray, device: str, precision: str, model_ms: float, frames: int,
+               log: Path) -> tuple[dict, dict]:
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+
+    camera = "/bench_cam/image_raw"
+    node = NodeProcess(share_file("config", "parser.yaml"), "/human_parsing", {"image": camera},
+                       {"weights": str(weights), "device": device, "precision": precision}, log_path=log)
+    use_large_image_transport()
+    rclpy.init()
+    client = None
+    try:
+        node.start()
+        client = Client(camera, {"labels": Image, "/diagnostics": DiagnosticArray}, name="hp_bench")
+        client.wait_for_node(120.0)
+        client.wait_for(lambda: client.subs[0].get_publisher_count() > 0, 10.0, "labels publisher")
+        # (3) latency: a camera slow enough (1.5x the model time) that no frame waits for another.
+        sent = _play(client, frame, frames, period_s=1.5 * model_ms / 1e3, frame_id="latency")
+        client.wait_for(lambda: _got(client, sent[-1]), 30.0, "last labels")
+        arrivals = {stamp_ns(m.header): t for t, m in client.received.timed("labels")}
+        latency = [(arrivals[s] - s / 1e9) * 1e3 for s in sent if s in arrivals]
+        time.sleep(1.2)
+        latency_stats = {**summary(latency), "node_parse_p50": _diag(client, "inference_ms_p50", float)}
+        # (4) a camera at twice the model's rate.
+        dropped_before = _diag(client, "frames_dropped")
+        fast = _play(client, frame, frames, period_s=0.5 * model_ms / 1e3, frame_id="fast")
+        client.wait_for(lambda: _got(client, fast[-1]), 30.0, "last labels at 2x")
+        time.sleep(1.5)
+        processed = sum(1 for m in client.received.get("labels") if m.header.frame_id == "fast")
+        fast_stats = {"sent": len(fast), "processed": processed,
+                      "dropped": _diag(client, "frames_dropped") - dropped_before}
+    finally:
+        if client is not None:
+            client.close()
+        node.stop()
+        rclpy.try_shutdown()
+    return latency_stats, fast_stats
+
+
+def _play(client: Client, frame: np.ndarray, count: int, period_s: float, frame_id: str) -> list[int]:
+    stamps = []
+    next_time = time.perf_counter()
+    for _ in range(count):
+        msg = client.image_msg(frame, frame_id=frame_id)
+        client.publish(msg)
+        stamps.append(stamp_ns(msg.header))
+        next_time += period_s
+        time.sleep(max(0.0, next_time - time.perf_counter()))
+    return stamps
+
+
+def _got(client: Client, stamp: int) -> bool:
+    return any(stamp_ns(m.header) == stamp for m in client.received.get("labels"))
+
+
+def _diag(client: Client, key: str, kind: type = int):
+    for array in reversed(client.received.get("/diagnostics")):
+        for status in array.status:
+            for kv in status.values:
+                if kv.key == key:
+                    return kind(kv.value)
+    return kind(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default=None, help="default: installed weights, else untrained random")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--iterations", type=int, default=30, help="in-process timing iterations")
+    parser.add_argument("--frames", type=int, default=40, help="frames per node phase")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    workdir = Path(tempfile.mkdtemp(prefix="hp_bench_"))
+    weights = Path(args.weights) if args.weights else (
+        DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.is_file() else make_random_weights(workdir / "random.safetensors"))
+    frame = camera_frame(args.width, args.height)
+    forward, parse, description = bench_in_process(weights, frame, args.device, args.precision, args.iterations)
+    latency, fast = bench_node(weights, frame, args.device, args.precision, forward["p50"], args.frames,
+                               workdir / "node.log")
+    print(f"model: {description}; frame {args.width}x{args.height} rgb8; torch threads {torch.get_num_threads()}")
+    print(f"bare forward      p50 {forward['p50']:7.1f} ms  p99 {forward['p99']:7.1f} ms  (n={forward['n']})")
+    print(f"parser.parse      p50 {parse['p50']:7.1f} ms  p99 {parse['p99']:7.1f} ms  (n={parse['n']})")
+    print(f"node end-to-end   p50 {latency['p50']:7.1f} ms  p99 {latency['p99']:7.1f} ms  (n={latency['n']}, "
+          f"camera at 1.5x model time; parse inside the node p50 {latency['node_parse_p50']:.1f} ms)")
+    print(f"ratios            e2e p50 / forward p50 = {latency['p50'] / forward['p50']:.2f} (target <= 1.10); "
+          f"e2e p99 / forward p50 = {latency['p99'] / forward['p50']:.2f} (target < 2)")
+    print(f"camera at 2x model rate: {fast['sent']} sent, {fast['processed']} processed, "
+          f"{fast['dropped']} dropped by the node (newest-frame policy, no backlog)")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

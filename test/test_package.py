@@ -1,0 +1,43 @@
+"""Packaging: package.xml, the parameter file and the node's declared parameters agree."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_package_xml_is_format_3_ament_python_with_runtime_deps():
+    root = ET.parse(ROOT / "package.xml").getroot()
+    assert root.get("format") == "3"
+    assert root.findtext("name") == "human_parsing_ros"
+    assert root.find("export/build_type").text == "ament_python"
+    deps = {e.text for e in root.findall("exec_depend")}
+    assert {"rclpy", "sensor_msgs", "std_msgs", "diagnostic_msgs", "cv_bridge", "python3-numpy",
+            "python3-torch"} <= deps
+    assert (ROOT / "resource" / "human_parsing_ros").is_file()
+
+
+def test_parameter_file_documents_exactly_the_declared_parameters():
+    pytest.importorskip("rclpy")
+    from human_parsing_ros.node import PARAMS, check_value
+
+    doc = yaml.safe_load((ROOT / "config" / "parser.yaml").read_text())
+    values = doc["/**"]["ros__parameters"]
+    assert set(values) == {p.name for p in PARAMS}
+    for name, value in values.items():
+        assert check_value(name, value) is None, name
+
+
+def test_parameter_validation_gives_reasons():
+    pytest.importorskip("rclpy")
+    from human_parsing_ros.node import check_value, topic_token
+
+    assert "precision" in check_value("precision", "fp8")
+    assert "device" in check_value("device", "gpu")
+    assert "input_size" in check_value("input_size", [10, 10])
+    assert check_value("input_size", [480, 640]) is None
+    assert topic_token("upper-clothes") == "upper_clothes" and topic_token("t-shirt") == "t_shirt"
