@@ -145,8 +145,13 @@ def main(argv: list[str] | None = None) -> None:
     forward, parse, description = bench_in_process(weights, frame, args.device, args.precision, args.iterations)
     latency, fast = bench_node(weights, frame, args.device, args.precision, forward["p50"], args.frames,
                                workdir / "node.log")
+    # Shared machines drift: time the forward pass again and compare against the faster of the two.
+    forward_after, _, _ = bench_in_process(weights, frame, args.device, args.precision, args.iterations)
+    if forward_after["p50"] < forward["p50"]:
+        forward = forward_after
     print(f"model: {description}; frame {args.width}x{args.height} rgb8; torch threads {torch.get_num_threads()}")
-    print(f"bare forward      p50 {forward['p50']:7.1f} ms  p99 {forward['p99']:7.1f} ms  (n={forward['n']})")
+    print(f"bare forward      p50 {forward['p50']:7.1f} ms  p99 {forward['p99']:7.1f} ms  (n={forward['n']}, "
+          f"the faster of two runs, before and after the node)")
     print(f"parser.parse      p50 {parse['p50']:7.1f} ms  p99 {parse['p99']:7.1f} ms  (n={parse['n']})")
     print(f"node end-to-end   p50 {latency['p50']:7.1f} ms  p99 {latency['p99']:7.1f} ms  (n={latency['n']}, "
           f"camera at 1.5x model time; parse inside the node p50 {latency['node_parse_p50']:.1f} ms)")

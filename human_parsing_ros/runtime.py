@@ -21,7 +21,6 @@ class LatestSlot(Generic[T]):
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._item: T | None = None
-        self._closed = False
         self.dropped = 0
 
     def put(self, item: T) -> bool:
@@ -35,26 +34,17 @@ class LatestSlot(Generic[T]):
             return replaced
 
     def take(self, timeout: float | None = None) -> T | None:
-        """The pending item, waiting up to ``timeout``; None on time-out or once closed."""
+        """The pending item, waiting up to ``timeout``; None on time-out."""
         with self._cond:
-            if self._item is None and not self._closed:
+            if self._item is None:
                 self._cond.wait(timeout)
             item, self._item = self._item, None
-            return None if self._closed else item
+            return item
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
+    def clear(self) -> None:
+        """Forget the pending item (not counted as a drop)."""
         with self._cond:
-            self._closed = True
             self._item = None
-            self._cond.notify_all()
-
-    def reopen(self) -> None:
-        with self._cond:
-            self._closed = False
 
 
 class RateMeter:
