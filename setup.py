@@ -23,6 +23,8 @@ setup(
         # ROS 2 from PyPI wheels, for machines without a ROS distro.
         "ros": ["ros-rclpy[fastrtps]", "ros-sensor-msgs", "ros-std-msgs", "ros-diagnostic-msgs",
                 "ros-lifecycle-msgs"],
+        # The trainer (training/): progress bars, TensorBoard, plots, ONNX export and its check.
+        "train": ["tqdm", "tensorboard", "matplotlib", "onnx", "onnxruntime"],
         "test": ["pytest"],
     },
     zip_safe=False,

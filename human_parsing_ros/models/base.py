@@ -34,6 +34,27 @@ class SegmentationModel(nn.Module):
     def num_classes(self) -> int:
         return self.segmentation_head.out_channels
 
+    def freeze_for_stage2(self, mode: str | None = None) -> list[nn.Parameter]:
+        """Freeze everything but ``stage2_modules(mode)``, BatchNorm statistics included.
+
+        Frozen parts stay in eval mode through any later ``train()`` call, so their
+        running statistics never move. Returns the parameters left trainable.
+        """
+        trainable = self.stage2_modules(mode)
+        keep = {id(p) for module in trainable for p in module.parameters()}
+        for param in self.parameters():
+            param.requires_grad = id(param) in keep
+        kept_modules = {id(m) for module in trainable for m in module.modules()}
+        self._frozen_modules = [m for m in self.modules() if id(m) not in kept_modules and m is not self]
+        self.train(self.training)
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def train(self, mode: bool = True) -> "SegmentationModel":
+        super().train(mode)
+        for module in getattr(self, "_frozen_modules", ()):
+            module.training = False  # per module, not eval(): a frozen parent may hold a trained child
+        return self
+
     def stage2_modules(self, mode: str | None = None) -> list[nn.Module]:
         """Modules that DTPR stage 2 trains: ``mode`` is "decoder" or "classifier"."""
         mode = mode or self.stage2_default

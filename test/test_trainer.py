@@ -1,0 +1,140 @@
+"""The DTPR trainer end to end on real CCP photos: both stages, freezing, bit-exact resume, DDP."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from human_parsing_ros.parser import HumanParser
+from human_parsing_ros.samples import SAMPLES, load_rgb, sample_photos
+from human_parsing_ros.weights import read_weights_info
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN_IDS = [880, 900, 920, 940, 960, 980]
+VAL_IDS = [1000]
+
+
+def tiny_config(out: Path, **changes) -> dict:
+    """A model and data small enough for seconds on a CPU; everything else as a real recipe."""
+    config = {
+        "name": "tiny", "seed": 3, "output_dir": str(out), "device": "cpu",
+        "dataset": {"name": "ccp", "root": str(SAMPLES), "train_split": "all", "val_split": "all",
+                    "options": {"ids": TRAIN_IDS}},
+        "model": {"architecture": "deeplabv3plus",
+                  "args": {"encoder": "mobilenet_v2", "encoder_weights": None, "decoder_channels": 16}},
+        "input": {"crop_size": [64, 64], "eval_size": [96, 64]},
+        "optim": {"lr": 0.02, "batch_size": 2, "workers": 0, "eval_batch_size": 2},
+        "stage1": {"epochs": 2, "cpa_epoch": 1, "cpa_source": "train"},
+        "stage2": {"epochs": 1, "trains": "decoder", "sampling": "pra", "eta": "median"},
+        "log": {"tensorboard": True, "progress": False},
+    }
+    for key, value in changes.items():
+        section, name = key.split(".")
+        config[section][name] = value
+    return config
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def train_cli(config_path: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "training" / "train.py"), "--config", str(config_path),
+                           *extra], capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          timeout=600)
+
+
+def test_two_stage_run_writes_weights_that_the_parser_loads(tmp_path):
+    from training.config import load_config
+    from training.dtpr import run
+
+    result = run(load_config(write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "run"))))
+    out = Path(result["output_dir"])
+    history = result["history"]
+    assert [h["stage"] for h in history] == [1, 1, 2]
+    assert history[0].get("cpa_recorded") and 0 < history[2]["kept_fraction"] <= 1
+    info = read_weights_info(result["weights"])
+    assert not info.untrained and info.class_set_name == "ccp" and len(info.class_names) == 59
+    assert [s["stage"] for s in info.recipe["stages"]] == [1, 2] and info.recipe["sampling"] == "pra"
+    assert info.recipe["metrics"]["val"]["mean_iou"] == pytest.approx(result["metrics"]["mean_iou"])
+    parsed = HumanParser(result["weights"], device="cpu").parse(load_rgb(sample_photos()[0]))
+    assert parsed.labels.shape == load_rgb(sample_photos()[0]).shape[:2]
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 3 and ckpt["stage"] == 2 and ckpt["cpa"].shape == (59,)
+    for name in ("val_classes.csv", "val_classes.md", "kept_pixels.csv", "cpa_vs_pixels.png", "metrics.json"):
+        assert (out / name).is_file(), name
+    assert "mean CPA" in (out / "val_classes.md").read_text() or "CPA" in (out / "val_classes.md").read_text()
+    assert list((out / "tensorboard").iterdir())
+
+
+@pytest.mark.parametrize("trains", ["decoder", "classifier"])
+def test_stage2_leaves_frozen_parameters_and_bn_statistics_bit_identical(tmp_path, trains):
+    from training.config import load_config
+    from training.dtpr import run
+
+    out = tmp_path / "run"
+    run(load_config(overrides=tiny_config(out, **{"stage2.epochs": 0})))
+    before = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    # DTPR continues the baseline's own checkpoint with stage 2.
+    run(load_config(overrides=tiny_config(out, **{"stage2.trains": trains})), resume=True)
+    after = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    trained_prefixes = ("segmentation_head.",) if trains == "classifier" else ("decoder.", "segmentation_head.")
+    frozen = [k for k in before if not k.startswith(trained_prefixes)]
+    assert any("running_mean" in k for k in frozen)
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert not torch.equal(before["segmentation_head.weight"], after["segmentation_head.weight"])
+    if trains == "classifier":
+        assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+
+
+def test_resume_after_a_kill_mid_epoch_is_bit_exact(tmp_path):
+    config = tiny_config(tmp_path / "whole", **{"stage1.epochs": 2, "stage2.epochs": 1})
+    config["log"]["tensorboard"] = False
+    whole = train_cli(write_config(tmp_path / "whole.yaml", config))
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    config["output_dir"] = str(tmp_path / "killed")
+    killed_cfg = write_config(tmp_path / "killed.yaml", config)
+    killed = train_cli(killed_cfg, env={"DTPR_KILL_AT": "1:1"})  # dies in epoch 2, after one step
+    assert killed.returncode == -9
+    ckpt = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 1  # only the first epoch was saved
+    resumed = train_cli(killed_cfg, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming after epoch 1" in resumed.stdout
+    a = load_file(tmp_path / "whole" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ddp_on_two_cpu_processes_all_reduces_the_metrics(tmp_path):
+    pytest.importorskip("torch.distributed")
+    config = tiny_config(tmp_path / "ddp", **{"stage1.epochs": 1, "stage2.epochs": 1})
+    config["optim"]["batch_size"] = 1
+    config["log"]["tensorboard"] = False
+    path = write_config(tmp_path / "ddp.yaml", config)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run(torchrun + [str(ROOT / "training" / "train.py"), "--config", str(path)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    # The same weights evaluated by one process give the same all-reduced confusion matrix.
+    from training.config import load_config
+    from training.engine import Dist, evaluate, make_eval_loader
+    from training.datasets import build_dataset
+    from human_parsing_ros.weights import load_weights
+
+    cfg = load_config(overrides=config)
+    model, _ = load_weights(tmp_path / "ddp" / "model.safetensors")
+    val = build_dataset("ccp", SAMPLES, "all", ids=TRAIN_IDS)
+    single = evaluate(model, make_eval_loader(val, cfg, Dist()), 59, torch.device("cpu"), cfg).compute()
+    assert float(single["mean_iou"]) == pytest.approx(metrics["mean_iou"], abs=1e-6)
+    assert float(single["pixel_accuracy"]) == pytest.approx(metrics["pixel_accuracy"], abs=1e-6)

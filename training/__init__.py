@@ -1,0 +1,1 @@
+"""DTPR trainer: two-stage training (PRA pixel sampling) for the human parsing networks."""

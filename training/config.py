@@ -1,0 +1,104 @@
+"""Recipe files: YAML over these defaults. Every key a recipe may set is listed here."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULTS: dict[str, Any] = {
+    "name": "run",
+    "seed": 0,
+    "output_dir": "runs/{name}",
+    "device": "auto",            # auto | cpu | cuda
+    "amp": "none",               # none | bf16 | fp16 (fp16 uses a GradScaler)
+    "deterministic": True,       # torch.use_deterministic_algorithms (warn only)
+    "dataset": {
+        "name": "ccp",
+        "root": "../shared/data/ccp",
+        "train_split": "train",
+        "val_split": "val",
+        "options": {},           # passed to build_dataset (e.g. ids: [...] for CCP subsets)
+        "class_set": None,       # default: the dataset's own (mhpv2, lip, cihp, atr, ccp)
+    },
+    "model": {
+        "architecture": "deeplabv3plus",
+        "args": {"encoder": "mobilenet_v2", "encoder_weights": "imagenet", "output_stride": 16,
+                 "decoder_channels": 128},
+    },
+    "input": {
+        "crop_size": [400, 400],   # the paper's crop
+        "scale_range": [0.5, 2.0],
+        "max_rotation": 10.0,
+        "jitter": 0.2,
+        "eval_size": None,         # None: evaluate at each image's own resolution (batch 1)
+    },
+    "optim": {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 16, "workers": 2,
+              "eval_batch_size": 1},
+    "stage1": {
+        "epochs": 70,
+        "loss": "ce",              # ce | focal | class_balanced
+        "focal_gamma": 2.0,
+        "cb_beta": 0.9999,
+        "cpa_epoch": 3,            # CPA recorded after this many epochs (the paper: 3)
+        "cpa_source": "val",       # val | train: which confusion matrix gives CPA
+    },
+    "stage2": {
+        "epochs": 30,              # 0 = baseline (stage 1 only)
+        "trains": "decoder",       # decoder | classifier (the paper's two readings)
+        "sampling": "pra",         # pra (1/CPA) | prn (1/pixel count) | none (plain CE on the frozen encoder)
+        "eta": "min",              # float, or min | median | mean | qNN (derived from the scores)
+        "floor": 0.0,              # lower bound on keep probabilities
+        "lr": None,                # None: optim.lr
+    },
+    "inter_class": {"weight": 0.0, "margin": 1.0, "stages": [1, 2]},  # RIM inter-class loss
+    "eval_every": 1,
+    "log": {"tensorboard": True, "progress": True},
+    "export": {"weights": "model.safetensors", "onnx": None},
+}
+
+
+_OPEN = ("args", "options")
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Recursive update; unknown keys are refused so that typos do not pass silently."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if key not in out:
+            raise ValueError(f"unknown config key '{key}' (known: {', '.join(sorted(out))})")
+        if key in _OPEN and isinstance(value, dict):
+            out[key] = {**out[key], **value}  # free-form: architecture / dataset arguments
+        elif isinstance(out[key], dict) and isinstance(value, dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """DEFAULTS <- the YAML file <- ``overrides``; resolves ``{name}`` in output_dir."""
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+        config = merge(config, doc)
+    if overrides:
+        config = merge(config, overrides)
+    config["output_dir"] = str(config["output_dir"]).format(name=config["name"])
+    return config
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``a.b=value`` command-line overrides (values parsed as YAML) into a nested dict."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override '{item}' is not key=value")
+        key, text = item.split("=", 1)
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(text)
+    return out

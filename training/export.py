@@ -1,0 +1,47 @@
+"""From a trained model to what ships: the node's weights file, and ONNX."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from human_parsing_ros.class_sets import ClassSet
+from human_parsing_ros.models import SegmentationModel
+from human_parsing_ros.weights import WeightsInfo, save_weights
+
+
+def recipe_summary(config: dict, metrics: dict) -> dict:
+    """What the weights file says about how it was made (DESIGN section 2)."""
+    s1, s2 = config["stage1"], config["stage2"]
+    stages = [{"stage": 1, "epochs": s1["epochs"], "loss": s1["loss"], "cpa_epoch": s1["cpa_epoch"],
+               "cpa_source": s1["cpa_source"]}]
+    if s2["epochs"]:
+        stages.append({"stage": 2, "epochs": s2["epochs"], "trains": s2["trains"], "sampling": s2["sampling"],
+                       "eta": s2["eta"], "floor": s2["floor"]})
+    return {"untrained": False, "dataset": config["dataset"]["name"],
+            "splits": {"train": config["dataset"]["train_split"], "val": config["dataset"]["val_split"]},
+            "recipe": config["name"], "stages": stages, "sampling": s2["sampling"] if s2["epochs"] else "none",
+            "crop_size": list(config["input"]["crop_size"]), "batch_size": config["optim"]["batch_size"],
+            "lr": config["optim"]["lr"], "seed": config["seed"], "metrics": {"val": metrics}}
+
+
+def export_weights(model: SegmentationModel, config: dict, class_set: ClassSet, metrics: dict,
+                   path: str | Path) -> Path:
+    """Write the node's safetensors weights file for ``model``."""
+    args = {k: v for k, v in config["model"]["args"].items() if k != "encoder_weights"}
+    args["num_classes"] = class_set.num_classes
+    info = WeightsInfo.for_class_set(config["model"]["architecture"], args, class_set,
+                                     tuple(config["input"]["crop_size"]), recipe_summary(config, metrics))
+    return save_weights(path, model, info)
+
+
+def export_onnx(model: SegmentationModel, path: str | Path, input_hw: tuple[int, int]) -> Path:
+    """ONNX with a dynamic batch and image size; outputs full-resolution logits."""
+    path = Path(path)
+    model = model.eval().float().to(memory_format=torch.contiguous_format)
+    dummy = torch.zeros(1, 3, *input_hw)
+    torch.onnx.export(model, (dummy,), str(path), input_names=["image"], output_names=["logits"],
+                      dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                                    "logits": {0: "batch", 2: "height", 3: "width"}},
+                      opset_version=17, dynamo=False)
+    return path

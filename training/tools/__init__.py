@@ -1,0 +1,1 @@
+"""Dataset tools: class statistics (``dataset_stats``) and integrity checks (``check_dataset``)."""

@@ -1,0 +1,30 @@
+"""Train a human parser with DTPR and write the node's weights file.
+
+    python training/train.py --config training/configs/ccp_mobilenetv2.yaml
+    python training/train.py --config ... --resume            # continue from runs/<name>/checkpoint.pt
+    torchrun --nproc_per_node 4 training/train.py --config ...  # one process per GPU
+    python training/train.py --config ... stage2.epochs=0 name=baseline   # key=value overrides
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: python training/train.py
+    from training.config import load_config, parse_overrides
+    from training.dtpr import run
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="recipe YAML (training/configs/)")
+    parser.add_argument("--resume", action="store_true", help="continue from the run's checkpoint.pt")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. stage2.eta=0.5")
+    args = parser.parse_args(argv)
+    config = load_config(args.config, parse_overrides(args.overrides))
+    run(config, resume=args.resume)
+
+
+if __name__ == "__main__":
+    main()
