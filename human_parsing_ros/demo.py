@@ -8,11 +8,9 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from .default_weights import DEFAULT_WEIGHTS, make_random_weights
 from .harness import Client, NodeProcess, image_array, share_file, stamp_ns, use_large_image_transport

@@ -18,7 +18,6 @@ from human_parsing_ros.weights import read_weights_info
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_IDS = [880, 900, 920, 940, 960, 980]
-VAL_IDS = [1000]
 
 
 def tiny_config(out: Path, **changes) -> dict:
@@ -134,7 +133,9 @@ def test_ddp_on_two_cpu_processes_all_reduces_the_metrics(tmp_path):
 
     cfg = load_config(overrides=config)
     model, _ = load_weights(tmp_path / "ddp" / "model.safetensors")
-    val = build_dataset("ccp", SAMPLES, "all", ids=TRAIN_IDS)
+    from training.transforms import EvalTransform
+
+    val = build_dataset("ccp", SAMPLES, "all", EvalTransform((96, 64)), ids=TRAIN_IDS)
     single = evaluate(model, make_eval_loader(val, cfg, Dist()), 59, torch.device("cpu"), cfg).compute()
     assert float(single["mean_iou"]) == pytest.approx(metrics["mean_iou"], abs=1e-6)
     assert float(single["pixel_accuracy"]) == pytest.approx(metrics["pixel_accuracy"], abs=1e-6)

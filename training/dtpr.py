@@ -11,24 +11,19 @@ import torch
 from human_parsing_ros.class_sets import get_class_set
 
 from .datasets import build_dataset
-from .engine import (CHECKPOINT_FORMAT, Dist, SeededSamples, StageState, evaluate, load_checkpoint,
+from .engine import (CHECKPOINT_FORMAT, Dist, StageState, evaluate, load_checkpoint,
                      make_eval_loader, make_model, make_optimizer, make_scheduler, make_train_loader,
                      restore_rng, rng_states, save_checkpoint, setup_distributed, train_one_epoch, unwrap, wrap)
 from .export import export_weights
 from .losses import PixelSampler, class_balanced_weights, keep_probabilities
 from .metrics import cpa_for_sampling, format_summary, write_class_table
-from .transforms import TrainTransform
+from .tools.dataset_stats import compute_statistics
+from .transforms import EvalTransform, TrainTransform
 
 
-def pixel_counts(dataset, num_classes: int) -> torch.Tensor:
+def pixel_counts(dataset) -> torch.Tensor:
     """Ground-truth pixels per class over the training set (PRN's x_i, class-balanced weights)."""
-    counts = torch.zeros(num_classes, dtype=torch.float64)
-    for index in range(len(dataset)):
-        _, label = dataset.load(index)
-        values = torch.from_numpy(label).long().reshape(-1)
-        values = values[values < num_classes]
-        counts += torch.bincount(values, minlength=num_classes).double()
-    return counts
+    return torch.tensor(compute_statistics(dataset)["pixels"], dtype=torch.float64)
 
 
 def stage_state(model, stage: int, config: dict, steps_per_epoch: int, scores: dict) -> StageState:
@@ -57,19 +52,20 @@ def run(config: dict, resume: bool = False) -> dict[str, Any]:
     d, device = setup_distributed(config["device"])
     out = Path(config["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    data = config["dataset"]
-    train_set = build_dataset(data["name"], data["root"], data["train_split"], **data["options"])
-    val_set = build_dataset(data["name"], data["root"], data["val_split"], **data["options"])
-    class_set = get_class_set(data["class_set"] or train_set.class_set.name)
+    data, inp = config["dataset"], config["input"]
+    class_set = get_class_set(data["class_set"] or data["name"])
     num_classes = class_set.num_classes
+    augment = TrainTransform(tuple(inp["crop_size"]), tuple(inp["scale_range"]), inp["max_rotation"],
+                             class_set.flip_permutation(), inp["jitter"])
+    train_set = build_dataset(data["name"], data["root"], data["train_split"], augment, seed=config["seed"],
+                            skip_unreadable=True, **data["options"])
+    val_set = build_dataset(data["name"], data["root"], data["val_split"],
+                            EvalTransform(tuple(inp["eval_size"]) if inp["eval_size"] else None),
+                            skip_unreadable=True, **data["options"])
     e1, e2 = config["stage1"]["epochs"], config["stage2"]["epochs"]
     cpa_epoch = min(config["stage1"]["cpa_epoch"], e1)
-    inp = config["input"]
-    samples = SeededSamples(train_set, TrainTransform(
-        tuple(inp["crop_size"]), tuple(inp["scale_range"]), inp["max_rotation"], class_set.flip_permutation(),
-        inp["jitter"]), config["seed"])
     val_loader = make_eval_loader(val_set, config, d)
-    steps_per_epoch = len(make_train_loader(samples, config, d, 0))
+    steps_per_epoch = len(make_train_loader(train_set, config, d, 0))
 
     torch.manual_seed(config["seed"])
     model = make_model(config, num_classes).to(device).to(memory_format=torch.channels_last)
@@ -77,7 +73,7 @@ def run(config: dict, resume: bool = False) -> dict[str, Any]:
     state_dict = load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
     start = state_dict["epoch"] if state_dict else 0
     scores = {"cpa": state_dict["cpa"] if state_dict else None,
-              "pixels": state_dict["pixel_counts"] if state_dict else pixel_counts(train_set, num_classes)}
+              "pixels": state_dict["pixel_counts"] if state_dict else pixel_counts(train_set)}
     history: list[dict] = state_dict["history"] if state_dict else []
     stage = 1 if start < e1 else 2
     if state_dict:
@@ -101,7 +97,7 @@ def run(config: dict, resume: bool = False) -> dict[str, Any]:
             current = stage_state(model, 2, config, steps_per_epoch, scores)
             net = wrap(unwrap(model), d, device)  # DDP must see the frozen parameters
         began = time.perf_counter()
-        loader = make_train_loader(samples, config, d, epoch)
+        loader = make_train_loader(train_set, config, d, epoch)
         result = train_one_epoch(net, loader, current, scaler, config, device, d, epoch, num_classes,
                                  config["log"]["progress"])
         record: dict[str, Any] = {"epoch": epoch + 1, "stage": current.stage, "loss": result["loss"],

@@ -7,7 +7,6 @@ its last epoch checkpoint repeats the uninterrupted run bit for bit.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -18,16 +17,12 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from human_parsing_ros.class_sets import ClassSet, get_class_set
 from human_parsing_ros.models import SegmentationModel, build_model
 
-from .datasets import IGNORE_INDEX, build_dataset
-from .losses import (PixelSampler, class_balanced_weights, focal_loss, inter_class_loss, keep_probabilities,
-                     kept_pixel_counts, masked_cross_entropy)
-from .metrics import ConfusionMatrix, cpa_for_sampling, format_summary, write_class_table
-from .transforms import EvalTransform, TrainTransform
+from .losses import (PixelSampler, focal_loss, inter_class_loss, kept_pixel_counts, masked_cross_entropy)
+from .metrics import ConfusionMatrix
 
 CHECKPOINT_FORMAT = "dtpr-checkpoint/1"
 
@@ -72,22 +67,6 @@ def setup_distributed(device_spec: str) -> tuple[Dist, torch.device]:
 
 
 # ---- data ----------------------------------------------------------------------------------------
-class SeededSamples(Dataset):
-    """A dataset whose every item is transformed with its own generator, seeded by
-    (seed, epoch, index): the same item gets the same augmentation whatever the
-    worker count, and a resumed epoch repeats exactly."""
-
-    def __init__(self, dataset, transform, seed: int) -> None:
-        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        image, label = self.dataset.load(index)
-        return self.transform(image, label, generator(self.seed, self.epoch, index))
-
-
 def epoch_order(n: int, seed: int, epoch: int, d: Dist, batch_size: int) -> list[int]:
     """This rank's sample order for one epoch (whole batches only, equal across ranks)."""
     order = torch.randperm(n, generator=generator(seed, epoch, 0x5A4D)).tolist()
@@ -97,21 +76,20 @@ def epoch_order(n: int, seed: int, epoch: int, d: Dist, batch_size: int) -> list
     return order[d.rank::d.world][:per_rank]
 
 
-def make_train_loader(samples: SeededSamples, config: dict, d: Dist, epoch: int) -> DataLoader:
-    samples.epoch = epoch
+def make_train_loader(dataset, config: dict, d: Dist, epoch: int) -> DataLoader:
+    """This epoch's batches; ``dataset`` seeds each item's augmentation from (seed, epoch, index)."""
+    dataset.set_epoch(epoch)
     batch = config["optim"]["batch_size"]
-    order = epoch_order(len(samples), config["seed"], epoch, d, batch)
-    return DataLoader(samples, batch_size=batch, sampler=order, num_workers=config["optim"]["workers"],
+    order = epoch_order(len(dataset), config["seed"], epoch, d, batch)
+    return DataLoader(dataset, batch_size=batch, sampler=order, num_workers=config["optim"]["workers"],
                       drop_last=True, persistent_workers=False)
 
 
 def make_eval_loader(dataset, config: dict, d: Dist) -> DataLoader:
-    size = config["input"]["eval_size"]
-    transform = EvalTransform(tuple(size) if size else None)
+    """This rank's shard of ``dataset`` (built with an EvalTransform)."""
     shard = list(range(d.rank, len(dataset), d.world))
-    batch = config["optim"]["eval_batch_size"] if size else 1
-    return DataLoader(SeededSamples(dataset, transform, config["seed"]), batch_size=batch, sampler=shard,
-                      num_workers=config["optim"]["workers"])
+    batch = config["optim"]["eval_batch_size"] if config["input"]["eval_size"] else 1
+    return DataLoader(dataset, batch_size=batch, sampler=shard, num_workers=config["optim"]["workers"])
 
 
 # ---- model and optimisation ---------------------------------------------------------------------

@@ -1,0 +1,51 @@
+"""Per-class IoU of a baseline run against a DTPR run, sorted by class frequency.
+
+    python training/tools/compare_runs.py runs/baseline runs/dtpr --out runs/compare
+
+Reads each run's ``val_classes.csv``; writes ``iou_baseline_vs_dtpr.png`` and
+``head_tail.md`` (mean IoU gain over the frequent half and the rare half of the
+classes present in the baseline's ground truth).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+
+def head_tail_gains(baseline: dict[int, dict], dtpr: dict[int, dict]) -> dict[str, float]:
+    """Mean IoU change (DTPR - baseline) over the head and tail halves by ground-truth pixels."""
+    ids = [i for i in baseline if not math.isnan(float(baseline[i]["iou"] or "nan"))]
+    ids.sort(key=lambda i: -float(baseline[i]["gt_pixels"]))
+    half = len(ids) // 2
+
+    def gain(group: list[int]) -> float:
+        deltas = [float(dtpr[i]["iou"]) - float(baseline[i]["iou"]) for i in group]
+        return sum(deltas) / len(deltas) if deltas else float("nan")
+
+    return {"head": gain(ids[:half]), "tail": gain(ids[half:]), "classes": len(ids)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from training.plots import plot_iou_comparison, read_class_table
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("baseline", type=Path)
+    parser.add_argument("dtpr", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    base_csv, dtpr_csv = args.baseline / "val_classes.csv", args.dtpr / "val_classes.csv"
+    plot_iou_comparison(base_csv, dtpr_csv, args.out / "iou_baseline_vs_dtpr.png")
+    gains = head_tail_gains(read_class_table(base_csv), read_class_table(dtpr_csv))
+    text = (f"| classes | head half IoU gain | tail half IoU gain |\n|---|---|---|\n"
+            f"| {gains['classes']} | {100 * gains['head']:+.2f} | {100 * gains['tail']:+.2f} |\n")
+    (args.out / "head_tail.md").write_text(text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
