@@ -139,3 +139,58 @@ def test_ddp_on_two_cpu_processes_all_reduces_the_metrics(tmp_path):
     single = evaluate(model, make_eval_loader(val, cfg, Dist()), 59, torch.device("cpu"), cfg).compute()
     assert float(single["mean_iou"]) == pytest.approx(metrics["mean_iou"], abs=1e-6)
     assert float(single["pixel_accuracy"]) == pytest.approx(metrics["pixel_accuracy"], abs=1e-6)
+
+
+@pytest.mark.parametrize("changes", [
+    {"stage1.loss": "focal"},
+    {"stage1.loss": "class_balanced"},
+    {"inter_class.weight": 0.1},
+    {"stage2.sampling": "prn", "stage2.eta": "q50"},
+    {"amp": "bf16"},
+], ids=["focal", "class_balanced", "inter_class", "prn", "bf16_autocast"])
+def test_loss_variants_and_amp_train_to_finite_losses(tmp_path, changes):
+    from training.config import load_config
+    from training.dtpr import run
+
+    top = {k: v for k, v in changes.items() if "." not in k}
+    nested = {k: v for k, v in changes.items() if "." in k}
+    config = tiny_config(tmp_path / "run", **{k: v for k, v in nested.items() if not k.startswith("inter_class")},
+                         **{"stage1.epochs": 1, "stage1.cpa_epoch": 1})
+    if "inter_class.weight" in changes:
+        config["inter_class"] = {"weight": changes["inter_class.weight"]}
+    config.update(top)
+    config["log"]["tensorboard"] = False
+    result = run(load_config(overrides=config))
+    losses = [h["loss"] for h in result["history"]]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    assert read_weights_info(result["weights"]).recipe["stages"][0]["loss"] == config["stage1"].get("loss", "ce")
+
+
+def test_the_node_loads_what_the_trainer_wrote(tmp_path):
+    pytest.importorskip("rclpy")
+    import rclpy
+    from std_msgs.msg import String
+
+    from human_parsing_ros.harness import Client, NodeProcess, share_file
+    from human_parsing_ros.messages import ClassInfoMessage
+    from training.config import load_config
+    from training.dtpr import run
+
+    config = tiny_config(tmp_path / "run", **{"stage1.epochs": 1, "stage2.epochs": 1})
+    config["log"]["tensorboard"] = False
+    weights = run(load_config(overrides=config))["weights"]
+    rclpy.init()
+    node = NodeProcess(share_file("config", "parser.yaml"), "/trained_ns", {"image": "/trained_cam/image_raw"},
+                       {"weights": weights, "device": "cpu"}, log_path=tmp_path / "node.log")
+    node.start()
+    client = Client("/trained_cam/image_raw", {"class_info": String}, "/trained_ns", name="trained_probe")
+    try:
+        client.wait_for_node(60.0)
+        client.wait_for(lambda: client.received.get("class_info"), 10.0, "class_info")
+        info = ClassInfoMessage.from_json(client.received.get("class_info")[0].data)
+        assert info.weights == weights and not info.untrained and info.class_set == "ccp"
+        assert "UNTRAINED" not in node.log()
+    finally:
+        client.close()
+        node.stop()
+        rclpy.try_shutdown()
