@@ -9,8 +9,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["samples/ccp/*.md", "samples/ccp/LICENSE", "samples/ccp/photos/*.jpg",
-                            "samples/ccp/annotations/*.mat", "weights/*.safetensors"]},
+    package_data={PACKAGE: ["sample_data/ccp/*.md", "sample_data/ccp/LICENSE", "sample_data/ccp/photos/*.jpg",
+                            "sample_data/ccp/annotations/*.mat", "weights/*.safetensors"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -125,9 +125,14 @@ def test_outputs_carry_the_input_header_and_size(running, frames):
             assert overlay[0].encoding == "rgb8" and overlay[0].width == msg.width
     assert matched >= len(sent) // 2
     assert last.header.frame_id == "test_optical_frame"
-    reports = [PartsMessage.from_json(m.data) for m in client.received.get("parts")]
-    report = next(r for r in reports if (r.stamp.sec, r.stamp.nanosec) ==
-                  (sent[-1].header.stamp.sec, sent[-1].header.stamp.nanosec))
+    last_stamp = (sent[-1].header.stamp.sec, sent[-1].header.stamp.nanosec)
+
+    def last_report():  # parts is published after labels: it may still be on its way
+        reports = [PartsMessage.from_json(m.data) for m in client.received.get("parts")]
+        return next((r for r in reports if (r.stamp.sec, r.stamp.nanosec) == last_stamp), None)
+
+    client.wait_for(lambda: last_report() is not None, 10.0, "the last frame's parts report")
+    report = last_report()
     assert report.frame_id == "test_optical_frame" and len(report.parts) == 59
     assert abs(sum(p.pixel_fraction for p in report.parts) - 1.0) < 1e-3
     assert (report.width, report.height) == (sent[-1].width, sent[-1].height)

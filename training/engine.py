@@ -178,11 +178,13 @@ def train_one_epoch(model, loader, state: StageState, scaler, config: dict, devi
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         target = target.to(device, non_blocking=True)
         with autocast(config, device):
-            logits = model(images)
+            logits, aux = model(images, with_aux=True) if state.stage == 1 else (model(images), [])
         gen = generator(config["seed"], epoch, step, d.rank, device=device)
         start = time.perf_counter()
         loss, mask = compute_loss(logits.float(), target, state, config, gen)
         sample_s += time.perf_counter() - start
+        for weight, extra in zip(unwrap(model).aux_weights, aux):
+            loss = loss + weight * masked_cross_entropy(extra.float(), target, None)
         state.optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(state.optimizer)

@@ -26,9 +26,18 @@ class SegmentationModel(nn.Module):
         """Logits at the decoder's resolution (cheaper to crop and resize once)."""
         return self.segmentation_head(self.decoder(self.encoder(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, with_aux: bool = False):
+        """Logits at the input's resolution; with ``with_aux`` also the auxiliary logits (a list)."""
         logits = self.forward_lowres(x)
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return (logits, []) if with_aux else logits
+
+    # Auxiliary / deep-supervision heads (training only). Architectures that have them
+    # override ``forward`` to return them when ``with_aux`` is set, at the input's
+    # resolution, one weight each in ``aux_weights``; the trainer adds
+    # sum(w_k * loss(aux_k)). They are not part of ``stage2_modules``, so stage 2
+    # freezes them and skips their losses.
+    aux_weights: tuple[float, ...] = ()
 
     @property
     def num_classes(self) -> int:

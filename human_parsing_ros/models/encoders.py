@@ -68,3 +68,45 @@ class MobileNetV2Encoder(nn.Module):
 @register_encoder("mobilenet_v2")
 def _mobilenet_v2(weights: str | None, output_stride: int) -> nn.Module:
     return MobileNetV2Encoder(weights=weights, output_stride=output_stride)
+
+
+class ResNetEncoder(nn.Module):
+    """torchvision's ResNet (stem + layer1..4; strides 4, 8, 16, 32), dilated for output stride 8 or 16."""
+
+    def __init__(self, depth: int, weights: str | None = None, output_stride: int = 32) -> None:
+        super().__init__()
+        import torchvision.models as tvm
+
+        dilate = {32: [False, False, False], 16: [False, False, True], 8: [False, True, True]}
+        if output_stride not in dilate:
+            raise ValueError(f"output_stride must be 8, 16 or 32, not {output_stride}")
+        builder, weight_enum = {18: (tvm.resnet18, tvm.ResNet18_Weights), 34: (tvm.resnet34, tvm.ResNet34_Weights),
+                                50: (tvm.resnet50, tvm.ResNet50_Weights),
+                                101: (tvm.resnet101, tvm.ResNet101_Weights)}[depth]
+        bottleneck = depth >= 50
+        if not bottleneck and output_stride != 32:
+            raise ValueError(f"resnet{depth} (basic blocks) supports output_stride 32 only")
+        kwargs = {"replace_stride_with_dilation": dilate[output_stride]} if bottleneck else {}
+        net = builder(weights=weight_enum.IMAGENET1K_V1 if weights == "imagenet" else None, **kwargs)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
+        width = 256 if bottleneck else 64
+        self.out_channels = (width, width * 2, width * 4, width * 8)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        features = []
+        for layer in self.layers:
+            x = layer(x)
+            features.append(x)
+        return features
+
+
+def _register_resnet(depth: int) -> None:
+    @register_encoder(f"resnet{depth}")
+    def _build(weights: str | None, output_stride: int) -> nn.Module:
+        return ResNetEncoder(depth, weights=weights, output_stride=output_stride)
+
+
+for _depth in (18, 34, 50, 101):
+    _register_resnet(_depth)
