@@ -63,12 +63,16 @@ def check_forward_backward(name: str, args: dict[str, Any], sizes: Iterable[tupl
         model.train()
         model.zero_grad(set_to_none=True)
         x = _images(batch, size, seed=index)
-        logits = model(x)
+        logits, aux = model(x, with_aux=True)
         assert logits.shape == (batch, num_classes, *size), (
             f"{name}: input {tuple(x.shape)} gave logits {tuple(logits.shape)}")
         assert torch.isfinite(logits).all(), f"{name}: non-finite logits at {size}"
+        assert len(aux) == len(model.aux_weights), f"{name}: {len(aux)} aux outputs, {len(model.aux_weights)} weights"
+        for extra in aux:
+            assert extra.shape == logits.shape, f"{name}: aux logits {tuple(extra.shape)} at {size}"
 
-        loss = F.cross_entropy(logits, _targets(batch, size, num_classes, seed=index))
+        target = _targets(batch, size, num_classes, seed=index)
+        loss = F.cross_entropy(logits, target) + sum(F.cross_entropy(extra, target) for extra in aux)
         loss.backward()
         missing = [key for key, p in model.named_parameters() if p.requires_grad and p.grad is None]
         assert not missing, f"{name}: no gradient reached {missing[:5]} at {size}"
@@ -185,3 +189,22 @@ def check_encoder_freeze(name: str, args: dict[str, Any], mode: str | None = Non
     with torch.no_grad():
         model(x)
     assert _changed(encoder_before, model.encoder), f"{name}: the control step did not touch BN statistics"
+
+
+def check_onnx_export(name: str, args: dict[str, Any], tmp_path: Path, size: tuple[int, int] = (64, 64)) -> None:
+    """The trainer's ONNX export runs, and ONNX Runtime matches PyTorch within tolerance (dynamic size)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from training.export import export_onnx
+
+    model = _build(name, args, seed=2).eval()
+    path = export_onnx(model, tmp_path / f"{name}.onnx", size)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in ((1, 3, *size), (2, 3, size[0] + 32, size[1])):
+        x = _images(shape[0], shape[2:], seed=9)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        (got,) = session.run(None, {"image": x.numpy()})
+        assert got.shape == expected.shape, f"{name}: ONNX output {got.shape}, PyTorch {expected.shape}"
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3, err_msg=f"{name}: ONNX differs")

@@ -7,6 +7,12 @@ from human_parsing_ros.models import ARCHITECTURES, build_model
 
 ARGS = {"num_classes": 20, "encoder_weights": None}
 NAMES = sorted(ARCHITECTURES)
+# Per-architecture arguments that keep the CPU tests fast (same code paths, fewer channels).
+SMALL: dict[str, dict] = {}
+
+
+def args_for(name: str) -> dict:
+    return {**ARGS, **SMALL.get(name, {})}
 
 
 def test_registry_is_not_empty():
@@ -16,18 +22,18 @@ def test_registry_is_not_empty():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_forward_backward(name):
-    model_tester.check_forward_backward(name, dict(ARGS), sizes=[(64, 48), (65, 47), (33, 71)])
+    model_tester.check_forward_backward(name, args_for(name), sizes=[(64, 48), (65, 47), (33, 71)])
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_weights_round_trip(name, tmp_path):
-    model_tester.check_weights_round_trip(name, dict(ARGS), tmp_path)
+    model_tester.check_weights_round_trip(name, args_for(name), tmp_path)
 
 
 @pytest.mark.parametrize("mode", [None, "decoder", "classifier"])
 @pytest.mark.parametrize("name", NAMES)
 def test_encoder_freeze(name, mode):
-    model_tester.check_encoder_freeze(name, dict(ARGS), mode=mode)
+    model_tester.check_encoder_freeze(name, args_for(name), mode=mode)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -65,3 +71,9 @@ def test_build_model_bad_argument(name):
 def test_build_model_unknown_encoder():
     with pytest.raises(ValueError, match="not_an_encoder"):
         build_model("deeplabv3plus", num_classes=20, encoder="not_an_encoder")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_onnx_export_matches(name, tmp_path):
+    pytest.importorskip("onnxruntime")
+    model_tester.check_onnx_export(name, args_for(name), tmp_path)
