@@ -31,7 +31,17 @@ def build_model(name: str, **kwargs: Any) -> SegmentationModel:
         raise ValueError(f"bad arguments for architecture '{name}': {err}") from None
 
 
-from . import deeplabv3plus  # noqa: E402,F401  (registers itself)
+def _register_all() -> None:
+    """Import every architecture folder (one subpackage each); each registers itself."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        if info.ispkg:
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_register_all()
 
 __all__ = [
     "ARCHITECTURES", "ENCODERS", "SegmentationHead", "SegmentationModel",
