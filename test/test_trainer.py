@@ -1,6 +1,7 @@
 """The DTPR trainer end to end on real CCP photos: both stages, freezing, bit-exact resume, DDP."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from human_parsing_ros.models import ARCHITECTURES
 from human_parsing_ros.parser import HumanParser
 from human_parsing_ros.samples import SAMPLES, load_rgb, sample_photos
 from human_parsing_ros.weights import read_weights_info
@@ -194,3 +196,25 @@ def test_the_node_loads_what_the_trainer_wrote(tmp_path):
         client.close()
         node.stop()
         rclpy.try_shutdown()
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_every_architecture_trains_through_both_stages_and_parses(tmp_path, name):
+    """Each network of the zoo: stage 1 (with its aux heads when it has them), stage 2, weights, parse."""
+    from training.config import load_config
+    from training.dtpr import run
+
+    config = tiny_config(tmp_path / "run", **{"stage1.epochs": 1, "stage2.epochs": 1})
+    accepts = inspect.signature(ARCHITECTURES[name].__init__).parameters
+    config["model"] = {"architecture": name,
+                       "args": {"encoder_weights": None, **({"aux": True} if "aux" in accepts else {})}}
+    config["stage2"]["trains"] = "auto"
+    config["log"]["tensorboard"] = False
+    result = run(load_config(overrides=config))
+    assert [h["stage"] for h in result["history"]] == [1, 2]
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result["history"])
+    info = read_weights_info(result["weights"])
+    assert info.architecture == name
+    assert info.recipe["stages"][1]["trains"] == ARCHITECTURES[name].stage2_default
+    parsed = HumanParser(result["weights"], device="cpu", input_size=(96, 64)).parse(load_rgb(sample_photos()[1]))
+    assert parsed.labels.shape == load_rgb(sample_photos()[1]).shape[:2]

@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "stage2": {
         "epochs": 30,              # 0 = baseline (stage 1 only)
-        "trains": "decoder",       # decoder | classifier (the paper's two readings)
+        "trains": "auto",          # decoder | classifier (the paper's two readings) | auto: the architecture's own
         "sampling": "pra",         # pra (1/CPA) | prn (1/pixel count) | none (plain CE on the frozen encoder)
         "eta": "min",              # float, or min | median | mean | qNN (derived from the scores)
         "floor": 0.0,              # lower bound on keep probabilities

@@ -32,7 +32,8 @@ def stage_state(model, stage: int, config: dict, steps_per_epoch: int, scores: d
     if stage == 1:
         params, epochs, lr = [p for p in base.parameters()], config["stage1"]["epochs"], config["optim"]["lr"]
     else:
-        params = base.freeze_for_stage2(config["stage2"]["trains"])
+        trains = config["stage2"]["trains"]
+        params = base.freeze_for_stage2(None if trains == "auto" else trains)
         epochs, lr = config["stage2"]["epochs"], config["stage2"]["lr"] or config["optim"]["lr"]
     optimizer = make_optimizer(params, lr, config)
     scheduler = make_scheduler(optimizer, epochs * steps_per_epoch)

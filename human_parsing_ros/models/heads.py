@@ -1,0 +1,22 @@
+"""Heads shared by several architectures."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import nn
+
+
+class AuxHead(nn.Sequential):
+    """The usual auxiliary head on an intermediate feature map: 3x3 conv-BN-ReLU, dropout, 1x1 to classes."""
+
+    def __init__(self, in_channels: int, num_classes: int, mid_channels: int = 256) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, mid_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(mid_channels),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.1),
+            nn.Conv2d(mid_channels, num_classes, 1),
+        )
+
+
+def upsample_to(x, size):
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
