@@ -41,3 +41,14 @@ def test_parameter_validation_gives_reasons():
     assert "input_size" in check_value("input_size", [10, 10])
     assert check_value("input_size", [480, 640]) is None
     assert topic_token("upper-clothes") == "upper_clothes" and topic_token("t-shirt") == "t_shirt"
+
+
+def test_readme_documents_every_parameter_and_topic():
+    pytest.importorskip("rclpy")
+    from human_parsing_ros.node import PARAMS
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [p.name for p in PARAMS if f"`{p.name}`" not in readme]
+    assert not missing, f"README lacks parameters {missing}"
+    for topic in ("`labels`", "`labels/color`", "`overlay`", "`masks/<part>`", "`parts`", "`class_info`"):
+        assert topic in readme

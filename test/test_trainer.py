@@ -128,10 +128,10 @@ def test_ddp_on_two_cpu_processes_all_reduces_the_metrics(tmp_path):
     assert "2 process(es)" in proc.stdout
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     # The same weights evaluated by one process give the same all-reduced confusion matrix.
-    from training.config import load_config
-    from training.engine import Dist, evaluate, make_eval_loader
-    from training.datasets import build_dataset
     from human_parsing_ros.weights import load_weights
+    from training.config import load_config
+    from training.datasets import build_dataset
+    from training.engine import Dist, evaluate, make_eval_loader
 
     cfg = load_config(overrides=config)
     model, _ = load_weights(tmp_path / "ddp" / "model.safetensors")

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .heads import AuxHead, upsample_to
 
 
 class SegmentationModel(nn.Module):
@@ -22,22 +23,35 @@ class SegmentationModel(nn.Module):
     # "classifier": only the head (bilateral / multi-resolution networks).
     stage2_default: str = "decoder"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.aux_head: nn.Module | None = None  # see add_encoder_aux_head
+
     def forward_lowres(self, x: torch.Tensor) -> torch.Tensor:
         """Logits at the decoder's resolution (cheaper to crop and resize once)."""
         return self.segmentation_head(self.decoder(self.encoder(x)))
 
     def forward(self, x: torch.Tensor, with_aux: bool = False):
         """Logits at the input's resolution; with ``with_aux`` also the auxiliary logits (a list)."""
-        logits = self.forward_lowres(x)
-        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return (logits, []) if with_aux else logits
+        features = self.encoder(x)
+        logits = upsample_to(self.segmentation_head(self.decoder(features)), x.shape[-2:])
+        if not with_aux:
+            return logits
+        if self.aux_head is None:
+            return logits, []
+        return logits, [upsample_to(self.aux_head(features[self.aux_stage]), x.shape[-2:])]
 
-    # Auxiliary / deep-supervision heads (training only). Architectures that have them
-    # override ``forward`` to return them when ``with_aux`` is set, at the input's
-    # resolution, one weight each in ``aux_weights``; the trainer adds
-    # sum(w_k * loss(aux_k)). They are not part of ``stage2_modules``, so stage 2
-    # freezes them and skips their losses.
+    # Auxiliary / deep-supervision heads (training only). With ``with_aux`` an architecture
+    # returns them at the input's resolution, one weight each in ``aux_weights``; the
+    # trainer adds sum(w_k * loss(aux_k)). They are not part of ``stage2_modules``, so
+    # stage 2 freezes them and skips their losses.
     aux_weights: tuple[float, ...] = ()
+
+    def add_encoder_aux_head(self, stage: int, weight: float = 0.4) -> None:
+        """The usual auxiliary head on encoder feature ``stage`` (e.g. ResNet layer3: 2)."""
+        self.aux_head = AuxHead(self.encoder.out_channels[stage], self.num_classes)
+        self.aux_stage = stage
+        self.aux_weights = (weight,)
 
     @property
     def num_classes(self) -> int:

@@ -3,7 +3,6 @@ from __future__ import annotations
 from .. import register_architecture
 from ..base import SegmentationHead, SegmentationModel
 from ..encoders import build_encoder
-from ..heads import AuxHead, upsample_to
 from .decoder import DeepLabV3PlusDecoder
 
 
@@ -31,14 +30,5 @@ class DeepLabV3Plus(SegmentationModel):
             self.encoder.out_channels, channels=decoder_channels, atrous_rates=tuple(atrous_rates)
         )
         self.segmentation_head = SegmentationHead(decoder_channels, num_classes)
-        self.aux_head = AuxHead(self.encoder.out_channels[2], num_classes) if aux else None
-        self.aux_weights = (0.4,) if aux else ()
-
-    def forward(self, x, with_aux: bool = False):
-        if self.aux_head is None:
-            return super().forward(x, with_aux)
-        features = self.encoder(x)
-        logits = upsample_to(self.segmentation_head(self.decoder(features)), x.shape[-2:])
-        if not with_aux:
-            return logits
-        return logits, [upsample_to(self.aux_head(features[2]), x.shape[-2:])]
+        if aux:
+            self.add_encoder_aux_head(stage=2, weight=0.4)

@@ -1,0 +1,3 @@
+from .model import BiSeNetV2
+
+__all__ = ["BiSeNetV2"]

@@ -1,0 +1,3 @@
+from .model import CDLinkNet
+
+__all__ = ["CDLinkNet"]

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from torch import nn
+
+from .. import register_architecture
+from ..base import SegmentationHead, SegmentationModel
+from ..encoders import build_encoder
+from ..heads import upsample_to
+from .decoder import CDLinkNetDecoder
+
+
+@register_architecture("cdlinknet")
+class CDLinkNet(SegmentationModel):
+    """C-DLinkNet: a LinkNet encoder-decoder on a ResNet with an ASPP centre block and a Smooth
+    module fusing all decoder levels ("refine" output, stride 4).
+
+    Deep supervision is always on: a 1x1 classifier on every decoder level (strides 16,
+    8, 4 for a four-stage ResNet) gives one auxiliary output each, loss weight 0.5. Those
+    classifiers are outside ``decoder`` and ``segmentation_head``, so stage 2 freezes
+    them. U-shaped: stage 2 trains the whole decoder by default. ``aux`` is accepted for
+    a uniform interface and must stay False (deep supervision is built in).
+    """
+
+    stage2_default = "decoder"
+
+    def __init__(
+        self,
+        num_classes: int,
+        encoder: str = "resnet50",
+        encoder_weights: str | None = None,
+        output_stride: int = 32,
+        aux: bool = False,
+        aspp_channels: int = 256,
+        atrous_rates: tuple[int, ...] | list[int] = (12, 24, 36),
+        smooth_channels: int = 64,
+    ) -> None:
+        super().__init__()
+        if output_stride != 32:
+            raise ValueError("cdlinknet: output_stride must be 32 (the decoder upsamples every encoder level)")
+        if aux:
+            raise ValueError("cdlinknet: aux must be False (deep supervision on every decoder level is built in)")
+        self.encoder = build_encoder(encoder, weights=encoder_weights, output_stride=output_stride)
+        self.decoder = CDLinkNetDecoder(self.encoder.out_channels, aspp_channels=aspp_channels,
+                                        atrous_rates=tuple(atrous_rates), smooth_channels=smooth_channels)
+        self.segmentation_head = SegmentationHead(smooth_channels, num_classes)
+        self.aux_classifiers = nn.ModuleList(nn.Conv2d(ch, num_classes, 1) for ch in self.decoder.level_channels)
+        self.aux_weights = (0.5,) * len(self.aux_classifiers)
+
+    def forward(self, x, with_aux: bool = False):
+        if not with_aux:
+            return super().forward(x)
+        out, levels = self.decoder.forward_levels(self.encoder(x))
+        logits = upsample_to(self.segmentation_head(out), x.shape[-2:])
+        aux = [upsample_to(head(level), x.shape[-2:]) for head, level in zip(self.aux_classifiers, levels)]
+        return logits, aux

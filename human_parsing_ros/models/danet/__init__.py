@@ -1,0 +1,3 @@
+from .model import DANet
+
+__all__ = ["DANet"]

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from .. import register_architecture
+from ..base import SegmentationHead, SegmentationModel
+from ..encoders import build_encoder
+from .decoder import DANetDecoder
+
+
+@register_architecture("danet")
+class DANet(SegmentationModel):
+    """DANet (Fu et al., CVPR 2019): position and channel attention on a dilated ResNet.
+
+    Output stride 8 by default (logits at 1/8 of the input). ``aux=True`` adds an
+    auxiliary head on the third encoder stage (layer3), loss weight 0.4. Stage 2
+    trains the attention head with the classifier by default.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        encoder: str = "resnet50",
+        encoder_weights: str | None = None,
+        output_stride: int = 8,
+        aux: bool = False,
+        decoder_channels: int = 512,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.encoder = build_encoder(encoder, weights=encoder_weights, output_stride=output_stride)
+        self.decoder = DANetDecoder(self.encoder.out_channels, channels=decoder_channels, dropout=dropout)
+        self.segmentation_head = SegmentationHead(decoder_channels, num_classes)
+        if aux:
+            self.add_encoder_aux_head(stage=2, weight=0.4)

@@ -1,0 +1,3 @@
+from .model import DDRNet
+
+__all__ = ["DDRNet"]

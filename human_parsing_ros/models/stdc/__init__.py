@@ -1,0 +1,3 @@
+from .model import STDCSeg
+
+__all__ = ["STDCSeg"]
