@@ -34,7 +34,9 @@ def test_unknown_keys_are_refused_and_overrides_nest():
         load_config(overrides={"stage3": {}})
     with pytest.raises(ValueError, match="epoch"):
         load_config(overrides={"stage1": {"epoch": 3}})
-    config = load_config(overrides=parse_overrides(["stage2.eta=0.25", "model.args.decoder_channels=64", "name=x"]))
+    recipe = CONFIGS[0].parent / "ccp_mobilenetv2.yaml"
+    config = load_config(recipe, parse_overrides(["stage2.eta=0.25", "model.args.decoder_channels=64", "name=x"]))
     assert config["stage2"]["eta"] == 0.25 and config["output_dir"] == "runs/x"
-    assert config["model"]["args"]["encoder"] == DEFAULTS["model"]["args"]["encoder"]  # merged, not replaced
+    assert config["model"]["args"]["encoder"] == "mobilenet_v2"  # merged into the recipe's, not replaced
     assert config["model"]["args"]["decoder_channels"] == 64
+    assert DEFAULTS["model"]["args"] == {}  # another architecture inherits no stray arguments

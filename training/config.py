@@ -24,8 +24,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "model": {
         "architecture": "deeplabv3plus",
-        "args": {"encoder": "mobilenet_v2", "encoder_weights": "imagenet", "output_stride": 16,
-                 "decoder_channels": 128},
+        "args": {},                # the architecture's keyword arguments (recipes set encoder_weights: imagenet)
     },
     "input": {
         "crop_size": [400, 400],   # the paper's crop
