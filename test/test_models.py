@@ -77,3 +77,17 @@ def test_build_model_unknown_encoder():
 def test_onnx_export_matches(name, tmp_path):
     pytest.importorskip("onnxruntime")
     model_tester.check_onnx_export(name, args_for(name), tmp_path)
+
+
+# Variants beyond the defaults that the registry sweep above does not build.
+VARIANT_ARGS = [("deeplabv3plus", {"encoder": "resnet50", "decoder_channels": 64, "aux": True}),
+                ("pspnet", {"aux": True}), ("stdc", {"variant": "stdc2", "aux": True}),
+                ("ddrnet", {"variant": "23", "aux": True})]
+
+
+@pytest.mark.parametrize("name,extra", VARIANT_ARGS, ids=[f"{n}-{'-'.join(map(str, e.values()))}"
+                                                          for n, e in VARIANT_ARGS])
+def test_variants_forward_backward_and_freeze(name, extra):
+    args = {**args_for(name), **extra}
+    model_tester.check_forward_backward(name, args, sizes=[(65, 47)])
+    model_tester.check_encoder_freeze(name, args)
