@@ -295,9 +295,8 @@ class HumanParserNode(LifecycleNode):
     def serve(self, keep_going: Callable[[], bool]) -> None:
         """Parse the newest frame, over and over, on the calling thread, while ``keep_going()``.
 
-        ``main`` calls this on the process's main thread and spins ROS in another:
-        PyTorch's CPU kernels ran about 1.7x slower from a secondary thread in our
-        measurements (see README), and callbacks stay responsive either way.
+        ``main`` calls this on the process's main thread and spins ROS in another, so
+        that callbacks stay responsive while a frame is parsed.
         """
         while keep_going():
             item = self._slot.take(timeout=0.2)
