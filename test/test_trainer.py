@@ -148,8 +148,10 @@ def test_ddp_on_two_cpu_processes_all_reduces_the_metrics(tmp_path):
     {"stage1.loss": "class_balanced"},
     {"inter_class.weight": 0.1},
     {"stage2.sampling": "prn", "stage2.eta": "q50"},
+    {"stage2.sampling": "none", "stage2.loss": "focal"},
+    {"stage2.sampling": "none", "stage2.loss": "class_balanced"},
     {"amp": "bf16"},
-], ids=["focal", "class_balanced", "inter_class", "prn", "bf16_autocast"])
+], ids=["focal", "class_balanced", "inter_class", "prn", "stage2_focal", "stage2_class_balanced", "bf16_autocast"])
 def test_loss_variants_and_amp_train_to_finite_losses(tmp_path, changes):
     from training.config import load_config
     from training.dtpr import run
@@ -165,7 +167,19 @@ def test_loss_variants_and_amp_train_to_finite_losses(tmp_path, changes):
     result = run(load_config(overrides=config))
     losses = [h["loss"] for h in result["history"]]
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
-    assert read_weights_info(result["weights"]).recipe["stages"][0]["loss"] == config["stage1"].get("loss", "ce")
+    stages = read_weights_info(result["weights"]).recipe["stages"]
+    assert stages[0]["loss"] == config["stage1"].get("loss", "ce")
+    assert stages[1]["loss"] == config["stage2"].get("loss", "ce")
+
+
+def test_stage2_refuses_a_loss_that_pixel_sampling_cannot_use(tmp_path):
+    from training.config import load_config
+    from training.dtpr import run
+
+    config = tiny_config(tmp_path / "run", **{"stage1.epochs": 1, "stage2.loss": "focal"})
+    with pytest.raises(ValueError, match="stage2.loss 'focal' needs stage2.sampling: none"):
+        run(load_config(overrides=config))
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_the_node_loads_what_the_trainer_wrote(tmp_path):

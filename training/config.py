@@ -37,24 +37,27 @@ DEFAULTS: dict[str, Any] = {
               "eval_batch_size": 1},
     "stage1": {
         "epochs": 70,
+        "schedule_epochs": None,   # cosine length; None: epochs (more: stop early on a longer schedule)
         "loss": "ce",              # ce | focal | class_balanced
-        "focal_gamma": 2.0,
-        "cb_beta": 0.9999,
         "cpa_epoch": 3,            # CPA recorded after this many epochs (the paper: 3)
         "cpa_source": "val",       # val | train: which confusion matrix gives CPA
     },
     "stage2": {
         "epochs": 30,              # 0 = baseline (stage 1 only)
         "trains": "auto",          # decoder | classifier (the paper's two readings) | auto: the architecture's own
-        "sampling": "pra",         # pra (1/CPA) | prn (1/pixel count) | none (plain CE on the frozen encoder)
+        "sampling": "pra",         # pra (1/CPA) | prn (1/pixel count) | none (``loss`` on every pixel)
+        "loss": "ce",              # ce | focal | class_balanced (sampling none only: PRA/PRN use CE)
         "eta": "min",              # float, or min | median | mean | qNN (derived from the scores)
         "floor": 0.0,              # lower bound on keep probabilities
         "lr": None,                # None: optim.lr
     },
+    "losses": {"focal_gamma": 2.0, "cb_beta": 0.9999},
     "inter_class": {"weight": 0.0, "margin": 1.0, "stages": [1, 2]},  # RIM inter-class loss
     "eval_every": 1,
+    "keep_checkpoints": [],        # epochs whose checkpoint is also kept as checkpoint_epochNN.pt
     "log": {"tensorboard": True, "progress": True},
-    "export": {"weights": "model.safetensors", "onnx": None},
+    "export": {"weights": "model.safetensors", "onnx": None,
+               "input_size": None},  # the node's [height, width] (letterbox); None: input.crop_size
 }
 
 

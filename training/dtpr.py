@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from human_parsing_ros.class_sets import get_class_set
 
 from .datasets import build_dataset
 from .engine import (CHECKPOINT_FORMAT, Dist, StageState, evaluate, load_checkpoint,
-                     make_eval_loader, make_model, make_optimizer, make_scheduler, make_train_loader,
+                     make_eval_loader, make_model, make_optimizer, make_scheduler, make_train_loader, stage_loss,
                      restore_rng, rng_states, save_checkpoint, setup_distributed, train_one_epoch, unwrap, wrap)
 from .export import export_weights
 from .losses import PixelSampler, class_balanced_weights, keep_probabilities
@@ -29,26 +30,36 @@ def pixel_counts(dataset) -> torch.Tensor:
 def stage_state(model, stage: int, config: dict, steps_per_epoch: int, scores: dict) -> StageState:
     """Optimizer, schedule and sampler for one stage (stage 2 freezes what it must first)."""
     base = unwrap(model)
+    s2 = config["stage2"]
     if stage == 1:
-        params, epochs, lr = [p for p in base.parameters()], config["stage1"]["epochs"], config["optim"]["lr"]
+        params, lr = [p for p in base.parameters()], config["optim"]["lr"]
+        epochs = config["stage1"]["schedule_epochs"] or config["stage1"]["epochs"]
     else:
-        trains = config["stage2"]["trains"]
-        params = base.freeze_for_stage2(None if trains == "auto" else trains)
-        epochs, lr = config["stage2"]["epochs"], config["stage2"]["lr"] or config["optim"]["lr"]
+        params = base.freeze_for_stage2(None if s2["trains"] == "auto" else s2["trains"])
+        epochs, lr = s2["epochs"], s2["lr"] or config["optim"]["lr"]
     optimizer = make_optimizer(params, lr, config)
     scheduler = make_scheduler(optimizer, epochs * steps_per_epoch)
     sampler, weights = None, None
-    s2 = config["stage2"]
     if stage == 2 and s2["sampling"] in ("pra", "prn"):
         source = scores["cpa"] if s2["sampling"] == "pra" else scores["pixels"]
         sampler = PixelSampler(keep_probabilities(source.float(), s2["eta"], s2["floor"]))
-    if stage == 1 and config["stage1"]["loss"] == "class_balanced":
-        weights = class_balanced_weights(scores["pixels"], config["stage1"]["cb_beta"])
+    if stage_loss(config, stage) == "class_balanced":
+        weights = class_balanced_weights(scores["pixels"], config["losses"]["cb_beta"])
     return StageState(stage, optimizer, scheduler, sampler, weights)
+
+
+def check_losses(config: dict) -> None:
+    """Refuse loss settings that cannot work before any time is spent training."""
+    s2 = config["stage2"]
+    for stage in (1, 2):
+        stage_loss(config, stage)
+    if s2["sampling"] != "none" and s2["loss"] != "ce":
+        raise ValueError(f"stage2.loss '{s2['loss']}' needs stage2.sampling: none (PRA/PRN sample for CE)")
 
 
 def run(config: dict, resume: bool = False) -> dict[str, Any]:
     """Train (or continue) the run that ``config`` describes; returns its final metrics and files."""
+    check_losses(config)
     torch.use_deterministic_algorithms(bool(config["deterministic"]), warn_only=True)
     d, device = setup_distributed(config["device"])
     out = Path(config["output_dir"])
@@ -125,6 +136,8 @@ def run(config: dict, resume: bool = False) -> dict[str, Any]:
                 "scheduler": current.scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "cpa": scores["cpa"], "pixel_counts": scores["pixels"], "rng": rng_states(),
                 "config": config, "history": history})
+            if epoch + 1 in config["keep_checkpoints"]:
+                shutil.copyfile(ckpt_path, out / f"checkpoint_epoch{epoch + 1:02d}.pt")
         if d.world > 1:
             torch.distributed.barrier()
     return _finish(model, val_loader, class_set, config, scores, history, device, d, out)

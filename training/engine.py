@@ -137,6 +137,9 @@ def autocast(config: dict, device: torch.device):
 
 
 # ---- one epoch -----------------------------------------------------------------------------------
+STAGE_LOSSES = ("ce", "focal", "class_balanced")
+
+
 @dataclass
 class StageState:
     stage: int
@@ -146,15 +149,22 @@ class StageState:
     class_weights: torch.Tensor | None
 
 
+def stage_loss(config: dict, stage: int) -> str:
+    name = config[f"stage{stage}"]["loss"]
+    if name not in STAGE_LOSSES:
+        raise ValueError(f"stage{stage}.loss '{name}' is not one of {', '.join(STAGE_LOSSES)}")
+    return name
+
+
 def compute_loss(logits, target, state: StageState, config: dict, gen) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The stage's loss and, in stage 2 with sampling, the PRA/PRN pixel mask."""
     mask = None
     if state.stage == 2 and state.sampler is not None:
         mask = state.sampler(target, gen)
         loss = masked_cross_entropy(logits, target, mask)
-    elif state.stage == 1 and config["stage1"]["loss"] == "focal":
-        loss = focal_loss(logits, target, gamma=config["stage1"]["focal_gamma"])
-    elif state.stage == 1 and config["stage1"]["loss"] == "class_balanced":
+    elif stage_loss(config, state.stage) == "focal":
+        loss = focal_loss(logits, target, gamma=config["losses"]["focal_gamma"])
+    elif stage_loss(config, state.stage) == "class_balanced":
         loss = masked_cross_entropy(logits, target, None, weight=state.class_weights)
     else:
         loss = masked_cross_entropy(logits, target, None)

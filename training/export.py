@@ -13,12 +13,13 @@ from human_parsing_ros.weights import WeightsInfo, save_weights
 def recipe_summary(config: dict, metrics: dict, stage2_default: str = "decoder") -> dict:
     """What the weights file says about how it was made (DESIGN section 2)."""
     s1, s2 = config["stage1"], config["stage2"]
-    stages = [{"stage": 1, "epochs": s1["epochs"], "loss": s1["loss"], "cpa_epoch": s1["cpa_epoch"],
+    stages = [{"stage": 1, "epochs": s1["epochs"], "schedule_epochs": s1["schedule_epochs"] or s1["epochs"],
+               "loss": s1["loss"], "cpa_epoch": s1["cpa_epoch"],
                "cpa_source": s1["cpa_source"]}]
     if s2["epochs"]:
         trains = stage2_default if s2["trains"] == "auto" else s2["trains"]
         stages.append({"stage": 2, "epochs": s2["epochs"], "trains": trains, "sampling": s2["sampling"],
-                       "eta": s2["eta"], "floor": s2["floor"]})
+                       "loss": s2["loss"], "eta": s2["eta"], "floor": s2["floor"]})
     return {"untrained": False, "dataset": config["dataset"]["name"],
             "splits": {"train": config["dataset"]["train_split"], "val": config["dataset"]["val_split"]},
             "recipe": config["name"], "stages": stages, "sampling": s2["sampling"] if s2["epochs"] else "none",
@@ -32,7 +33,7 @@ def export_weights(model: SegmentationModel, config: dict, class_set: ClassSet, 
     args = {k: v for k, v in config["model"]["args"].items() if k != "encoder_weights"}
     args["num_classes"] = class_set.num_classes
     info = WeightsInfo.for_class_set(config["model"]["architecture"], args, class_set,
-                                     tuple(config["input"]["crop_size"]),
+                                     tuple(config["export"]["input_size"] or config["input"]["crop_size"]),
                                      recipe_summary(config, metrics, model.stage2_default))
     return save_weights(path, model, info)
 

@@ -1,0 +1,116 @@
+"""The CCP protocol runner on real CCP photos: rows from the baseline's own checkpoint, resumable, one table."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from human_parsing_ros.samples import SAMPLES
+from human_parsing_ros.weights import load_weights, read_weights_info
+
+# The bundled photos (all from CCP's test range) renamed into a miniature of the protocol's three splits.
+LAYOUT = {1: 880, 2: 900, 3: 920, 4: 940, 705: 960, 706: 980, 855: 1000, 856: 880}
+
+
+def miniature_ccp(root: Path) -> Path:
+    (root / "photos").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    for number, source in LAYOUT.items():
+        (root / "photos" / f"{number:04d}.jpg").symlink_to(SAMPLES / "photos" / f"{source:04d}.jpg")
+        (root / "annotations" / f"{number:04d}.mat").symlink_to(SAMPLES / "annotations" / f"{source:04d}.mat")
+    return root
+
+
+def write_protocol(tmp: Path) -> Path:
+    recipe = {
+        "name": "tiny", "device": "cpu", "dataset": {"name": "ccp"},
+        "model": {"architecture": "deeplabv3plus",
+                  "args": {"encoder": "mobilenet_v2", "encoder_weights": None, "decoder_channels": 16}},
+        "input": {"crop_size": [64, 64], "eval_size": [96, 64]},
+        "optim": {"lr": 0.02, "batch_size": 2, "workers": 0},
+        "stage1": {"cpa_epoch": 1, "cpa_source": "val"},
+        "stage2": {"trains": "decoder", "sampling": "pra", "eta": "min"},
+    }
+    (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    protocol = {
+        "dataset": "ccp", "dataset_root": str(miniature_ccp(tmp / "ccp")), "results_dir": str(tmp / "results"),
+        "runs_dir": str(tmp / "runs"), "epochs": 2, "split_epoch": 1, "cpa_epoch": 1, "seeds": [0, 1],
+        "eval_size": [96, 64], "models": {"tiny": {"recipe": str(tmp / "recipe.yaml")}},
+        "rows": {"baseline": {}, "dtpr": {"stage2": {"sampling": "pra"}},
+                 "focal": {"stage2": {"sampling": "none", "loss": "focal"}}},
+        "ablations": {"dtpr_cpa_epoch2": {"stage2": {"sampling": "pra"}, "cpa_from_epoch": 2}},
+    }
+    path = tmp / "protocol.yaml"
+    path.write_text(yaml.safe_dump(protocol))
+    return path
+
+
+def encoder_state(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k.startswith("encoder.")}
+
+
+def test_protocol_runs_every_row_from_the_baseline_checkpoint_and_resumes(tmp_path):
+    from training.evaluate import evaluate_weights
+    from training.protocol import main
+
+    config = write_protocol(tmp_path)
+    assert main(["--config", str(config)]) == 0
+    results = tmp_path / "results" / "tiny"
+    for seed in (0, 1):
+        for row in ("baseline", "dtpr", "focal"):
+            result = json.loads((results / f"seed{seed}" / f"{row}.json").read_text())
+            assert set(result) >= {"val", "test"} and len(result["test"]["iou"]) == 59
+    ablation = json.loads((results / "seed0" / "dtpr_cpa_epoch2.json").read_text())
+    assert "test" not in ablation  # ablations never see the test split
+    assert not (results / "seed1" / "dtpr_cpa_epoch2.json").exists()
+
+    # DTPR starts from the baseline's own epoch-1 checkpoint and keeps its encoder.
+    runs = tmp_path / "runs" / "tiny" / "seed0"
+    start = torch.load(runs / "baseline" / "checkpoint_epoch01.pt", weights_only=True)["model"]
+    dtpr_model, _ = load_weights(runs / "dtpr" / "model.safetensors")
+    for name, value in encoder_state(dtpr_model.state_dict()).items():
+        assert torch.equal(value, start[name]), name
+    baseline_model, _ = load_weights(runs / "baseline" / "model.safetensors")
+    assert not all(torch.equal(v, start[k]) for k, v in encoder_state(baseline_model.state_dict()).items())
+    stages = read_weights_info(runs / "dtpr" / "model.safetensors").recipe["stages"]
+    assert stages[0]["epochs"] == 1 and stages[0]["schedule_epochs"] == 2 and stages[1]["sampling"] == "pra"
+
+    # A row's numbers are what the evaluation command gives for its weights file.
+    dtpr = json.loads((results / "seed0" / "dtpr.json").read_text())
+    again = evaluate_weights(runs / "dtpr" / "model.safetensors", "ccp", tmp_path / "ccp", "test", (96, 64))
+    assert again["mean_iou"] == pytest.approx(dtpr["test"]["mean_iou"], abs=1e-12)
+
+    table = (tmp_path / "results" / "table.md").read_text()
+    assert "| dtpr |" in table and "(n=2)" in table and "dtpr_cpa_epoch2" in table
+    assert (tmp_path / "results" / "tiny_head_tail.png").stat().st_size > 0
+
+    # Checkpoints lost (a new machine): the missing row is trained again, identically.
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")
+    (results / "seed0" / "dtpr.json").unlink()
+    assert main(["--config", str(config), "--seeds", "0"]) == 0
+    redone = json.loads((results / "seed0" / "dtpr.json").read_text())
+    assert redone["test"]["mean_iou"] == dtpr["test"]["mean_iou"]
+    assert redone["val"]["iou"] == dtpr["val"]["iou"] or all(
+        a == b or (a != a and b != b) for a, b in zip(redone["val"]["iou"], dtpr["val"]["iou"]))
+    assert not (tmp_path / "runs" / "tiny" / "seed0" / "baseline").exists()  # finished rows were not re-run
+
+
+def test_ship_writes_the_best_validation_seed_with_its_test_metrics(tmp_path):
+    from training.evaluate import evaluate_weights
+    from training.protocol import main
+
+    config = write_protocol(tmp_path)
+    shipped = tmp_path / "default.safetensors"
+    assert main(["--config", str(config), "--ship", str(shipped)]) == 0
+    runs = [json.loads((tmp_path / "results" / "tiny" / f"seed{s}" / "dtpr.json").read_text()) for s in (0, 1)]
+    best = max(runs, key=lambda r: r["val"]["mean_iou"])
+    info = read_weights_info(shipped)
+    assert info.recipe["metrics"]["test"]["mean_iou"] == best["test"]["mean_iou"]
+    assert info.recipe["seed"] == best["seed"] and info.recipe["dataset"] == "ccp"
+    again = evaluate_weights(shipped, "ccp", tmp_path / "ccp", "test", (96, 64))
+    assert again["mean_iou"] == pytest.approx(best["test"]["mean_iou"], abs=1e-12)

@@ -1,0 +1,65 @@
+"""Evaluate a weights file on one split of a dataset: PA, MPA, mean recall, mIoU and a per-class table.
+
+    python training/evaluate.py --weights human_parsing_ros/weights/ccp_mobilenetv2_dtpr.safetensors \
+        --dataset ccp --root ../shared/data/ccp --split test --eval-size 412 275
+
+The protocol's results table (training/protocol.py) is computed by this same
+function from the weights files it wrote, so a row can be checked by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def evaluate_weights(weights: str | Path, dataset: str, root: str | Path, split: str,
+                     eval_size: tuple[int, int] | None = None, device: str = "cpu",
+                     options: dict[str, Any] | None = None, workers: int = 1) -> dict:
+    """``compute_metrics`` of the weights' model on ``split`` (images resized to ``eval_size`` if given)."""
+    from human_parsing_ros.weights import load_weights
+
+    from .datasets import build_dataset
+    from .engine import evaluate
+    from .metrics import compute_metrics
+    from .transforms import EvalTransform
+
+    model, info = load_weights(weights)
+    model = model.to(device).to(memory_format=torch.channels_last).eval()
+    data = build_dataset(dataset, root, split, EvalTransform(eval_size, info.mean, info.std), **(options or {}))
+    loader = torch.utils.data.DataLoader(data, batch_size=1, num_workers=workers)
+    confusion = evaluate(model, loader, len(info.class_names), torch.device(device), {"amp": "none"})
+    return compute_metrics(confusion.matrix)
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from training.evaluate import evaluate_weights as run_evaluation
+    from training.metrics import format_summary, write_class_table
+
+    from human_parsing_ros.weights import read_weights_info
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True, help="a .safetensors file the trainer wrote")
+    parser.add_argument("--dataset", default="ccp", help="mhpv2 | lip | cihp | atr | ccp")
+    parser.add_argument("--root", default="../shared/data/ccp", help="the dataset's folder")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--eval-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                        help="resize every image (and, nearest, its labels) to H x W; default: as stored")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--table", type=Path, default=None, help="write the per-class table here (.csv and .md)")
+    args = parser.parse_args(argv)
+    result = run_evaluation(args.weights, args.dataset, args.root, args.split,
+                            tuple(args.eval_size) if args.eval_size else None, args.device)
+    print(f"{args.weights} on {args.dataset} {args.split}: {format_summary(result)}")
+    if args.table is not None:
+        names = list(read_weights_info(args.weights).class_names)
+        write_class_table(result, names, args.table.with_suffix(".csv"), args.table.with_suffix(".md"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

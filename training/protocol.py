@@ -1,0 +1,223 @@
+"""Does DTPR beat normal training at an equal budget? One resumable command runs the whole protocol.
+
+    python training/protocol.py --config training/configs/protocol_ccp.yaml
+    python training/protocol.py --config ... --models mobilenetv2 --seeds 0   # a part of it
+    python training/protocol.py --config ... --report                        # table and plots only
+
+For every model and seed: the baseline trains N epochs normally; every other
+row starts from the baseline's own checkpoint after ``split_epoch`` epochs and
+spends the remaining epochs on its stage 2 (DTPR: frozen encoder, PRA pixels).
+Each finished run leaves ``<results_dir>/<model>/seed<k>/<row>.json`` with its
+validation and test metrics, computed from the weights file it wrote
+(``training/evaluate.py`` gives the same numbers). Those files are the state:
+a run whose JSON exists is skipped, an interrupted run resumes from its
+checkpoint, and a lost checkpoint is re-created by training (seeded, so
+identically). Ablation rows are evaluated on validation only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+METRICS = ("pixel_accuracy", "mean_pixel_accuracy", "mean_iou")
+
+
+def load_protocol(path: str | Path) -> dict[str, Any]:
+    protocol = yaml.safe_load(Path(path).read_text())
+    for key in ("dataset", "dataset_root", "results_dir", "runs_dir", "epochs", "split_epoch", "seeds", "eval_size", "models", "rows"):
+        if key not in protocol:
+            raise ValueError(f"{path}: protocol key '{key}' is missing")
+    if not 0 < protocol["split_epoch"] < protocol["epochs"]:
+        raise ValueError(f"{path}: split_epoch must lie between 0 and epochs")
+    return protocol
+
+
+def row_config(protocol: dict, model: str, seed: int, row: str, run_dir: Path) -> dict:
+    """The trainer config of one run: the model's recipe, the protocol's budget, the row's changes."""
+    from training.config import load_config, merge
+
+    n, split = protocol["epochs"], protocol["split_epoch"]
+    spec = protocol["models"][model]
+    rows = {**protocol["rows"], **protocol.get("ablations", {})}
+    changes = {k: v for k, v in rows[row].items() if k != "cpa_from_epoch"}
+    budget = {"stage1": {"epochs": n, "schedule_epochs": n}, "stage2": {"epochs": 0}} if row == "baseline" else \
+        {"stage1": {"epochs": split, "schedule_epochs": n}, "stage2": {"epochs": n - split}}
+    config = load_config(spec["recipe"], {
+        "name": f"{model}_{row}_seed{seed}", "seed": seed, "output_dir": str(run_dir),
+        "dataset": {"root": protocol["dataset_root"]}, "eval_every": n,
+        "keep_checkpoints": checkpoint_epochs(protocol), "log": {"tensorboard": False, "progress": False}})
+    return merge(merge(config, budget), changes)
+
+
+def checkpoint_epochs(protocol: dict) -> list[int]:
+    rows = {**protocol["rows"], **protocol.get("ablations", {})}
+    wanted = {protocol["split_epoch"]} | {r["cpa_from_epoch"] for r in rows.values() if "cpa_from_epoch" in r}
+    return sorted(wanted)
+
+
+class SeedRuns:
+    """The runs of one model and seed on disk: where they live and how each is made."""
+
+    def __init__(self, protocol: dict, model: str, seed: int) -> None:
+        self.protocol, self.model, self.seed = protocol, model, seed
+        self.runs = Path(protocol["runs_dir"]) / model / f"seed{seed}"
+        self.results = Path(protocol["results_dir"]) / model / f"seed{seed}"
+
+    def result_path(self, row: str) -> Path:
+        return self.results / f"{row}.json"
+
+    def checkpoint(self, epoch: int) -> Path:
+        """The baseline's checkpoint after ``epoch`` epochs, training stage 1 again if it was lost."""
+        from training.dtpr import run
+
+        name = f"checkpoint_epoch{epoch:02d}.pt"
+        for folder in (self.runs / "baseline", self.runs / "stage1_partial"):
+            if (folder / name).exists():
+                return folder / name
+        partial = self.runs / "stage1_partial"
+        config = row_config(self.protocol, self.model, self.seed, "baseline", partial)
+        config["stage1"]["epochs"] = max(checkpoint_epochs(self.protocol))
+        print(f"[protocol] {self.model} seed {self.seed}: re-creating stage-1 checkpoints in {partial}", flush=True)
+        run(config, resume=True)
+        return partial / name
+
+    def train(self, row: str) -> Path:
+        """Train (or finish) ``row``; returns its weights file."""
+        from training.dtpr import run
+
+        folder = self.runs / row
+        config = row_config(self.protocol, self.model, self.seed, row, folder)
+        weights = folder / config["export"]["weights"]
+        if weights.exists():
+            return weights
+        if row != "baseline" and not (folder / "checkpoint.pt").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            start = torch.load(self.checkpoint(self.protocol["split_epoch"]), map_location="cpu", weights_only=True)
+            cpa_epoch = self._rows()[row].get("cpa_from_epoch")
+            if cpa_epoch is not None:
+                start["cpa"] = self._cpa_after(cpa_epoch, config)
+            torch.save(start, folder / "checkpoint.pt")
+        run(config, resume=True)
+        return weights
+
+    def _rows(self) -> dict:
+        return {**self.protocol["rows"], **self.protocol.get("ablations", {})}
+
+    def _cpa_after(self, epoch: int, config: dict) -> torch.Tensor:
+        """CPA on the validation split of the baseline after ``epoch`` epochs (the paper records epoch 3)."""
+        from human_parsing_ros.class_sets import get_class_set
+        from training.datasets import build_dataset
+        from training.engine import evaluate, make_model
+        from training.metrics import cpa_for_sampling
+        from training.transforms import EvalTransform
+
+        state = torch.load(self.checkpoint(epoch), map_location="cpu", weights_only=True)
+        args = dict(config["model"]["args"])
+        if "encoder_weights" in args:
+            args["encoder_weights"] = None  # the checkpoint holds every weight
+        data_spec = config["dataset"]
+        num_classes = get_class_set(data_spec["class_set"] or data_spec["name"]).num_classes
+        model = make_model({**config, "model": {**config["model"], "args": args}}, num_classes)
+        model.load_state_dict(state["model"])
+        data = build_dataset(data_spec["name"], data_spec["root"], data_spec["val_split"],
+                             EvalTransform(tuple(config["input"]["eval_size"]) if config["input"]["eval_size"] else None))
+        loader = torch.utils.data.DataLoader(data, batch_size=1)
+        return cpa_for_sampling(evaluate(model, loader, model.num_classes, torch.device("cpu"), config).matrix)
+
+    def finish(self, row: str, test: bool) -> dict:
+        """Train ``row`` if needed, evaluate its weights and write its result file."""
+        from training.evaluate import evaluate_weights
+        from training.metrics import to_jsonable
+
+        path = self.result_path(row)
+        if path.exists():
+            return json.loads(path.read_text())
+        weights = self.train(row)
+        root, size = self.protocol["dataset_root"], tuple(self.protocol["eval_size"])
+        result: dict[str, Any] = {"model": self.model, "seed": self.seed, "row": row,
+                                  "changes": self._rows()[row], "weights": str(weights)}
+        for split in ("val", "test") if test else ("val",):
+            metrics = to_jsonable(evaluate_weights(weights, self.protocol["dataset"], root, split, size))
+            result[split] = {k: metrics[k] for k in (*METRICS, "mean_recall", "iou", "class_pixel_accuracy",
+                                                      "gt_pixels")}
+        history = json.loads((weights.parent / "history.json").read_text())
+        result["train_seconds"] = sum(h["seconds"] for h in history)
+        if row == "baseline":
+            state = torch.load(self.checkpoint(self.protocol["split_epoch"]), map_location="cpu", weights_only=True)
+            result["cpa_recorded"] = state["cpa"].tolist()
+            result["train_pixels"] = state["pixel_counts"].tolist()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1))
+        print(f"[protocol] {self.model} seed {self.seed} {row}: " + "  ".join(
+            f"{split} mIoU {100 * result[split]['mean_iou']:.2f} MPA {100 * result[split]['mean_pixel_accuracy']:.2f}"
+            for split in ("val", "test") if split in result), flush=True)
+        return result
+
+
+def run_protocol(protocol: dict, models: list[str], seeds: list[int]) -> None:
+    """Row by row over the seeds (headline rows complete first), then the ablations on the first seed."""
+    for model in models:
+        for row in protocol["rows"]:
+            for seed in seeds:
+                SeedRuns(protocol, model, seed).finish(row, test=True)
+        for row in protocol.get("ablations", {}):
+            SeedRuns(protocol, model, seeds[0]).finish(row, test=False)
+
+
+def ship(protocol: dict, model: str, row: str, destination: str | Path) -> Path:
+    """Copy the ``row`` run of ``model`` with the best validation mIoU over seeds to ``destination``.
+
+    The metadata gains the run's test metrics and how it was chosen; the
+    tensors are the run's own, so ``training/evaluate.py`` on the shipped file
+    reproduces the run's row in the table.
+    """
+    from human_parsing_ros.weights import load_weights, save_weights
+
+    results = [json.loads(p.read_text()) for p in Path(protocol["results_dir"]).glob(f"{model}/seed*/{row}.json")]
+    if not results:
+        raise FileNotFoundError(f"no finished '{row}' run of {model} under {protocol['results_dir']}")
+    best = max(results, key=lambda r: r["val"]["mean_iou"])
+    weights = SeedRuns(protocol, model, best["seed"]).train(row)  # re-created if this machine lacks it
+    net, info = load_weights(weights)
+    metrics = {split: {k: best[split][k] for k in (*METRICS, "mean_recall")} for split in ("val", "test")}
+    info.recipe = {**info.recipe, "metrics": metrics, "protocol_row": row, "eval_size": protocol["eval_size"],
+                   "selected": f"best validation mIoU of seeds {sorted(r['seed'] for r in results)}"}
+    path = save_weights(destination, net, info)
+    print(f"[protocol] shipped {model} {row} seed {best['seed']} (val mIoU {100 * metrics['val']['mean_iou']:.2f}, "
+          f"test mIoU {100 * metrics['test']['mean_iou']:.2f}) as {path}", flush=True)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from training.report import write_report
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, type=Path, help="protocol YAML (training/configs/protocol_*.yaml)")
+    parser.add_argument("--models", nargs="*", help="default: all of the protocol's models")
+    parser.add_argument("--seeds", nargs="*", type=int, help="default: the protocol's seeds")
+    parser.add_argument("--report", action="store_true", help="only write the table and plots from the results")
+    parser.add_argument("--ship", type=Path, default=None, metavar="FILE",
+                        help="also write the first model's best DTPR run (by validation mIoU) to FILE")
+    args = parser.parse_args(argv)
+    protocol = load_protocol(args.config)
+    models = args.models or list(protocol["models"])
+    for model in models:
+        if model not in protocol["models"]:
+            parser.error(f"unknown model '{model}' (protocol has: {', '.join(protocol['models'])})")
+    if not args.report:
+        run_protocol(protocol, models, args.seeds or list(protocol["seeds"]))
+    write_report(protocol)
+    if args.ship is not None:
+        ship(protocol, models[0], "dtpr", args.ship)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
