@@ -12,9 +12,26 @@ import torch
 from human_parsing_ros.class_sets import get_class_set
 
 from .datasets import build_dataset
-from .engine import (CHECKPOINT_FORMAT, Dist, StageState, evaluate, load_checkpoint,
-                     make_eval_loader, make_model, make_optimizer, make_scheduler, make_train_loader, stage_loss,
-                     restore_rng, rng_states, save_checkpoint, setup_distributed, train_one_epoch, unwrap, wrap)
+from .engine import (
+    CHECKPOINT_FORMAT,
+    Dist,
+    StageState,
+    evaluate,
+    load_checkpoint,
+    make_eval_loader,
+    make_model,
+    make_optimizer,
+    make_scheduler,
+    make_train_loader,
+    restore_rng,
+    rng_states,
+    save_checkpoint,
+    setup_distributed,
+    stage_loss,
+    train_one_epoch,
+    unwrap,
+    wrap,
+)
 from .export import export_weights
 from .losses import PixelSampler, class_balanced_weights, keep_probabilities
 from .metrics import cpa_for_sampling, format_summary, write_class_table

@@ -37,10 +37,9 @@ def evaluate_weights(weights: str | Path, dataset: str, root: str | Path, split:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from human_parsing_ros.weights import read_weights_info
     from training.evaluate import evaluate_weights as run_evaluation
     from training.metrics import format_summary, write_class_table
-
-    from human_parsing_ros.weights import read_weights_info
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True, help="a .safetensors file the trainer wrote")

@@ -114,11 +114,11 @@ def write_report(protocol: dict) -> Path:
     names = list(get_class_set(protocol["dataset"]).names)
     results = load_results(out)
     rows_order, ablations = list(protocol["rows"]), list(protocol.get("ablations", {}))
-    lines = [f"# {protocol['dataset'].upper()} protocol results", "",
-             f"N = {protocol['epochs']} epochs; rows other than the baseline train stage 2 for the last "
+    intro = (f"N = {protocol['epochs']} epochs; rows other than the baseline train stage 2 for the last "
              f"{protocol['epochs'] - protocol['split_epoch']} of them from the baseline's epoch-"
              f"{protocol['split_epoch']} checkpoint. Percent, mean ± sample standard deviation over seeds. "
-             "MPA is the paper's (mean class pixel accuracy = precision); see training/metrics.py.", ""]
+             "MPA is the paper's (mean class pixel accuracy = precision); see training/metrics.py.")
+    lines = [f"# {protocol['dataset'].upper()} protocol results", "", intro, ""]
     for model, rows in results.items():
         lines += [f"## {model}", "", *format_table(rows, rows_order, ("val", "test")), "",
                   *format_gains(rows, rows_order, ("val", "test")), "",
@@ -138,8 +138,8 @@ def write_report(protocol: dict) -> Path:
                                   mean_per_class(rows["dtpr"], "test", "iou"), out / f"{model}_iou_by_frequency.png")
         gains = {key: group_gains(rows, pixels, "test", key) for key in ("iou", "class_pixel_accuracy")}
         plot_group_gains(gains, out / f"{model}_head_tail.png")
-        lines += [f"Per-class test gains over the baseline by class frequency (classes with training "
-                  "pixels, thirds, most frequent first), mean over seeds, points:", "",
+        lines += [("Per-class test gains over the baseline by class frequency (classes with training "
+                   "pixels, thirds, most frequent first), mean over seeds, points:"), "",
                   "| row | IoU head | IoU middle | IoU tail | CPA head | CPA middle | CPA tail |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for row in gains["iou"]:
