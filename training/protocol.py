@@ -2,6 +2,7 @@
 
     python training/protocol.py --config training/configs/protocol_ccp.yaml
     python training/protocol.py --config ... --models mobilenetv2 --seeds 0   # a part of it
+    python training/protocol.py --config ... --rows dtpr decoupled_ce         # some rows only
     python training/protocol.py --config ... --report                        # table and plots only
 
 For every model and seed: the baseline trains N epochs normally; every other
@@ -160,13 +161,14 @@ class SeedRuns:
         return result
 
 
-def run_protocol(protocol: dict, models: list[str], seeds: list[int]) -> None:
+def run_protocol(protocol: dict, models: list[str], seeds: list[int], rows: list[str] | None = None) -> None:
     """Row by row over the seeds (headline rows complete first), then the ablations on the first seed."""
+    wanted = rows or [*protocol["rows"], *protocol.get("ablations", {})]
     for model in models:
-        for row in protocol["rows"]:
+        for row in (r for r in protocol["rows"] if r in wanted):
             for seed in seeds:
                 SeedRuns(protocol, model, seed).finish(row, test=True)
-        for row in protocol.get("ablations", {}):
+        for row in (r for r in protocol.get("ablations", {}) if r in wanted):
             SeedRuns(protocol, model, seeds[0]).finish(row, test=False)
 
 
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, type=Path, help="protocol YAML (training/configs/protocol_*.yaml)")
     parser.add_argument("--models", nargs="*", help="default: all of the protocol's models")
     parser.add_argument("--seeds", nargs="*", type=int, help="default: the protocol's seeds")
+    parser.add_argument("--rows", nargs="*", help="default: every row, then every ablation")
     parser.add_argument("--report", action="store_true", help="only write the table and plots from the results")
     parser.add_argument("--ship", type=Path, default=None, metavar="FILE",
                         help="also write the first model's best DTPR run (by validation mIoU) to FILE")
@@ -211,8 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     for model in models:
         if model not in protocol["models"]:
             parser.error(f"unknown model '{model}' (protocol has: {', '.join(protocol['models'])})")
+    known = [*protocol["rows"], *protocol.get("ablations", {})]
+    for row in args.rows or []:
+        if row not in known:
+            parser.error(f"unknown row '{row}' (protocol has: {', '.join(known)})")
     if not args.report:
-        run_protocol(protocol, models, args.seeds or list(protocol["seeds"]))
+        run_protocol(protocol, models, args.seeds or list(protocol["seeds"]), args.rows)
     write_report(protocol)
     if args.ship is not None:
         ship(protocol, models[0], "dtpr", args.ship)
