@@ -321,3 +321,27 @@ def test_corrupt_weights_are_refused_in_one_line_and_the_node_stays_up(ros, weig
     finally:
         client.close()
         assert node.stop() == 0
+
+
+def test_a_plain_start_uses_the_installed_default_weights_and_parses_a_person(ros, tmp_path):
+    from human_parsing_ros.default_weights import DEFAULT_WEIGHTS
+    from human_parsing_ros.samples import load_annotation
+
+    camera, ns = "/default_cam/image_raw", "/default_ns"
+    node = NodeProcess(PARAMS_FILE, ns, {"image": camera}, {"device": "cpu"}, log_path=tmp_path / "node.log")
+    node.start()
+    client = Client(camera, {"labels": Image, "class_info": String}, ns, name="default_probe")
+    try:
+        client.wait_for_node(60.0)
+        client.wait_for(lambda: client.received.get("class_info"), 10.0, "class_info")
+        info = ClassInfoMessage.from_json(client.received.get("class_info")[0].data)
+        assert info.weights == str(DEFAULT_WEIGHTS) and not info.untrained
+        client.wait_for(lambda: client.subs[0].get_publisher_count(), 10.0, "labels to match")
+        photo = sample_photos()[0]
+        msg = play(client, [load_rgb(photo)], rate_hz=2.0)[0]
+        ids = image_array(wait_labels_for(client, msg, 30.0))
+        on_person = load_annotation(photo) != 0
+        assert (ids[on_person] != 0).mean() > 0.9 and (ids[~on_person] != 0).mean() < 0.25
+    finally:
+        client.close()
+        node.stop()

@@ -10,6 +10,9 @@ from pathlib import Path
 import torch
 
 
+METRIC_NAMES = {"iou": "IoU", "class_pixel_accuracy": "CPA (precision)", "recall": "recall"}
+
+
 def _pyplot():
     import matplotlib
 
@@ -87,7 +90,7 @@ def plot_group_gains(gains: dict[str, dict[str, list[float]]], path: str | Path)
         ax.set_xticks([g + 0.4 - width / 2 for g in range(groups)],
                       ["head", "middle", "tail"][:groups] if groups == 3 else [str(g) for g in range(groups)])
         ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_ylabel(f"{metric} gain over baseline (points)")
+        ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} gain over baseline (points)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import yaml
 
-METRICS = ("pixel_accuracy", "mean_pixel_accuracy", "mean_iou")
+METRICS = ("pixel_accuracy", "mean_pixel_accuracy", "mean_recall", "mean_iou")
 
 
 def load_protocol(path: str | Path) -> dict[str, Any]:
@@ -145,7 +145,7 @@ class SeedRuns:
                                   "changes": self._rows()[row], "weights": str(weights)}
         for split in ("val", "test") if test else ("val",):
             metrics = to_jsonable(evaluate_weights(weights, self.protocol["dataset"], root, split, size))
-            result[split] = {k: metrics[k] for k in (*METRICS, "mean_recall", "iou", "class_pixel_accuracy",
+            result[split] = {k: metrics[k] for k in (*METRICS, "iou", "class_pixel_accuracy",
                                                       "gt_pixels")}
         history = json.loads((weights.parent / "history.json").read_text())
         result["train_seconds"] = sum(h["seconds"] for h in history)
@@ -187,7 +187,7 @@ def ship(protocol: dict, model: str, row: str, destination: str | Path) -> Path:
     best = max(results, key=lambda r: r["val"]["mean_iou"])
     weights = SeedRuns(protocol, model, best["seed"]).train(row)  # re-created if this machine lacks it
     net, info = load_weights(weights)
-    metrics = {split: {k: best[split][k] for k in (*METRICS, "mean_recall")} for split in ("val", "test")}
+    metrics = {split: {k: best[split][k] for k in METRICS} for split in ("val", "test")}
     info.recipe = {**info.recipe, "metrics": metrics, "protocol_row": row, "eval_size": protocol["eval_size"],
                    "selected": f"best validation mIoU of seeds {sorted(r['seed'] for r in results)}"}
     path = save_weights(destination, net, info)

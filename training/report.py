@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .protocol import METRICS
 
-LABELS = {"pixel_accuracy": "PA", "mean_pixel_accuracy": "MPA", "mean_iou": "mIoU"}
+LABELS = {"pixel_accuracy": "PA", "mean_pixel_accuracy": "MPA", "mean_recall": "mRecall", "mean_iou": "mIoU"}
 
 
 def load_results(results_dir: str | Path) -> dict[str, dict[str, dict[int, dict]]]:
@@ -117,7 +117,8 @@ def write_report(protocol: dict) -> Path:
     intro = (f"N = {protocol['epochs']} epochs; rows other than the baseline train stage 2 for the last "
              f"{protocol['epochs'] - protocol['split_epoch']} of them from the baseline's epoch-"
              f"{protocol['split_epoch']} checkpoint. Percent, mean ± sample standard deviation over seeds. "
-             "MPA is the paper's (mean class pixel accuracy = precision); see training/metrics.py.")
+             "MPA is the paper's (mean class pixel accuracy = precision); mRecall is the mean of "
+             "correct / ground-truth pixels (the usual mean accuracy); see training/metrics.py.")
     lines = [f"# {protocol['dataset'].upper()} protocol results", "", intro, ""]
     for model, rows in results.items():
         lines += [f"## {model}", "", *format_table(rows, rows_order, ("val", "test")), "",
