@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 
-
 METRIC_NAMES = {"iou": "IoU", "class_pixel_accuracy": "CPA (precision)", "recall": "recall"}
 
 

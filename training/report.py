@@ -126,8 +126,8 @@ def write_report(protocol: dict) -> Path:
                   "Per seed (test):", "", *format_per_seed(rows, ["baseline", "dtpr"], "test"), ""]
         if any(r in rows for r in ablations):
             lines += ["Ablations (validation split only; the test split is not used for them):", "",
-                      *format_table(rows, ["baseline", "dtpr", *ablations], ("val",)), "",
-                      *format_gains(rows, ["dtpr", *ablations], ("val",)), ""]
+                      *format_table(rows, ["baseline", "dtpr", "decoupled_ce", *ablations], ("val",)), "",
+                      *format_gains(rows, ["dtpr", "decoupled_ce", *ablations], ("val",)), ""]
         if "baseline" not in rows:
             continue
         first = rows["baseline"][min(rows["baseline"])]
