@@ -9,7 +9,9 @@ from human_parsing_ros.models import ARCHITECTURES
 from training.config import DEFAULTS, load_config, parse_overrides
 from training.datasets import DATASET_NAMES
 
-CONFIGS = sorted((Path(__file__).resolve().parent.parent / "training" / "configs").glob("*.yaml"))
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "training" / "configs"
+CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if not p.name.startswith("protocol_"))
+PROTOCOLS = sorted(CONFIG_DIR.glob("protocol_*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
@@ -20,6 +22,21 @@ def test_recipe_loads(path):
     assert config["stage2"]["sampling"] in ("pra", "prn", "none")
     if config["model"]["architecture"] not in ARCHITECTURES:
         pytest.skip(f"{config['model']['architecture']} is not implemented yet (the model-zoo issue)")
+
+
+@pytest.mark.parametrize("path", PROTOCOLS, ids=[p.stem for p in PROTOCOLS])
+def test_protocol_rows_give_valid_recipes_at_an_equal_budget(path, tmp_path):
+    from training.dtpr import check_losses
+    from training.protocol import load_protocol, row_config
+
+    protocol = load_protocol(path)
+    for model in protocol["models"]:
+        for row in [*protocol["rows"], *protocol.get("ablations", {})]:
+            config = row_config(protocol, model, 0, row, tmp_path / row)
+            check_losses(config)
+            assert config["stage1"]["epochs"] + config["stage2"]["epochs"] == protocol["epochs"]
+            assert config["stage1"]["schedule_epochs"] == protocol["epochs"]
+            assert config["model"]["architecture"] in ARCHITECTURES
 
 
 def test_the_paper_recipe_is_the_papers():
