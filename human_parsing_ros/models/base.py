@@ -34,12 +34,18 @@ class SegmentationModel(nn.Module):
     def forward(self, x: torch.Tensor, with_aux: bool = False):
         """Logits at the input's resolution; with ``with_aux`` also the auxiliary logits (a list)."""
         features = self.encoder(x)
-        logits = upsample_to(self.segmentation_head(self.decoder(features)), x.shape[-2:])
+        aux = [] if self.aux_head is None else [(self.aux_head, features[self.aux_stage])]
+        return self.at_input_size(self.segmentation_head(self.decoder(features)), x, with_aux, aux)
+
+    @staticmethod
+    def at_input_size(logits: torch.Tensor, x: torch.Tensor, with_aux: bool, aux_inputs):
+        """What ``forward`` returns: ``logits`` upsampled to ``x``'s size and, with ``with_aux``, the
+        list of ``head(feature)`` for each (head, feature) of ``aux_inputs``, upsampled the same way."""
+        size = x.shape[-2:]
+        logits = upsample_to(logits, size)
         if not with_aux:
             return logits
-        if self.aux_head is None:
-            return logits, []
-        return logits, [upsample_to(self.aux_head(features[self.aux_stage]), x.shape[-2:])]
+        return logits, [upsample_to(head(feature), size) for head, feature in aux_inputs]
 
     # Auxiliary / deep-supervision heads (training only). With ``with_aux`` an architecture
     # returns them at the input's resolution, one weight each in ``aux_weights``; the

@@ -1,6 +1,7 @@
 """Heads shared by several architectures."""
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -18,5 +19,6 @@ class AuxHead(nn.Sequential):
         )
 
 
-def upsample_to(x, size):
+def upsample_to(x: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear resize to ``size`` (H, W), corners not aligned: every resize in the model zoo."""
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)

@@ -14,6 +14,7 @@ from torch import nn
 
 from .. import register_architecture
 from ..base import SegmentationHead, SegmentationModel
+from ..heads import upsample_to
 
 
 def conv_bn(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, groups: int = 1,
@@ -28,7 +29,7 @@ def conv_bn(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, groups: i
 
 
 def _resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+    return upsample_to(x, like.shape[-2:])
 
 
 class DetailBranch(nn.Module):
@@ -209,13 +210,5 @@ class BiSeNetV2(SegmentationModel):
 
     def forward(self, x: torch.Tensor, with_aux: bool = False):
         features, stages = self.encoder.forward_with_stages(x)
-        logits = self.segmentation_head(self.decoder(features))
-        size = x.shape[-2:]
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        if not with_aux:
-            return logits
-        aux = []
-        if self.aux_heads is not None:
-            aux = [F.interpolate(head(stage), size=size, mode="bilinear", align_corners=False)
-                   for head, stage in zip(self.aux_heads, stages)]
-        return logits, aux
+        return self.at_input_size(self.segmentation_head(self.decoder(features)), x, with_aux,
+                                  zip(self.aux_heads or (), stages))

@@ -5,15 +5,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..heads import upsample_to
+
 
 def conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:
     padding = dilation * (kernel // 2)
     return nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel, padding=padding, dilation=dilation, bias=False),
                          nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
-
-
-def upsample_to(x: torch.Tensor, size) -> torch.Tensor:
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class ImagePooling(nn.Module):

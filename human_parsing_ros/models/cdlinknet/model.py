@@ -5,7 +5,6 @@ from torch import nn
 from .. import register_architecture
 from ..base import SegmentationHead, SegmentationModel
 from ..encoders import build_encoder
-from ..heads import upsample_to
 from .decoder import CDLinkNetDecoder
 
 
@@ -50,6 +49,4 @@ class CDLinkNet(SegmentationModel):
         if not with_aux:
             return super().forward(x)
         out, levels = self.decoder.forward_levels(self.encoder(x))
-        logits = upsample_to(self.segmentation_head(out), x.shape[-2:])
-        aux = [upsample_to(head(level), x.shape[-2:]) for head, level in zip(self.aux_classifiers, levels)]
-        return logits, aux
+        return self.at_input_size(self.segmentation_head(out), x, True, zip(self.aux_classifiers, levels))

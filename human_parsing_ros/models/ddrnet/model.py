@@ -15,12 +15,13 @@ from torch import nn
 
 from .. import register_architecture
 from ..base import SegmentationHead, SegmentationModel
+from ..heads import upsample_to
 
 VARIANTS: dict[str, tuple[int, int]] = {"23-slim": (32, 64), "23": (64, 128)}  # planes, head planes
 
 
 def _resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+    return upsample_to(x, like.shape[-2:])
 
 
 def conv_bn(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
@@ -178,12 +179,5 @@ class DDRNet(SegmentationModel):
 
     def forward(self, x: torch.Tensor, with_aux: bool = False):
         features, high = self.encoder.forward_with_aux(x)
-        size = x.shape[-2:]
-        logits = F.interpolate(self.segmentation_head(self.decoder(features)), size=size,
-                               mode="bilinear", align_corners=False)
-        if not with_aux:
-            return logits
-        aux = []
-        if self.aux_head is not None:
-            aux = [F.interpolate(self.aux_head(high), size=size, mode="bilinear", align_corners=False)]
-        return logits, aux
+        aux = [] if self.aux_head is None else [(self.aux_head, high)]
+        return self.at_input_size(self.segmentation_head(self.decoder(features)), x, with_aux, aux)

@@ -16,6 +16,7 @@ from torch import nn
 
 from .. import register_architecture
 from ..base import SegmentationHead, SegmentationModel
+from ..heads import upsample_to
 
 VARIANTS: dict[str, tuple[int, int, int]] = {"stdc1": (2, 2, 2), "stdc2": (4, 5, 3)}
 
@@ -33,7 +34,7 @@ def conv_bn(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, groups: i
 
 
 def _resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+    return upsample_to(x, like.shape[-2:])
 
 
 class STDCModule(nn.Module):
@@ -199,13 +200,5 @@ class STDCSeg(SegmentationModel):
 
     def forward(self, x: torch.Tensor, with_aux: bool = False):
         features, paths = self.encoder.forward_with_paths(x)
-        size = x.shape[-2:]
-        logits = F.interpolate(self.segmentation_head(self.decoder(features)), size=size,
-                               mode="bilinear", align_corners=False)
-        if not with_aux:
-            return logits
-        aux = []
-        if self.aux_heads is not None:
-            aux = [F.interpolate(head(path), size=size, mode="bilinear", align_corners=False)
-                   for head, path in zip(self.aux_heads, paths)]
-        return logits, aux
+        return self.at_input_size(self.segmentation_head(self.decoder(features)), x, with_aux,
+                                  zip(self.aux_heads or (), paths))
