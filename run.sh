@@ -3,6 +3,7 @@
 #   ./run.sh demo [--out DIR ...]   set up, then run the node on the bundled frames over DDS
 #   ./run.sh test [pytest args]     set up, then run the test suite (what CI runs)
 #   ./run.sh bench [args]           set up, then print forward / parser / node latency figures
+#   ./run.sh lint                   set up, then ruff check (rules in ruff.toml; CI runs it too)
 # Set-up is a virtual environment in .venv (HPR_VENV to change) with this package installed
 # editable, its ROS 2 wheels (no ROS distro needed) and the pinned PyTorch of constraints.txt.
 set -euo pipefail
@@ -30,5 +31,6 @@ case "$job" in
   demo)  setup; exec "$VENV/bin/human_parsing_demo" "$@" ;;
   test)  setup; exec "$VENV/bin/python" -m pytest test "$@" ;;
   bench) setup; exec "$VENV/bin/python" benchmarks/bench_serving.py "$@" ;;
-  *) echo "usage: ./run.sh demo|test|bench [args]" >&2; exit 2 ;;
+  lint)  setup; exec "$VENV/bin/ruff" check . "$@" ;;
+  *) echo "usage: ./run.sh demo|test|bench|lint [args]" >&2; exit 2 ;;
 esac

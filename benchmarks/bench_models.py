@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         x = torch.randn(1, 3, args.size, args.size)
         flops = count_flops(model, x) / 1e9
         with torch.inference_mode():
-            cpu = median_ms(lambda: model(x), args.iterations)
+            cpu = median_ms(lambda m=model, t=x: m(t), args.iterations)
         row = f"| {label} | {params:.2f} | {flops:.1f} | {cpu:.0f} |"
         if cuda:
             gpu = model.cuda().half().to(memory_format=torch.channels_last)
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
                 xb = torch.randn(batch, 3, args.size, args.size, device="cuda", dtype=torch.half).contiguous(
                     memory_format=torch.channels_last)
                 with torch.inference_mode():
-                    ms = median_ms(lambda: gpu(xb), 20, torch.cuda.synchronize)
+                    ms = median_ms(lambda m=gpu, t=xb: m(t), 20, torch.cuda.synchronize)
                 rates.append(batch * 1000.0 / ms)
             row += f" {rates[0]:.0f} | {rates[1]:.0f} |"
         print(row, flush=True)

@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     target = torch.zeros(args.batch, args.size, args.size, dtype=torch.long, device=device)
     for cls in range(1, 12):
         side = args.size // (2 + cls)
-        target[:, cls * 5 % args.size: cls * 5 % args.size + side, cls * 7 % args.size: cls * 7 % args.size + side] = cls
+        top, left = cls * 5 % args.size, cls * 7 % args.size
+        target[:, top:top + side, left:left + side] = cls
     batch = (images, target)
 
     opt1 = make_optimizer(model.parameters(), 0.01, config)

@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from .default_weights import DEFAULT_WEIGHTS, make_random_weights
 from .harness import Client, NodeProcess, image_array, share_file, stamp_ns, use_large_image_transport
 from .messages import ClassInfoMessage, PartsMessage

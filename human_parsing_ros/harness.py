@@ -5,6 +5,7 @@ exactly as a user's camera and behaviours would.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -12,9 +13,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -78,7 +80,7 @@ class NodeProcess:
         self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
         self.process: subprocess.Popen | None = None
 
-    def __enter__(self) -> "NodeProcess":
+    def __enter__(self) -> NodeProcess:
         self.start()
         return self
 
@@ -86,10 +88,9 @@ class NodeProcess:
         self.stop()
 
     def start(self) -> None:
-        out = open(self.log_path, "w") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT, env=self.env)
-        if self.log_path:
-            out.close()
+        # the child keeps its own copy of the log's descriptor; ours closes at once
+        with open(self.log_path, "w") if self.log_path else contextlib.nullcontext(subprocess.DEVNULL) as out:
+            self.process = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT, env=self.env)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -74,7 +74,7 @@ class PartsMessage:
         return json.dumps(doc, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "PartsMessage":
+    def from_json(cls, text: str) -> PartsMessage:
         doc = _load(text, PARTS_SCHEMA)
         try:
             parts = tuple(
@@ -103,7 +103,7 @@ class ClassInfoMessage:
         return json.dumps(doc, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "ClassInfoMessage":
+    def from_json(cls, text: str) -> ClassInfoMessage:
         doc = _load(text, CLASS_INFO_SCHEMA)
         try:
             return cls(str(doc["class_set"]), tuple(doc["names"]), tuple(tuple(c) for c in doc["palette"]),

@@ -6,12 +6,14 @@ manages the lifecycle, the newest-frame worker, parameters and diagnostics.
 from __future__ import annotations
 
 import array
+import contextlib
 import copy
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import rclpy
@@ -19,8 +21,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.parameter import Parameter
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
@@ -59,7 +61,8 @@ PARAMS = (
           "Input QoS reliability (best_effort also accepts reliable publishers); "
           "qos_overrides.<topic>.subscription.* in a parameter file override it", True,
           ("best_effort", "reliable")),
-    Param("mask_parts", Parameter.Type.STRING_ARRAY, "Class names that get a masks/<name> topic (non-alphanumerics become _)", True),
+    Param("mask_parts", Parameter.Type.STRING_ARRAY,
+          "Class names that get a masks/<name> topic (non-alphanumerics become _)", True),
     Param("autostart", True, "Configure and activate on start-up", True),
     Param("resize_mode", "letterbox", "letterbox keeps the aspect ratio (pads); stretch fills the input",
           choices=RESIZE_MODES),
@@ -395,7 +398,8 @@ class HumanParserNode(LifecycleNode):
             return DiagnosticStatus.WARN, f"no image on {self._input_topic}"
         dropped, self._dropped_seen = self._slot.dropped - self._dropped_seen, self._slot.dropped
         if dropped:
-            return DiagnosticStatus.WARN, f"slow: dropped {dropped} frames in the last second (camera faster than model)"
+            return (DiagnosticStatus.WARN,
+                    f"slow: dropped {dropped} frames in the last second (camera faster than model)")
         limit = self.p("max_latency_ms")
         if limit > 0 and self._end_to_end_ms.percentiles(50)[0] > limit:
             return DiagnosticStatus.WARN, f"slow: end-to-end p50 above {limit:.0f} ms"
@@ -438,10 +442,9 @@ def _age_ms(node: LifecycleNode, header: Any) -> float:
 
 
 def _spin(executor: SingleThreadedExecutor) -> None:
-    try:
+    # Ctrl-C / SIGTERM: main's frame loop sees rclpy.ok() turn false
+    with contextlib.suppress(ExternalShutdownException):
         executor.spin()
-    except ExternalShutdownException:  # Ctrl-C / SIGTERM: main's frame loop sees rclpy.ok() turn false
-        pass
 
 
 def main(args: list[str] | None = None) -> None:
@@ -450,9 +453,8 @@ def main(args: list[str] | None = None) -> None:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        if node.p("autostart"):
-            if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-                node.trigger_activate()
+        if node.p("autostart") and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            node.trigger_activate()
         threading.Thread(target=_spin, args=(executor,), name="ros_executor", daemon=True).start()
         node.serve(rclpy.ok)
     except KeyboardInterrupt:

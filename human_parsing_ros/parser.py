@@ -105,7 +105,7 @@ class HumanParser:
         self.weights_path = str(weights)
 
     @classmethod
-    def from_model(cls, model: SegmentationModel, info: WeightsInfo, **options) -> "HumanParser":
+    def from_model(cls, model: SegmentationModel, info: WeightsInfo, **options) -> HumanParser:
         """Wrap a model already in memory (the trainer's evaluation uses this)."""
         parser = cls.__new__(cls)
         parser._setup(model, info, **options)

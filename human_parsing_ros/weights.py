@@ -46,7 +46,7 @@ class WeightsInfo:
 
     @classmethod
     def for_class_set(cls, architecture: str, architecture_args: dict[str, Any], class_set: ClassSet,
-                      input_size: tuple[int, int], recipe: dict[str, Any] | None = None) -> "WeightsInfo":
+                      input_size: tuple[int, int], recipe: dict[str, Any] | None = None) -> WeightsInfo:
         return cls(architecture, dict(architecture_args), class_set.name, list(class_set.names),
                    [tuple(p) for p in class_set.flip_pairs], class_set.palette.tolist(),
                    tuple(input_size), recipe=dict(recipe or {}))
@@ -73,7 +73,7 @@ class WeightsInfo:
         return {key: json.dumps(value) for key, value in values.items()}
 
     @classmethod
-    def from_metadata(cls, metadata: dict[str, str] | None, path: str | os.PathLike) -> "WeightsInfo":
+    def from_metadata(cls, metadata: dict[str, str] | None, path: str | os.PathLike) -> WeightsInfo:
         if not metadata or "format" not in metadata:
             raise WeightsError(f"{path}: not a human_parsing_ros weights file (no metadata)")
         try:
@@ -164,7 +164,7 @@ def load_weights(path: str | os.PathLike) -> tuple[SegmentationModel, WeightsInf
     try:
         with _open_safetensors(path) as handle:
             info = WeightsInfo.from_metadata(handle.metadata(), path)
-            state = {key: handle.get_tensor(key) for key in handle.keys()}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
     except WeightsError:
         raise
     except Exception as err:  # data section shorter than the header says, and similar

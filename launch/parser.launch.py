@@ -2,10 +2,11 @@
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from launch import LaunchDescription
 
 
 def _parser_node(context):
@@ -20,7 +21,8 @@ def _parser_node(context):
         output="screen",
         emulate_tty=True,
         parameters=[LaunchConfiguration("params_file"), overrides],
-        remappings=[("image", LaunchConfiguration("image_topic").perform(context))],  # compressed input: <image_topic>/compressed
+        # compressed input arrives on <image_topic>/compressed
+        remappings=[("image", LaunchConfiguration("image_topic").perform(context))],
     )]
 
 
@@ -28,7 +30,8 @@ def generate_launch_description() -> LaunchDescription:
     default_params = os.path.join(get_package_share_directory("human_parsing_ros"), "config", "parser.yaml")
     return LaunchDescription([
         DeclareLaunchArgument("image_topic", default_value="/camera/image_raw",
-                              description="Camera topic (and its /compressed sub-topic for input_transport compressed)"),
+                              description="Camera topic (and its /compressed sub-topic with input_transport "
+                                          "compressed)"),
         DeclareLaunchArgument("weights", default_value="",
                               description="Weights file (.safetensors); empty = the parameter file's value"),
         DeclareLaunchArgument("device", default_value="",

@@ -7,8 +7,9 @@ Keep inputs small: these run on a 2-core CPU.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -181,7 +182,8 @@ def check_encoder_freeze(name: str, args: dict[str, Any], mode: str | None = Non
         changed = set(_changed(before, module)) & params
         assert changed, f"{name}: no parameter of the trained {type(module).__name__} changed"
         with_grad = {key for key, p in module.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-        assert with_grad <= changed, f"{name}: parameters with a gradient did not move: {sorted(with_grad - changed)[:5]}"
+        unmoved = sorted(with_grad - changed)[:5]
+        assert with_grad <= changed, f"{name}: parameters with a gradient did not move: {unmoved}"
 
     # Control: with the encoder in train mode, the same step WOULD move its BN statistics,
     # so the bit-identity above is a real check and not an artefact of the data.

@@ -1,8 +1,8 @@
 """Class-set registry: sizes, ids the datasets define, left/right pairs, palettes."""
 import numpy as np
 import pytest
-
 from conftest import SHARED
+
 from human_parsing_ros.class_sets import CLASS_SETS, ClassSet, get_class_set, voc_palette
 
 SIZES = {"lip": 20, "cihp": 20, "atr": 18, "mhpv2": 59, "ccp": 59}

@@ -4,8 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from human_parsing_ros.inference import (Placement, class_statistics, logits_to_labels, network_input,
-                                         place_image)
+from human_parsing_ros.inference import Placement, class_statistics, logits_to_labels, network_input, place_image
 
 C = 20
 NET = (96, 80)

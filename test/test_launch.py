@@ -46,12 +46,12 @@ def test_launch_file_starts_the_installed_console_script():
 
 def test_launch_file_runs_under_launch(tmp_path):
     pytest.importorskip("launch_ros", reason="ROS 2 launch/launch_ros are not installed (not on PyPI)")
-    import launch
     import rclpy
     from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
     from std_msgs.msg import String
 
+    import launch
     from human_parsing_ros.default_weights import make_random_weights
     from human_parsing_ros.harness import Client
 

@@ -5,8 +5,15 @@ import json
 import pytest
 
 from human_parsing_ros.class_sets import get_class_set
-from human_parsing_ros.messages import (CLASS_INFO_SCHEMA, PARTS_SCHEMA, ClassInfoMessage, Part, PartsMessage,
-                                        SchemaError, Stamp)
+from human_parsing_ros.messages import (
+    CLASS_INFO_SCHEMA,
+    PARTS_SCHEMA,
+    ClassInfoMessage,
+    Part,
+    PartsMessage,
+    SchemaError,
+    Stamp,
+)
 
 
 def _parts_message():

@@ -5,8 +5,14 @@ import math
 import pytest
 import torch
 
-from training.metrics import (ConfusionMatrix, compute_metrics, cpa_for_sampling,
-                              format_summary, to_jsonable, write_class_table)
+from training.metrics import (
+    ConfusionMatrix,
+    compute_metrics,
+    cpa_for_sampling,
+    format_summary,
+    to_jsonable,
+    write_class_table,
+)
 
 # rows = ground truth, cols = prediction; class 2 is absent from GT but predicted once,
 # class 3 is in GT but never predicted.

@@ -1,8 +1,8 @@
 """Every registered architecture goes through the shared model tester (test/model_tester.py)."""
+import model_tester
 import pytest
 import torch
 
-import model_tester
 from human_parsing_ros.models import ARCHITECTURES, build_model
 
 ARGS = {"num_classes": 20, "encoder_weights": None}

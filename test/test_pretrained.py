@@ -5,7 +5,6 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import SHARED
 
 CHECKPOINT = SHARED / "weights" / "mobilenet_v2-b0353104.pth"

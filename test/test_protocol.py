@@ -95,7 +95,8 @@ def test_protocol_runs_every_row_from_the_baseline_checkpoint_and_resumes(tmp_pa
     assert main(["--config", str(config), "--seeds", "0"]) == 0
     redone = json.loads((results / "seed0" / "dtpr.json").read_text())
     assert redone["test"]["mean_iou"] == dtpr["test"]["mean_iou"]
-    assert torch.equal(torch.tensor(redone["val"]["iou"]).nan_to_num(-1), torch.tensor(dtpr["val"]["iou"]).nan_to_num(-1))
+    assert torch.equal(torch.tensor(redone["val"]["iou"]).nan_to_num(-1),
+                       torch.tensor(dtpr["val"]["iou"]).nan_to_num(-1))
     assert not (tmp_path / "runs" / "tiny" / "seed0" / "baseline").exists()  # finished rows were not re-run
 
 

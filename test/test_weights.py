@@ -12,8 +12,15 @@ from safetensors.torch import save_file
 from human_parsing_ros.class_sets import get_class_set
 from human_parsing_ros.default_weights import DEFAULT_ARCHITECTURE, make_random_weights
 from human_parsing_ros.models import build_model
-from human_parsing_ros.weights import (FORMAT, FORMAT_VERSION, WeightsError, WeightsInfo, load_weights,
-                                       read_weights_info, save_weights)
+from human_parsing_ros.weights import (
+    FORMAT,
+    FORMAT_VERSION,
+    WeightsError,
+    WeightsInfo,
+    load_weights,
+    read_weights_info,
+    save_weights,
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +31,7 @@ def weights_file(tmp_path_factory):
 
 def _read(path):
     with safe_open(str(path), framework="pt", device="cpu") as handle:
-        return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata())
+        return {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118 (a safetensors handle, not a dict), dict(handle.metadata())
 
 
 def _rewrite(src, dst, edit_metadata=None, edit_tensors=None):

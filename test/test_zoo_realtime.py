@@ -1,9 +1,9 @@
 """Architecture-specific checks for the real-time parsers: BiSeNetV2, STDC-Seg, DDRNet."""
+import model_tester
 import pytest
 import torch
 from torch import nn
 
-import model_tester
 from human_parsing_ros.models import build_model
 
 # name, extra arguments, aux count, aux weights

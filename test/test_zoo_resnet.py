@@ -5,11 +5,11 @@ for every registered architecture with default arguments; here: what each one cl
 (output stride, auxiliary outputs and weights, sizes of the parts), and the pieces
 that are easy to get subtly wrong (bin pooling, attention).
 """
+import model_tester
 import pytest
 import torch
 import torch.nn.functional as F
 
-import model_tester
 from human_parsing_ros.models import build_model
 from human_parsing_ros.models.danet.decoder import ChannelAttention, PositionAttention
 from human_parsing_ros.models.pspnet.decoder import bin_pool

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from human_parsing_ros.models import SegmentationModel, build_model
 
-from .losses import (PixelSampler, focal_loss, inter_class_loss, kept_pixel_counts, masked_cross_entropy)
+from .losses import PixelSampler, focal_loss, inter_class_loss, kept_pixel_counts, masked_cross_entropy
 from .metrics import ConfusionMatrix
 
 CHECKPOINT_FORMAT = "dtpr-checkpoint/1"

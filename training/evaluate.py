@@ -16,23 +16,37 @@ from typing import Any
 import torch
 
 
+def confusion_on_split(model: torch.nn.Module, dataset: str, root: str | Path, split: str,
+                       eval_size: tuple[int, int] | None = None, device: str = "cpu",
+                       options: dict[str, Any] | None = None, workers: int = 1,
+                       mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> torch.Tensor:
+    """The [C, C] confusion matrix of ``model`` (already on ``device``) over ``split``, fp32, batch 1.
+
+    Images are resized to ``eval_size`` if given (labels nearest) and normalised with ``mean`` /
+    ``std`` (the ImageNet statistics when not given).
+    """
+    from .datasets import build_dataset
+    from .engine import evaluate
+    from .transforms import EvalTransform
+
+    normalisation = {} if mean is None else {"mean": mean, "std": std}
+    data = build_dataset(dataset, root, split, EvalTransform(eval_size, **normalisation), **(options or {}))
+    loader = torch.utils.data.DataLoader(data, batch_size=1, num_workers=workers)
+    return evaluate(model.eval(), loader, model.num_classes, torch.device(device), {"amp": "none"}).matrix
+
+
 def evaluate_weights(weights: str | Path, dataset: str, root: str | Path, split: str,
                      eval_size: tuple[int, int] | None = None, device: str = "cpu",
                      options: dict[str, Any] | None = None, workers: int = 1) -> dict:
     """``compute_metrics`` of the weights' model on ``split`` (images resized to ``eval_size`` if given)."""
     from human_parsing_ros.weights import load_weights
 
-    from .datasets import build_dataset
-    from .engine import evaluate
     from .metrics import compute_metrics
-    from .transforms import EvalTransform
 
     model, info = load_weights(weights)
-    model = model.to(device).to(memory_format=torch.channels_last).eval()
-    data = build_dataset(dataset, root, split, EvalTransform(eval_size, info.mean, info.std), **(options or {}))
-    loader = torch.utils.data.DataLoader(data, batch_size=1, num_workers=workers)
-    confusion = evaluate(model, loader, len(info.class_names), torch.device(device), {"amp": "none"})
-    return compute_metrics(confusion.matrix)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    return compute_metrics(confusion_on_split(model, dataset, root, split, eval_size, device, options, workers,
+                                              info.mean, info.std))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,7 +62,7 @@ class ConfusionMatrix:
                                 minlength=self.num_classes ** 2)
         self.matrix += counts.view(self.num_classes, self.num_classes)
 
-    def all_reduce(self) -> "ConfusionMatrix":
+    def all_reduce(self) -> ConfusionMatrix:
         """Sum the matrix over all processes when torch.distributed is initialised."""
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)

@@ -31,7 +31,8 @@ METRICS = ("pixel_accuracy", "mean_pixel_accuracy", "mean_recall", "mean_iou")
 
 def load_protocol(path: str | Path) -> dict[str, Any]:
     protocol = yaml.safe_load(Path(path).read_text())
-    for key in ("dataset", "dataset_root", "results_dir", "runs_dir", "epochs", "split_epoch", "seeds", "eval_size", "models", "rows"):
+    for key in ("dataset", "dataset_root", "results_dir", "runs_dir", "epochs", "split_epoch", "seeds", "eval_size",
+                "models", "rows"):
         if key not in protocol:
             raise ValueError(f"{path}: protocol key '{key}' is missing")
     if not 0 < protocol["split_epoch"] < protocol["epochs"]:
@@ -113,10 +114,9 @@ class SeedRuns:
     def _cpa_after(self, epoch: int, config: dict) -> torch.Tensor:
         """CPA on the validation split of the baseline after ``epoch`` epochs (the paper records epoch 3)."""
         from human_parsing_ros.class_sets import get_class_set
-        from training.datasets import build_dataset
-        from training.engine import evaluate, make_model
+        from training.engine import make_model
+        from training.evaluate import confusion_on_split
         from training.metrics import cpa_for_sampling
-        from training.transforms import EvalTransform
 
         state = torch.load(self.checkpoint(epoch), map_location="cpu", weights_only=True)
         args = dict(config["model"]["args"])
@@ -126,10 +126,9 @@ class SeedRuns:
         num_classes = get_class_set(data_spec["class_set"] or data_spec["name"]).num_classes
         model = make_model({**config, "model": {**config["model"], "args": args}}, num_classes)
         model.load_state_dict(state["model"])
-        data = build_dataset(data_spec["name"], data_spec["root"], data_spec["val_split"],
-                             EvalTransform(tuple(config["input"]["eval_size"]) if config["input"]["eval_size"] else None))
-        loader = torch.utils.data.DataLoader(data, batch_size=1)
-        return cpa_for_sampling(evaluate(model, loader, model.num_classes, torch.device("cpu"), config).matrix)
+        size = config["input"]["eval_size"]
+        return cpa_for_sampling(confusion_on_split(model, data_spec["name"], data_spec["root"], data_spec["val_split"],
+                                                   tuple(size) if size else None, workers=0))
 
     def finish(self, row: str, test: bool) -> dict:
         """Train ``row`` if needed, evaluate its weights and write its result file."""

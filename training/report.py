@@ -32,7 +32,8 @@ def mean_spread(values: list[float]) -> str:
 
 def paired_gain(row: dict[int, dict], baseline: dict[int, dict], split: str, metric: str) -> list[float]:
     """Per-seed difference row - baseline, over the seeds both have."""
-    return [row[s][split][metric] - baseline[s][split][metric] for s in sorted(row) if s in baseline and split in row[s]]
+    return [row[s][split][metric] - baseline[s][split][metric]
+            for s in sorted(row) if s in baseline and split in row[s]]
 
 
 def format_table(rows: dict[str, dict[int, dict]], order: list[str], splits: tuple[str, ...]) -> list[str]:
@@ -68,7 +69,8 @@ def format_per_seed(rows: dict[str, dict[int, dict]], order: list[str], split: s
     for row in order:
         for seed, result in sorted(rows.get(row, {}).items()):
             if split in result:
-                lines.append(f"| {row} | {seed} | " + " | ".join(f"{100 * result[split][m]:.2f}" for m in METRICS) + " |")
+                cells = " | ".join(f"{100 * result[split][m]:.2f}" for m in METRICS)
+                lines.append(f"| {row} | {seed} | {cells} |")
     return lines
 
 

@@ -5,7 +5,8 @@ The arguments are what a weights file stores, so ``build_model(info.architecture
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .base import SegmentationHead, SegmentationModel
 from .encoders import ENCODERS, build_encoder

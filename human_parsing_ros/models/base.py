@@ -78,7 +78,7 @@ class SegmentationModel(nn.Module):
         self.train(self.training)
         return [p for p in self.parameters() if p.requires_grad]
 
-    def train(self, mode: bool = True) -> "SegmentationModel":
+    def train(self, mode: bool = True) -> SegmentationModel:
         super().train(mode)
         for module in getattr(self, "_frozen_modules", ()):
             module.training = False  # per module, not eval(): a frozen parent may hold a trained child

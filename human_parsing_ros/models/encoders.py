@@ -1,7 +1,7 @@
 """Backbones that return multi-scale feature lists, built by name."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

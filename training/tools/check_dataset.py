@@ -21,8 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.datasets import (DATASET_NAMES, IGNORE_INDEX, ParsingDataset, Sample, build_dataset, read_image,
-                               read_label)
+from training.datasets import DATASET_NAMES, IGNORE_INDEX, ParsingDataset, Sample, build_dataset, read_image, read_label
 
 KINDS = ("missing-image", "missing-label", "unreadable-image", "unreadable-label", "size-mismatch",
          "label-out-of-range", "skipped")

@@ -110,7 +110,8 @@ class DDRNetEncoder(nn.Module):
     def __init__(self, planes: int, spp_planes: int = 128) -> None:
         super().__init__()
         p = planes
-        self.stem = nn.Sequential(conv_bn(3, p, 3, 2), nn.ReLU(inplace=True), conv_bn(p, p, 3, 2), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(conv_bn(3, p, 3, 2), nn.ReLU(inplace=True),
+                                  conv_bn(p, p, 3, 2), nn.ReLU(inplace=True))
         self.layer1 = make_layer(BasicBlock, p, p, 2)              # conv2, /4
         self.layer2 = make_layer(BasicBlock, p, 2 * p, 2, 2)       # conv3, /8
         self.layer3 = make_layer(BasicBlock, 2 * p, 4 * p, 2, 2)   # conv4 low, /16
