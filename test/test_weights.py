@@ -31,7 +31,8 @@ def weights_file(tmp_path_factory):
 
 def _read(path):
     with safe_open(str(path), framework="pt", device="cpu") as handle:
-        return {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118 (a safetensors handle, not a dict), dict(handle.metadata())
+        # a safetensors handle, not a dict: keys() is its API
+        return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata())  # noqa: SIM118
 
 
 def _rewrite(src, dst, edit_metadata=None, edit_tensors=None):
