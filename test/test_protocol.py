@@ -114,3 +114,22 @@ def test_ship_writes_the_best_validation_seed_with_its_test_metrics(tmp_path):
     assert info.recipe["seed"] == best["seed"] and info.recipe["dataset"] == "ccp"
     again = evaluate_weights(shipped, "ccp", tmp_path / "ccp", "test", (96, 64))
     assert again["mean_iou"] == pytest.approx(best["test"]["mean_iou"], abs=1e-12)
+
+
+def test_gains_are_paired_per_seed_against_the_chosen_reference():
+    from training.protocol import METRICS
+    from training.report import format_gains
+
+    def runs(*miou):
+        return {seed: {"test": {m: (v if m == "mean_iou" else 0.5) for m in METRICS}} for seed, v in enumerate(miou)}
+
+    rows = {"baseline": runs(0.10, 0.20), "decoupled_ce": runs(0.12, 0.23), "dtpr": runs(0.13, 0.22)}
+    against_baseline = format_gains(rows, ["baseline", "decoupled_ce", "dtpr"], ("test",))
+    against_decoupled = format_gains(rows, ["baseline", "decoupled_ce", "dtpr"], ("test",), reference="decoupled_ce")
+    assert against_baseline[0].startswith("| row - baseline (same seed) |")
+    assert [line.split(" | ")[0] for line in against_baseline[2:]] == ["| decoupled_ce", "| dtpr"]
+    # dtpr - baseline: +3 and +2 points; dtpr - decoupled_ce: +1 and -1 points (paired by seed, not by mean)
+    assert against_baseline[-1].endswith("| 2.50 ± 0.71 (n=2) |")
+    assert against_decoupled[2:] == ["| dtpr | 0.00 ± 0.00 (n=2) | 0.00 ± 0.00 (n=2) | 0.00 ± 0.00 (n=2) "
+                                     "| 0.00 ± 1.41 (n=2) |"]
+    assert format_gains(rows, ["dtpr"], ("test",), reference="focal") == []
