@@ -22,3 +22,8 @@ class AuxHead(nn.Sequential):
 def upsample_to(x: torch.Tensor, size) -> torch.Tensor:
     """Bilinear resize to ``size`` (H, W), corners not aligned: every resize in the model zoo."""
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def upsample_like(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``upsample_to`` the spatial size of ``like``."""
+    return upsample_to(x, like.shape[-2:])

@@ -14,7 +14,7 @@ from torch import nn
 
 from .. import register_architecture
 from ..base import SegmentationHead, SegmentationModel
-from ..heads import upsample_to
+from ..heads import upsample_like
 
 
 def conv_bn(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, groups: int = 1,
@@ -26,10 +26,6 @@ def conv_bn(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, groups: i
     if relu:
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
-
-
-def _resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return upsample_to(x, like.shape[-2:])
 
 
 class DetailBranch(nn.Module):
@@ -144,8 +140,8 @@ class BilateralGuidedAggregation(nn.Module):
 
     def forward(self, detail: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
         low = self.detail_down(detail)  # stride 32, same size as ``semantic`` by construction
-        left = self.detail_keep(detail) * torch.sigmoid(_resize(self.semantic_up(semantic), detail))
-        right = _resize(low * torch.sigmoid(self.semantic_keep(semantic)), detail)
+        left = self.detail_keep(detail) * torch.sigmoid(upsample_like(self.semantic_up(semantic), detail))
+        right = upsample_like(low * torch.sigmoid(self.semantic_keep(semantic)), detail)
         return self.fuse(left + right)
 
 

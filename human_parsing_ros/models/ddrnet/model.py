@@ -15,13 +15,9 @@ from torch import nn
 
 from .. import register_architecture
 from ..base import SegmentationHead, SegmentationModel
-from ..heads import upsample_to
+from ..heads import upsample_like
 
 VARIANTS: dict[str, tuple[int, int]] = {"23-slim": (32, 64), "23": (64, 128)}  # planes, head planes
-
-
-def _resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return upsample_to(x, like.shape[-2:])
 
 
 def conv_bn(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
@@ -98,7 +94,7 @@ class DAPPM(nn.Module):
         outs = [self.scale0(x)]
         for (k, s, p), scale, process in zip(self.pools, self.scales, self.process):
             pooled = F.avg_pool2d(x, kernel_size=k, stride=s, padding=p)
-            outs.append(process(_resize(scale(pooled), x) + outs[-1]))
+            outs.append(process(upsample_like(scale(pooled), x) + outs[-1]))
         pooled = self.global_scale(F.relu(x.mean(dim=(2, 3), keepdim=True)))
         outs.append(self.process[-1](pooled.expand_as(outs[-1]) + outs[-1]))
         return self.compression(torch.cat(outs, dim=1)) + self.shortcut(x)
@@ -133,13 +129,13 @@ class DDRNetEncoder(nn.Module):
         x8 = self.layer2(F.relu(self.layer1(self.stem(x))))  # each layer ends before its last ReLU
         low = self.layer3(F.relu(x8))
         high = self.layer3_high(F.relu(x8))
-        low, high = low + self.down3(F.relu(high)), high + _resize(self.compress3(F.relu(low)), high)
+        low, high = low + self.down3(F.relu(high)), high + upsample_like(self.compress3(F.relu(low)), high)
         aux = high
         low = self.layer4(F.relu(low))
         high = self.layer4_high(F.relu(high))
-        low, high = low + self.down4(F.relu(high)), high + _resize(self.compress4(F.relu(low)), high)
+        low, high = low + self.down4(F.relu(high)), high + upsample_like(self.compress4(F.relu(low)), high)
         high = self.layer5_high(F.relu(high))
-        low = _resize(self.spp(self.layer5(F.relu(low))), high)
+        low = upsample_like(self.spp(self.layer5(F.relu(low))), high)
         return high + low, aux
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from torch import nn
 
 from .. import register_architecture
 from ..base import SegmentationHead, SegmentationModel
-from ..heads import upsample_to
+from ..heads import upsample_like
 
 VARIANTS: dict[str, tuple[int, int, int]] = {"stdc1": (2, 2, 2), "stdc2": (4, 5, 3)}
 
@@ -31,10 +31,6 @@ def conv_bn(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, groups: i
     if relu:
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
-
-
-def _resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return upsample_to(x, like.shape[-2:])
 
 
 class STDCModule(nn.Module):
@@ -151,8 +147,8 @@ class STDCEncoder(nn.Module):
         """Fused /8 features, and the outputs of the /32 path (at /16) and the /16 path (at /8)."""
         _, _, f8, f16, f32 = self.backbone(x)
         context = F.relu(self.global_context(f32.mean(dim=(2, 3), keepdim=True)))
-        up32 = self.refine32(_resize(self.arm32(f32) + context, f16))
-        up16 = self.refine16(_resize(self.arm16(f16) + up32, f8))
+        up32 = self.refine32(upsample_like(self.arm32(f32) + context, f16))
+        up16 = self.refine16(upsample_like(self.arm16(f16) + up32, f8))
         return self.fusion(f8, up16), [up16, up32]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
