@@ -95,12 +95,15 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGINT (a clean shutdown), then SIGKILL if it hangs; returns the exit code."""
+    def stop(self, sig: signal.Signals = signal.SIGINT, timeout: float = 10.0) -> int | None:
+        """``sig`` (Ctrl-C by default; both it and SIGTERM shut down cleanly), then SIGKILL if it hangs.
+
+        Returns the exit code: 0 for a clean shutdown.
+        """
         if self.process is None:
             return None
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(sig)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -6,9 +6,9 @@ manages the lifecycle, the newest-frame worker, parameters and diagnostics.
 from __future__ import annotations
 
 import array
-import contextlib
 import copy
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -20,11 +20,12 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
@@ -441,27 +442,39 @@ def _age_ms(node: LifecycleNode, header: Any) -> float:
     return (now - (header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)) / 1e6
 
 
-def _spin(executor: SingleThreadedExecutor) -> None:
-    # Ctrl-C / SIGTERM: main's frame loop sees rclpy.ok() turn false
-    with contextlib.suppress(ExternalShutdownException):
-        executor.spin()
+def _spin_until(stop: threading.Event, executor: SingleThreadedExecutor) -> None:
+    while not stop.is_set() and rclpy.ok():
+        executor.spin_once(timeout_sec=0.1)
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    # Our handlers instead of rclpy's: they only set a flag, so Ctrl-C / SIGTERM never interrupts
+    # a transition half-way, and main tears down in one fixed order on one thread (with rclpy's
+    # asynchronous handlers and executor.shutdown() racing the spin thread, the process
+    # occasionally aborted at exit).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    _stop_on_signals(stop)
     node = HumanParserNode()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+    spinner = threading.Thread(target=_spin_until, args=(stop, executor), name="ros_executor", daemon=True)
     try:
         if node.p("autostart") and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             node.trigger_activate()
-        threading.Thread(target=_spin, args=(executor,), name="ros_executor", daemon=True).start()
-        node.serve(rclpy.ok)
-    except KeyboardInterrupt:
-        pass
+        spinner.start()
+        node.serve(lambda: not stop.is_set() and rclpy.ok())
     finally:
+        stop.set()
+        if spinner.is_alive():
+            spinner.join()  # nothing below may run while the executor still waits on the node
         node._release_parser()
-        executor.shutdown(timeout_sec=2.0)
+        executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import array
 import io
+import signal
 import time
 from pathlib import Path
 
@@ -320,7 +321,8 @@ def test_corrupt_weights_are_refused_in_one_line_and_the_node_stays_up(ros, weig
         assert client.camera.get_subscription_count() == 0  # never activated
     finally:
         client.close()
-        assert node.stop() == 0
+        code = node.stop()
+    assert code == 0, node.log()[-2000:]
 
 
 def test_a_plain_start_uses_the_installed_default_weights_and_parses_a_person(ros, tmp_path):
@@ -344,4 +346,5 @@ def test_a_plain_start_uses_the_installed_default_weights_and_parses_a_person(ro
         assert (ids[on_person] != 0).mean() > 0.9 and (ids[~on_person] != 0).mean() < 0.25
     finally:
         client.close()
-        node.stop()
+        code = node.stop(signal.SIGTERM)  # what ros2 launch sends when SIGINT is not enough
+    assert code == 0, node.log()[-2000:]
