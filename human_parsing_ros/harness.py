@@ -156,6 +156,8 @@ class Client:
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CompressedImage, Image
 
+        from .node import spin_until
+
         self.node = rclpy.create_node(name)
         self.namespace = namespace.rstrip("/")
         self.received = Received()
@@ -170,7 +172,8 @@ class Client:
             self.subs.append(self.subscribe(rel, msg_type, qos))
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=spin_until, args=(self._stop, self.executor), daemon=True)
         self._thread.start()
 
     def subscribe(self, rel: str, msg_type: type, qos: Any) -> Any:
@@ -220,7 +223,9 @@ class Client:
         self.camera.publish(msg)
 
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=2.0)
+        self._stop.set()
+        self._thread.join()
+        self.executor.shutdown()
         self.node.destroy_node()
 
 

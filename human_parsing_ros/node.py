@@ -442,7 +442,8 @@ def _age_ms(node: LifecycleNode, header: Any) -> float:
     return (now - (header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)) / 1e6
 
 
-def _spin_until(stop: threading.Event, executor: SingleThreadedExecutor) -> None:
+def spin_until(stop: threading.Event, executor: SingleThreadedExecutor) -> None:
+    """Spin ``executor`` until ``stop`` is set; join this thread before destroying what it spins."""
     while not stop.is_set() and rclpy.ok():
         executor.spin_once(timeout_sec=0.1)
 
@@ -463,7 +464,7 @@ def main(args: list[str] | None = None) -> None:
     node = HumanParserNode()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    spinner = threading.Thread(target=_spin_until, args=(stop, executor), name="ros_executor", daemon=True)
+    spinner = threading.Thread(target=spin_until, args=(stop, executor), name="ros_executor", daemon=True)
     try:
         if node.p("autostart") and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             node.trigger_activate()

@@ -66,6 +66,12 @@ def setup_distributed(device_spec: str) -> tuple[Dist, torch.device]:
     return Dist(rank, world, local), device
 
 
+def teardown_distributed() -> None:
+    """Destroy the process group before exit: left to interpreter teardown, a gloo rank can abort."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 # ---- data ----------------------------------------------------------------------------------------
 def epoch_order(n: int, seed: int, epoch: int, d: Dist, batch_size: int) -> list[int]:
     """This rank's sample order for one epoch (whole batches only, equal across ranks)."""

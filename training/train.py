@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: python training/train.py
     from training.config import load_config, parse_overrides
     from training.dtpr import run
+    from training.engine import teardown_distributed
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="recipe YAML (training/configs/)")
@@ -23,7 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. stage2.eta=0.5")
     args = parser.parse_args(argv)
     config = load_config(args.config, parse_overrides(args.overrides))
-    run(config, resume=args.resume)
+    try:
+        run(config, resume=args.resume)
+    finally:
+        teardown_distributed()
 
 
 if __name__ == "__main__":
