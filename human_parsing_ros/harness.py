@@ -77,7 +77,8 @@ class NodeProcess:
             args += ["-p", f"{name}:={_param_text(value)}"]
         self.command = node_command() + args
         self.log_path = Path(log_path) if log_path else None
-        self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        # faulthandler: a native crash leaves every thread's Python stack in the log
+        self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> NodeProcess:
