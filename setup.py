@@ -9,8 +9,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["sample_data/ccp/*.md", "sample_data/ccp/LICENSE", "sample_data/ccp/photos/*.jpg",
-                            "sample_data/ccp/annotations/*.mat", "weights/*.safetensors"]},
+    package_data={PACKAGE: ["data/ccp/*.md", "data/ccp/LICENSE", "data/ccp/photos/*.jpg",
+                            "data/ccp/annotations/*.mat", "data/weights/*.safetensors"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -35,8 +35,8 @@ setup(
     entry_points={
         "console_scripts": [
             "parser_node = human_parsing_ros.node:main",
-            "human_parsing_demo = human_parsing_ros.demo:main",
-            "human_parsing_random_weights = human_parsing_ros.default_weights:main",
+            "human_parsing_demo = human_parsing_ros.tools.demo:main",
+            "human_parsing_random_weights = human_parsing_ros.tools.random_weights:main",
         ],
     },
 )

@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from human_parsing_ros.default_weights import DEFAULT_WEIGHTS, make_random_weights
-from human_parsing_ros.harness import Client, NodeProcess, share_file, stamp_ns, use_large_image_transport
 from human_parsing_ros.inference import logits_to_labels, network_input, place_image
 from human_parsing_ros.parser import HumanParser
+from human_parsing_ros.resources import DEFAULT_WEIGHTS, share_file
 from human_parsing_ros.runtime import summary
 from human_parsing_ros.samples import load_rgb, sample_photos
+from human_parsing_ros.tools.harness import Client, NodeProcess, stamp_ns, use_large_image_transport
+from human_parsing_ros.tools.random_weights import make_random_weights
 
 
 def camera_frame(width: int, height: int) -> np.ndarray:

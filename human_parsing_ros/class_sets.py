@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# Label value that marks pixels to ignore (unlabelled, or outside an augmented crop), in every class set.
+IGNORE_INDEX = 255
+
 
 def voc_palette(num_classes: int) -> np.ndarray:
     """The PASCAL VOC colour map (bit-interleaved), as LIP and CIHP use it."""

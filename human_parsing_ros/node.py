@@ -30,10 +30,10 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from . import render
-from .default_weights import resolve_weights_path
 from .image_codec import ImageError, decode_compressed, decode_raw, encode_like
 from .messages import ClassInfoMessage, Part, PartsMessage, Stamp
 from .parser import OUTPUT_RESOLUTIONS, PRECISIONS, RESIZE_MODES, HumanParser, resolve_device
+from .resources import resolve_weights_path
 from .runtime import LatencyWindow, LatestSlot, RateMeter
 from .weights import WeightsError, load_weights
 

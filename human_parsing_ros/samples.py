@@ -1,11 +1,11 @@
-"""The sample frames installed with the package (CCP photos, Apache-2.0; see sample_data/ccp/NOTICE.md)."""
+"""The sample frames installed with the package (CCP photos, Apache-2.0; see data/ccp/NOTICE.md)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-SAMPLES = Path(__file__).resolve().parent / "sample_data" / "ccp"
+from .resources import SAMPLES
 
 
 def sample_photos() -> list[Path]:

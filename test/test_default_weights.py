@@ -1,8 +1,8 @@
 """The weights installed with the package: trained on CCP by the protocol, and they parse real people."""
 from __future__ import annotations
 
-from human_parsing_ros.default_weights import DEFAULT_WEIGHTS, resolve_weights_path
 from human_parsing_ros.parser import HumanParser
+from human_parsing_ros.resources import DEFAULT_WEIGHTS, resolve_weights_path
 from human_parsing_ros.samples import load_annotation, load_rgb, sample_photos
 from human_parsing_ros.weights import read_weights_info
 

@@ -52,8 +52,8 @@ def test_launch_file_runs_under_launch(tmp_path):
     from std_msgs.msg import String
 
     import launch
-    from human_parsing_ros.default_weights import make_random_weights
-    from human_parsing_ros.harness import Client
+    from human_parsing_ros.tools.harness import Client
+    from human_parsing_ros.tools.random_weights import make_random_weights
 
     weights = make_random_weights(tmp_path / "w.safetensors", input_size=(96, 96))
     service = launch.LaunchService()

@@ -23,10 +23,11 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from human_parsing_ros.class_sets import get_class_set  # noqa: E402
-from human_parsing_ros.default_weights import make_random_weights  # noqa: E402
-from human_parsing_ros.harness import Client, NodeProcess, image_array, share_file, stamp_ns  # noqa: E402
 from human_parsing_ros.messages import ClassInfoMessage, PartsMessage  # noqa: E402
+from human_parsing_ros.resources import share_file  # noqa: E402
 from human_parsing_ros.samples import load_rgb, sample_photos  # noqa: E402
+from human_parsing_ros.tools.harness import Client, NodeProcess, image_array, stamp_ns  # noqa: E402
+from human_parsing_ros.tools.random_weights import make_random_weights  # noqa: E402
 
 NS = "/human_parsing"
 CAMERA = "/test_cam/image_raw"
@@ -326,7 +327,7 @@ def test_corrupt_weights_are_refused_in_one_line_and_the_node_stays_up(ros, weig
 
 
 def test_a_plain_start_uses_the_installed_default_weights_and_parses_a_person(ros, tmp_path):
-    from human_parsing_ros.default_weights import DEFAULT_WEIGHTS
+    from human_parsing_ros.resources import DEFAULT_WEIGHTS
     from human_parsing_ros.samples import load_annotation
 
     camera, ns = "/default_cam/image_raw", "/default_ns"

@@ -4,9 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
-from human_parsing_ros.default_weights import make_random_weights
 from human_parsing_ros.parser import HumanParser, resolve_device, resolve_precision
 from human_parsing_ros.samples import load_rgb, sample_photos
+from human_parsing_ros.tools.random_weights import make_random_weights
 from human_parsing_ros.weights import load_weights, save_weights
 
 NET = (96, 96)

@@ -187,8 +187,9 @@ def test_the_node_loads_what_the_trainer_wrote(tmp_path):
     import rclpy
     from std_msgs.msg import String
 
-    from human_parsing_ros.harness import Client, NodeProcess, share_file
     from human_parsing_ros.messages import ClassInfoMessage
+    from human_parsing_ros.resources import share_file
+    from human_parsing_ros.tools.harness import Client, NodeProcess
     from training.config import load_config
     from training.dtpr import run
 

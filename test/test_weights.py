@@ -10,8 +10,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from human_parsing_ros.class_sets import get_class_set
-from human_parsing_ros.default_weights import DEFAULT_ARCHITECTURE, make_random_weights
 from human_parsing_ros.models import build_model
+from human_parsing_ros.tools.random_weights import DEFAULT_ARCHITECTURE, make_random_weights
 from human_parsing_ros.weights import (
     FORMAT,
     FORMAT_VERSION,

@@ -1,6 +1,6 @@
 """Evaluate a weights file on one split of a dataset: PA, MPA, mean recall, mIoU and a per-class table.
 
-    python training/evaluate.py --weights human_parsing_ros/weights/default.safetensors \
+    python training/evaluate.py --weights human_parsing_ros/data/weights/default.safetensors \
         --dataset ccp --root ../shared/data/ccp --split test --eval-size 412 275
 
 The protocol's results table (training/protocol.py) is computed by this same

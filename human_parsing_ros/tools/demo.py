@@ -11,12 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-from .default_weights import DEFAULT_WEIGHTS, make_random_weights
-from .harness import Client, NodeProcess, image_array, share_file, stamp_ns, use_large_image_transport
-from .messages import ClassInfoMessage, PartsMessage
-from .runtime import summary
-from .samples import load_rgb, sample_photos
-from .weights import read_weights_info
+from ..messages import ClassInfoMessage, PartsMessage
+from ..resources import DEFAULT_WEIGHTS, share_file
+from ..runtime import summary
+from ..samples import load_rgb, sample_photos
+from ..weights import read_weights_info
+from .harness import Client, NodeProcess, image_array, stamp_ns, use_large_image_transport
+from .random_weights import make_random_weights
 
 BANNER = "!" * 78
 

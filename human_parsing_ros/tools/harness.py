@@ -20,26 +20,7 @@ from typing import Any
 
 import numpy as np
 
-PACKAGE = "human_parsing_ros"
-
-
-def share_file(*parts: str) -> Path:
-    """A file installed under share/human_parsing_ros, or the same file in the source tree."""
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        try:
-            installed = Path(get_package_share_directory(PACKAGE), *parts)
-            if installed.exists():
-                return installed
-        except (PackageNotFoundError, OSError):  # OSError: no AMENT_PREFIX_PATH (pip install)
-            pass
-    except ImportError:
-        pass
-    source = Path(__file__).resolve().parent.parent.joinpath(*parts)
-    if source.exists():
-        return source
-    raise FileNotFoundError(f"{'/'.join(parts)} is neither installed (share/{PACKAGE}) nor in the source tree")
+from ..resources import share_file
 
 
 def use_large_image_transport() -> None:
@@ -157,7 +138,7 @@ class Client:
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CompressedImage, Image
 
-        from .node import spin_until
+        from ..node import spin_until
 
         self.node = rclpy.create_node(name)
         self.namespace = namespace.rstrip("/")

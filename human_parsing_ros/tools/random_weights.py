@@ -1,4 +1,7 @@
-"""Where the node's weights come from, and an untrained stand-in for trying the plumbing."""
+"""An untrained stand-in for the default weights, for trying the plumbing before any training.
+
+    human_parsing_random_weights random.safetensors --class-set ccp
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,25 +10,13 @@ from pathlib import Path
 
 import torch
 
-from .class_sets import get_class_set
-from .models import build_model
-from .weights import WeightsError, WeightsInfo, save_weights
+from ..class_sets import get_class_set
+from ..models import build_model
+from ..weights import WeightsInfo, save_weights
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.safetensors"
 DEFAULT_ARCHITECTURE = "deeplabv3plus"
 DEFAULT_ARCHITECTURE_ARGS = {"encoder": "mobilenet_v2", "output_stride": 16, "decoder_channels": 128}
 DEFAULT_INPUT_SIZE = (400, 400)  # the paper's training crop
-
-
-def resolve_weights_path(spec: str | os.PathLike) -> Path:
-    """``spec`` if given, else the default weights installed with the package."""
-    if str(spec):
-        return Path(spec).expanduser()
-    if DEFAULT_WEIGHTS.is_file():
-        return DEFAULT_WEIGHTS
-    raise WeightsError(
-        f"{DEFAULT_WEIGHTS}: no default weights are installed; pass weights:=<file.safetensors> "
-        "(train one with training/train.py, or make an untrained test file with human_parsing_random_weights)")
 
 
 def make_random_weights(path: str | os.PathLike, class_set: str = "ccp", seed: int = 0,

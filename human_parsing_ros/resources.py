@@ -1,0 +1,47 @@
+"""Where the package's own files are: bundled weights, sample photos, and the files installed under share/.
+
+The one place that knows the layout of ``data/`` and of ``share/human_parsing_ros``;
+everything else asks here.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE = "human_parsing_ros"
+DATA = Path(__file__).resolve().parent / "data"
+DEFAULT_WEIGHTS = DATA / "weights" / "default.safetensors"
+SAMPLES = DATA / "ccp"  # seven CCP photos with annotations (Apache-2.0; see its NOTICE.md)
+_SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolve_weights_path(spec: str | os.PathLike) -> Path:
+    """``spec`` if given, else the default weights installed with the package."""
+    from .weights import WeightsError
+
+    if str(spec):
+        return Path(spec).expanduser()
+    if DEFAULT_WEIGHTS.is_file():
+        return DEFAULT_WEIGHTS
+    raise WeightsError(
+        f"{DEFAULT_WEIGHTS}: no default weights are installed; pass weights:=<file.safetensors> "
+        "(train one with training/train.py, or make an untrained test file with human_parsing_random_weights)")
+
+
+def share_file(*parts: str) -> Path:
+    """A file installed under share/human_parsing_ros (colcon), or the same file in the source tree (pip -e)."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            installed = Path(get_package_share_directory(PACKAGE), *parts)
+            if installed.exists():
+                return installed
+        except (PackageNotFoundError, OSError):  # OSError: no AMENT_PREFIX_PATH (pip install)
+            pass
+    except ImportError:
+        pass
+    source = _SOURCE_ROOT.joinpath(*parts)
+    if source.exists():
+        return source
+    raise FileNotFoundError(f"{'/'.join(parts)} is neither installed (share/{PACKAGE}) nor in the source tree")
