@@ -130,20 +130,18 @@ def check_weights_round_trip(name: str, args: dict[str, Any], tmp_path: Path, si
         assert not torch.equal(other(x), model(x))
 
 
-def _freeze_all_but(model: nn.Module, trainable: list[nn.Module]) -> None:
-    """What DTPR stage 2 does: frozen parts get requires_grad False AND eval mode (BN statistics stay)."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.eval()
-    for module in trainable:
-        module.train()
-        for p in module.parameters():
-            p.requires_grad_(True)
+def _frozen_keys(model: nn.Module, trainable: list[nn.Module]) -> set[str]:
+    """State-dict keys of everything outside the ``trainable`` modules."""
+    trained = {f"{prefix}.{key}" for prefix, module in model.named_modules() if any(module is t for t in trainable)
+               for key in module.state_dict()}
+    return set(model.state_dict()) - trained
 
 
 def check_encoder_freeze(name: str, args: dict[str, Any], mode: str | None = None,
                          size: tuple[int, int] = (64, 48)) -> None:
-    """One SGD step on ``model.stage2_modules(mode)`` leaves the encoder bit-identical, BN buffers included."""
+    """Stage 2 through the model's own ``freeze_for_stage2(mode)`` then ``train()``: frozen BatchNorm
+    stays in eval mode, and a train-mode forward (aux heads included) and one SGD step leave every
+    frozen tensor bit-identical, BN statistics included, while ``stage2_modules(mode)`` train."""
     model = _build(name, args, seed=3)
     num_classes = args["num_classes"]
     trainable = model.stage2_modules(mode)
@@ -154,43 +152,50 @@ def check_encoder_freeze(name: str, args: dict[str, Any], mode: str | None = Non
     assert not any(id(p) in trainable_ids for p in model.encoder.parameters()), (
         f"{name}: a stage-2 module shares parameters with the encoder")
 
-    _freeze_all_but(model, trainable)
-    assert not any(p.requires_grad for p in model.encoder.parameters())
-    assert not any(m.training for m in model.encoder.modules()), f"{name}: encoder left in train mode"
+    params = model.freeze_for_stage2(mode)
+    model.train()  # what the trainer does every epoch: frozen parts must not follow
+    assert {id(p) for p in params} == trainable_ids, f"{name}: freeze_for_stage2 returned other parameters"
+    assert all(p.requires_grad == (id(p) in trainable_ids) for p in model.parameters())
+    trained_modules = {id(m) for t in trainable for m in t.modules()}
+    frozen_bn = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and id(m) not in trained_modules]
+    assert any(m in frozen_bn for m in model.encoder.modules()), f"{name}: encoder has no BN to check"
+    assert not any(m.training for m in frozen_bn), f"{name}: frozen BatchNorm back in train mode after train()"
+    assert all(m.training for t in trainable for m in t.modules()), f"{name}: a stage-2 module is not training"
 
-    encoder_before = _snapshot(model.encoder)
-    assert any(key.endswith("running_mean") for key in encoder_before), f"{name}: encoder has no BN to check"
-    trained_before = [_snapshot(m) for m in trainable]
-    frozen_rest = [m for m in (model.decoder, model.segmentation_head) if not any(m is t for t in trainable)]
-    rest_before = [_snapshot(m) for m in frozen_rest]
-
-    optimizer = torch.optim.SGD([p for m in trainable for p in m.parameters()], lr=0.5, momentum=0.9)
+    before = _snapshot(model)
+    frozen = _frozen_keys(model, trainable)
     x = _images(2, size, seed=11)
+    with torch.no_grad():
+        model(x, with_aux=True)
+    changed = sorted(set(_changed(before, model)) & frozen)
+    assert not changed, f"{name}: a train-mode forward changed frozen tensors {changed[:5]}"
+
+    optimizer = torch.optim.SGD(params, lr=0.5, momentum=0.9)
     loss = F.cross_entropy(model(x), _targets(2, size, num_classes, seed=11))
     optimizer.zero_grad()
     loss.backward()
-    assert all(p.grad is None for p in model.encoder.parameters()), f"{name}: gradient reached the frozen encoder"
+    reached = [key for key, p in model.named_parameters() if id(p) not in trainable_ids and p.grad is not None]
+    assert not reached, f"{name}: gradient reached frozen parameters {reached[:5]}"
     optimizer.step()
 
-    changed = _changed(encoder_before, model.encoder)
-    assert not changed, f"{name}: frozen encoder changed in {changed[:5]}"
-    for module, before in zip(frozen_rest, rest_before):
-        changed = _changed(before, module)
-        assert not changed, f"{name}: {type(module).__name__} is not trained in mode {mode} but changed: {changed[:5]}"
-    for module, before in zip(trainable, trained_before):
-        params = {key for key, _ in module.named_parameters()}
-        changed = set(_changed(before, module)) & params
-        assert changed, f"{name}: no parameter of the trained {type(module).__name__} changed"
+    changed = sorted(set(_changed(before, model)) & frozen)
+    assert not changed, f"{name}: frozen tensors changed in mode {mode}: {changed[:5]}"
+    for module in trainable:
+        prefix = next(key for key, m in model.named_modules() if m is module)
+        moved = {key[len(prefix) + 1:] for key in _changed(before, model) if key.startswith(f"{prefix}.")}
+        params_moved = {key for key, _ in module.named_parameters()} & moved
+        assert params_moved, f"{name}: no parameter of the trained {type(module).__name__} changed"
         with_grad = {key for key, p in module.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-        unmoved = sorted(with_grad - changed)[:5]
-        assert with_grad <= changed, f"{name}: parameters with a gradient did not move: {unmoved}"
+        unmoved = sorted(with_grad - params_moved)[:5]
+        assert with_grad <= params_moved, f"{name}: parameters with a gradient did not move: {unmoved}"
 
-    # Control: with the encoder in train mode, the same step WOULD move its BN statistics,
+    # Control: with the encoder in train mode, the same forward WOULD move its BN statistics,
     # so the bit-identity above is a real check and not an artefact of the data.
     model.encoder.train()
     with torch.no_grad():
         model(x)
-    assert _changed(encoder_before, model.encoder), f"{name}: the control step did not touch BN statistics"
+    assert set(_changed(before, model)) & {k for k in frozen if k.startswith("encoder.")}, (
+        f"{name}: the control step did not touch BN statistics")
 
 
 def check_onnx_export(name: str, args: dict[str, Any], tmp_path: Path, size: tuple[int, int] = (64, 64)) -> None:

@@ -91,3 +91,40 @@ def test_variants_forward_backward_and_freeze(name, extra):
     args = {**args_for(name), **extra}
     model_tester.check_forward_backward(name, args, sizes=[(65, 47)])
     model_tester.check_encoder_freeze(name, args)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_one_forward_and_aux_protocol(name):
+    """The base class owns ``forward``; aux heads are declared once, each with the feature it reads."""
+    from human_parsing_ros.models import SegmentationModel
+
+    cls = ARCHITECTURES[name]
+    assert cls.forward is SegmentationModel.forward and cls.forward_lowres is SegmentationModel.forward_lowres
+    model = build_model(name, **args_for(name))
+    assert not [attr for attr in dir(model.encoder) if attr.startswith("forward_with")]
+    assert len(model.aux_heads) == len(model.aux_features) == len(model.aux_weights)
+
+
+# Architectures whose aux-head keys were renamed when they moved to ``aux_heads``.
+OLD_AUX_KEYS = [("deeplabv3plus", {"aux": True}, "aux_head.4.bias"), ("pspnet", {"aux": True}, "aux_head.1.weight"),
+                ("danet", {"aux": True}, "aux_head.0.weight"), ("cdlinknet", {}, "aux_classifiers.2.weight"),
+                ("ddrnet", {"aux": True}, "aux_head.1.weight")]
+
+
+@pytest.mark.parametrize("name,extra,old_key", OLD_AUX_KEYS, ids=[n for n, _, _ in OLD_AUX_KEYS])
+def test_state_dict_with_old_aux_key_names_loads(name, extra, old_key):
+    torch.manual_seed(0)
+    model = build_model(name, **args_for(name), **extra)
+    current = model.state_dict()
+    old_names = {}
+    for key, value in current.items():
+        for old, new in model.legacy_aux_keys.items():
+            if key.startswith(new):
+                key = old + key[len(new):]
+                break
+        old_names[key] = value
+    assert old_key in old_names
+    torch.manual_seed(1)
+    other = build_model(name, **args_for(name), **extra)
+    other.load_state_dict(old_names)  # strict: every old name must be renamed
+    assert all(torch.equal(value, other.state_dict()[key]) for key, value in current.items())

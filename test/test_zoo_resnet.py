@@ -48,20 +48,20 @@ def test_decoder_resolution(name, size, expected):
 @pytest.mark.parametrize("name", ["pspnet", "danet"])
 def test_aux_head_only_when_asked(name):
     plain = _build(name).eval()
-    assert plain.aux_head is None and plain.aux_weights == ()
+    assert len(plain.aux_heads) == 0 and plain.aux_weights == ()
     x = torch.randn(1, 3, 64, 48)
     with torch.no_grad():
         logits, aux = plain(x, with_aux=True)
     assert aux == []
 
     model = _build(name, aux=True)
-    assert model.aux_weights == (0.4,)
-    assert _params(model) - _params(plain) == _params(model.aux_head)
-    assert model.aux_head[0].in_channels == 1024  # layer3 of ResNet-50
+    assert model.aux_weights == (0.4,) and model.aux_features == (2,)  # encoder feature 2: layer3
+    assert _params(model) - _params(plain) == _params(model.aux_heads)
+    assert model.aux_heads[0].conv[0].in_channels == 1024  # layer3 of ResNet-50
     # The aux head is trained in stage 1 only: not a stage-2 module in either mode.
     for mode in ("decoder", "classifier"):
         kept = {id(p) for m in model.stage2_modules(mode) for p in m.parameters()}
-        assert not any(id(p) in kept for p in model.aux_head.parameters())
+        assert not any(id(p) in kept for p in model.aux_heads.parameters())
     # Aux-on forward/backward (the shared tester only builds the defaults).
     model_tester.check_forward_backward(name, {"num_classes": 20, "encoder_weights": None, "aux": True},
                                         sizes=[(65, 47)])
@@ -78,21 +78,23 @@ def test_cdlinknet_deep_supervision():
     assert model.stage2_default == "decoder"
     levels = model.decoder.level_channels
     assert levels == (1024, 512, 256)  # strides 16, 8, 4
-    assert len(model.aux_classifiers) == len(levels) and model.aux_weights == (0.5, 0.5, 0.5)
+    assert len(model.aux_heads) == len(levels) and model.aux_weights == (0.5, 0.5, 0.5)
+    # The feature list: 4 encoder maps, then the decoder's levels (deepest first) and its output.
+    assert model.aux_features == (4, 5, 6)
     x = torch.randn(1, 3, 65, 47)
     with torch.no_grad():
         logits, aux = model(x, with_aux=True)
         torch.testing.assert_close(logits, model(x))
-        out, level_maps = model.decoder.forward_levels(model.encoder(x))
-    assert [m.shape[-2:] for m in level_maps] == [(5, 3), (9, 6), (17, 12)]
+        *level_maps, out = model.decoder(model.encoder(x))
+    assert [m.shape[-2:] for m in level_maps] == [(5, 3), (9, 6), (17, 12)] and out.shape[-2:] == (17, 12)
     assert len(aux) == 3
-    for head, level, extra in zip(model.aux_classifiers, level_maps, aux):
+    for head, level, extra in zip(model.aux_heads, level_maps, aux):
         assert extra.shape == logits.shape
         torch.testing.assert_close(extra, F.interpolate(head(level), size=(65, 47), mode="bilinear",
                                                         align_corners=False))
     # Aux classifiers are outside decoder and head, so stage 2 freezes them.
     trainable = model.freeze_for_stage2()
-    assert not any(p.requires_grad for p in model.aux_classifiers.parameters())
+    assert not any(p.requires_grad for p in model.aux_heads.parameters())
     assert {id(p) for p in trainable} == {id(p) for p in model.decoder.parameters()} | {
         id(p) for p in model.segmentation_head.parameters()}
     # The decoder holds the whole upsampling path.

@@ -4,16 +4,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .heads import AuxHead, upsample_to
+from .blocks import upsample_to
+
+# The aux-head keys of the ResNet/MobileNet parsers before ``aux_heads`` (an ``AuxHead`` then
+# was one flat nn.Sequential at ``aux_head``): old prefix -> new prefix.
+ENCODER_AUX_HEAD_OLD_KEYS = {"aux_head.0.": "aux_heads.0.conv.0.", "aux_head.1.": "aux_heads.0.conv.1.",
+                             "aux_head.4.": "aux_heads.0.classifier."}
 
 
 class SegmentationModel(nn.Module):
-    """Base class for all parsers.
+    """Base class for all parsers; owns the one ``forward``.
 
-    ``encoder`` maps an image to a list of feature maps, ``decoder`` turns them
-    into one feature map, ``segmentation_head`` maps that to per-class logits.
-    DTPR stage 2 freezes ``encoder`` and trains the parts named by
-    ``stage2_modules``.
+    ``encoder`` maps an image to a list of feature maps; ``decoder`` reads the ones it
+    needs and returns one map, or a list of maps whose last one is its output;
+    ``segmentation_head`` maps that last map to per-class logits. The feature list is
+    the encoder's maps followed by the decoder's. Auxiliary heads (training only) are
+    declared with ``add_aux_head``: each reads one map of the feature list.
+    DTPR stage 2 freezes ``encoder`` and trains the parts named by ``stage2_modules``.
     """
 
     encoder: nn.Module
@@ -22,42 +29,53 @@ class SegmentationModel(nn.Module):
     # "decoder": stage 2 trains decoder + head (U-shaped networks);
     # "classifier": only the head (bilateral / multi-resolution networks).
     stage2_default: str = "decoder"
+    # Old spellings of this architecture's aux-head keys (old prefix -> new prefix), renamed on load.
+    legacy_aux_keys: dict[str, str] = {}
 
     def __init__(self) -> None:
         super().__init__()
-        self.aux_head: nn.Module | None = None  # see add_encoder_aux_head
+        # Auxiliary / deep-supervision heads. With ``with_aux`` ``forward`` returns their logits
+        # at the input's resolution, one weight each in ``aux_weights``; the trainer adds
+        # sum(w_k * loss(aux_k)). They are not part of ``stage2_modules``, so stage 2 freezes
+        # them and skips their losses.
+        self.aux_heads = nn.ModuleList()
+        self.aux_features: tuple[int, ...] = ()  # the feature-list index each head reads
+        self.aux_weights: tuple[float, ...] = ()
+        self.register_load_state_dict_pre_hook(_rename_legacy_aux_keys)
+
+    def add_aux_head(self, head: nn.Module, feature: int, weight: float) -> None:
+        """Declare an auxiliary head reading map ``feature`` of the feature list, loss weight ``weight``."""
+        self.aux_heads.append(head)
+        self.aux_features += (feature,)
+        self.aux_weights += (weight,)
+
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's feature maps, then the decoder's; the last one feeds ``segmentation_head``."""
+        features = list(self.encoder(x))
+        decoded = self.decoder(features)
+        return features + (decoded if isinstance(decoded, list) else [decoded])
 
     def forward_lowres(self, x: torch.Tensor) -> torch.Tensor:
         """Logits at the decoder's resolution (cheaper to crop and resize once)."""
-        return self.segmentation_head(self.decoder(self.encoder(x)))
+        return self.segmentation_head(self.feature_maps(x)[-1])
 
     def forward(self, x: torch.Tensor, with_aux: bool = False):
         """Logits at the input's resolution; with ``with_aux`` also the auxiliary logits (a list)."""
-        features = self.encoder(x)
-        aux = [] if self.aux_head is None else [(self.aux_head, features[self.aux_stage])]
-        return self.at_input_size(self.segmentation_head(self.decoder(features)), x, with_aux, aux)
-
-    @staticmethod
-    def at_input_size(logits: torch.Tensor, x: torch.Tensor, with_aux: bool, aux_inputs):
-        """What ``forward`` returns: ``logits`` upsampled to ``x``'s size and, with ``with_aux``, the
-        list of ``head(feature)`` for each (head, feature) of ``aux_inputs``, upsampled the same way."""
+        features = self.feature_maps(x)
         size = x.shape[-2:]
-        logits = upsample_to(logits, size)
+        logits = upsample_to(self.segmentation_head(features[-1]), size)
         if not with_aux:
             return logits
-        return logits, [upsample_to(head(feature), size) for head, feature in aux_inputs]
+        return logits, [upsample_to(head(features[i]), size) for head, i in zip(self.aux_heads, self.aux_features)]
 
-    # Auxiliary / deep-supervision heads (training only). With ``with_aux`` an architecture
-    # returns them at the input's resolution, one weight each in ``aux_weights``; the
-    # trainer adds sum(w_k * loss(aux_k)). They are not part of ``stage2_modules``, so
-    # stage 2 freezes them and skips their losses.
-    aux_weights: tuple[float, ...] = ()
-
-    def add_encoder_aux_head(self, stage: int, weight: float = 0.4) -> None:
-        """The usual auxiliary head on encoder feature ``stage`` (e.g. ResNet layer3: 2)."""
-        self.aux_head = AuxHead(self.encoder.out_channels[stage], self.num_classes)
-        self.aux_stage = stage
-        self.aux_weights = (weight,)
+    def rename_legacy_aux_keys(self, state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+        """Rename, in place, aux-head keys saved before ``aux_heads`` to their current names."""
+        for key in list(state):
+            for old, new in self.legacy_aux_keys.items():
+                if key.startswith(prefix + old):
+                    state[prefix + new + key[len(prefix + old):]] = state.pop(key)
+                    break
+        return state
 
     @property
     def num_classes(self) -> int:
@@ -92,6 +110,11 @@ class SegmentationModel(nn.Module):
         if mode == "classifier":
             return [self.segmentation_head]
         raise ValueError(f"stage-2 mode must be 'decoder' or 'classifier', not '{mode}'")
+
+
+def _rename_legacy_aux_keys(model: SegmentationModel, state: dict[str, torch.Tensor], prefix: str,
+                            *_: object) -> None:
+    model.rename_legacy_aux_keys(state, prefix)
 
 
 class SegmentationHead(nn.Conv2d):

@@ -14,18 +14,7 @@ from torch import nn
 
 from .. import register_architecture
 from ..base import SegmentationHead, SegmentationModel
-from ..heads import upsample_like
-
-
-def conv_bn(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, groups: int = 1,
-            relu: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = [
-        nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(out_ch),
-    ]
-    if relu:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
+from ..blocks import AuxHead, OnLastFeature, conv_bn, conv_bn_relu, upsample_like
 
 
 class DetailBranch(nn.Module):
@@ -33,11 +22,14 @@ class DetailBranch(nn.Module):
 
     def __init__(self, channels: tuple[int, int, int] = (64, 64, 128)) -> None:
         super().__init__()
-        c1, c2, c3 = channels
-        self.s1 = nn.Sequential(conv_bn(3, c1, stride=2), conv_bn(c1, c1))
-        self.s2 = nn.Sequential(conv_bn(c1, c2, stride=2), conv_bn(c2, c2), conv_bn(c2, c2))
-        self.s3 = nn.Sequential(conv_bn(c2, c3, stride=2), conv_bn(c3, c3), conv_bn(c3, c3))
-        self.out_channels = c3
+        # s1..s3 are the paper's stage names (and the weights' keys).
+        width1, width2, width3 = channels
+        self.s1 = nn.Sequential(conv_bn_relu(3, width1, stride=2), conv_bn_relu(width1, width1))
+        self.s2 = nn.Sequential(conv_bn_relu(width1, width2, stride=2), conv_bn_relu(width2, width2),
+                                conv_bn_relu(width2, width2))
+        self.s3 = nn.Sequential(conv_bn_relu(width2, width3, stride=2), conv_bn_relu(width3, width3),
+                                conv_bn_relu(width3, width3))
+        self.out_channels = width3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.s3(self.s2(self.s1(x)))
@@ -48,10 +40,11 @@ class StemBlock(nn.Module):
 
     def __init__(self, out_ch: int = 16) -> None:
         super().__init__()
-        self.conv = conv_bn(3, out_ch, stride=2)
-        self.left = nn.Sequential(conv_bn(out_ch, out_ch // 2, kernel=1), conv_bn(out_ch // 2, out_ch, stride=2))
+        self.conv = conv_bn_relu(3, out_ch, stride=2)
+        self.left = nn.Sequential(conv_bn_relu(out_ch, out_ch // 2, kernel=1),
+                                  conv_bn_relu(out_ch // 2, out_ch, stride=2))
         self.right = nn.MaxPool2d(3, stride=2, padding=1)
-        self.fuse = conv_bn(2 * out_ch, out_ch)
+        self.fuse = conv_bn_relu(2 * out_ch, out_ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
@@ -64,21 +57,21 @@ class GatherExpansion(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, expand: int = 6) -> None:
         super().__init__()
         mid = in_ch * expand
-        self.gather = conv_bn(in_ch, in_ch)
+        self.gather = conv_bn_relu(in_ch, in_ch)
         if stride == 1:
             assert in_ch == out_ch
-            self.expand = conv_bn(in_ch, mid, groups=in_ch, relu=False)
+            self.expand = conv_bn(in_ch, mid, groups=in_ch)
             self.shortcut = nn.Identity()
         else:
             self.expand = nn.Sequential(
-                conv_bn(in_ch, mid, stride=2, groups=in_ch, relu=False),
-                conv_bn(mid, mid, groups=mid, relu=False),
+                conv_bn(in_ch, mid, stride=2, groups=in_ch),
+                conv_bn(mid, mid, groups=mid),
             )
             self.shortcut = nn.Sequential(
-                conv_bn(in_ch, in_ch, stride=2, groups=in_ch, relu=False),
-                conv_bn(in_ch, out_ch, kernel=1, relu=False),
+                conv_bn(in_ch, in_ch, stride=2, groups=in_ch),
+                conv_bn(in_ch, out_ch, kernel=1),
             )
-        self.project = conv_bn(mid, out_ch, kernel=1, relu=False)
+        self.project = conv_bn(mid, out_ch, kernel=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.project(self.expand(self.gather(x))) + self.shortcut(x))
@@ -94,7 +87,7 @@ class ContextEmbedding(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.pool_conv = nn.Conv2d(channels, channels, 1)
-        self.fuse = conv_bn(channels, channels)
+        self.fuse = conv_bn_relu(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         context = F.relu(self.pool_conv(x.mean(dim=(2, 3), keepdim=True)))
@@ -106,22 +99,23 @@ class SemanticBranch(nn.Module):
 
     def __init__(self, channels: tuple[int, int, int, int] = (16, 32, 64, 128), expand: int = 6) -> None:
         super().__init__()
-        c2, c3, c4, c5 = channels
-        self.stem = StemBlock(c2)
-        self.s3 = nn.Sequential(GatherExpansion(c2, c3, 2, expand), GatherExpansion(c3, c3, 1, expand))
-        self.s4 = nn.Sequential(GatherExpansion(c3, c4, 2, expand), GatherExpansion(c4, c4, 1, expand))
-        self.s5 = nn.Sequential(GatherExpansion(c4, c5, 2, expand),
-                                *[GatherExpansion(c5, c5, 1, expand) for _ in range(3)])
-        self.context = ContextEmbedding(c5)
+        stem_width, width3, width4, width5 = channels
+        self.stem = StemBlock(stem_width)
+        self.s3 = nn.Sequential(GatherExpansion(stem_width, width3, 2, expand),
+                                GatherExpansion(width3, width3, 1, expand))
+        self.s4 = nn.Sequential(GatherExpansion(width3, width4, 2, expand), GatherExpansion(width4, width4, 1, expand))
+        self.s5 = nn.Sequential(GatherExpansion(width4, width5, 2, expand),
+                                *[GatherExpansion(width5, width5, 1, expand) for _ in range(3)])
+        self.context = ContextEmbedding(width5)
         self.channels = tuple(channels)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """[stem, S3, S4, S5 (before context embedding), context-embedded S5]."""
-        f2 = self.stem(x)
-        f3 = self.s3(f2)
-        f4 = self.s4(f3)
-        f5 = self.s5(f4)
-        return [f2, f3, f4, f5, self.context(f5)]
+        stem = self.stem(x)
+        stage3 = self.s3(stem)
+        stage4 = self.s4(stage3)
+        stage5 = self.s5(stage4)
+        return [stem, stage3, stage4, stage5, self.context(stage5)]
 
 
 class BilateralGuidedAggregation(nn.Module):
@@ -129,14 +123,14 @@ class BilateralGuidedAggregation(nn.Module):
 
     def __init__(self, channels: int = 128) -> None:
         super().__init__()
-        self.detail_keep = nn.Sequential(conv_bn(channels, channels, groups=channels, relu=False),
+        self.detail_keep = nn.Sequential(conv_bn(channels, channels, groups=channels),
                                          nn.Conv2d(channels, channels, 1, bias=False))
-        self.detail_down = nn.Sequential(conv_bn(channels, channels, stride=2, relu=False),
+        self.detail_down = nn.Sequential(conv_bn(channels, channels, stride=2),
                                          nn.AvgPool2d(3, stride=2, padding=1))
-        self.semantic_keep = nn.Sequential(conv_bn(channels, channels, groups=channels, relu=False),
+        self.semantic_keep = nn.Sequential(conv_bn(channels, channels, groups=channels),
                                            nn.Conv2d(channels, channels, 1, bias=False))
-        self.semantic_up = conv_bn(channels, channels, relu=False)
-        self.fuse = conv_bn(channels, channels)
+        self.semantic_up = conv_bn(channels, channels)
+        self.fuse = conv_bn_relu(channels, channels)
 
     def forward(self, detail: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
         low = self.detail_down(detail)  # stride 32, same size as ``semantic`` by construction
@@ -146,35 +140,20 @@ class BilateralGuidedAggregation(nn.Module):
 
 
 class BiSeNetV2Encoder(nn.Module):
-    """Both branches + aggregation: image -> 128-channel features at stride 8."""
+    """Both branches + aggregation. Returns the semantic stages (stem /4, S3 /8, S4 /16, S5 /32:
+    what the booster heads read), then the aggregated 128-channel features at /8."""
 
     def __init__(self, expand: int = 6) -> None:
         super().__init__()
         self.detail = DetailBranch()
         self.semantic = SemanticBranch(expand=expand)
         self.aggregation = BilateralGuidedAggregation(self.detail.out_channels)
-        self.out_channels = self.detail.out_channels
+        self.out_channels = (*self.semantic.channels, self.detail.out_channels)
 
-    def forward_with_stages(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Aggregated features and the semantic stages the booster heads read (stem, S3, S4, S5)."""
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         detail = self.detail(x)
-        semantic = self.semantic(x)
-        return self.aggregation(detail, semantic[-1]), semantic[:4]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_stages(x)[0]
-
-
-class AuxHead(nn.Module):
-    """Booster head: 3x3 conv-BN-ReLU -> 1x1 classifier."""
-
-    def __init__(self, in_ch: int, mid_ch: int, num_classes: int) -> None:
-        super().__init__()
-        self.conv = conv_bn(in_ch, mid_ch)
-        self.classifier = nn.Conv2d(mid_ch, num_classes, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.conv(x))
+        *stages, context = self.semantic(x)
+        return stages + [self.aggregation(detail, context)]
 
 
 @register_architecture("bisenetv2")
@@ -191,20 +170,11 @@ class BiSeNetV2(SegmentationModel):
             raise ValueError(f"bisenetv2 is trained from scratch: encoder_weights must be None, "
                              f"not '{encoder_weights}'")
         self.encoder = BiSeNetV2Encoder(expand=expand)
-        layers: list[nn.Module] = [conv_bn(self.encoder.out_channels, head_channels)]
+        layers: list[nn.Module] = [conv_bn_relu(self.encoder.out_channels[-1], head_channels)]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
-        self.decoder = nn.Sequential(*layers)
+        self.decoder = OnLastFeature(*layers)
         self.segmentation_head = SegmentationHead(head_channels, num_classes)
         if aux:
-            self.aux_heads = nn.ModuleList(
-                AuxHead(ch, aux_channels, num_classes) for ch in self.encoder.semantic.channels)
-            self.aux_weights = (1.0,) * len(self.aux_heads)
-        else:
-            self.aux_heads = None
-            self.aux_weights = ()
-
-    def forward(self, x: torch.Tensor, with_aux: bool = False):
-        features, stages = self.encoder.forward_with_stages(x)
-        return self.at_input_size(self.segmentation_head(self.decoder(features)), x, with_aux,
-                                  zip(self.aux_heads or (), stages))
+            for index, channels in enumerate(self.encoder.semantic.channels):
+                self.add_aux_head(AuxHead(channels, aux_channels, num_classes), feature=index, weight=1.0)

@@ -5,13 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..heads import upsample_to
-
-
-def conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:
-    padding = dilation * (kernel // 2)
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel, padding=padding, dilation=dilation, bias=False),
-                         nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
+from ..blocks import conv_bn_relu, upsample_to
 
 
 class ImagePooling(nn.Module):
@@ -33,13 +27,13 @@ class ASPPCentre(nn.Module):
     def __init__(self, channels: int, branch_channels: int = 256, rates: tuple[int, ...] = (12, 24, 36)) -> None:
         super().__init__()
         mid = channels // 2
-        self.reduce = conv_bn_relu(channels, mid)
-        branches = [conv_bn_relu(mid, branch_channels)]
-        branches += [conv_bn_relu(mid, branch_channels, 3, rate) for rate in rates]
+        self.reduce = conv_bn_relu(channels, mid, 1)
+        branches = [conv_bn_relu(mid, branch_channels, 1)]
+        branches += [conv_bn_relu(mid, branch_channels, 3, dilation=rate) for rate in rates]
         branches.append(ImagePooling(mid, branch_channels))
         self.branches = nn.ModuleList(branches)
-        self.project = conv_bn_relu(branch_channels * len(branches), mid)
-        self.expand = conv_bn_relu(mid, channels)
+        self.project = conv_bn_relu(branch_channels * len(branches), mid, 1)
+        self.expand = conv_bn_relu(mid, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.reduce(x)
@@ -57,9 +51,9 @@ class LinkNetBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int) -> None:
         super().__init__()
         mid = in_ch // 4
-        self.reduce = conv_bn_relu(in_ch, mid)
+        self.reduce = conv_bn_relu(in_ch, mid, 1)
         self.conv = conv_bn_relu(mid, mid, 3)
-        self.expand = conv_bn_relu(mid, out_ch)
+        self.expand = conv_bn_relu(mid, out_ch, 1)
 
     def forward(self, x: torch.Tensor, size) -> torch.Tensor:
         return self.expand(self.conv(upsample_to(self.reduce(x), size)))
@@ -79,27 +73,28 @@ class Smooth(nn.Module):
 
 class CDLinkNetDecoder(nn.Module):
     """ASPP centre on the stride-32 features, then one LinkNet block per shallower encoder level
-    (each adds that level's features), then Smooth over all decoder levels (at stride 4)."""
+    (each adds that level's features), then Smooth over all decoder levels (at stride 4).
+
+    Returns every decoder level (deepest first, read by the deep-supervision heads), then the
+    Smooth output (read by the classifier).
+    """
 
     def __init__(self, encoder_channels: tuple[int, ...], aspp_channels: int = 256,
                  atrous_rates: tuple[int, ...] = (12, 24, 36), smooth_channels: int = 64) -> None:
         super().__init__()
-        enc = tuple(encoder_channels)
-        self.centre = ASPPCentre(enc[-1], aspp_channels, atrous_rates)
-        # Deepest first: enc[-1] -> enc[-2], ..., enc[1] -> enc[0].
-        self.blocks = nn.ModuleList(LinkNetBlock(enc[i], enc[i - 1]) for i in range(len(enc) - 1, 0, -1))
-        self.level_channels = tuple(enc[i - 1] for i in range(len(enc) - 1, 0, -1))
+        channels = tuple(encoder_channels)
+        self.centre = ASPPCentre(channels[-1], aspp_channels, atrous_rates)
+        # Deepest first: channels[-1] -> channels[-2], ..., channels[1] -> channels[0].
+        deepest_first = range(len(channels) - 1, 0, -1)
+        self.blocks = nn.ModuleList(LinkNetBlock(channels[i], channels[i - 1]) for i in deepest_first)
+        self.level_channels = tuple(channels[i - 1] for i in deepest_first)
         self.smooth = Smooth(self.level_channels, smooth_channels)
         self.out_channels = smooth_channels
 
-    def forward_levels(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The Smooth output and every decoder level's output (deepest first)."""
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         x = self.centre(features[-1])
         levels = []
         for block, skip in zip(self.blocks, reversed(features[:-1])):
             x = block(x, skip.shape[-2:]) + skip
             levels.append(x)
-        return self.smooth(levels), levels
-
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return self.forward_levels(features)[0]
+        return levels + [self.smooth(levels)]

@@ -14,13 +14,15 @@ class CDLinkNet(SegmentationModel):
     module fusing all decoder levels ("refine" output, stride 4).
 
     Deep supervision is always on: a 1x1 classifier on every decoder level (strides 16,
-    8, 4 for a four-stage ResNet) gives one auxiliary output each, loss weight 0.5. Those
-    classifiers are outside ``decoder`` and ``segmentation_head``, so stage 2 freezes
-    them. U-shaped: stage 2 trains the whole decoder by default. ``aux`` is accepted for
-    a uniform interface and must stay False (deep supervision is built in).
+    8, 4 for a four-stage ResNet; the decoder returns the levels before its output) gives
+    one auxiliary output each, loss weight 0.5. Those classifiers are outside ``decoder``
+    and ``segmentation_head``, so stage 2 freezes them. U-shaped: stage 2 trains the whole
+    decoder by default. ``aux`` is accepted for a uniform interface and must stay False
+    (deep supervision is built in).
     """
 
     stage2_default = "decoder"
+    legacy_aux_keys = {"aux_classifiers.": "aux_heads."}
 
     def __init__(
         self,
@@ -42,11 +44,6 @@ class CDLinkNet(SegmentationModel):
         self.decoder = CDLinkNetDecoder(self.encoder.out_channels, aspp_channels=aspp_channels,
                                         atrous_rates=tuple(atrous_rates), smooth_channels=smooth_channels)
         self.segmentation_head = SegmentationHead(smooth_channels, num_classes)
-        self.aux_classifiers = nn.ModuleList(nn.Conv2d(ch, num_classes, 1) for ch in self.decoder.level_channels)
-        self.aux_weights = (0.5,) * len(self.aux_classifiers)
-
-    def forward(self, x, with_aux: bool = False):
-        if not with_aux:
-            return super().forward(x)
-        out, levels = self.decoder.forward_levels(self.encoder(x))
-        return self.at_input_size(self.segmentation_head(out), x, True, zip(self.aux_classifiers, levels))
+        first_level = len(self.encoder.out_channels)  # the decoder's maps follow the encoder's
+        for index, channels in enumerate(self.decoder.level_channels):
+            self.add_aux_head(nn.Conv2d(channels, num_classes, 1), feature=first_level + index, weight=0.5)

@@ -4,10 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def conv3x3_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch),
-                         nn.ReLU(inplace=True))
+from ..blocks import conv_bn_relu
 
 
 class PositionAttention(nn.Module):
@@ -52,12 +49,12 @@ class DANetDecoder(nn.Module):
     def __init__(self, encoder_channels: tuple[int, ...], channels: int = 512, dropout: float = 0.1) -> None:
         super().__init__()
         in_ch = encoder_channels[-1]
-        self.reduce_pam = conv3x3_bn_relu(in_ch, channels)
+        self.reduce_pam = conv_bn_relu(in_ch, channels)
         self.pam = PositionAttention(channels)
-        self.conv_pam = conv3x3_bn_relu(channels, channels)
-        self.reduce_cam = conv3x3_bn_relu(in_ch, channels)
+        self.conv_pam = conv_bn_relu(channels, channels)
+        self.reduce_cam = conv_bn_relu(in_ch, channels)
         self.cam = ChannelAttention()
-        self.conv_cam = conv3x3_bn_relu(channels, channels)
+        self.conv_cam = conv_bn_relu(channels, channels)
         self.dropout = nn.Dropout2d(dropout)
         self.out_channels = channels
 

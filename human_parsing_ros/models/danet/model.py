@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from .. import register_architecture
-from ..base import SegmentationHead, SegmentationModel
+from ..base import ENCODER_AUX_HEAD_OLD_KEYS, SegmentationHead, SegmentationModel
+from ..blocks import AuxHead
 from ..encoders import build_encoder
 from .decoder import DANetDecoder
 
@@ -14,6 +15,8 @@ class DANet(SegmentationModel):
     auxiliary head on the third encoder stage (layer3), loss weight 0.4. Stage 2
     trains the attention head with the classifier by default.
     """
+
+    legacy_aux_keys = ENCODER_AUX_HEAD_OLD_KEYS
 
     def __init__(
         self,
@@ -30,4 +33,5 @@ class DANet(SegmentationModel):
         self.decoder = DANetDecoder(self.encoder.out_channels, channels=decoder_channels, dropout=dropout)
         self.segmentation_head = SegmentationHead(decoder_channels, num_classes)
         if aux:
-            self.add_encoder_aux_head(stage=2, weight=0.4)
+            aux_head = AuxHead(self.encoder.out_channels[2], 256, num_classes, dropout=0.1)
+            self.add_aux_head(aux_head, feature=2, weight=0.4)

@@ -15,13 +15,9 @@ from torch import nn
 
 from .. import register_architecture
 from ..base import SegmentationHead, SegmentationModel
-from ..heads import upsample_like
+from ..blocks import OnLastFeature, conv_bn, upsample_like
 
 VARIANTS: dict[str, tuple[int, int]] = {"23-slim": (32, 64), "23": (64, 128)}  # planes, head planes
-
-
-def conv_bn(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(out_ch))
 
 
 def bn_relu_conv(in_ch: int, out_ch: int, kernel: int = 1) -> nn.Sequential:
@@ -82,7 +78,7 @@ class DAPPM(nn.Module):
 
     def __init__(self, in_ch: int, branch_ch: int, out_ch: int) -> None:
         super().__init__()
-        self.pools = [(5, 2, 2), (9, 4, 4), (17, 8, 8)]
+        self.pools = [(5, 2, 2), (9, 4, 4), (17, 8, 8)]  # kernel, stride, padding
         self.scale0 = bn_relu_conv(in_ch, branch_ch)
         self.scales = nn.ModuleList(bn_relu_conv(in_ch, branch_ch) for _ in self.pools)
         self.global_scale = nn.Conv2d(in_ch, branch_ch, 1, bias=False)
@@ -91,55 +87,55 @@ class DAPPM(nn.Module):
         self.shortcut = bn_relu_conv(in_ch, out_ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = [self.scale0(x)]
-        for (k, s, p), scale, process in zip(self.pools, self.scales, self.process):
-            pooled = F.avg_pool2d(x, kernel_size=k, stride=s, padding=p)
-            outs.append(process(upsample_like(scale(pooled), x) + outs[-1]))
+        scales = [self.scale0(x)]
+        for (kernel, stride, padding), scale, process in zip(self.pools, self.scales, self.process):
+            pooled = F.avg_pool2d(x, kernel_size=kernel, stride=stride, padding=padding)
+            scales.append(process(upsample_like(scale(pooled), x) + scales[-1]))
         pooled = self.global_scale(F.relu(x.mean(dim=(2, 3), keepdim=True)))
-        outs.append(self.process[-1](pooled.expand_as(outs[-1]) + outs[-1]))
-        return self.compression(torch.cat(outs, dim=1)) + self.shortcut(x)
+        scales.append(self.process[-1](pooled.expand_as(scales[-1]) + scales[-1]))
+        return self.compression(torch.cat(scales, dim=1)) + self.shortcut(x)
 
 
 class DDRNetEncoder(nn.Module):
-    """Both branches up to the sum of the high-resolution output and the upsampled DAPPM output (/8)."""
+    """Both branches up to the sum of the high-resolution output and the upsampled DAPPM output (/8).
+
+    Returns the high-resolution features after conv4's fusion (/8, what the aux head reads),
+    then that sum.
+    """
 
     def __init__(self, planes: int, spp_planes: int = 128) -> None:
         super().__init__()
-        p = planes
-        self.stem = nn.Sequential(conv_bn(3, p, 3, 2), nn.ReLU(inplace=True),
-                                  conv_bn(p, p, 3, 2), nn.ReLU(inplace=True))
-        self.layer1 = make_layer(BasicBlock, p, p, 2)              # conv2, /4
-        self.layer2 = make_layer(BasicBlock, p, 2 * p, 2, 2)       # conv3, /8
-        self.layer3 = make_layer(BasicBlock, 2 * p, 4 * p, 2, 2)   # conv4 low, /16
-        self.layer3_high = make_layer(BasicBlock, 2 * p, 2 * p, 2)  # conv4 high, /8
-        self.down3 = conv_bn(2 * p, 4 * p, 3, 2)
-        self.compress3 = conv_bn(4 * p, 2 * p, 1)
-        self.layer4 = make_layer(BasicBlock, 4 * p, 8 * p, 2, 2)   # conv5_1 low, /32
-        self.layer4_high = make_layer(BasicBlock, 2 * p, 2 * p, 2)
-        self.down4 = nn.Sequential(conv_bn(2 * p, 4 * p, 3, 2), nn.ReLU(inplace=True), conv_bn(4 * p, 8 * p, 3, 2))
-        self.compress4 = conv_bn(8 * p, 2 * p, 1)
-        self.layer5 = make_layer(Bottleneck, 8 * p, 8 * p, 1, 2)   # conv5_2 low, /64
-        self.layer5_high = make_layer(Bottleneck, 2 * p, 2 * p, 1)
-        self.spp = DAPPM(16 * p, spp_planes, 4 * p)
-        self.out_channels = 4 * p
-        self.aux_channels = 2 * p
+        width1, width2, width4, width8 = planes, 2 * planes, 4 * planes, 8 * planes
+        self.stem = nn.Sequential(conv_bn(3, width1, 3, 2), nn.ReLU(inplace=True),
+                                  conv_bn(width1, width1, 3, 2), nn.ReLU(inplace=True))
+        self.layer1 = make_layer(BasicBlock, width1, width1, 2)          # conv2, /4
+        self.layer2 = make_layer(BasicBlock, width1, width2, 2, 2)       # conv3, /8
+        self.layer3 = make_layer(BasicBlock, width2, width4, 2, 2)       # conv4 low, /16
+        self.layer3_high = make_layer(BasicBlock, width2, width2, 2)     # conv4 high, /8
+        self.down3 = conv_bn(width2, width4, 3, 2)
+        self.compress3 = conv_bn(width4, width2, 1)
+        self.layer4 = make_layer(BasicBlock, width4, width8, 2, 2)       # conv5_1 low, /32
+        self.layer4_high = make_layer(BasicBlock, width2, width2, 2)
+        self.down4 = nn.Sequential(conv_bn(width2, width4, 3, 2), nn.ReLU(inplace=True),
+                                   conv_bn(width4, width8, 3, 2))
+        self.compress4 = conv_bn(width8, width2, 1)
+        self.layer5 = make_layer(Bottleneck, width8, width8, 1, 2)       # conv5_2 low, /64
+        self.layer5_high = make_layer(Bottleneck, width2, width2, 1)
+        self.spp = DAPPM(2 * width8, spp_planes, width4)
+        self.out_channels = (width2, width4)
 
-    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Output at /8 and the high-resolution features after conv4's fusion (for the aux head)."""
-        x8 = self.layer2(F.relu(self.layer1(self.stem(x))))  # each layer ends before its last ReLU
-        low = self.layer3(F.relu(x8))
-        high = self.layer3_high(F.relu(x8))
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        stride8 = self.layer2(F.relu(self.layer1(self.stem(x))))  # each layer ends before its last ReLU
+        low = self.layer3(F.relu(stride8))
+        high = self.layer3_high(F.relu(stride8))
         low, high = low + self.down3(F.relu(high)), high + upsample_like(self.compress3(F.relu(low)), high)
-        aux = high
+        high_after_conv4 = high
         low = self.layer4(F.relu(low))
         high = self.layer4_high(F.relu(high))
         low, high = low + self.down4(F.relu(high)), high + upsample_like(self.compress4(F.relu(low)), high)
         high = self.layer5_high(F.relu(high))
         low = upsample_like(self.spp(self.layer5(F.relu(low))), high)
-        return high + low, aux
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_aux(x)[0]
+        return [high_after_conv4, high + low]
 
 
 def head_block(in_ch: int, mid_ch: int) -> nn.Sequential:
@@ -154,6 +150,7 @@ class DDRNet(SegmentationModel):
     """DDRNet-23-slim / DDRNet-23; logits at /8. ``aux`` adds the high-resolution head after conv4."""
 
     stage2_default = "classifier"
+    legacy_aux_keys = {"aux_head.": "aux_heads.0."}
 
     def __init__(self, num_classes: int, encoder_weights: str | None = None, aux: bool = False,
                  variant: str = "23-slim") -> None:
@@ -164,17 +161,9 @@ class DDRNet(SegmentationModel):
             raise ValueError(f"ddrnet: unknown variant '{variant}' (known: {', '.join(VARIANTS)})")
         planes, head_planes = VARIANTS[variant]
         self.encoder = DDRNetEncoder(planes)
-        self.decoder = head_block(self.encoder.out_channels, head_planes)
+        self.decoder = OnLastFeature(*head_block(self.encoder.out_channels[-1], head_planes))
         self.segmentation_head = SegmentationHead(head_planes, num_classes)
         if aux:
-            self.aux_head = nn.Sequential(head_block(self.encoder.aux_channels, head_planes),
-                                          nn.Conv2d(head_planes, num_classes, 1))
-            self.aux_weights = (0.4,)
-        else:
-            self.aux_head = None
-            self.aux_weights = ()
-
-    def forward(self, x: torch.Tensor, with_aux: bool = False):
-        features, high = self.encoder.forward_with_aux(x)
-        aux = [] if self.aux_head is None else [(self.aux_head, high)]
-        return self.at_input_size(self.segmentation_head(self.decoder(features)), x, with_aux, aux)
+            aux_head = nn.Sequential(head_block(self.encoder.out_channels[0], head_planes),
+                                     nn.Conv2d(head_planes, num_classes, 1))
+            self.add_aux_head(aux_head, feature=0, weight=0.4)

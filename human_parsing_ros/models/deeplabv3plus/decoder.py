@@ -5,21 +5,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..blocks import conv_bn_relu, upsample_like
+
 
 def separable_conv(in_ch: int, out_ch: int, dilation: int = 1) -> nn.Sequential:
     """Depthwise 3x3 (dilated) + pointwise 1x1, each followed by BN and ReLU."""
-    return nn.Sequential(
-        nn.Conv2d(in_ch, in_ch, 3, padding=dilation, dilation=dilation, groups=in_ch, bias=False),
-        nn.BatchNorm2d(in_ch),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(in_ch, out_ch, 1, bias=False),
-        nn.BatchNorm2d(out_ch),
-        nn.ReLU(inplace=True),
-    )
-
-
-def conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
+    return nn.Sequential(*conv_bn_relu(in_ch, in_ch, 3, dilation=dilation, groups=in_ch),
+                         *conv_bn_relu(in_ch, out_ch, 1))
 
 
 class ImagePooling(nn.Module):
@@ -37,11 +29,11 @@ class ImagePooling(nn.Module):
 class ASPP(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, rates: tuple[int, ...]) -> None:
         super().__init__()
-        branches = [conv_bn_relu(in_ch, out_ch)]
+        branches = [conv_bn_relu(in_ch, out_ch, 1)]
         branches += [separable_conv(in_ch, out_ch, rate) for rate in rates]
         branches.append(ImagePooling(in_ch, out_ch))
         self.branches = nn.ModuleList(branches)
-        self.project = nn.Sequential(conv_bn_relu(out_ch * len(branches), out_ch), nn.Dropout(0.1))
+        self.project = nn.Sequential(conv_bn_relu(out_ch * len(branches), out_ch, 1), nn.Dropout(0.1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.project(torch.cat([branch(x) for branch in self.branches], dim=1))
@@ -57,7 +49,7 @@ class DeepLabV3PlusDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.aspp = ASPP(encoder_channels[-1], channels, tuple(atrous_rates))
-        self.low_level = conv_bn_relu(encoder_channels[0], low_level_channels)
+        self.low_level = conv_bn_relu(encoder_channels[0], low_level_channels, 1)
         self.fuse = nn.Sequential(
             separable_conv(channels + low_level_channels, channels),
             separable_conv(channels, channels),
@@ -66,5 +58,5 @@ class DeepLabV3PlusDecoder(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         low = self.low_level(features[0])
-        high = F.interpolate(self.aspp(features[-1]), size=low.shape[-2:], mode="bilinear", align_corners=False)
+        high = upsample_like(self.aspp(features[-1]), low)
         return self.fuse(torch.cat([high, low], dim=1))

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from .. import register_architecture
-from ..base import SegmentationHead, SegmentationModel
+from ..base import ENCODER_AUX_HEAD_OLD_KEYS, SegmentationHead, SegmentationModel
+from ..blocks import AuxHead
 from ..encoders import build_encoder
 from .decoder import DeepLabV3PlusDecoder
 
@@ -13,6 +14,8 @@ class DeepLabV3Plus(SegmentationModel):
     Output stride 16 by default; the decoder refines at stride 4. ``aux=True`` adds
     the usual auxiliary head on the third encoder stage (loss weight 0.4).
     """
+
+    legacy_aux_keys = ENCODER_AUX_HEAD_OLD_KEYS
 
     def __init__(
         self,
@@ -31,4 +34,5 @@ class DeepLabV3Plus(SegmentationModel):
         )
         self.segmentation_head = SegmentationHead(decoder_channels, num_classes)
         if aux:
-            self.add_encoder_aux_head(stage=2, weight=0.4)
+            aux_head = AuxHead(self.encoder.out_channels[2], 256, num_classes, dropout=0.1)
+            self.add_aux_head(aux_head, feature=2, weight=0.4)

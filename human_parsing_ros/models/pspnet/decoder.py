@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from ..blocks import conv_bn_relu, upsample_like
 
 
 def _bin_weights(size, bins: int, like: torch.Tensor) -> torch.Tensor:
@@ -44,14 +45,13 @@ class PyramidBranch(nn.Module):
         if bins == 1:
             self.conv = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1), nn.ReLU(inplace=True))
         else:
-            self.conv = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch),
-                                      nn.ReLU(inplace=True))
+            self.conv = conv_bn_relu(in_ch, out_ch, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = self.conv(bin_pool(x, self.bins))
         if self.bins == 1:
             return pooled.expand(-1, -1, x.shape[-2], x.shape[-1])
-        return F.interpolate(pooled, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return upsample_like(pooled, x)
 
 
 class PSPDecoder(nn.Module):
@@ -63,12 +63,8 @@ class PSPDecoder(nn.Module):
         in_ch = encoder_channels[-1]
         branch_ch = in_ch // len(bins)  # 512 for 2048 in and four bins, as in the paper
         self.branches = nn.ModuleList(PyramidBranch(in_ch, branch_ch, b) for b in bins)
-        self.bottleneck = nn.Sequential(
-            nn.Conv2d(in_ch + branch_ch * len(bins), channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-            nn.Dropout2d(dropout),
-        )
+        self.bottleneck = nn.Sequential(*conv_bn_relu(in_ch + branch_ch * len(bins), channels),
+                                        nn.Dropout2d(dropout))
         self.out_channels = channels
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from .. import register_architecture
-from ..base import SegmentationHead, SegmentationModel
+from ..base import ENCODER_AUX_HEAD_OLD_KEYS, SegmentationHead, SegmentationModel
+from ..blocks import AuxHead
 from ..encoders import build_encoder
 from .decoder import PSPDecoder
 
@@ -15,6 +16,8 @@ class PSPNet(SegmentationModel):
     The pyramid pooling module sits on top of the encoder, so stage 2 trains it
     with the head by default.
     """
+
+    legacy_aux_keys = ENCODER_AUX_HEAD_OLD_KEYS
 
     def __init__(
         self,
@@ -33,4 +36,5 @@ class PSPNet(SegmentationModel):
                                   dropout=dropout)
         self.segmentation_head = SegmentationHead(decoder_channels, num_classes)
         if aux:
-            self.add_encoder_aux_head(stage=2, weight=0.4)
+            aux_head = AuxHead(self.encoder.out_channels[2], 256, num_classes, dropout=0.1)
+            self.add_aux_head(aux_head, feature=2, weight=0.4)

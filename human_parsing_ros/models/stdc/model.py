@@ -16,21 +16,9 @@ from torch import nn
 
 from .. import register_architecture
 from ..base import SegmentationHead, SegmentationModel
-from ..heads import upsample_like
+from ..blocks import AuxHead, OnLastFeature, conv_bn, conv_bn_relu, upsample_like
 
 VARIANTS: dict[str, tuple[int, int, int]] = {"stdc1": (2, 2, 2), "stdc2": (4, 5, 3)}
-
-
-def conv_bn(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, groups: int = 1,
-            relu: bool = True) -> nn.Sequential:
-    """ConvX of the paper: conv -> BN -> ReLU."""
-    layers: list[nn.Module] = [
-        nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(out_ch),
-    ]
-    if relu:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
 
 
 class STDCModule(nn.Module):
@@ -48,11 +36,11 @@ class STDCModule(nn.Module):
         self.blocks = nn.ModuleList()
         prev = in_ch
         for i, width in enumerate(widths):
-            self.blocks.append(conv_bn(prev, width, kernel=1 if i == 0 else 3))
+            self.blocks.append(conv_bn_relu(prev, width, kernel=1 if i == 0 else 3))
             prev = width
         self.stride = stride
         if stride == 2:
-            self.down = conv_bn(widths[0], widths[0], stride=2, groups=widths[0], relu=False)
+            self.down = conv_bn(widths[0], widths[0], stride=2, groups=widths[0])
             self.skip = nn.AvgPool2d(3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,8 +62,8 @@ class STDCBackbone(nn.Module):
 
     def __init__(self, layers: tuple[int, int, int], base: int = 64) -> None:
         super().__init__()
-        self.stage1 = conv_bn(3, base // 2, stride=2)
-        self.stage2 = conv_bn(base // 2, base, stride=2)
+        self.stage1 = conv_bn_relu(3, base // 2, stride=2)
+        self.stage2 = conv_bn_relu(base // 2, base, stride=2)
         stages = []
         prev = base
         for i, count in enumerate(layers):
@@ -89,11 +77,11 @@ class STDCBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Features at strides 2, 4, 8, 16, 32."""
-        f2 = self.stage1(x)
-        f4 = self.stage2(f2)
-        f8 = self.stage3(f4)
-        f16 = self.stage4(f8)
-        return [f2, f4, f8, f16, self.stage5(f16)]
+        stride2 = self.stage1(x)
+        stride4 = self.stage2(stride2)
+        stride8 = self.stage3(stride4)
+        stride16 = self.stage4(stride8)
+        return [stride2, stride4, stride8, stride16, self.stage5(stride16)]
 
 
 class AttentionRefinement(nn.Module):
@@ -104,7 +92,7 @@ class AttentionRefinement(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int) -> None:
         super().__init__()
-        self.conv = conv_bn(in_ch, out_ch)
+        self.conv = conv_bn_relu(in_ch, out_ch)
         self.attention = nn.Conv2d(out_ch, out_ch, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,7 +105,7 @@ class FeatureFusion(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, reduction: int = 4) -> None:
         super().__init__()
-        self.conv = conv_bn(in_ch, out_ch, kernel=1)
+        self.conv = conv_bn_relu(in_ch, out_ch, kernel=1)
         self.attention = nn.Sequential(
             nn.Conv2d(out_ch, out_ch // reduction, 1), nn.ReLU(inplace=True),
             nn.Conv2d(out_ch // reduction, out_ch, 1), nn.Sigmoid())
@@ -128,41 +116,30 @@ class FeatureFusion(nn.Module):
 
 
 class STDCEncoder(nn.Module):
-    """Backbone + context path (ARMs on /16 and /32, global context) + FFM: image -> 256 ch at /8."""
+    """Backbone + context path (ARMs on /16 and /32, global context) + FFM.
+
+    Returns the outputs of the /16 path (at /8) and of the /32 path (at /16), what the aux
+    heads read, then the fused 256-channel features at /8.
+    """
 
     def __init__(self, variant: str, context_channels: int = 128, fusion_channels: int = 256) -> None:
         super().__init__()
         self.backbone = STDCBackbone(VARIANTS[variant])
-        _, _, c8, c16, c32 = self.backbone.out_channels
-        self.global_context = nn.Conv2d(c32, context_channels, 1)  # on the pooled vector, no BN
-        self.arm32 = AttentionRefinement(c32, context_channels)
-        self.arm16 = AttentionRefinement(c16, context_channels)
-        self.refine32 = conv_bn(context_channels, context_channels)
-        self.refine16 = conv_bn(context_channels, context_channels)
-        self.fusion = FeatureFusion(c8 + context_channels, fusion_channels)
-        self.out_channels = fusion_channels
-        self.context_channels = context_channels
+        _, _, channels8, channels16, channels32 = self.backbone.out_channels
+        self.global_context = nn.Conv2d(channels32, context_channels, 1)  # on the pooled vector, no BN
+        self.arm32 = AttentionRefinement(channels32, context_channels)
+        self.arm16 = AttentionRefinement(channels16, context_channels)
+        self.refine32 = conv_bn_relu(context_channels, context_channels)
+        self.refine16 = conv_bn_relu(context_channels, context_channels)
+        self.fusion = FeatureFusion(channels8 + context_channels, fusion_channels)
+        self.out_channels = (context_channels, context_channels, fusion_channels)
 
-    def forward_with_paths(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Fused /8 features, and the outputs of the /32 path (at /16) and the /16 path (at /8)."""
-        _, _, f8, f16, f32 = self.backbone(x)
-        context = F.relu(self.global_context(f32.mean(dim=(2, 3), keepdim=True)))
-        up32 = self.refine32(upsample_like(self.arm32(f32) + context, f16))
-        up16 = self.refine16(upsample_like(self.arm16(f16) + up32, f8))
-        return self.fusion(f8, up16), [up16, up32]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_paths(x)[0]
-
-
-class AuxHead(nn.Module):
-    def __init__(self, in_ch: int, mid_ch: int, num_classes: int) -> None:
-        super().__init__()
-        self.conv = conv_bn(in_ch, mid_ch)
-        self.classifier = nn.Conv2d(mid_ch, num_classes, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.conv(x))
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        _, _, stride8, stride16, stride32 = self.backbone(x)
+        context = F.relu(self.global_context(stride32.mean(dim=(2, 3), keepdim=True)))
+        path32 = self.refine32(upsample_like(self.arm32(stride32) + context, stride16))
+        path16 = self.refine16(upsample_like(self.arm16(stride16) + path32, stride8))
+        return [path16, path32, self.fusion(stride8, path16)]
 
 
 @register_architecture("stdc")
@@ -180,21 +157,12 @@ class STDCSeg(SegmentationModel):
         if variant not in VARIANTS:
             raise ValueError(f"stdc: unknown variant '{variant}' (known: {', '.join(VARIANTS)})")
         self.encoder = STDCEncoder(variant)
-        layers: list[nn.Module] = [conv_bn(self.encoder.out_channels, head_channels)]
+        layers: list[nn.Module] = [conv_bn_relu(self.encoder.out_channels[-1], head_channels)]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
-        self.decoder = nn.Sequential(*layers)
+        self.decoder = OnLastFeature(*layers)
         self.segmentation_head = SegmentationHead(head_channels, num_classes)
         if aux:
-            ch = self.encoder.context_channels
-            self.aux_heads = nn.ModuleList([AuxHead(ch, aux_channels, num_classes),
-                                            AuxHead(ch, aux_channels, num_classes)])
-            self.aux_weights = (1.0, 1.0)
-        else:
-            self.aux_heads = None
-            self.aux_weights = ()
-
-    def forward(self, x: torch.Tensor, with_aux: bool = False):
-        features, paths = self.encoder.forward_with_paths(x)
-        return self.at_input_size(self.segmentation_head(self.decoder(features)), x, with_aux,
-                                  zip(self.aux_heads or (), paths))
+            for index in (0, 1):  # the /16 path at /8, the /32 path at /16
+                head = AuxHead(self.encoder.out_channels[index], aux_channels, num_classes)
+                self.add_aux_head(head, feature=index, weight=1.0)
