@@ -12,23 +12,30 @@ import sys
 import time
 from pathlib import Path
 
+if __name__ == "__main__" and not __package__:
+    # Run as a file (python benchmarks/bench_training.py), Python puts benchmarks/ on sys.path, not the repository
+    # root, so `import training` would fail: add the root. Script-only: never runs on import or with -m.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from human_parsing_ros.models import build_model
+from training.dtpr import make_optimizer, make_scheduler
+from training.engine import StageLoss, StageState, autocast, compute_loss
+from training.sampling import PixelSampler, keep_probabilities
+from training.seeding import seeded_generator
 
-from human_parsing_ros.models import build_model  # noqa: E402
-from training.engine import StageState, autocast, compute_loss, generator, make_optimizer, make_scheduler  # noqa: E402
-from training.losses import PixelSampler, keep_probabilities  # noqa: E402
 
-
-def step_times(model, state: StageState, config: dict, batch, device, iterations: int) -> list[float]:
+def step_times(model: torch.nn.Module, state: StageState, amp: str, batch: tuple[torch.Tensor, torch.Tensor],
+               device: torch.device, iterations: int) -> list[float]:
+    """Milliseconds per optimisation step of ``state``'s stage, after two warm-up steps."""
     images, target = batch
     times = []
     for i in range(iterations + 2):
         start = time.perf_counter()
-        with autocast(config, device):
+        with autocast(amp, device):
             logits = model(images)
-        loss, _ = compute_loss(logits.float(), target, state, config, generator(0, 0, i, device=device))
+        loss, _ = compute_loss(logits.float(), target, state.loss, seeded_generator(0, 0, i, device=device))
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         state.optimizer.step()
@@ -40,6 +47,7 @@ def step_times(model, state: StageState, config: dict, batch, device, iterations
 
 
 def median(values: list[float]) -> float:
+    """The median of ``values`` (torch's: the lower middle value for an even count)."""
     return float(torch.tensor(values).median())
 
 
@@ -54,8 +62,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trains", default="decoder", choices=("decoder", "classifier"))
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    config = {"amp": args.amp, "stage1": {"loss": "ce"}, "inter_class": {"weight": 0.0, "stages": []},
-              "optim": {"momentum": 0.9, "weight_decay": 1e-4}}
     torch.manual_seed(0)
     model = build_model("deeplabv3plus", num_classes=args.classes).to(device)
     model = model.to(memory_format=torch.channels_last).train()
@@ -69,31 +75,31 @@ def main(argv: list[str] | None = None) -> None:
         target[:, top:top + side, left:left + side] = cls
     batch = (images, target)
 
-    opt1 = make_optimizer(model.parameters(), 0.01, config)
-    stage1 = StageState(1, opt1, make_scheduler(opt1, 100), None, None)
-    t1 = step_times(model, stage1, config, batch, device, args.iterations)
+    optimizer1 = make_optimizer(model.parameters(), 0.01, momentum=0.9, weight_decay=1e-4)
+    stage1 = StageState(1, optimizer1, make_scheduler(optimizer1, 100), StageLoss("ce"))
+    stage1_ms = step_times(model, stage1, args.amp, batch, device, args.iterations)
 
     cpa = torch.linspace(0.9, 0.1, args.classes)
     sampler = PixelSampler(keep_probabilities(cpa, "min").to(device))
     params = model.freeze_for_stage2(args.trains)
-    opt2 = make_optimizer(params, 0.01, config)
-    stage2 = StageState(2, opt2, make_scheduler(opt2, 100), sampler, None)
-    t2 = step_times(model, stage2, config, batch, device, args.iterations)
+    optimizer2 = make_optimizer(params, 0.01, momentum=0.9, weight_decay=1e-4)
+    stage2 = StageState(2, optimizer2, make_scheduler(optimizer2, 100), StageLoss("ce", sampler=sampler))
+    stage2_ms = step_times(model, stage2, args.amp, batch, device, args.iterations)
 
     sample_ms = []
     for i in range(50):
         start = time.perf_counter()
-        sampler(target, generator(0, 1, i, device=device))
+        sampler(target, seeded_generator(0, 1, i, device=device))
         if device.type == "cuda":
             torch.cuda.synchronize()
         sample_ms.append((time.perf_counter() - start) * 1e3)
 
-    s1, s2, sp = median(t1), median(t2), median(sample_ms)
+    step1, step2, sampling = median(stage1_ms), median(stage2_ms), median(sample_ms)
     print(f"deeplabv3plus/mobilenet_v2, {args.classes} classes, batch {args.batch} x {args.size}x{args.size}, "
           f"{device}, amp {args.amp}, torch threads {torch.get_num_threads()}, stage 2 trains {args.trains}")
-    print(f"stage-1 step    {s1:8.1f} ms (median of {len(t1)})")
-    print(f"stage-2 step    {s2:8.1f} ms = {s2 / s1:.2f}x stage 1 (target <= 0.5)")
-    print(f"PRA sampling    {sp:8.2f} ms = {100 * sp / s2:.2f}% of a stage-2 step (target <= 3%)")
+    print(f"stage-1 step    {step1:8.1f} ms (median of {len(stage1_ms)})")
+    print(f"stage-2 step    {step2:8.1f} ms = {step2 / step1:.2f}x stage 1 (target <= 0.5)")
+    print(f"PRA sampling    {sampling:8.2f} ms = {100 * sampling / step2:.2f}% of a stage-2 step (target <= 3%)")
 
 
 if __name__ == "__main__":

@@ -11,11 +11,10 @@ import pytest
 from PIL import Image
 
 from human_parsing_ros.samples import SAMPLES
-from training.datasets import build_dataset
+from training.datasets import build_dataset, class_statistics
 from training.tools import check_dataset as check_tool
 from training.tools import dataset_stats
 from training.tools.check_dataset import check_dataset
-from training.tools.dataset_stats import compute_statistics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,7 +39,7 @@ def test_statistics_equal_brute_force_counts(tmp_path):
     labels["s2"][1, 1] = 40  # out of range for LIP's 20 classes
     labels["s3"][2, 2] = 19  # a single pixel of a class no other image has
     write_lip(tmp_path, labels)
-    stats = compute_statistics(build_dataset("lip", tmp_path, "val"))
+    stats = class_statistics(build_dataset("lip", tmp_path, "val"))
     stacked = [v.ravel() for v in labels.values()]
     assert stats["num_images"] == 4 and len(stats["pixels"]) == 20
     for class_id in range(20):
@@ -57,7 +56,7 @@ def test_statistics_equal_brute_force_counts(tmp_path):
 def test_stats_cli_writes_csv_and_plot(tmp_path):
     out = tmp_path / "out"
     assert dataset_stats.main(["--dataset", "ccp", "--root", str(SAMPLES), "--split", "all", "--out", str(out)]) == 0
-    stats = compute_statistics(build_dataset("ccp", SAMPLES, "all"))
+    stats = class_statistics(build_dataset("ccp", SAMPLES, "all"))
     with open(out / "class_stats.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 59 and rows[0]["name"] == "null"

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 from scipy.io import savemat
 
-from human_parsing_ros.class_sets import get_class_set
+from human_parsing_ros.class_sets import IGNORE_INDEX, get_class_set
 from human_parsing_ros.samples import SAMPLES, load_annotation
-from training.datasets import IGNORE_INDEX, ParsingDataset, Sample, build_dataset, merge_labels, read_image, read_label
+from training.datasets import ParsingDataset, Sample, build_dataset, merge_labels, read_image, read_label
 from training.transforms import TrainTransform
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.losses import IGNORE_INDEX, class_balanced_weights, focal_loss, inter_class_loss, masked_cross_entropy
+from human_parsing_ros.class_sets import IGNORE_INDEX
+from training.losses import class_balanced_weights, focal_loss, inter_class_loss, masked_cross_entropy
 
 
 def _batch(seed=0, n=2, c=5, h=6, w=7):

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from training.losses import IGNORE_INDEX, PixelSampler, keep_probabilities, kept_pixel_counts
+from human_parsing_ros.class_sets import IGNORE_INDEX
+from training.sampling import PixelSampler, keep_probabilities, kept_pixel_counts
 
 SCORES = torch.tensor([0.2, 0.4, 0.5, 0.8])
 

@@ -117,7 +117,7 @@ def test_ship_writes_the_best_validation_seed_with_its_test_metrics(tmp_path):
 
 
 def test_gains_are_paired_per_seed_against_the_chosen_reference():
-    from training.protocol import METRICS
+    from training.metrics import METRICS
     from training.report import format_gains
 
     def runs(*miou):

@@ -4,8 +4,10 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,33 @@ def train_cli(config_path: Path, *extra: str, env: dict | None = None) -> subpro
                           timeout=600)
 
 
+# Every command-line entry point of the trainer, as a file and as a module (repository root as cwd).
+SCRIPTS = ["training/train.py", "training/evaluate.py", "training/protocol.py", "training/tools/check_dataset.py",
+           "training/tools/compare_runs.py", "training/tools/dataset_stats.py"]
+
+
+def test_every_entry_point_runs_as_a_file_from_anywhere_and_as_a_module():
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # `training` is not installed
+    commands = [([sys.executable, str(ROOT / script), "--help"], ROOT / "test") for script in SCRIPTS]
+    commands += [([sys.executable, "-m", script.removesuffix(".py").replace("/", "."), "--help"], ROOT)
+                 for script in SCRIPTS]
+    commands.append(([sys.executable, str(ROOT / "benchmarks" / "bench_training.py"), "--help"], ROOT / "test"))
+    procs = [(command, subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True)) for command, cwd in commands]
+    for command, proc in procs:
+        output, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and output.startswith("usage: "), (command, output[-2000:])
+
+
+def test_no_library_module_edits_sys_path():
+    """``import training.x`` leaves sys.path alone: only a file run's guarded bootstrap may add the root."""
+    code = ("import sys; before = list(sys.path); import training.train, training.evaluate, training.protocol, "
+            "training.tools.check_dataset, training.tools.compare_runs, training.tools.dataset_stats; "
+            "assert sys.path == before, set(sys.path) ^ set(before)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_two_stage_run_writes_weights_that_the_parser_loads(tmp_path):
     from training.config import load_config
     from training.dtpr import run
@@ -69,6 +98,8 @@ def test_two_stage_run_writes_weights_that_the_parser_loads(tmp_path):
     parsed = HumanParser(result["weights"], device="cpu").parse(load_rgb(sample_photos()[0]))
     assert parsed.labels.shape == load_rgb(sample_photos()[0]).shape[:2]
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert set(ckpt) == {"format", "epoch", "stage", "model", "optimizer", "scheduler", "scaler", "cpa",
+                         "pixel_counts", "rng", "config", "history"} and ckpt["format"] == "dtpr-checkpoint/1"
     assert ckpt["epoch"] == 3 and ckpt["stage"] == 2 and ckpt["cpa"].shape == (59,)
     for name in ("val_classes.csv", "val_classes.md", "kept_pixels.csv", "cpa_vs_pixels.png", "metrics.json"):
         assert (out / name).is_file(), name
@@ -96,20 +127,36 @@ def test_stage2_leaves_frozen_parameters_and_bn_statistics_bit_identical(tmp_pat
         assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
 
 
-def test_resume_after_a_kill_mid_epoch_is_bit_exact(tmp_path):
+def kill_after_first_checkpoint(config_path: Path, checkpoint: Path, log: Path) -> int:
+    """Start train.py, SIGKILL it as soon as its first epoch checkpoint appears; returns its exit code."""
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "training" / "train.py"), "--config", str(config_path)],
+                                stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 600
+        try:
+            while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.002)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.wait(timeout=60)
+    return proc.returncode
+
+
+def test_resume_after_a_kill_mid_run_is_bit_exact(tmp_path):
     config = tiny_config(tmp_path / "whole", **{"stage1.epochs": 2, "stage2.epochs": 1})
     config["log"]["tensorboard"] = False
     whole = train_cli(write_config(tmp_path / "whole.yaml", config))
     assert whole.returncode == 0, whole.stderr[-2000:]
     config["output_dir"] = str(tmp_path / "killed")
     killed_cfg = write_config(tmp_path / "killed.yaml", config)
-    killed = train_cli(killed_cfg, env={"DTPR_KILL_AT": "1:1"})  # dies in epoch 2, after one step
-    assert killed.returncode == -9
-    ckpt = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
-    assert ckpt["epoch"] == 1  # only the first epoch was saved
+    checkpoint = tmp_path / "killed" / "checkpoint.pt"
+    code = kill_after_first_checkpoint(killed_cfg, checkpoint, tmp_path / "killed.log")
+    assert code == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-2000:]  # killed, not finished
+    epoch = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert 1 <= epoch < 3 and not (tmp_path / "killed" / "model.safetensors").exists()
     resumed = train_cli(killed_cfg, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming after epoch 1" in resumed.stdout
+    assert f"resuming after epoch {epoch}" in resumed.stdout
     a = load_file(tmp_path / "whole" / "model.safetensors")
     b = load_file(tmp_path / "killed" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -129,16 +176,15 @@ def test_ddp_on_two_cpu_processes_all_reduces_the_metrics(tmp_path):
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     # The same weights evaluated by one process give the same all-reduced confusion matrix.
     from human_parsing_ros.weights import load_weights
-    from training.config import load_config
     from training.datasets import build_dataset
-    from training.engine import Dist, evaluate, make_eval_loader
-
-    cfg = load_config(overrides=config)
-    model, _ = load_weights(tmp_path / "ddp" / "model.safetensors")
+    from training.distributed import DistInfo
+    from training.engine import evaluate
+    from training.loaders import make_eval_loader
     from training.transforms import EvalTransform
 
+    model, _ = load_weights(tmp_path / "ddp" / "model.safetensors")
     val = build_dataset("ccp", SAMPLES, "all", EvalTransform((96, 64)), ids=TRAIN_IDS)
-    single = evaluate(model, make_eval_loader(val, cfg, Dist()), 59, torch.device("cpu"), cfg).compute()
+    single = evaluate(model, make_eval_loader(val, 2, 0, DistInfo()), 59, torch.device("cpu")).compute()
     assert float(single["mean_iou"]) == pytest.approx(metrics["mean_iou"], abs=1e-6)
     assert float(single["pixel_accuracy"]) == pytest.approx(metrics["pixel_accuracy"], abs=1e-6)
 

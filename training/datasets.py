@@ -23,9 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from human_parsing_ros.class_sets import ClassSet, get_class_set
-
-IGNORE_INDEX = 255
+from human_parsing_ros.class_sets import IGNORE_INDEX, ClassSet, get_class_set
 
 DATASET_NAMES = ("mhpv2", "lip", "cihp", "atr", "ccp")
 
@@ -204,6 +202,57 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Callable |
         raise ValueError(f"{key} split '{split}' under {root} has no samples")
     settings = {**defaults, **dataset_options}
     return ParsingDataset(items, get_class_set(key), transform, **settings)
+
+
+# ---------------------------------------------------------------------------
+# Class statistics (labels only: images are not read)
+
+
+def class_statistics(dataset: ParsingDataset) -> dict[str, Any]:
+    """Label statistics of every item of ``dataset``.
+
+    Keys: ``class_set``, ``names``, ``pixels`` (per class), ``images`` (items
+    containing the class), ``pixel_fraction`` (of the pixels with a valid
+    class id), ``num_images``, ``total_pixels`` (every label pixel),
+    ``labelled_pixels`` (valid class ids), ``ignored_pixels`` (255) and
+    ``out_of_range_pixels`` (other ids >= num_classes), ``skipped`` (ids of
+    items whose labels could not be read, for datasets that skip those).
+    """
+    num_classes = dataset.class_set.num_classes
+    pixels = np.zeros(256, dtype=np.int64)
+    images = np.zeros(256, dtype=np.int64)
+    skipped: list[str] = []
+    for index in range(len(dataset)):
+        try:
+            counts = np.bincount(dataset.load_label(index).ravel(), minlength=256)
+        except (OSError, ValueError) as error:
+            if not dataset.skip_unreadable:
+                raise
+            warnings.warn(f"statistics skip {dataset.items[index].id}: {error}", stacklevel=2)
+            skipped.append(dataset.items[index].id)
+            continue
+        pixels += counts
+        images += counts > 0
+    labelled = int(pixels[:num_classes].sum())
+    fraction = pixels[:num_classes] / labelled if labelled else np.zeros(num_classes)
+    return {
+        "class_set": dataset.class_set.name,
+        "names": list(dataset.class_set.names),
+        "pixels": pixels[:num_classes].tolist(),
+        "images": images[:num_classes].tolist(),
+        "pixel_fraction": fraction.tolist(),
+        "num_images": len(dataset) - len(skipped),
+        "total_pixels": int(pixels.sum()),
+        "labelled_pixels": labelled,
+        "ignored_pixels": int(pixels[IGNORE_INDEX]),
+        "out_of_range_pixels": int(pixels[num_classes:].sum() - pixels[IGNORE_INDEX]),
+        "skipped": skipped,
+    }
+
+
+def class_pixel_counts(dataset: ParsingDataset) -> torch.Tensor:
+    """Ground-truth pixels per class over ``dataset``, float64 [C] (PRN's x_i, class-balanced weights)."""
+    return torch.tensor(class_statistics(dataset)["pixels"], dtype=torch.float64)
 
 
 def _check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:

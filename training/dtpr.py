@@ -1,185 +1,230 @@
-"""One DTPR run from a config: stage 1, CPA at the recorded epoch, stage 2, evaluation, export."""
+"""The two-stage DTPR loop: one run from a config.
+
+Stage 1 trains the whole network and records CPA at ``stage1.cpa_epoch``;
+stage 2 freezes the encoder and trains the decoder (or classifier) on the
+pixels PRA/PRN keeps. Then evaluation and export. ``run`` builds the pieces
+(datasets, loaders, model, per-stage optimizer and loss), calls the epoch loops
+of ``training/engine.py``, and writes a checkpoint after every epoch.
+
+Reproducibility: the data order, every sample's augmentation, dropout and the
+PRA draws are all seeded from (seed, epoch, index/step, rank), so a run resumed
+from its last epoch checkpoint repeats the uninterrupted run bit for bit.
+"""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from human_parsing_ros.class_sets import get_class_set
-
-from .datasets import build_dataset
-from .engine import (
-    CHECKPOINT_FORMAT,
-    Dist,
-    StageState,
-    evaluate,
-    load_checkpoint,
-    make_eval_loader,
-    make_model,
-    make_optimizer,
-    make_scheduler,
-    make_train_loader,
-    restore_rng,
-    rng_states,
-    save_checkpoint,
-    setup_distributed,
-    stage_loss,
-    train_one_epoch,
-    unwrap,
-    wrap,
-)
-from .export import export_weights
-from .losses import PixelSampler, class_balanced_weights, keep_probabilities
-from .metrics import cpa_for_sampling, format_summary, write_class_table
-from .tools.dataset_stats import compute_statistics
-from .transforms import EvalTransform, TrainTransform
+from human_parsing_ros.class_sets import ClassSet, get_class_set
+from human_parsing_ros.models import SegmentationModel, build_model
+from training.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from training.datasets import ParsingDataset, build_dataset, class_pixel_counts
+from training.distributed import DistInfo, barrier, setup_distributed, unwrap_ddp, wrap_ddp
+from training.engine import STAGE_LOSSES, StageLoss, StageState, evaluate, train_one_epoch
+from training.export import export_weights
+from training.loaders import make_eval_loader, make_train_loader
+from training.losses import class_balanced_weights
+from training.metrics import METRICS, cpa_for_sampling, format_summary, write_class_table
+from training.sampling import PixelSampler, keep_probabilities
+from training.seeding import capture_rng_states, restore_rng_states
+from training.transforms import EvalTransform, TrainTransform
 
 
-def pixel_counts(dataset) -> torch.Tensor:
-    """Ground-truth pixels per class over the training set (PRN's x_i, class-balanced weights)."""
-    return torch.tensor(compute_statistics(dataset)["pixels"], dtype=torch.float64)
+# ---- building blocks ------------------------------------------------------------------------------
+def make_model(architecture: str, args: dict[str, Any], num_classes: int) -> SegmentationModel:
+    """``build_model`` with a hint when the ImageNet encoder weights cannot be fetched."""
+    try:
+        return build_model(architecture, **{**args, "num_classes": num_classes})
+    except (RuntimeError, OSError) as err:
+        raise RuntimeError(
+            f"building {architecture} failed: {err}. Offline? Put torchvision's checkpoint in "
+            "$TORCH_HOME/hub/checkpoints/ or set model.args.encoder_weights: null") from None
 
 
-def stage_state(model, stage: int, config: dict, steps_per_epoch: int, scores: dict) -> StageState:
-    """Optimizer, schedule and sampler for one stage (stage 2 freezes what it must first)."""
-    base = unwrap(model)
-    s2 = config["stage2"]
-    if stage == 1:
-        params, lr = [p for p in base.parameters()], config["optim"]["lr"]
-        epochs = config["stage1"]["schedule_epochs"] or config["stage1"]["epochs"]
-    else:
-        params = base.freeze_for_stage2(None if s2["trains"] == "auto" else s2["trains"])
-        epochs, lr = s2["epochs"], s2["lr"] or config["optim"]["lr"]
-    optimizer = make_optimizer(params, lr, config)
-    scheduler = make_scheduler(optimizer, epochs * steps_per_epoch)
-    sampler, weights = None, None
-    if stage == 2 and s2["sampling"] in ("pra", "prn"):
-        source = scores["cpa"] if s2["sampling"] == "pra" else scores["pixels"]
-        sampler = PixelSampler(keep_probabilities(source.float(), s2["eta"], s2["floor"]))
-    if stage_loss(config, stage) == "class_balanced":
-        weights = class_balanced_weights(scores["pixels"], config["losses"]["cb_beta"])
-    return StageState(stage, optimizer, scheduler, sampler, weights)
+def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, momentum: float,
+                   weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Cosine annealing per iteration over one stage."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps))))
+
+
+def stage_loss_name(config: dict, stage: int) -> str:
+    """``stage<stage>.loss``, refused unless it is one of ``STAGE_LOSSES``."""
+    name = config[f"stage{stage}"]["loss"]
+    if name not in STAGE_LOSSES:
+        raise ValueError(f"stage{stage}.loss '{name}' is not one of {', '.join(STAGE_LOSSES)}")
+    return name
 
 
 def check_losses(config: dict) -> None:
     """Refuse loss settings that cannot work before any time is spent training."""
-    s2 = config["stage2"]
+    stage2 = config["stage2"]
     for stage in (1, 2):
-        stage_loss(config, stage)
-    if s2["sampling"] != "none" and s2["loss"] != "ce":
-        raise ValueError(f"stage2.loss '{s2['loss']}' needs stage2.sampling: none (PRA/PRN sample for CE)")
+        stage_loss_name(config, stage)
+    if stage2["sampling"] != "none" and stage2["loss"] != "ce":
+        raise ValueError(f"stage2.loss '{stage2['loss']}' needs stage2.sampling: none (PRA/PRN sample for CE)")
 
 
+def make_stage_loss(config: dict, stage: int, cpa: torch.Tensor | None, pixel_counts: torch.Tensor) -> StageLoss:
+    """The loss of ``stage``: PRA (scores = ``cpa``) or PRN (``pixel_counts``) sampling in stage 2, or
+    ``stage<N>.loss`` on every pixel; the inter-class term where ``inter_class.stages`` lists the stage."""
+    stage2, inter_class = config["stage2"], config["inter_class"]
+    sampler = None
+    if stage == 2 and stage2["sampling"] in ("pra", "prn"):
+        scores = cpa if stage2["sampling"] == "pra" else pixel_counts
+        sampler = PixelSampler(keep_probabilities(scores.float(), stage2["eta"], stage2["floor"]))
+    name = stage_loss_name(config, stage)
+    weights = class_balanced_weights(pixel_counts, config["losses"]["cb_beta"]) if name == "class_balanced" else None
+    return StageLoss(name=name, sampler=sampler, class_weights=weights, focal_gamma=config["losses"]["focal_gamma"],
+                     inter_class_weight=inter_class["weight"] if stage in inter_class["stages"] else 0.0,
+                     inter_class_margin=inter_class["margin"])
+
+
+def make_stage(model: torch.nn.Module, stage: int, config: dict, steps_per_epoch: int, cpa: torch.Tensor | None,
+               pixel_counts: torch.Tensor) -> StageState:
+    """Optimizer, schedule and loss for one stage (stage 2 freezes what it must first)."""
+    base = unwrap_ddp(model)
+    optim, stage1, stage2 = config["optim"], config["stage1"], config["stage2"]
+    if stage == 1:
+        params, lr = list(base.parameters()), optim["lr"]
+        epochs = stage1["schedule_epochs"] or stage1["epochs"]
+    else:
+        params = base.freeze_for_stage2(None if stage2["trains"] == "auto" else stage2["trains"])
+        epochs, lr = stage2["epochs"], stage2["lr"] or optim["lr"]
+    optimizer = make_optimizer(params, lr, optim["momentum"], optim["weight_decay"])
+    scheduler = make_scheduler(optimizer, epochs * steps_per_epoch)
+    return StageState(stage, optimizer, scheduler, make_stage_loss(config, stage, cpa, pixel_counts))
+
+
+def make_datasets(config: dict, class_set: ClassSet) -> tuple[ParsingDataset, ParsingDataset]:
+    """(training set with the seeded augmentation, validation set resized to ``input.eval_size``)."""
+    data_spec, input_spec = config["dataset"], config["input"]
+    augment = TrainTransform(tuple(input_spec["crop_size"]), tuple(input_spec["scale_range"]),
+                             input_spec["max_rotation"], class_set.flip_permutation(), input_spec["jitter"])
+    train_set = build_dataset(data_spec["name"], data_spec["root"], data_spec["train_split"], augment,
+                              seed=config["seed"], skip_unreadable=True, **data_spec["options"])
+    eval_size = tuple(input_spec["eval_size"]) if input_spec["eval_size"] else None
+    val_set = build_dataset(data_spec["name"], data_spec["root"], data_spec["val_split"], EvalTransform(eval_size),
+                            skip_unreadable=True, **data_spec["options"])
+    return train_set, val_set
+
+
+# ---- the run --------------------------------------------------------------------------------------
 def run(config: dict, resume: bool = False) -> dict[str, Any]:
     """Train (or continue) the run that ``config`` describes; returns its final metrics and files."""
     check_losses(config)
     torch.use_deterministic_algorithms(bool(config["deterministic"]), warn_only=True)
-    d, device = setup_distributed(config["device"])
+    dist_info, device = setup_distributed(config["device"])
     out = Path(config["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    data, inp = config["dataset"], config["input"]
-    class_set = get_class_set(data["class_set"] or data["name"])
+    data_spec, optim = config["dataset"], config["optim"]
+    class_set = get_class_set(data_spec["class_set"] or data_spec["name"])
     num_classes = class_set.num_classes
-    augment = TrainTransform(tuple(inp["crop_size"]), tuple(inp["scale_range"]), inp["max_rotation"],
-                             class_set.flip_permutation(), inp["jitter"])
-    train_set = build_dataset(data["name"], data["root"], data["train_split"], augment, seed=config["seed"],
-                            skip_unreadable=True, **data["options"])
-    val_set = build_dataset(data["name"], data["root"], data["val_split"],
-                            EvalTransform(tuple(inp["eval_size"]) if inp["eval_size"] else None),
-                            skip_unreadable=True, **data["options"])
-    e1, e2 = config["stage1"]["epochs"], config["stage2"]["epochs"]
-    cpa_epoch = min(config["stage1"]["cpa_epoch"], e1)
-    val_loader = make_eval_loader(val_set, config, d)
-    steps_per_epoch = len(make_train_loader(train_set, config, d, 0))
+    train_set, val_set = make_datasets(config, class_set)
+    stage1_epochs, stage2_epochs = config["stage1"]["epochs"], config["stage2"]["epochs"]
+    total_epochs = stage1_epochs + stage2_epochs
+    cpa_epoch = min(config["stage1"]["cpa_epoch"], stage1_epochs)
+    eval_batch_size = optim["eval_batch_size"] if config["input"]["eval_size"] else 1  # sizes differ otherwise
+    val_loader = make_eval_loader(val_set, eval_batch_size, optim["workers"], dist_info)
+    steps_per_epoch = len(make_train_loader(train_set, optim["batch_size"], optim["workers"], config["seed"], 0,
+                                            dist_info))
 
     torch.manual_seed(config["seed"])
-    model = make_model(config, num_classes).to(device).to(memory_format=torch.channels_last)
-    ckpt_path = out / "checkpoint.pt"
-    state_dict = load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
-    start = state_dict["epoch"] if state_dict else 0
-    scores = {"cpa": state_dict["cpa"] if state_dict else None,
-              "pixels": state_dict["pixel_counts"] if state_dict else pixel_counts(train_set)}
-    history: list[dict] = state_dict["history"] if state_dict else []
-    stage = 1 if start < e1 else 2
-    if state_dict:
-        unwrap(model).load_state_dict(state_dict["model"])
-    current = stage_state(model, stage, config, steps_per_epoch, scores) if start < e1 + e2 else None
+    model = make_model(config["model"]["architecture"], config["model"]["args"], num_classes)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    checkpoint_path = out / "checkpoint.pt"
+    checkpoint = load_checkpoint(checkpoint_path) if resume and checkpoint_path.exists() else None
+    start_epoch = checkpoint["epoch"] if checkpoint else 0
+    cpa = checkpoint["cpa"] if checkpoint else None
+    pixel_counts = checkpoint["pixel_counts"] if checkpoint else class_pixel_counts(train_set)
+    history: list[dict] = checkpoint["history"] if checkpoint else []
+    stage = 1 if start_epoch < stage1_epochs else 2
+    if checkpoint:
+        model.load_state_dict(checkpoint["model"])
+    current = make_stage(model, stage, config, steps_per_epoch, cpa, pixel_counts) \
+        if start_epoch < total_epochs else None
     scaler = torch.amp.GradScaler(device.type, enabled=config["amp"] == "fp16")
-    if state_dict and current is not None and state_dict["stage"] == stage:
-        current.optimizer.load_state_dict(state_dict["optimizer"])
-        current.scheduler.load_state_dict(state_dict["scheduler"])
-        scaler.load_state_dict(state_dict["scaler"])
-        restore_rng(state_dict["rng"])
-    if d.main:
+    if checkpoint and current is not None and checkpoint["stage"] == stage:
+        current.optimizer.load_state_dict(checkpoint["optimizer"])
+        current.scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        restore_rng_states(checkpoint["rng"])
+    if dist_info.is_main:
         print(f"[dtpr] {config['name']}: {len(train_set)} train / {len(val_set)} val images, "
-              f"{num_classes} classes ({class_set.name}), stage 1 {e1} + stage 2 {e2} epochs, "
-              f"{'resuming after epoch ' + str(start) if start else 'from scratch'}, {device}, "
-              f"{d.world} process(es)", flush=True)
-    writer = _tensorboard(config, out, d)
-    net = wrap(unwrap(model), d, device)
-    for epoch in range(start, e1 + e2):
-        if epoch == e1 and current.stage == 1:
-            current = stage_state(model, 2, config, steps_per_epoch, scores)
-            net = wrap(unwrap(model), d, device)  # DDP must see the frozen parameters
+              f"{num_classes} classes ({class_set.name}), stage 1 {stage1_epochs} + stage 2 {stage2_epochs} epochs, "
+              f"{'resuming after epoch ' + str(start_epoch) if start_epoch else 'from scratch'}, {device}, "
+              f"{dist_info.world_size} process(es)", flush=True)
+    writer = _tensorboard(config["log"]["tensorboard"] and dist_info.is_main, out)
+    net = wrap_ddp(model, dist_info, device)
+    for epoch in range(start_epoch, total_epochs):
+        if epoch == stage1_epochs and current.stage == 1:
+            current = make_stage(model, 2, config, steps_per_epoch, cpa, pixel_counts)
+            net = wrap_ddp(model, dist_info, device)  # DDP must see the frozen parameters
         began = time.perf_counter()
-        loader = make_train_loader(train_set, config, d, epoch)
-        result = train_one_epoch(net, loader, current, scaler, config, device, d, epoch, num_classes,
-                                 config["log"]["progress"])
+        loader = make_train_loader(train_set, optim["batch_size"], optim["workers"], config["seed"], epoch,
+                                   dist_info)
+        result = train_one_epoch(net, loader, current, scaler, device, dist_info, epoch, config["seed"], num_classes,
+                                 amp=config["amp"], progress=config["log"]["progress"])
         record: dict[str, Any] = {"epoch": epoch + 1, "stage": current.stage, "loss": result["loss"],
                                   "lr": result["lr"], "seconds": time.perf_counter() - began}
-        if current.stage == 2 and current.sampler is not None:
+        if current.loss.sampler is not None:
             kept, total = result["kept"], result["total"]
             record["kept_fraction"] = float(kept.sum() / total.sum().clamp(min=1))
-            _log_kept(out / "kept_pixels.csv", epoch + 1, kept, total, class_set.names, d)
+            if dist_info.is_main:
+                _log_kept(out / "kept_pixels.csv", epoch + 1, kept, total, class_set.names)
         if current.stage == 1 and epoch + 1 == cpa_epoch:
-            matrix = (evaluate(net, val_loader, num_classes, device, config).matrix
-                      if config["stage1"]["cpa_source"] == "val" else result["train_confusion"].matrix)
-            scores["cpa"] = cpa_for_sampling(matrix.cpu())
+            if config["stage1"]["cpa_source"] == "val":
+                matrix = evaluate(net, val_loader, num_classes, device, amp=config["amp"]).matrix
+            else:
+                matrix = result["train_confusion"].matrix
+            cpa = cpa_for_sampling(matrix.cpu())
             record["cpa_recorded"] = True
-        if (epoch + 1) % config["eval_every"] == 0 or epoch + 1 == e1 + e2:
-            metrics = evaluate(net, val_loader, num_classes, device, config).compute()
-            record.update({k: float(metrics[k]) for k in ("pixel_accuracy", "mean_pixel_accuracy",
-                                                          "mean_recall", "mean_iou")})
+        if (epoch + 1) % config["eval_every"] == 0 or epoch + 1 == total_epochs:
+            metrics = evaluate(net, val_loader, num_classes, device, amp=config["amp"]).compute()
+            record.update({key: float(metrics[key]) for key in METRICS})
         history.append(record)
-        _log_epoch(writer, record, d)
-        if d.main:
-            save_checkpoint(ckpt_path, {
-                "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "stage": current.stage,
-                "model": unwrap(model).state_dict(), "optimizer": current.optimizer.state_dict(),
-                "scheduler": current.scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "cpa": scores["cpa"], "pixel_counts": scores["pixels"], "rng": rng_states(),
-                "config": config, "history": history})
+        if dist_info.is_main:
+            _log_epoch(writer, record)
+            save_checkpoint(make_checkpoint(epoch + 1, current.stage, model, current.optimizer, current.scheduler,
+                                            scaler, cpa, pixel_counts, capture_rng_states(), config, history),
+                            checkpoint_path)
             if epoch + 1 in config["keep_checkpoints"]:
-                shutil.copyfile(ckpt_path, out / f"checkpoint_epoch{epoch + 1:02d}.pt")
-        if d.world > 1:
-            torch.distributed.barrier()
-    return _finish(model, val_loader, class_set, config, scores, history, device, d, out)
+                shutil.copyfile(checkpoint_path, out / f"checkpoint_epoch{epoch + 1:02d}.pt")
+        barrier(dist_info)
+    return _finish(model, val_loader, class_set, config, cpa, pixel_counts, history, device, dist_info, out)
 
 
-def _finish(model, val_loader, class_set, config, scores, history, device, d: Dist, out: Path) -> dict:
-    metrics = evaluate(wrap(unwrap(model), d, device) if d.world > 1 else model, val_loader,
-                       class_set.num_classes, device, config).compute()
-    result = {"metrics": {k: float(metrics[k]) for k in ("pixel_accuracy", "mean_pixel_accuracy",
-                                                          "mean_recall", "mean_iou")},
-              "output_dir": str(out), "history": history}
-    if not d.main:
+def _finish(model: SegmentationModel, val_loader: torch.utils.data.DataLoader, class_set: ClassSet, config: dict,
+            cpa: torch.Tensor | None, pixel_counts: torch.Tensor, history: list[dict], device: torch.device,
+            dist_info: DistInfo, out: Path) -> dict[str, Any]:
+    """Final validation, and on rank 0 the class table, weights, ONNX, plots and JSON files."""
+    metrics = evaluate(wrap_ddp(model, dist_info, device), val_loader, class_set.num_classes, device,
+                       amp=config["amp"]).compute()
+    result = {"metrics": {key: float(metrics[key]) for key in METRICS}, "output_dir": str(out), "history": history}
+    if not dist_info.is_main:
         return result
     write_class_table(metrics, list(class_set.names), out / "val_classes.csv", out / "val_classes.md")
-    weights = export_weights(unwrap(model), config, class_set, result["metrics"], out / config["export"]["weights"])
+    weights = export_weights(model, config, class_set, result["metrics"], out / config["export"]["weights"])
     result["weights"] = str(weights)
     if config["export"]["onnx"]:
-        from .export import export_onnx
+        from training.export import export_onnx
 
-        result["onnx"] = str(export_onnx(unwrap(model), out / config["export"]["onnx"],
-                                         tuple(config["input"]["crop_size"])))
-    if scores["cpa"] is not None:
-        from .plots import plot_cpa_vs_pixels
+        result["onnx"] = str(export_onnx(model, out / config["export"]["onnx"], tuple(config["input"]["crop_size"])))
+    if cpa is not None:
+        from training.plots import plot_cpa_vs_pixels
 
-        plot_cpa_vs_pixels(scores["cpa"], scores["pixels"], class_set.names, out / "cpa_vs_pixels.png",
+        plot_cpa_vs_pixels(cpa, pixel_counts, class_set.names, out / "cpa_vs_pixels.png",
                            config["stage1"]["cpa_epoch"])
     (out / "metrics.json").write_text(json.dumps(
         {**result["metrics"], "accuracy_definitions": "PA = correct / labelled pixels; MPA = mean over classes "
@@ -190,8 +235,8 @@ def _finish(model, val_loader, class_set, config, scores, history, device, d: Di
     return result
 
 
-def _tensorboard(config: dict, out: Path, d: Dist):
-    if not (config["log"]["tensorboard"] and d.main):
+def _tensorboard(enabled: bool, out: Path):
+    if not enabled:
         return None
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -201,9 +246,7 @@ def _tensorboard(config: dict, out: Path, d: Dist):
     return SummaryWriter(str(out / "tensorboard"))
 
 
-def _log_epoch(writer, record: dict, d: Dist) -> None:
-    if not d.main:
-        return
+def _log_epoch(writer, record: dict) -> None:
     summary = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
     print(f"[dtpr] {summary}", flush=True)
     if writer is not None:
@@ -213,14 +256,12 @@ def _log_epoch(writer, record: dict, d: Dist) -> None:
         writer.flush()
 
 
-def _log_kept(path: Path, epoch: int, kept: torch.Tensor, total: torch.Tensor, names, d: Dist) -> None:
-    if not d.main:
-        return
+def _log_kept(path: Path, epoch: int, kept: torch.Tensor, total: torch.Tensor, names: Iterable[str]) -> None:
     new = not path.exists()
     with path.open("a") as f:
         if new:
             f.write("epoch,class_id,name,kept_pixels,gt_pixels,kept_fraction\n")
-        for cid, name in enumerate(names):
-            if total[cid] > 0:
-                f.write(f"{epoch},{cid},{name},{int(kept[cid])},{int(total[cid])},"
-                        f"{float(kept[cid] / total[cid]):.6f}\n")
+        for class_id, name in enumerate(names):
+            if total[class_id] > 0:
+                f.write(f"{epoch},{class_id},{name},{int(kept[class_id])},{int(total[class_id])},"
+                        f"{float(kept[class_id] / total[class_id]):.6f}\n")

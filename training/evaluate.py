@@ -13,7 +13,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+if __name__ == "__main__" and not __package__:
+    # Run as a file (python training/evaluate.py), Python puts training/ on sys.path, not the repository root,
+    # so `import training` would fail: add the root. Script-only: never runs on import or with -m.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import torch
+
+from human_parsing_ros.weights import load_weights, read_weights_info
+from training.datasets import build_dataset
+from training.engine import evaluate
+from training.metrics import compute_metrics, format_summary, write_class_table
+from training.transforms import EvalTransform
 
 
 def confusion_on_split(model: torch.nn.Module, dataset: str, root: str | Path, split: str,
@@ -25,36 +36,23 @@ def confusion_on_split(model: torch.nn.Module, dataset: str, root: str | Path, s
     Images are resized to ``eval_size`` if given (labels nearest) and normalised with ``mean`` /
     ``std`` (the ImageNet statistics when not given).
     """
-    from .datasets import build_dataset
-    from .engine import evaluate
-    from .transforms import EvalTransform
-
     normalisation = {} if mean is None else {"mean": mean, "std": std}
     data = build_dataset(dataset, root, split, EvalTransform(eval_size, **normalisation), **(options or {}))
     loader = torch.utils.data.DataLoader(data, batch_size=1, num_workers=workers)
-    return evaluate(model.eval(), loader, model.num_classes, torch.device(device), {"amp": "none"}).matrix
+    return evaluate(model.eval(), loader, model.num_classes, torch.device(device), amp="none").matrix
 
 
 def evaluate_weights(weights: str | Path, dataset: str, root: str | Path, split: str,
                      eval_size: tuple[int, int] | None = None, device: str = "cpu",
-                     options: dict[str, Any] | None = None, workers: int = 1) -> dict:
+                     options: dict[str, Any] | None = None, workers: int = 1) -> dict[str, Any]:
     """``compute_metrics`` of the weights' model on ``split`` (images resized to ``eval_size`` if given)."""
-    from human_parsing_ros.weights import load_weights
-
-    from .metrics import compute_metrics
-
     model, info = load_weights(weights)
     model = model.to(device).to(memory_format=torch.channels_last)
     return compute_metrics(confusion_on_split(model, dataset, root, split, eval_size, device, options, workers,
                                               info.mean, info.std))
 
 
-def main(argv: list[str] | None = None) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from human_parsing_ros.weights import read_weights_info
-    from training.evaluate import evaluate_weights as run_evaluation
-    from training.metrics import format_summary, write_class_table
-
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True, help="a .safetensors file the trainer wrote")
     parser.add_argument("--dataset", default="ccp", help="mhpv2 | lip | cihp | atr | ccp")
@@ -64,9 +62,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="resize every image (and, nearest, its labels) to H x W; default: as stored")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--table", type=Path, default=None, help="write the per-class table here (.csv and .md)")
-    args = parser.parse_args(argv)
-    result = run_evaluation(args.weights, args.dataset, args.root, args.split,
-                            tuple(args.eval_size) if args.eval_size else None, args.device)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = evaluate_weights(args.weights, args.dataset, args.root, args.split,
+                              tuple(args.eval_size) if args.eval_size else None, args.device)
     print(f"{args.weights} on {args.dataset} {args.split}: {format_summary(result)}")
     if args.table is not None:
         names = list(read_weights_info(args.weights).class_names)

@@ -12,17 +12,17 @@ from human_parsing_ros.weights import WeightsInfo, save_weights
 
 def recipe_summary(config: dict, metrics: dict, stage2_default: str = "decoder") -> dict:
     """What the weights file says about how it was made (DESIGN section 2)."""
-    s1, s2 = config["stage1"], config["stage2"]
-    stages = [{"stage": 1, "epochs": s1["epochs"], "schedule_epochs": s1["schedule_epochs"] or s1["epochs"],
-               "loss": s1["loss"], "cpa_epoch": s1["cpa_epoch"],
-               "cpa_source": s1["cpa_source"]}]
-    if s2["epochs"]:
-        trains = stage2_default if s2["trains"] == "auto" else s2["trains"]
-        stages.append({"stage": 2, "epochs": s2["epochs"], "trains": trains, "sampling": s2["sampling"],
-                       "loss": s2["loss"], "eta": s2["eta"], "floor": s2["floor"]})
+    stage1, stage2 = config["stage1"], config["stage2"]
+    stages = [{"stage": 1, "epochs": stage1["epochs"],
+               "schedule_epochs": stage1["schedule_epochs"] or stage1["epochs"], "loss": stage1["loss"],
+               "cpa_epoch": stage1["cpa_epoch"], "cpa_source": stage1["cpa_source"]}]
+    if stage2["epochs"]:
+        trains = stage2_default if stage2["trains"] == "auto" else stage2["trains"]
+        stages.append({"stage": 2, "epochs": stage2["epochs"], "trains": trains, "sampling": stage2["sampling"],
+                       "loss": stage2["loss"], "eta": stage2["eta"], "floor": stage2["floor"]})
     return {"untrained": False, "dataset": config["dataset"]["name"],
             "splits": {"train": config["dataset"]["train_split"], "val": config["dataset"]["val_split"]},
-            "recipe": config["name"], "stages": stages, "sampling": s2["sampling"] if s2["epochs"] else "none",
+            "recipe": config["name"], "stages": stages, "sampling": stage2["sampling"] if stage2["epochs"] else "none",
             "crop_size": list(config["input"]["crop_size"]), "batch_size": config["optim"]["batch_size"],
             "lr": config["optim"]["lr"], "seed": config["seed"], "metrics": {"val": metrics}}
 

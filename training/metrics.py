@@ -28,6 +28,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from human_parsing_ros.class_sets import IGNORE_INDEX
+
+# The scalar metrics every table and record reports, in this order.
+METRICS = ("pixel_accuracy", "mean_pixel_accuracy", "mean_recall", "mean_iou")
+
 MPA_DEFINITION = ("MPA = mean over classes present in the ground truth of CPA "
                   "(correct pixels / pixels predicted as the class; DTPR paper definition). "
                   "Mean recall = mean of correct / ground-truth pixels (the usual 'mean accuracy').")
@@ -45,7 +50,7 @@ class ConfusionMatrix:
     def reset(self) -> None:
         self.matrix.zero_()
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> None:
+    def update(self, pred: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> None:
         """Add one batch; ``pred`` and ``target`` hold class ids, any equal shape."""
         if pred.shape != target.shape:
             raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")

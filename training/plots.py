@@ -21,8 +21,8 @@ def _pyplot():
     return plt
 
 
-def plot_cpa_vs_pixels(cpa: Sequence[float] | torch.Tensor, pixels: Sequence[float] | torch.Tensor, names,
-                       path: str | Path, epoch: int) -> Path:
+def plot_cpa_vs_pixels(cpa: Sequence[float] | torch.Tensor, pixels: Sequence[float] | torch.Tensor,
+                       names: Sequence[str], path: str | Path, epoch: int) -> Path:
     plt = _pyplot()
     cpa, pixels = torch.as_tensor(cpa, dtype=torch.float64), torch.as_tensor(pixels, dtype=torch.float64)
     order = torch.argsort(pixels, descending=True).tolist()

@@ -23,10 +23,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+if __name__ == "__main__" and not __package__:
+    # Run as a file (python training/protocol.py), Python puts training/ on sys.path, not the repository root,
+    # so `import training` would fail: add the root. Script-only: never runs on import or with -m.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import torch
 import yaml
 
-METRICS = ("pixel_accuracy", "mean_pixel_accuracy", "mean_recall", "mean_iou")
+from human_parsing_ros.class_sets import get_class_set
+from human_parsing_ros.weights import load_weights, save_weights
+from training.config import load_config, merge
+from training.dtpr import make_model, run
+from training.evaluate import confusion_on_split, evaluate_weights
+from training.metrics import METRICS, cpa_for_sampling, to_jsonable
+from training.report import write_report
 
 
 def load_protocol(path: str | Path) -> dict[str, Any]:
@@ -42,24 +53,30 @@ def load_protocol(path: str | Path) -> dict[str, Any]:
 
 def row_config(protocol: dict, model: str, seed: int, row: str, run_dir: Path) -> dict:
     """The trainer config of one run: the model's recipe, the protocol's budget, the row's changes."""
-    from training.config import load_config, merge
-
-    n, split = protocol["epochs"], protocol["split_epoch"]
-    spec = protocol["models"][model]
-    rows = {**protocol["rows"], **protocol.get("ablations", {})}
-    changes = {k: v for k, v in rows[row].items() if k != "cpa_from_epoch"}
-    budget = {"stage1": {"epochs": n, "schedule_epochs": n}, "stage2": {"epochs": 0}} if row == "baseline" else \
-        {"stage1": {"epochs": split, "schedule_epochs": n}, "stage2": {"epochs": n - split}}
-    config = load_config(spec["recipe"], {
+    epochs, split_epoch = protocol["epochs"], protocol["split_epoch"]
+    model_spec = protocol["models"][model]
+    changes = {k: v for k, v in all_rows(protocol)[row].items() if k != "cpa_from_epoch"}
+    if row == "baseline":
+        budget = {"stage1": {"epochs": epochs, "schedule_epochs": epochs}, "stage2": {"epochs": 0}}
+    else:
+        budget = {"stage1": {"epochs": split_epoch, "schedule_epochs": epochs},
+                  "stage2": {"epochs": epochs - split_epoch}}
+    config = load_config(model_spec["recipe"], {
         "name": f"{model}_{row}_seed{seed}", "seed": seed, "output_dir": str(run_dir),
-        "dataset": {"root": protocol["dataset_root"]}, "eval_every": n,
+        "dataset": {"root": protocol["dataset_root"]}, "eval_every": epochs,
         "keep_checkpoints": checkpoint_epochs(protocol), "log": {"tensorboard": False, "progress": False}})
     return merge(merge(config, budget), changes)
 
 
+def all_rows(protocol: dict) -> dict[str, dict]:
+    """Headline rows, then ablations: {row name: its changes to the recipe}."""
+    return {**protocol["rows"], **protocol.get("ablations", {})}
+
+
 def checkpoint_epochs(protocol: dict) -> list[int]:
-    rows = {**protocol["rows"], **protocol.get("ablations", {})}
-    wanted = {protocol["split_epoch"]} | {r["cpa_from_epoch"] for r in rows.values() if "cpa_from_epoch" in r}
+    """The baseline epochs whose checkpoints other rows start from or take CPA from."""
+    wanted = {protocol["split_epoch"]} | {spec["cpa_from_epoch"] for spec in all_rows(protocol).values()
+                                          if "cpa_from_epoch" in spec}
     return sorted(wanted)
 
 
@@ -76,8 +93,6 @@ class SeedRuns:
 
     def checkpoint(self, epoch: int) -> Path:
         """The baseline's checkpoint after ``epoch`` epochs, training stage 1 again if it was lost."""
-        from training.dtpr import run
-
         name = f"checkpoint_epoch{epoch:02d}.pt"
         for folder in (self.runs / "baseline", self.runs / "stage1_partial"):
             if (folder / name).exists():
@@ -91,8 +106,6 @@ class SeedRuns:
 
     def train(self, row: str) -> Path:
         """Train (or finish) ``row``; returns its weights file."""
-        from training.dtpr import run
-
         folder = self.runs / row
         config = row_config(self.protocol, self.model, self.seed, row, folder)
         weights = folder / config["export"]["weights"]
@@ -101,30 +114,22 @@ class SeedRuns:
         if row != "baseline" and not (folder / "checkpoint.pt").exists():
             folder.mkdir(parents=True, exist_ok=True)
             start = torch.load(self.checkpoint(self.protocol["split_epoch"]), map_location="cpu", weights_only=True)
-            cpa_epoch = self._rows()[row].get("cpa_from_epoch")
+            cpa_epoch = all_rows(self.protocol)[row].get("cpa_from_epoch")
             if cpa_epoch is not None:
                 start["cpa"] = self._cpa_after(cpa_epoch, config)
             torch.save(start, folder / "checkpoint.pt")
         run(config, resume=True)
         return weights
 
-    def _rows(self) -> dict:
-        return {**self.protocol["rows"], **self.protocol.get("ablations", {})}
-
     def _cpa_after(self, epoch: int, config: dict) -> torch.Tensor:
         """CPA on the validation split of the baseline after ``epoch`` epochs (the paper records epoch 3)."""
-        from human_parsing_ros.class_sets import get_class_set
-        from training.engine import make_model
-        from training.evaluate import confusion_on_split
-        from training.metrics import cpa_for_sampling
-
         state = torch.load(self.checkpoint(epoch), map_location="cpu", weights_only=True)
         args = dict(config["model"]["args"])
         if "encoder_weights" in args:
             args["encoder_weights"] = None  # the checkpoint holds every weight
         data_spec = config["dataset"]
         num_classes = get_class_set(data_spec["class_set"] or data_spec["name"]).num_classes
-        model = make_model({**config, "model": {**config["model"], "args": args}}, num_classes)
+        model = make_model(config["model"]["architecture"], args, num_classes)
         model.load_state_dict(state["model"])
         size = config["input"]["eval_size"]
         return cpa_for_sampling(confusion_on_split(model, data_spec["name"], data_spec["root"], data_spec["val_split"],
@@ -132,16 +137,13 @@ class SeedRuns:
 
     def finish(self, row: str, test: bool) -> dict:
         """Train ``row`` if needed, evaluate its weights and write its result file."""
-        from training.evaluate import evaluate_weights
-        from training.metrics import to_jsonable
-
         path = self.result_path(row)
         if path.exists():
             return json.loads(path.read_text())
         weights = self.train(row)
         root, size = self.protocol["dataset_root"], tuple(self.protocol["eval_size"])
         result: dict[str, Any] = {"model": self.model, "seed": self.seed, "row": row,
-                                  "changes": self._rows()[row], "weights": str(weights)}
+                                  "changes": all_rows(self.protocol)[row], "weights": str(weights)}
         for split in ("val", "test") if test else ("val",):
             metrics = to_jsonable(evaluate_weights(weights, self.protocol["dataset"], root, split, size))
             result[split] = {k: metrics[k] for k in (*METRICS, "iou", "class_pixel_accuracy",
@@ -178,8 +180,6 @@ def ship(protocol: dict, model: str, row: str, destination: str | Path) -> Path:
     tensors are the run's own, so ``training/evaluate.py`` on the shipped file
     reproduces the run's row in the table.
     """
-    from human_parsing_ros.weights import load_weights, save_weights
-
     results = [json.loads(p.read_text()) for p in Path(protocol["results_dir"]).glob(f"{model}/seed*/{row}.json")]
     if not results:
         raise FileNotFoundError(f"no finished '{row}' run of {model} under {protocol['results_dir']}")
@@ -196,9 +196,6 @@ def ship(protocol: dict, model: str, row: str, destination: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from training.report import write_report
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, type=Path, help="protocol YAML (training/configs/protocol_*.yaml)")
     parser.add_argument("--models", nargs="*", help="default: all of the protocol's models")

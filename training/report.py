@@ -6,7 +6,9 @@ import math
 import statistics
 from pathlib import Path
 
-from .protocol import METRICS
+from human_parsing_ros.class_sets import get_class_set
+from training.metrics import METRICS
+from training.plots import plot_cpa_vs_pixels, plot_group_gains, plot_iou_by_frequency
 
 # Headline rows that the ablations vary, shown next to them (validation split).
 ABLATION_REFERENCES = ["dtpr", "decoupled_ce", "prn", "class_balanced"]
@@ -111,10 +113,6 @@ def group_gains(rows: dict[str, dict[int, dict]], pixels: list[float], split: st
 
 def write_report(protocol: dict) -> Path:
     """``<results_dir>/table.md`` and, per model, the plots; returns the table's path."""
-    from human_parsing_ros.class_sets import get_class_set
-
-    from .plots import plot_cpa_vs_pixels, plot_group_gains, plot_iou_by_frequency
-
     out = Path(protocol["results_dir"])
     out.mkdir(parents=True, exist_ok=True)
     names = list(get_class_set(protocol["dataset"]).names)

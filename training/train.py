@@ -4,6 +4,7 @@
     python training/train.py --config ... --resume            # continue from runs/<name>/checkpoint.pt
     torchrun --nproc_per_node 4 training/train.py --config ...  # one process per GPU
     python training/train.py --config ... stage2.epochs=0 name=baseline   # key=value overrides
+    python -m training.train --config ...                     # the same, as a module (from the repository root)
 """
 from __future__ import annotations
 
@@ -11,18 +12,26 @@ import argparse
 import sys
 from pathlib import Path
 
+if __name__ == "__main__" and not __package__:
+    # Run as a file (python/torchrun training/train.py), Python puts training/ on sys.path, not the repository
+    # root, so `import training` would fail: add the root. Script-only: never runs on import or with -m.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-def main(argv: list[str] | None = None) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: python training/train.py
-    from training.config import load_config, parse_overrides
-    from training.dtpr import run
-    from training.engine import teardown_distributed
+from training.config import load_config, parse_overrides
+from training.distributed import teardown_distributed
+from training.dtpr import run
 
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="recipe YAML (training/configs/)")
     parser.add_argument("--resume", action="store_true", help="continue from the run's checkpoint.pt")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. stage2.eta=0.5")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     config = load_config(args.config, parse_overrides(args.overrides))
     try:
         run(config, resume=args.resume)

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from human_parsing_ros.class_sets import IGNORE_INDEX
 from human_parsing_ros.weights import IMAGENET_MEAN, IMAGENET_STD
-from training.datasets import IGNORE_INDEX
 
 _GREY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's colour jitter uses
 
@@ -85,12 +85,13 @@ class TrainTransform:
 
     def draw(self, generator: torch.Generator | None = None) -> _Draw:
         """The random choices of one call: always 8 uniform numbers from ``generator``."""
-        u = torch.rand(8, generator=generator, dtype=torch.float64).tolist()
+        uniform = torch.rand(8, generator=generator, dtype=torch.float64).tolist()
         low, high = self.scale_range
-        j = self.jitter
-        return _Draw(scale=low + u[0] * (high - low), angle=(2 * u[1] - 1) * self.max_rotation,
-                     flip=u[2] < 0.5, brightness=1 + j * (2 * u[3] - 1), contrast=1 + j * (2 * u[4] - 1),
-                     saturation=1 + j * (2 * u[5] - 1), top_fraction=u[6], left_fraction=u[7])
+        jitter = self.jitter
+        return _Draw(scale=low + uniform[0] * (high - low), angle=(2 * uniform[1] - 1) * self.max_rotation,
+                     flip=uniform[2] < 0.5, brightness=1 + jitter * (2 * uniform[3] - 1),
+                     contrast=1 + jitter * (2 * uniform[4] - 1), saturation=1 + jitter * (2 * uniform[5] - 1),
+                     top_fraction=uniform[6], left_fraction=uniform[7])
 
     def sampling_grid(self, image_hw: tuple[int, int], draw: _Draw) -> torch.Tensor:
         """1 x crop_h x crop_w x 2 grid_sample coordinates of the output pixels in the source image."""

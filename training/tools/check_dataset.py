@@ -11,7 +11,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __name__ == "__main__":  # run as a script from anywhere: make the repository root importable
+if __name__ == "__main__" and not __package__:
+    # Run as a file (python training/tools/check_dataset.py), Python puts training/tools/ on sys.path, not the
+    # repository root, so `import training` would fail: add the root. Script-only: never on import or with -m.
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse
@@ -21,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.datasets import DATASET_NAMES, IGNORE_INDEX, ParsingDataset, Sample, build_dataset, read_image, read_label
+from human_parsing_ros.class_sets import IGNORE_INDEX
+from training.datasets import DATASET_NAMES, ParsingDataset, Sample, build_dataset, read_image, read_label
 
 KINDS = ("missing-image", "missing-label", "unreadable-image", "unreadable-label", "size-mismatch",
          "label-out-of-range", "skipped")

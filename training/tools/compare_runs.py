@@ -13,6 +13,13 @@ import math
 import sys
 from pathlib import Path
 
+if __name__ == "__main__" and not __package__:
+    # Run as a file (python training/tools/compare_runs.py), Python puts training/tools/ on sys.path, not the
+    # repository root, so `import training` would fail: add the root. Script-only: never on import or with -m.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from training.plots import plot_iou_comparison, read_class_table
+
 
 def head_tail_gains(baseline: dict[int, dict], dtpr: dict[int, dict]) -> dict[str, float]:
     """Mean IoU change (DTPR - baseline) over the head and tail halves by ground-truth pixels."""
@@ -28,9 +35,6 @@ def head_tail_gains(baseline: dict[int, dict], dtpr: dict[int, dict]) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from training.plots import plot_iou_comparison, read_class_table
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("baseline", type=Path)
     parser.add_argument("dtpr", type=Path)

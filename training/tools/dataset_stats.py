@@ -10,62 +10,22 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __name__ == "__main__":  # run as a script from anywhere: make the repository root importable
+if __name__ == "__main__" and not __package__:
+    # Run as a file (python training/tools/dataset_stats.py), Python puts training/tools/ on sys.path, not the
+    # repository root, so `import training` would fail: add the root. Script-only: never on import or with -m.
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse
 import csv
-import warnings
 from typing import Any
 
 import numpy as np
 
-from training.datasets import DATASET_NAMES, IGNORE_INDEX, ParsingDataset, build_dataset
-
-
-def compute_statistics(dataset: ParsingDataset) -> dict[str, Any]:
-    """Label statistics of every item of ``dataset`` (labels only; images are not read).
-
-    Keys: ``class_set``, ``names``, ``pixels`` (per class), ``images`` (items
-    containing the class), ``pixel_fraction`` (of the pixels with a valid
-    class id), ``num_images``, ``total_pixels`` (every label pixel),
-    ``labelled_pixels`` (valid class ids), ``ignored_pixels`` (255) and
-    ``out_of_range_pixels`` (other ids >= num_classes), ``skipped`` (ids of
-    items whose labels could not be read, for datasets that skip those).
-    """
-    num_classes = dataset.class_set.num_classes
-    pixels = np.zeros(256, dtype=np.int64)
-    images = np.zeros(256, dtype=np.int64)
-    skipped: list[str] = []
-    for index in range(len(dataset)):
-        try:
-            counts = np.bincount(dataset.load_label(index).ravel(), minlength=256)
-        except (OSError, ValueError) as error:
-            if not dataset.skip_unreadable:
-                raise
-            warnings.warn(f"statistics skip {dataset.items[index].id}: {error}", stacklevel=2)
-            skipped.append(dataset.items[index].id)
-            continue
-        pixels += counts
-        images += counts > 0
-    labelled = int(pixels[:num_classes].sum())
-    fraction = pixels[:num_classes] / labelled if labelled else np.zeros(num_classes)
-    return {
-        "class_set": dataset.class_set.name,
-        "names": list(dataset.class_set.names),
-        "pixels": pixels[:num_classes].tolist(),
-        "images": images[:num_classes].tolist(),
-        "pixel_fraction": fraction.tolist(),
-        "num_images": len(dataset) - len(skipped),
-        "total_pixels": int(pixels.sum()),
-        "labelled_pixels": labelled,
-        "ignored_pixels": int(pixels[IGNORE_INDEX]),
-        "out_of_range_pixels": int(pixels[num_classes:].sum() - pixels[IGNORE_INDEX]),
-        "skipped": skipped,
-    }
+from training.datasets import DATASET_NAMES, build_dataset, class_statistics
 
 
 def write_csv(stats: dict[str, Any], path: Path) -> None:
+    """``class_statistics`` per class: id, name, pixels, pixel_fraction, images."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "name", "pixels", "pixel_fraction", "images"])
@@ -97,6 +57,7 @@ def plot_long_tail(stats: dict[str, Any], path: Path, title: str = "") -> None:
 
 
 def summary(stats: dict[str, Any]) -> str:
+    """One line about the long tail of ``class_statistics``."""
     fractions = np.asarray(stats["pixel_fraction"])
     head = int(np.argmax(fractions)) if fractions.size else 0
     return (f"{stats['num_images']} images, {stats['labelled_pixels']} labelled pixels; "
@@ -124,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    stats = compute_statistics(dataset)
+    stats = class_statistics(dataset)
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(stats, args.out / "class_stats.csv")
     plot_long_tail(stats, args.out / "long_tail.png", f"{args.dataset} {args.split}: {len(dataset)} images")

@@ -1,0 +1,42 @@
+"""The run's checkpoint: one plain dict, written atomically after every epoch.
+
+Keys: ``format`` (``CHECKPOINT_FORMAT``), ``epoch`` (epochs done), ``stage``,
+``model``, ``optimizer``, ``scheduler``, ``scaler`` (state dicts of the current
+stage), ``cpa`` and ``pixel_counts`` (PRA's and PRN's scores), ``rng`` (global
+RNG states), ``config`` and ``history`` (one record per epoch). It holds tensors
+and plain Python values only, so ``torch.load(weights_only=True)`` reads it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_FORMAT = "dtpr-checkpoint/1"
+
+
+def make_checkpoint(epoch: int, stage: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
+                    cpa: torch.Tensor | None, pixel_counts: torch.Tensor, rng: dict, config: dict,
+                    history: list[dict]) -> dict[str, Any]:
+    """The checkpoint dict after ``epoch`` epochs (``model`` unwrapped from DDP)."""
+    return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "stage": stage, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "cpa": cpa, "pixel_counts": pixel_counts, "rng": rng, "config": config, "history": history}
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
+    """Atomic: a crash while writing leaves the previous checkpoint intact."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint at ``path``, on the CPU; refuses files of another format."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint")
+    return checkpoint
