@@ -1,6 +1,6 @@
 """Serving benchmark: bare forward vs HumanParser.parse vs the node end to end, one model, one run.
 
-    ./run.sh bench [--device cuda --precision fp16] [--frames 60]
+    ./run.sh bench [--device cuda --precision fp16] [--frames 60] [--resize-mode stretch] [--flip-tta]
 
 Prints p50/p99 of (1) the bare forward pass on a prepared network input,
 (2) parser.parse on a camera frame (decode excluded, everything else in),
@@ -16,13 +16,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from human_parsing_ros.inference import logits_to_labels, network_input, place_image
-from human_parsing_ros.parser import HumanParser
+from human_parsing_ros.parser import RESIZE_MODES, HumanParser
 from human_parsing_ros.resources import DEFAULT_WEIGHTS, share_file
 from human_parsing_ros.runtime import summary
 from human_parsing_ros.samples import load_rgb, sample_photos
@@ -37,7 +39,7 @@ def camera_frame(width: int, height: int) -> np.ndarray:
     return np.asarray(photo.resize((width, height), Image.BILINEAR))
 
 
-def time_calls(fn, iterations: int, sync) -> list[float]:
+def time_calls(fn: Callable[[], object], iterations: int, sync: Callable[[], None]) -> list[float]:
     times = []
     for _ in range(iterations):
         start = time.perf_counter()
@@ -47,34 +49,34 @@ def time_calls(fn, iterations: int, sync) -> list[float]:
     return times
 
 
-def _no_grad_forward(model, x):
-    with torch.inference_mode():  # inference mode is per thread
-        return model.forward_lowres(x)
-
-
-def bench_in_process(weights: Path, frame: np.ndarray, device: str, precision: str, iterations: int):
+def bench_in_process(weights: Path, frame: np.ndarray, device: str, precision: str, iterations: int,
+                     options: dict[str, Any]) -> tuple[dict, dict, str]:
+    """``options``: resize_mode and flip_tta, passed to every parse as the node does."""
     parser = HumanParser(weights, device=device, precision=precision)
-    placement = place_image(frame.shape[:2], parser.network_hw, parser.resize_mode)
+    placement = place_image(frame.shape[:2], parser.network_hw, options["resize_mode"])
     pixels = torch.from_numpy(frame).to(parser.device)
     x = network_input(pixels, parser.network_hw, placement, parser._mean, parser._std, parser.dtype)
     sync = parser._sync
+
+    def bare_forward() -> torch.Tensor:  # the network alone (twice with flip TTA); inference mode on any thread
+        return parser.forward(x, options["flip_tta"])
+
     with torch.inference_mode():
         for _ in range(3):
-            parser.model.forward_lowres(x)
-            parser.parse(frame)
-        forward = time_calls(lambda: parser.model.forward_lowres(x), iterations, sync)
+            bare_forward()
+            parser.parse(frame, **options)
+        forward = time_calls(bare_forward, iterations, sync)
         off_main = []  # why the node parses on its main thread (README: Behaviour)
-        worker = threading.Thread(target=lambda: off_main.extend(
-            time_calls(lambda: _no_grad_forward(parser.model, x), iterations, sync)))
+        worker = threading.Thread(target=lambda: off_main.extend(time_calls(bare_forward, iterations, sync)))
         worker.start()
         worker.join()
-        logits = parser.forward(x)
+        logits = bare_forward()
         naive = time_calls(lambda: torch.nn.functional.interpolate(
             logits[None], size=frame.shape[:2], mode="bilinear", align_corners=False)[0].argmax(0), iterations, sync)
         ours = time_calls(lambda: logits_to_labels(logits, parser.network_hw, placement, frame.shape[:2]),
                           iterations, sync)
-    parse = time_calls(lambda: parser.parse(frame), iterations, sync)
-    description = parser.describe()
+    parse = time_calls(lambda: parser.parse(frame, **options), iterations, sync)
+    description = parser.describe(**options)
     parser.release()
     print(f"bare forward from a secondary thread p50 {summary(off_main)['p50']:.1f} ms "
           f"(main thread {summary(forward)['p50']:.1f} ms)", flush=True)
@@ -83,15 +85,15 @@ def bench_in_process(weights: Path, frame: np.ndarray, device: str, precision: s
     return summary(forward), summary(parse), description
 
 
-def bench_node(weights: Path, frame: np.ndarray, device: str, precision: str, model_ms: float, frames: int,
-               log: Path) -> tuple[dict, dict]:
+def bench_node(weights: Path, frame: np.ndarray, device: str, precision: str, options: dict[str, Any],
+               model_ms: float, frames: int, log: Path) -> tuple[dict, dict]:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
 
     camera = "/bench_cam/image_raw"
     node = NodeProcess(share_file("config", "parser.yaml"), "/human_parsing", {"image": camera},
-                       {"weights": str(weights), "device": device, "precision": precision}, log_path=log)
+                       {"weights": str(weights), "device": device, "precision": precision, **options}, log_path=log)
     use_large_image_transport()
     rclpy.init()
     client = None
@@ -157,17 +159,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--iterations", type=int, default=30, help="in-process timing iterations")
     parser.add_argument("--frames", type=int, default=40, help="frames per node phase")
+    parser.add_argument("--resize-mode", default="letterbox", choices=RESIZE_MODES)
+    parser.add_argument("--flip-tta", action="store_true", help="average with the mirrored image (~2x compute)")
     args = parser.parse_args(argv)
+    options = {"resize_mode": args.resize_mode, "flip_tta": args.flip_tta}
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     workdir = Path(tempfile.mkdtemp(prefix="hp_bench_"))
     weights = Path(args.weights) if args.weights else (
         DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.is_file() else make_random_weights(workdir / "random.safetensors"))
     frame = camera_frame(args.width, args.height)
-    forward, parse, description = bench_in_process(weights, frame, args.device, args.precision, args.iterations)
-    latency, fast = bench_node(weights, frame, args.device, args.precision, forward["p50"], args.frames,
+    forward, parse, description = bench_in_process(weights, frame, args.device, args.precision, args.iterations,
+                                                   options)
+    latency, fast = bench_node(weights, frame, args.device, args.precision, options, forward["p50"], args.frames,
                                workdir / "node.log")
     # Shared machines drift: time the forward pass again and compare against the faster of the two.
-    forward_after, _, _ = bench_in_process(weights, frame, args.device, args.precision, args.iterations)
+    forward_after, _, _ = bench_in_process(weights, frame, args.device, args.precision, args.iterations, options)
     if forward_after["p50"] < forward["p50"]:
         forward = forward_after
     print(f"model: {description}; frame {args.width}x{args.height} rgb8; torch threads {torch.get_num_threads()}")

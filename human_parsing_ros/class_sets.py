@@ -59,7 +59,7 @@ class ClassSet:
 
     def index(self, name: str) -> int:
         """Class id of ``name`` (case-insensitive); ValueError naming the class set if unknown."""
-        lowered = [n.lower() for n in self.names]
+        lowered = [class_name.lower() for class_name in self.names]
         try:
             return lowered.index(name.lower())
         except ValueError:

@@ -6,12 +6,14 @@ with a one-line reason; nothing here trusts the sender.
 """
 from __future__ import annotations
 
+import array
 import io
 from dataclasses import dataclass
 
 import numpy as np
 
 MAX_PIXELS = 8192 * 8192  # refuse absurd sizes before allocating
+ImageBytes = bytes | bytearray | memoryview | array.array  # rclpy hands over array.array('B')
 
 
 class ImageError(ValueError):
@@ -44,7 +46,8 @@ ENCODINGS: dict[str, Layout] = {
 _DEPTH = {"16UC1", "32FC1", "16SC1", "32SC1", "64FC1"}
 
 
-def decode_raw(encoding: str, height: int, width: int, step: int, data, is_bigendian: bool = False) -> np.ndarray:
+def decode_raw(encoding: str, height: int, width: int, step: int, data: ImageBytes,
+               is_bigendian: bool = False) -> np.ndarray:
     """sensor_msgs/Image fields -> H x W x 3 uint8 RGB (a view where no conversion is needed)."""
     layout = ENCODINGS.get(encoding)
     if layout is None:
@@ -103,7 +106,7 @@ def _yuv422_to_rgb(packed: np.ndarray, order: str) -> np.ndarray:
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
 
-def decode_compressed(fmt: str, data) -> np.ndarray:
+def decode_compressed(fmt: str, data: ImageBytes) -> np.ndarray:
     """sensor_msgs/CompressedImage (JPEG, PNG, ...) -> H x W x 3 uint8 RGB."""
     from PIL import Image
 

@@ -42,21 +42,21 @@ def network_input(
     dtype: torch.dtype,
 ) -> torch.Tensor:
     """uint8 HxWx3 RGB -> normalised 1x3xHxW network input (padding = the mean colour)."""
-    x = image.permute(2, 0, 1).unsqueeze(0)
-    if x.device.type == "cpu":
-        x = x.contiguous(memory_format=torch.channels_last)  # the CPU's fast uint8 resize path
+    batch = image.permute(2, 0, 1).unsqueeze(0)
+    if batch.device.type == "cpu":
+        batch = batch.contiguous(memory_format=torch.channels_last)  # the CPU's fast uint8 resize path
     else:
-        x = x.float()
-    if x.shape[-2:] != (placement.height, placement.width):
-        x = F.interpolate(x, size=(placement.height, placement.width), mode="bilinear",
-                          align_corners=False, antialias=True)
-    x = (x.float() / 255.0 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+        batch = batch.float()
+    if batch.shape[-2:] != (placement.height, placement.width):
+        batch = F.interpolate(batch, size=(placement.height, placement.width), mode="bilinear",
+                              align_corners=False, antialias=True)
+    batch = (batch.float() / 255.0 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     net_h, net_w = network_hw
     if (placement.height, placement.width) != (net_h, net_w):
         pad = (placement.left, net_w - placement.width - placement.left,
                placement.top, net_h - placement.height - placement.top)
-        x = F.pad(x, pad)
-    return x.to(dtype).contiguous(memory_format=torch.channels_last)
+        batch = F.pad(batch, pad)
+    return batch.to(dtype).contiguous(memory_format=torch.channels_last)
 
 
 def _source_taps(out_len: int, scale: float, offset: float, in_len: int, device: torch.device):
@@ -86,25 +86,25 @@ def logits_to_labels(
     num_classes, lo_h, lo_w = logits.shape
     out_h, out_w = out_hw
     device = logits.device
-    ry, rx = lo_h / network_hw[0], lo_w / network_hw[1]
-    y0, y1, wy = _source_taps(out_h, placement.height / out_h * ry, placement.top * ry, lo_h, device)
-    x0, x1, wx = _source_taps(out_w, placement.width / out_w * rx, placement.left * rx, lo_w, device)
+    scale_y, scale_x = lo_h / network_hw[0], lo_w / network_hw[1]  # network input pixels -> logit cells
+    y0, y1, wy = _source_taps(out_h, placement.height / out_h * scale_y, placement.top * scale_y, lo_h, device)
+    x0, x1, wx = _source_taps(out_w, placement.width / out_w * scale_x, placement.left * scale_x, lo_w, device)
 
     logits = logits.float()
     confidence_lo, argmax_lo = logits.softmax(dim=0).max(dim=0)
 
     # A tap cell (i, j)-(i+1, j+1) is uniform when its four corners share one argmax;
     # replicating the last row/column matches the clamped taps at the border.
-    a = F.pad(argmax_lo[None, None].float(), (0, 1, 0, 1), mode="replicate")[0, 0]
-    corner = a[:-1, :-1]
-    uniform = (corner == a[:-1, 1:]) & (corner == a[1:, :-1]) & (corner == a[1:, 1:])
+    padded = F.pad(argmax_lo[None, None].float(), (0, 1, 0, 1), mode="replicate")[0, 0]
+    corner = padded[:-1, :-1]
+    uniform = (corner == padded[:-1, 1:]) & (corner == padded[1:, :-1]) & (corner == padded[1:, 1:])
     labels = _gather_nearest(argmax_lo, y0, x0)
     rows, cols = (~_gather_nearest(uniform, y0, x0)).nonzero(as_tuple=True)
     if rows.numel():
         # Interpolate all classes along y for the needed rows, then along x per pixel.
         along_y = _lerp_rows(logits.permute(1, 2, 0), y0, y1, wy)  # out_h x lo_w x C
-        fx = wx[cols, None]
-        value = along_y[rows, x0[cols]] * (1 - fx) + along_y[rows, x1[cols]] * fx
+        weight_x = wx[cols, None]
+        value = along_y[rows, x0[cols]] * (1 - weight_x) + along_y[rows, x1[cols]] * weight_x
         labels[rows, cols] = value.argmax(dim=1)
     confidence = _lerp_rows(_lerp_rows(confidence_lo, y0, y1, wy).t(), x0, x1, wx).t()
     return labels, confidence
@@ -117,8 +117,8 @@ def _gather_nearest(grid: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) 
 def _lerp_rows(grid: torch.Tensor, i0: torch.Tensor, i1: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Linear interpolation along the first axis of ``grid`` at taps (i0, i1, weight)."""
     shape = (-1,) + (1,) * (grid.dim() - 1)
-    w = weight.view(shape)
-    return grid.index_select(0, i0) * (1 - w) + grid.index_select(0, i1) * w
+    weight = weight.view(shape)
+    return grid.index_select(0, i0) * (1 - weight) + grid.index_select(0, i1) * weight
 
 
 def _first(hits: torch.Tensor) -> torch.Tensor:

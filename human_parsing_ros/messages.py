@@ -11,10 +11,19 @@ Schemas are versioned by ``schema``: a reader refuses a version it does not know
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for type hints only: this module stays free of torch and ROS
+    from .parser import ParseResult
+    from .weights import WeightsInfo
 
 PARTS_SCHEMA = "human_parsing_ros/parts/1"
 CLASS_INFO_SCHEMA = "human_parsing_ros/class_info/1"
+# Decimal places of the figures on the wire; Part.rounded applies them, PartsMessage.from_result calls it.
+PIXEL_FRACTION_DIGITS = 6
+CONFIDENCE_DIGITS = 4
 
 
 class SchemaError(ValueError):
@@ -50,6 +59,11 @@ class Part:
     bbox: tuple[int, int, int, int] | None  # x_min, y_min, x_max, y_max in label-image pixels, inclusive
     mean_confidence: float
 
+    def rounded(self) -> Part:
+        """This part with its figures at wire precision."""
+        return replace(self, pixel_fraction=round(self.pixel_fraction, PIXEL_FRACTION_DIGITS),
+                       mean_confidence=round(self.mean_confidence, CONFIDENCE_DIGITS))
+
 
 @dataclass(frozen=True)
 class PartsMessage:
@@ -60,6 +74,13 @@ class PartsMessage:
     threshold: float
     parts: tuple[Part, ...]
 
+    @classmethod
+    def from_result(cls, result: ParseResult, stamp: Stamp, frame_id: str, threshold: float) -> PartsMessage:
+        """The message for one parsed frame: every class, figures rounded to wire precision."""
+        height, width = result.labels.shape
+        parts = tuple(part.rounded() for part in result.presence(threshold))
+        return cls(stamp, frame_id, width, height, float(threshold), parts)
+
     def get(self, name: str) -> Part:
         for part in self.parts:
             if part.name == name:
@@ -67,7 +88,7 @@ class PartsMessage:
         raise KeyError(f"no part named '{name}'")
 
     def present(self) -> list[Part]:
-        return [p for p in self.parts if p.present]
+        return [part for part in self.parts if part.present]
 
     def to_json(self) -> str:
         doc = {"schema": PARTS_SCHEMA, **asdict(self)}
@@ -78,9 +99,9 @@ class PartsMessage:
         doc = _load(text, PARTS_SCHEMA)
         try:
             parts = tuple(
-                Part(int(p["id"]), str(p["name"]), bool(p["present"]), float(p["pixel_fraction"]),
-                     tuple(p["bbox"]) if p["bbox"] is not None else None, float(p["mean_confidence"]))
-                for p in doc["parts"]
+                Part(int(part["id"]), str(part["name"]), bool(part["present"]), float(part["pixel_fraction"]),
+                     tuple(part["bbox"]) if part["bbox"] is not None else None, float(part["mean_confidence"]))
+                for part in doc["parts"]
             )
             return cls(Stamp(int(doc["stamp"]["sec"]), int(doc["stamp"]["nanosec"])), str(doc["frame_id"]),
                        int(doc["width"]), int(doc["height"]), float(doc["threshold"]), parts)
@@ -98,6 +119,15 @@ class ClassInfoMessage:
     weights: str
     untrained: bool
 
+    @classmethod
+    def from_weights(cls, info: WeightsInfo, weights_path: str | os.PathLike) -> ClassInfoMessage:
+        """What ``class_info`` says about the weights file at ``weights_path``."""
+        class_set = info.class_set()
+        palette = tuple(tuple(int(channel) for channel in colour) for colour in class_set.palette.tolist())
+        flip_pairs = tuple((int(left), int(right)) for left, right in class_set.flip_pairs)
+        return cls(info.class_set_name, tuple(class_set.names), palette, flip_pairs, info.architecture,
+                   str(weights_path), info.untrained)
+
     def to_json(self) -> str:
         doc = {"schema": CLASS_INFO_SCHEMA, **asdict(self)}
         return json.dumps(doc, separators=(",", ":"))
@@ -106,8 +136,8 @@ class ClassInfoMessage:
     def from_json(cls, text: str) -> ClassInfoMessage:
         doc = _load(text, CLASS_INFO_SCHEMA)
         try:
-            return cls(str(doc["class_set"]), tuple(doc["names"]), tuple(tuple(c) for c in doc["palette"]),
-                       tuple(tuple(p) for p in doc["flip_pairs"]), str(doc["architecture"]),
+            return cls(str(doc["class_set"]), tuple(doc["names"]), tuple(tuple(colour) for colour in doc["palette"]),
+                       tuple(tuple(pair) for pair in doc["flip_pairs"]), str(doc["architecture"]),
                        str(doc["weights"]), bool(doc["untrained"]))
         except (KeyError, TypeError, ValueError) as err:
             raise SchemaError(f"bad {CLASS_INFO_SCHEMA} message: {err!r}") from None

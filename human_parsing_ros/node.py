@@ -27,15 +27,16 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 
 from . import render
+from .class_sets import ClassSet
 from .image_codec import ImageError, decode_compressed, decode_raw, encode_like
-from .messages import ClassInfoMessage, Part, PartsMessage, Stamp
+from .messages import ClassInfoMessage, PartsMessage, Stamp
 from .parser import OUTPUT_RESOLUTIONS, PRECISIONS, RESIZE_MODES, HumanParser, resolve_device
 from .resources import resolve_weights_path
 from .runtime import LatencyWindow, LatestSlot, RateMeter
-from .weights import WeightsError, load_weights
+from .weights import WeightsError, check_input_size, load_weights
 
 NODE_NAME = "human_parser"
 
@@ -112,10 +113,8 @@ def check_value(name: str, value: Any) -> str | None:
             resolve_device(value) if value.strip().lower() != "auto" else None
         except ValueError as err:
             return str(err)
-    if name == "input_size":
-        size = list(value)
-        if size != [0, 0] and (len(size) != 2 or min(size) < 16 or max(size) > 4096):
-            return f"input_size must be [0, 0] or [height, width] within 16..4096, not {size}"
+    if name == "input_size" and list(value) != [0, 0]:  # [0, 0]: the size stored in the weights
+        return check_input_size(value)
     return None
 
 
@@ -134,7 +133,7 @@ class HumanParserNode(LifecycleNode):
         self._loaded: tuple[Any, Any] | None = None  # (CPU model, WeightsInfo) after configure
         self._weights_path = ""
         self._parser: HumanParser | None = None
-        self._slot: LatestSlot[tuple[Any, float]] = LatestSlot()
+        self._slot: LatestSlot[Any] = LatestSlot()  # the newest image message
         self._frame_lock = threading.Lock()  # held while a frame is parsed; transitions wait for it
         self._subscription = None
         self._pubs: dict[str, Any] = {}
@@ -148,14 +147,15 @@ class HumanParserNode(LifecycleNode):
         self._inference_ms = LatencyWindow()
         self._end_to_end_ms = LatencyWindow()
         self._warmup_ms = float("nan")
-        self._dropped_seen = 0
+        self._dropped_reported = 0  # slot drops counted by the last diagnostics report
         self._activated_at = time.monotonic()
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
         self._watchdog = self.create_timer(1.0, self._warn_if_no_image)
 
     # ---- parameters -------------------------------------------------------------------------
-    def p(self, name: str) -> Any:
+    def param(self, name: str) -> Any:
+        """The current value of parameter ``name`` ([] for an unset typed array)."""
         try:
             return self.get_parameter(name).value
         except ParameterUninitializedException:  # a typed array parameter nobody set
@@ -170,7 +170,7 @@ class HumanParserNode(LifecycleNode):
 
     def _check_all(self) -> None:
         for param in PARAMS:
-            reason = check_value(param.name, self.p(param.name))
+            reason = check_value(param.name, self.param(param.name))
             if reason:
                 raise ValueError(reason)
 
@@ -178,7 +178,7 @@ class HumanParserNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self._check_all()
-            self._weights_path = str(resolve_weights_path(self.p("weights")))
+            self._weights_path = str(resolve_weights_path(self.param("weights")))
             model, info = load_weights(self._weights_path)
             class_set = info.class_set()
             mask_ids = self._mask_ids(class_set)
@@ -193,15 +193,14 @@ class HumanParserNode(LifecycleNode):
             "parts": self.create_lifecycle_publisher(String, "parts", reliable),
         }
         self._mask_pubs = {
-            cid: self.create_lifecycle_publisher(Image, f"masks/{topic_token(class_set.names[cid])}", reliable)
-            for cid in mask_ids
+            class_id: self.create_lifecycle_publisher(Image, f"masks/{topic_token(class_set.names[class_id])}",
+                                                      reliable)
+            for class_id in mask_ids
         }
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._class_info_pub = self.create_publisher(String, "class_info", latched)
-        self._class_info_pub.publish(String(data=ClassInfoMessage(
-            info.class_set_name, tuple(class_set.names), tuple(tuple(int(v) for v in c) for c in class_set.palette),
-            class_set.flip_pairs, info.architecture, self._weights_path, info.untrained).to_json()))
+        self._class_info_pub.publish(String(data=ClassInfoMessage.from_weights(info, self._weights_path).to_json()))
         self._error = ""
         self.get_logger().info(f"loaded {self._weights_path}: {info.architecture}, "
                                f"{class_set.num_classes} classes ({info.class_set_name})")
@@ -213,12 +212,12 @@ class HumanParserNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         model, info = self._loaded
-        size = [int(v) for v in self.p("input_size")]
+        size = [int(v) for v in self.param("input_size")]
         try:
             self._parser = HumanParser.from_model(
-                copy.deepcopy(model), info, device=self.p("device"), precision=self.p("precision"),
+                copy.deepcopy(model), info, device=self.param("device"), precision=self.param("precision"),
                 input_size=None if size == [0, 0] else tuple(size),
-                resize_mode=self.p("resize_mode"), flip_tta=self.p("flip_tta"))
+                resize_mode=self.param("resize_mode"), flip_tta=self.param("flip_tta"))
             self._warmup_ms = self._parser.warmup()
         except (ValueError, RuntimeError) as err:
             self._parser = None
@@ -227,9 +226,10 @@ class HumanParserNode(LifecycleNode):
             self.get_logger().warning(self._parser.precision_note)
         self._subscription, qos = self._subscribe()
         self._activated_at = time.monotonic()
+        input_type = "CompressedImage" if self.param("input_transport") == "compressed" else "Image"
         self.get_logger().info(
             f"active: {self._parser.describe()}; warm-up {self._warmup_ms:.1f} ms/frame; "
-            f"input {self._input_topic} ({'CompressedImage' if self.p('input_transport') == 'compressed' else 'Image'},"
+            f"input {self._input_topic} ({input_type},"
             f" {qos.reliability.name.lower()}, keep last {qos.depth}); "
             f"outputs under {self.get_namespace().rstrip('/')}/")
         return super().on_activate(state)
@@ -266,8 +266,8 @@ class HumanParserNode(LifecycleNode):
         self.get_logger().error(message)
         return TransitionCallbackReturn.FAILURE
 
-    def _mask_ids(self, class_set) -> list[int]:
-        names = list(self.p("mask_parts"))
+    def _mask_ids(self, class_set: ClassSet) -> list[int]:
+        names = list(self.param("mask_parts"))
         ids = []
         for name in names:
             try:
@@ -277,12 +277,12 @@ class HumanParserNode(LifecycleNode):
                                  f"(classes: {', '.join(class_set.names)})") from None
         return ids
 
-    def _subscribe(self):
-        reliability = (ReliabilityPolicy.RELIABLE if self.p("input_reliability") == "reliable"
+    def _subscribe(self) -> tuple[Any, QoSProfile]:
+        reliability = (ReliabilityPolicy.RELIABLE if self.param("input_reliability") == "reliable"
                        else ReliabilityPolicy.BEST_EFFORT)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability,
                          durability=DurabilityPolicy.VOLATILE)
-        compressed = self.p("input_transport") == "compressed"
+        compressed = self.param("input_transport") == "compressed"
         # As image_transport does: the transport's sub-topic of the (remapped) base topic.
         topic = self.resolve_topic_name("image") + "/compressed" if compressed else "image"
         overrides = QoSOverridingOptions.with_default_policies()
@@ -294,7 +294,7 @@ class HumanParserNode(LifecycleNode):
     # ---- frame path ---------------------------------------------------------------------------
     def _on_image(self, msg: Any) -> None:
         self._received.tick()
-        self._slot.put((msg, time.monotonic()))
+        self._slot.put(msg)
 
     def serve(self, keep_going: Callable[[], bool]) -> None:
         """Parse the newest frame, over and over, on the calling thread, while ``keep_going()``.
@@ -303,12 +303,12 @@ class HumanParserNode(LifecycleNode):
         that callbacks stay responsive while a frame is parsed.
         """
         while keep_going():
-            item = self._slot.take(timeout=0.2)
-            if item is None:
+            msg = self._slot.take(timeout=0.2)
+            if msg is None:
                 continue
             with self._frame_lock:
                 try:
-                    self._process(*item)
+                    self._process(msg)
                 except Exception as err:  # a bad frame must never stop the frame loop
                     self._rejected += 1
                     self.get_logger().error(f"frame failed: {type(err).__name__}: {err}",
@@ -320,7 +320,7 @@ class HumanParserNode(LifecycleNode):
         image = decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
         return image, msg.encoding
 
-    def _process(self, msg: Any, received: float) -> None:
+    def _process(self, msg: Any) -> None:
         parser = self._parser
         if parser is None:
             return
@@ -330,27 +330,28 @@ class HumanParserNode(LifecycleNode):
             self._rejected += 1
             self.get_logger().warning(f"dropped frame from {self._input_topic}: {err}", throttle_duration_sec=5.0)
             return
-        parser.flip_tta = self.p("flip_tta")
-        parser.resize_mode = self.p("resize_mode")
         start = time.perf_counter()
-        result = parser.parse(image, self.p("output_resolution"))
+        result = parser.parse(image, self.param("output_resolution"), resize_mode=self.param("resize_mode"),
+                              flip_tta=self.param("flip_tta"))
         self._inference_ms.add((time.perf_counter() - start) * 1e3)
         header = msg.header
         labels = result.labels
         self._pubs["labels"].publish(_image_msg(header, labels, "mono8"))
         palette = result.class_set.palette
-        if self.p("publish_color") and self._pubs["color"].get_subscription_count():
+        if self.param("publish_color") and self._pubs["color"].get_subscription_count():
             self._pubs["color"].publish(_image_msg(header, render.colorize(labels, palette), "rgb8"))
-        if self.p("publish_overlay") and self._pubs["overlay"].get_subscription_count():
-            base = image if image.shape[:2] == labels.shape else _resize_nearest(image, labels.shape)
-            blended = render.overlay(base, labels, palette, self.p("overlay_alpha"), result.class_set.background)
+        if self.param("publish_overlay") and self._pubs["overlay"].get_subscription_count():
+            base = image if image.shape[:2] == labels.shape else render.resize_nearest(image, labels.shape)
+            blended = render.overlay(base, labels, palette, self.param("overlay_alpha"), result.class_set.background)
             self._pubs["overlay"].publish(_image_msg(header, *encode_like(blended, encoding)))
-        if self.p("publish_masks"):
-            for cid, pub in self._mask_pubs.items():
+        if self.param("publish_masks"):
+            for class_id, pub in self._mask_pubs.items():
                 if pub.get_subscription_count():
-                    pub.publish(_image_msg(header, result.mask(cid), "mono8"))
-        if self.p("publish_parts") and self._pubs["parts"].get_subscription_count():
-            self._pubs["parts"].publish(String(data=_parts_json(header, result, self.p("presence_threshold"))))
+                    pub.publish(_image_msg(header, result.mask(class_id), "mono8"))
+        if self.param("publish_parts") and self._pubs["parts"].get_subscription_count():
+            parts = PartsMessage.from_result(result, _stamp(header), header.frame_id,
+                                             self.param("presence_threshold"))
+            self._pubs["parts"].publish(String(data=parts.to_json()))
         self._published.tick()
         self._end_to_end_ms.add(_age_ms(self, header))
 
@@ -360,48 +361,54 @@ class HumanParserNode(LifecycleNode):
             return
         last = self._received.last
         silent_for = time.monotonic() - (last if last is not None else self._activated_at)
-        if silent_for >= self.p("no_image_warning_s"):
+        if silent_for >= self.param("no_image_warning_s"):
             self.get_logger().warning(
                 f"no image on {self._input_topic} for {silent_for:.0f} s: is the camera publishing there, "
-                f"with a compatible QoS (this node: {self.p('input_reliability')})?",
-                throttle_duration_sec=max(5.0, self.p("no_image_warning_s")))
+                f"with a compatible QoS (this node: {self.param('input_reliability')})?",
+                throttle_duration_sec=max(5.0, self.param("no_image_warning_s")))
 
     def _publish_diagnostics(self) -> None:
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: human parsing",
                                   hardware_id=str(self._parser.device) if self._parser else "none")
-        level, message = self._health()
-        status.level, status.message = level, message
-        inf50, inf99 = self._inference_ms.percentiles(50, 99)
-        e2e50, e2e99 = self._end_to_end_ms.percentiles(50, 99)
-        values = {
-            "input_topic": self._input_topic, "input_rate_hz": f"{self._received.rate():.2f}",
-            "output_rate_hz": f"{self._published.rate():.2f}", "frames_received": self._received.total,
-            "frames_published": self._published.total, "frames_dropped": self._slot.dropped,
-            "frames_rejected": self._rejected, "inference_ms_p50": f"{inf50:.1f}", "inference_ms_p99": f"{inf99:.1f}",
-            "end_to_end_ms_p50": f"{e2e50:.1f}", "end_to_end_ms_p99": f"{e2e99:.1f}",
-            "warmup_ms": f"{self._warmup_ms:.1f}", "weights": self._weights_path,
-            "model": self._parser.describe() if self._parser else "not loaded",
-        }
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        dropped_total = self._slot.dropped
+        status.level, status.message = self._health(dropped_total - self._dropped_reported)
+        self._dropped_reported = dropped_total
+        status.values = [KeyValue(key=key, value=str(value)) for key, value in self._figures(dropped_total).items()]
         self._diagnostics_pub.publish(DiagnosticArray(header=_now_header(self), status=[status]))
 
-    def _health(self) -> tuple[bytes, str]:
+    def _figures(self, dropped_total: int) -> dict[str, Any]:
+        """The key/values of the diagnostics status."""
+        inference_p50, inference_p99 = self._inference_ms.percentiles(50, 99)
+        end_to_end_p50, end_to_end_p99 = self._end_to_end_ms.percentiles(50, 99)
+        parser = self._parser
+        model = parser.describe(self.param("resize_mode"), self.param("flip_tta")) if parser else "not loaded"
+        return {
+            "input_topic": self._input_topic, "input_rate_hz": f"{self._received.rate():.2f}",
+            "output_rate_hz": f"{self._published.rate():.2f}", "frames_received": self._received.total,
+            "frames_published": self._published.total, "frames_dropped": dropped_total,
+            "frames_rejected": self._rejected,
+            "inference_ms_p50": f"{inference_p50:.1f}", "inference_ms_p99": f"{inference_p99:.1f}",
+            "end_to_end_ms_p50": f"{end_to_end_p50:.1f}", "end_to_end_ms_p99": f"{end_to_end_p99:.1f}",
+            "warmup_ms": f"{self._warmup_ms:.1f}", "weights": self._weights_path, "model": model,
+        }
+
+    def _health(self, dropped_recently: int) -> tuple[bytes, str]:
+        """Diagnostics level and message; only reads state (``dropped_recently``: drops since the last report)."""
         if self._error:
             return DiagnosticStatus.ERROR, self._error
         if self._parser is None:
             return DiagnosticStatus.OK, "inactive"
         now = time.monotonic()
         last_in, last_out = self._received.last, self._published.last
-        stall = self.p("stall_timeout_s")
+        stall = self.param("stall_timeout_s")
         if last_in is not None and now - last_in < stall and now - (last_out or self._activated_at) > stall:
             return DiagnosticStatus.ERROR, f"stalled: frames arriving, none published for {stall:.0f} s"
-        if last_in is None or now - last_in > self.p("no_image_warning_s"):
+        if last_in is None or now - last_in > self.param("no_image_warning_s"):
             return DiagnosticStatus.WARN, f"no image on {self._input_topic}"
-        dropped, self._dropped_seen = self._slot.dropped - self._dropped_seen, self._slot.dropped
-        if dropped:
+        if dropped_recently:
             return (DiagnosticStatus.WARN,
-                    f"slow: dropped {dropped} frames in the last second (camera faster than model)")
-        limit = self.p("max_latency_ms")
+                    f"slow: dropped {dropped_recently} frames in the last second (camera faster than model)")
+        limit = self.param("max_latency_ms")
         if limit > 0 and self._end_to_end_ms.percentiles(50)[0] > limit:
             return DiagnosticStatus.WARN, f"slow: end-to-end p50 above {limit:.0f} ms"
         return DiagnosticStatus.OK, "running"
@@ -409,30 +416,18 @@ class HumanParserNode(LifecycleNode):
 
 def _image_msg(header: Any, pixels: np.ndarray, encoding: str) -> Image:
     pixels = np.ascontiguousarray(pixels)
-    h, w = pixels.shape[:2]
-    msg = Image(header=header, height=h, width=w, encoding=encoding, is_bigendian=0,
-                step=w * (pixels.shape[2] if pixels.ndim == 3 else 1))
+    height, width = pixels.shape[:2]
+    msg = Image(header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
+                step=width * (pixels.shape[2] if pixels.ndim == 3 else 1))
     msg.data = array.array("B", pixels.tobytes())
     return msg
 
 
-def _resize_nearest(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    ys = (np.arange(hw[0]) * image.shape[0] // hw[0])
-    xs = (np.arange(hw[1]) * image.shape[1] // hw[1])
-    return image[ys][:, xs]
+def _stamp(header: Any) -> Stamp:
+    return Stamp(header.stamp.sec, header.stamp.nanosec)
 
 
-def _parts_json(header: Any, result, threshold: float) -> str:
-    h, w = result.labels.shape
-    parts = tuple(Part(p.class_id, p.name, p.present, round(p.pixel_fraction, 6), p.bbox,
-                       round(p.mean_confidence, 4)) for p in result.presence(threshold))
-    return PartsMessage(Stamp(header.stamp.sec, header.stamp.nanosec), header.frame_id, w, h, threshold,
-                        parts).to_json()
-
-
-def _now_header(node: LifecycleNode):
-    from std_msgs.msg import Header
-
+def _now_header(node: LifecycleNode) -> Header:
     return Header(stamp=node.get_clock().now().to_msg())
 
 
@@ -466,7 +461,7 @@ def main(args: list[str] | None = None) -> None:
     executor.add_node(node)
     spinner = threading.Thread(target=spin_until, args=(stop, executor), name="ros_executor", daemon=True)
     try:
-        if node.p("autostart") and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+        if node.param("autostart") and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             node.trigger_activate()
         spinner.start()
         node.serve(lambda: not stop.is_set() and rclpy.ok())

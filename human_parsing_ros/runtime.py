@@ -90,12 +90,13 @@ class LatencyWindow:
         with self._lock:
             self._values.append(value_ms)
 
-    def percentiles(self, *qs: float) -> list[float]:
+    def percentiles(self, *quantiles: float) -> list[float]:
+        """The given percentiles (0..100) of the window; NaN for each while it is empty."""
         with self._lock:
             if not self._values:
-                return [float("nan")] * len(qs)
+                return [float("nan")] * len(quantiles)
             values = np.fromiter(self._values, dtype=np.float64)
-        return [float(np.percentile(values, q)) for q in qs]
+        return [float(np.percentile(values, quantile)) for quantile in quantiles]
 
     def __len__(self) -> int:
         return len(self._values)

@@ -25,10 +25,32 @@ FORMAT = "human_parsing_ros.weights"
 FORMAT_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+INPUT_SIZE_LIMITS = (16, 4096)  # smallest and largest network input side, in pixels
 
 
 class WeightsError(ValueError):
     """A weights file that cannot be used; the message names the file and the reason."""
+
+
+def check_input_size(size: Any) -> str | None:
+    """Why ``size`` is not a network input ``[height, width]``, or None if it is.
+
+    The one input-size rule: the weights metadata, HumanParser and the node's
+    ``input_size`` parameter all ask this.
+    """
+    low, high = INPUT_SIZE_LIMITS
+    try:
+        values = [size] if isinstance(size, str) else list(size)
+    except TypeError:
+        values = [size]
+    if len(values) == 2 and all(_is_int(v) and low <= v <= high for v in values):
+        return None
+    shown = [int(v) if _is_int(v) else v for v in values]
+    return f"input_size must be [height, width], integers within {low}..{high}, not {shown}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 @dataclass
@@ -48,13 +70,13 @@ class WeightsInfo:
     def for_class_set(cls, architecture: str, architecture_args: dict[str, Any], class_set: ClassSet,
                       input_size: tuple[int, int], recipe: dict[str, Any] | None = None) -> WeightsInfo:
         return cls(architecture, dict(architecture_args), class_set.name, list(class_set.names),
-                   [tuple(p) for p in class_set.flip_pairs], class_set.palette.tolist(),
+                   [tuple(pair) for pair in class_set.flip_pairs], class_set.palette.tolist(),
                    tuple(input_size), recipe=dict(recipe or {}))
 
     def class_set(self) -> ClassSet:
         """The class set as this file defines it (names, palette and pairs travel with the weights)."""
         return ClassSet(self.class_set_name, tuple(self.class_names),
-                        tuple(tuple(p) for p in self.flip_pairs),
+                        tuple(tuple(pair) for pair in self.flip_pairs),
                         palette=np.asarray(self.palette, dtype=np.uint8))
 
     @property
@@ -66,7 +88,7 @@ class WeightsInfo:
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "architecture": self.architecture, "architecture_args": self.architecture_args,
             "class_set": self.class_set_name, "class_names": self.class_names,
-            "flip_pairs": [list(p) for p in self.flip_pairs], "palette": self.palette,
+            "flip_pairs": [list(pair) for pair in self.flip_pairs], "palette": self.palette,
             "input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std),
             "recipe": self.recipe,
         }
@@ -88,7 +110,7 @@ class WeightsInfo:
         try:
             info = cls(
                 values["architecture"], dict(values["architecture_args"]), values["class_set"],
-                list(values["class_names"]), [tuple(p) for p in values["flip_pairs"]], values["palette"],
+                list(values["class_names"]), [tuple(pair) for pair in values["flip_pairs"]], values["palette"],
                 tuple(values["input_size"]), tuple(values["mean"]), tuple(values["std"]),
                 dict(values.get("recipe", {})),
             )
@@ -97,8 +119,9 @@ class WeightsInfo:
             raise WeightsError(f"{path}: metadata lacks {err}") from None
         except (TypeError, ValueError) as err:
             raise WeightsError(f"{path}: bad metadata ({err})") from None
-        if len(info.input_size) != 2 or min(info.input_size) < 16:
-            raise WeightsError(f"{path}: bad input_size {list(info.input_size)}")
+        reason = check_input_size(info.input_size)
+        if reason:
+            raise WeightsError(f"{path}: {reason}")
         return info
 
 
@@ -169,7 +192,7 @@ def load_weights(path: str | os.PathLike) -> tuple[SegmentationModel, WeightsInf
         raise
     except Exception as err:  # data section shorter than the header says, and similar
         raise WeightsError(f"{path}: unreadable tensors ({err})") from None
-    args = {k: v for k, v in info.architecture_args.items() if k != "encoder_weights"}
+    args = {key: value for key, value in info.architecture_args.items() if key != "encoder_weights"}
     try:
         model = build_model(info.architecture, **args)
     except ValueError as err:
@@ -177,6 +200,7 @@ def load_weights(path: str | os.PathLike) -> tuple[SegmentationModel, WeightsInf
     if model.num_classes != len(info.class_names):
         raise WeightsError(f"{path}: class count mismatch: the architecture has {model.num_classes} outputs, "
                            f"the metadata names {len(info.class_names)} classes")
+    state = model.rename_legacy_aux_keys(state)  # files written before the zoo's one aux-head attribute
     _check_state(path, model, state)
     model.load_state_dict(state)
     return model.eval(), info

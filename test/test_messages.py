@@ -3,6 +3,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from human_parsing_ros.class_sets import get_class_set
 from human_parsing_ros.messages import (
@@ -14,6 +15,26 @@ from human_parsing_ros.messages import (
     SchemaError,
     Stamp,
 )
+from human_parsing_ros.parser import HumanParser
+from human_parsing_ros.samples import load_rgb, sample_photos
+from human_parsing_ros.tools.random_weights import make_random_weights
+from human_parsing_ros.weights import load_weights, read_weights_info, save_weights
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """Random CCP weights with the classifier bias zeroed, so the label map has many classes (see test_parser)."""
+    folder = tmp_path_factory.mktemp("messages")
+    model, info = load_weights(make_random_weights(folder / "random.safetensors", class_set="ccp",
+                                                   input_size=(96, 64)))
+    with torch.no_grad():
+        model.segmentation_head.bias.zero_()
+    return save_weights(folder / "ccp.safetensors", model, info)
+
+
+@pytest.fixture(scope="module")
+def parse_result(weights):
+    return HumanParser(weights, device="cpu").parse(load_rgb(sample_photos()[0]))
 
 
 def _parts_message():
@@ -136,3 +157,52 @@ def test_unknown_extra_fields_are_tolerated():
     doc["extra"] = {"anything": 1}
     doc["parts"][0]["extra"] = True
     assert PartsMessage.from_json(json.dumps(doc)) == _parts_message()
+
+
+def _wire_format(result, stamp, frame_id, threshold):
+    """The parts JSON as the node has written it since schema 1, computed here from the raw statistics."""
+    height, width = result.labels.shape
+    total = result.labels.size
+    parts = []
+    for class_id, name in enumerate(result.class_set.names):
+        count = int(result.statistics.pixel_counts[class_id])
+        fraction = count / total
+        parts.append({
+            "id": class_id, "name": name, "present": count > 0 and fraction >= threshold,
+            "pixel_fraction": round(fraction, 6),
+            "bbox": result.statistics.boxes[class_id].tolist() if count else None,
+            "mean_confidence": round(float(result.statistics.confidence_sums[class_id]) / count, 4) if count else 0.0,
+        })
+    doc = {"schema": PARTS_SCHEMA, "stamp": {"sec": stamp.sec, "nanosec": stamp.nanosec}, "frame_id": frame_id,
+           "width": width, "height": height, "threshold": threshold, "parts": parts}
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def test_parts_from_result_is_the_wire_format_and_round_trips(parse_result):
+    stamp = Stamp(1795432954, 576464160)
+    message = PartsMessage.from_result(parse_result, stamp, "camera_optical_frame", 0.005)
+    text = message.to_json()
+    assert text == _wire_format(parse_result, stamp, "camera_optical_frame", 0.005)
+    assert PartsMessage.from_json(text) == message
+    assert (message.height, message.width) == parse_result.labels.shape
+    assert len(message.parts) == 59 and sum(part.present for part in message.parts) > 1
+    exact = parse_result.presence(0.005)
+    assert [part.present for part in message.parts] == [part.present for part in exact]
+    assert any(part != exact_part for part, exact_part in zip(message.parts, exact)), "not rounded"
+
+
+def test_part_rounded_to_wire_precision():
+    part = Part(3, "hair", True, 0.123456789, (1, 2, 3, 4), 0.987654321)
+    assert part.rounded() == Part(3, "hair", True, 0.123457, (1, 2, 3, 4), 0.9877)
+
+
+def test_class_info_from_weights(weights):
+    info = read_weights_info(weights)
+    message = ClassInfoMessage.from_weights(info, weights)
+    class_set = get_class_set("ccp")
+    assert message == ClassInfoMessage("ccp", class_set.names,
+                                       tuple(tuple(colour) for colour in class_set.palette.tolist()),
+                                       tuple(class_set.flip_pairs), info.architecture, str(weights), True)
+    assert ClassInfoMessage.from_json(message.to_json()) == message
+    doc = json.loads(message.to_json())
+    assert doc["weights"] == str(weights) and doc["untrained"] is True and doc["palette"][1] == [128, 0, 0]

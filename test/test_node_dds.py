@@ -254,6 +254,21 @@ def test_parameters_are_validated_and_runtime_ones_apply(running, frames):
     assert node.alive() and msg is not None
 
 
+def test_resize_mode_and_flip_tta_apply_per_frame(running, frames):
+    node, client = running
+    rejected_before = int(diagnostics_value(client, "frames_rejected"))
+    assert _set(client, "resize_mode", "stretch") == (True, "")
+    assert _set(client, "flip_tta", True) == (True, "")
+    try:
+        wait_labels_for(client, play(client, [frames[0]], frame_id="options")[0])
+        client.wait_for(lambda: "stretch" in diagnostics_value(client, "model"), 5.0, "the new options in diagnostics")
+        assert "flip TTA on" in diagnostics_value(client, "model")
+        assert int(diagnostics_value(client, "frames_rejected")) == rejected_before
+    finally:
+        assert _set(client, "resize_mode", "letterbox")[0] and _set(client, "flip_tta", False)[0]
+    assert node.alive()
+
+
 def test_lifecycle_deactivate_stops_outputs_and_activate_resumes(running, frames):
     node, client = running
     change = f"{NS}/human_parser/change_state"

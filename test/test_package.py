@@ -43,6 +43,31 @@ def test_parameter_validation_gives_reasons():
     assert topic_token("upper-clothes") == "upper_clothes" and topic_token("t-shirt") == "t_shirt"
 
 
+@pytest.fixture(scope="module")
+def model_and_info(tmp_path_factory):
+    from human_parsing_ros.tools.random_weights import make_random_weights
+    from human_parsing_ros.weights import load_weights
+
+    return load_weights(make_random_weights(tmp_path_factory.mktemp("package") / "w.safetensors",
+                                            input_size=(96, 96)))
+
+
+@pytest.mark.parametrize("size", [[10, 10], [96, 5000], [96], [96, 96, 96], [96.5, 96], [0, 96]])
+def test_node_and_parser_refuse_the_same_input_sizes(size, model_and_info):
+    pytest.importorskip("rclpy")
+    from human_parsing_ros.node import check_value
+    from human_parsing_ros.parser import HumanParser
+    from human_parsing_ros.weights import check_input_size
+
+    reason = check_input_size(size)
+    assert reason and check_value("input_size", size) == reason
+    model, info = model_and_info
+    with pytest.raises(ValueError) as refused:
+        HumanParser.from_model(model, info, device="cpu", input_size=size)
+    assert str(refused.value) == reason
+    assert check_value("input_size", [0, 0]) is None  # the node's "size from the weights"
+
+
 def test_readme_documents_every_parameter_and_topic():
     pytest.importorskip("rclpy")
     from human_parsing_ros.node import PARAMS

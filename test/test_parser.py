@@ -4,10 +4,12 @@ import pytest
 import torch
 from PIL import Image
 
+from human_parsing_ros.messages import Part
 from human_parsing_ros.parser import HumanParser, resolve_device, resolve_precision
+from human_parsing_ros.render import resize_nearest
 from human_parsing_ros.samples import load_rgb, sample_photos
 from human_parsing_ros.tools.random_weights import make_random_weights
-from human_parsing_ros.weights import load_weights, save_weights
+from human_parsing_ros.weights import check_input_size, load_weights, save_weights
 
 NET = (96, 96)
 
@@ -87,16 +89,17 @@ def test_presence_and_statistics(parser, photo):
     labels = result.labels
     threshold = 0.01
     parts = result.presence(threshold)
-    assert [p.class_id for p in parts] == list(range(20))
+    assert all(type(part) is Part for part in parts)  # the message type, no copy in between
+    assert [p.id for p in parts] == list(range(20))
     assert [p.name for p in parts] == list(parser.class_set.names)
     assert sum(p.pixel_fraction for p in parts) == pytest.approx(1.0, abs=1e-9)
     assert any(p.present for p in parts)
     for part in parts:
-        where = labels == part.class_id
+        where = labels == part.id
         count = int(where.sum())
-        assert part.pixel_fraction == pytest.approx(count / labels.size)
+        assert part.pixel_fraction == count / labels.size  # full precision; rounding is for the wire
         assert part.present == (count > 0 and part.pixel_fraction >= threshold)
-        assert int(result.statistics.pixel_counts[part.class_id]) == count
+        assert int(result.statistics.pixel_counts[part.id]) == count
         if count == 0:
             assert part.bbox is None and part.mean_confidence == 0.0
             continue
@@ -141,6 +144,32 @@ def test_flip_tta_is_equivariant_with_left_right_swap(weights, square):
     assert swapped_without < swapped - 0.05, "without TTA an untrained network is not mirror-equivariant"
 
 
+def test_per_call_options_equal_constructor_options(weights, photo):
+    plain = HumanParser(weights, device="cpu")
+    for options in ({"flip_tta": True}, {"resize_mode": "stretch"}, {"flip_tta": True, "resize_mode": "stretch"}):
+        built = HumanParser(weights, device="cpu", **options).parse(photo)
+        per_call = plain.parse(photo, **options)
+        np.testing.assert_array_equal(per_call.labels, built.labels)
+        torch.testing.assert_close(per_call.statistics.confidence_sums, built.statistics.confidence_sums)
+    # A per-call choice is for that call only; None means the constructor's.
+    assert (plain.resize_mode, plain.flip_tta) == ("letterbox", False)
+    with_tta = HumanParser(weights, device="cpu", flip_tta=True)
+    np.testing.assert_array_equal(with_tta.parse(photo, flip_tta=False).labels, plain.parse(photo).labels)
+    np.testing.assert_array_equal(with_tta.parse(photo, flip_tta=None).labels, with_tta.parse(photo).labels)
+
+
+def test_per_call_options_are_validated(parser, photo):
+    with pytest.raises(ValueError, match="'squash'"):
+        parser.parse(photo, resize_mode="squash")
+    with pytest.raises(ValueError, match="flip_tta"):
+        parser.parse(photo, flip_tta="yes")
+    with pytest.raises(ValueError, match="flip_tta"):
+        parser.forward(torch.zeros(1, 3, *NET), flip_tta=1)
+    with pytest.raises(AttributeError):
+        parser.resize_mode = "squash"  # options travel with the call, not by assignment
+    assert parser.resize_mode == "letterbox"
+
+
 def test_flip_tta_logits_are_symmetric(weights, square):
     """Below the labels: the TTA logits of a mirrored input are the mirrored, swapped TTA logits."""
     p = HumanParser(weights, device="cpu", resize_mode="stretch", flip_tta=True)
@@ -157,10 +186,13 @@ def test_input_size_override_and_resize_mode(weights, photo):
     assert p.parse(photo, output_resolution="network").labels.shape == (64, 48)
     assert p.parse(photo).labels.shape == photo.shape[:2]
     assert "64x48" in p.describe() and "stretch" in p.describe()
+    assert "flip TTA on" in p.describe(flip_tta=True) and "letterbox" in p.describe(resize_mode="letterbox")
     with pytest.raises(ValueError, match="zoom"):
         HumanParser(weights, device="cpu", resize_mode="zoom")
-    with pytest.raises(ValueError, match="at least 16"):
-        HumanParser(weights, device="cpu", input_size=(8, 96))
+    for bad in ((8, 96), (96, 5000), (96,), (96.0, 96)):
+        with pytest.raises(ValueError) as info:
+            HumanParser(weights, device="cpu", input_size=bad)
+        assert str(info.value) == check_input_size(bad)
 
 
 def test_warmup_and_release(weights):
@@ -202,3 +234,18 @@ def test_precision_fp16_on_cpu_falls_back(weights):
     p = HumanParser(weights, device="cpu", precision="fp16")
     assert p.dtype == torch.float32 and p.precision_note and "fp16" in p.precision_note
     assert all(t.dtype == torch.float32 for t in p.model.parameters())
+
+
+def test_resize_nearest_hand_made():
+    image = np.arange(6, dtype=np.uint8).reshape(2, 3)  # [[0 1 2] [3 4 5]]
+    np.testing.assert_array_equal(resize_nearest(image, (4, 6)), [[0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 2, 2],
+                                                                  [3, 3, 4, 4, 5, 5], [3, 3, 4, 4, 5, 5]])
+    np.testing.assert_array_equal(resize_nearest(image, (1, 2)), [[0, 1]])
+    rgb = np.dstack([image, image + 10, image + 20])
+    out = resize_nearest(rgb, (3, 3))
+    assert out.shape == (3, 3, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[..., 0], [[0, 1, 2], [0, 1, 2], [3, 4, 5]])
+    np.testing.assert_array_equal(out[..., 2], out[..., 0] + 20)
+    np.testing.assert_array_equal(resize_nearest(rgb, (2, 3)), rgb)
+    with pytest.raises(ValueError, match="0 x 3"):
+        resize_nearest(image, (0, 3))

@@ -17,6 +17,7 @@ from human_parsing_ros.weights import (
     FORMAT_VERSION,
     WeightsError,
     WeightsInfo,
+    check_input_size,
     load_weights,
     read_weights_info,
     save_weights,
@@ -214,6 +215,26 @@ def test_metadata_not_json(tmp_path, weights_file):
     _refused(path, "json")
 
 
+BAD_INPUT_SIZES = ([8, 96], [96, 5000], [96], [96, 96, 3], [96.5, 96], [True, 96], "96", 96, [-96, 96])
+
+
+@pytest.mark.parametrize("size", BAD_INPUT_SIZES)
+def test_check_input_size_refuses(size):
+    reason = check_input_size(size)
+    assert reason and "\n" not in reason and "input_size" in reason and "16..4096" in reason
+
+
+@pytest.mark.parametrize("size", [[16, 16], (96, 80), [4096, 4096], (torch.tensor(96).item(), 64)])
+def test_check_input_size_accepts(size):
+    assert check_input_size(size) is None
+
+
+def test_metadata_input_size_checked_by_the_same_rule(tmp_path, weights_file):
+    path = _rewrite(weights_file, tmp_path / "size.safetensors", lambda m: m.update(input_size="[8, 96]"))
+    message = _refused(path, "input_size")
+    assert message.endswith(check_input_size([8, 96]))
+
+
 def test_metadata_missing_key(tmp_path, weights_file):
     path = _rewrite(weights_file, tmp_path / "key.safetensors", lambda m: m.pop("class_names"))
     _refused(path, "class_names")
@@ -278,3 +299,27 @@ def test_untouched_rewrite_still_loads(tmp_path, weights_file):
     assert info == read_weights_info(weights_file)
     for key, value in reference.state_dict().items():
         assert torch.equal(model.state_dict()[key], value)
+
+
+def test_an_aux_trained_file_with_the_old_aux_key_names_still_loads(tmp_path):
+    """Files written before the zoo had one ``aux_heads`` attribute name DeepLabv3+'s head ``aux_head.*``."""
+    torch.manual_seed(0)
+    args = {"num_classes": 20, "encoder": "mobilenet_v2", "aux": True}
+    model = build_model("deeplabv3plus", **args)
+    info = WeightsInfo.for_class_set("deeplabv3plus", args, get_class_set("lip"), (64, 64), {})
+    current = save_weights(tmp_path / "current.safetensors", model, info)
+    renamed = {new: old for old, new in model.legacy_aux_keys.items()}
+
+    def to_old_names(tensors):
+        for key in [k for k in tensors if k.startswith("aux_heads.")]:
+            new = next(n for n in renamed if key.startswith(n))
+            tensors[renamed[new] + key[len(new):]] = tensors.pop(key)
+
+    old = _rewrite(current, tmp_path / "old.safetensors", edit_tensors=to_old_names)
+    assert any(k.startswith("aux_head.") for k in _read(old)[0])
+    loaded, _ = load_weights(old)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected, expected_aux = model.eval()(x, with_aux=True)
+        logits, aux = loaded(x, with_aux=True)
+    assert torch.equal(logits, expected) and torch.equal(aux[0], expected_aux[0])

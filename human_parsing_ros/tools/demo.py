@@ -45,7 +45,7 @@ def run_demo(out: Path, weights: str | None = None, rate_hz: float = 4.0, loops:
         print(f"{BANNER}\n!! UNTRAINED WEIGHTS: {weights_path} is a random initialisation.\n"
               f"!! The overlays below show the plumbing working, NOT real parses.\n{BANNER}", flush=True)
     photos = sample_photos()
-    frames = [load_rgb(p) for p in photos]
+    frames = [load_rgb(photo) for photo in photos]
     camera = "/demo/camera/image_raw"
     node = NodeProcess(share_file("config", "parser.yaml"), remaps={"image": camera},
                        params={"weights": str(weights_path), "device": device}, log_path=out / "node.log")
@@ -83,7 +83,7 @@ def _matched(client: Client) -> bool:
 
 def _done(client: Client, sent: dict[int, str]) -> bool:
     last = max(sent)
-    return any(stamp_ns(m.header) == last for m in client.received.get("labels")) or len(
+    return any(stamp_ns(msg.header) == last for msg in client.received.get("labels")) or len(
         client.received.get("labels")) + 1 >= len(sent)
 
 
@@ -91,7 +91,7 @@ def _write_outputs(out: Path, client: Client, sent: dict[int, str], weights: Pat
                    published: int) -> dict:
     from PIL import Image as PILImage
 
-    latencies = [(t - stamp_ns(m.header) / 1e9) * 1e3 for t, m in client.received.timed("labels")]
+    latencies = [(arrived - stamp_ns(msg.header) / 1e9) * 1e3 for arrived, msg in client.received.timed("labels")]
     for msg in client.received.get("overlay"):
         name = sent.get(stamp_ns(msg.header), "unknown")
         PILImage.fromarray(image_array(msg)).save(out / f"overlay_{name}.png")
@@ -102,7 +102,7 @@ def _write_outputs(out: Path, client: Client, sent: dict[int, str], weights: Pat
         (out / f"parts_{name}.json").write_text(msg.data)
         for part in parts.present():
             present[part.name] = present.get(part.name, 0) + 1
-    info = [ClassInfoMessage.from_json(m.data) for m in client.received.get("class_info")]
+    info = [ClassInfoMessage.from_json(msg.data) for msg in client.received.get("class_info")]
     labels = client.received.get("labels")
     result = {
         "published": published, "labels": len(labels), "overlays": len(client.received.get("overlay")),
