@@ -10,15 +10,11 @@ On CUDA: fp16, channels-last, batch 1 and 8, images per second.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from human_parsing_ros.models import ARCHITECTURES, build_model  # noqa: E402
+from human_parsing_ros.models import ARCHITECTURES, build_model
 
 # (label, architecture, arguments): architectures with variants are listed per variant.
 VARIANTS = {
