@@ -20,6 +20,17 @@ class ImageError(ValueError):
     """A camera message that cannot be turned into an image; the message says why."""
 
 
+class ImageTooLarge(ImageError):
+    """An image over the pixel limit, refused before anything of its size was allocated."""
+
+
+def check_pixels(width: int, height: int, max_pixels: int, what: str = "image") -> None:
+    """ImageTooLarge when ``width`` x ``height`` is over ``max_pixels``."""
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"{what} {width}x{height} = {width * height} pixels is over the limit of "
+                            f"{max_pixels} pixels")
+
+
 @dataclass(frozen=True)
 class Layout:
     channels: int
@@ -47,8 +58,11 @@ _DEPTH = {"16UC1", "32FC1", "16SC1", "32SC1", "64FC1"}
 
 
 def decode_raw(encoding: str, height: int, width: int, step: int, data: ImageBytes,
-               is_bigendian: bool = False) -> np.ndarray:
-    """sensor_msgs/Image fields -> H x W x 3 uint8 RGB (a view where no conversion is needed)."""
+               is_bigendian: bool = False, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """sensor_msgs/Image fields -> H x W x 3 uint8 RGB (a view where no conversion is needed).
+
+    Images over ``max_pixels`` raise ImageTooLarge before any conversion.
+    """
     layout = ENCODINGS.get(encoding)
     if layout is None:
         if encoding in _DEPTH:
@@ -56,8 +70,7 @@ def decode_raw(encoding: str, height: int, width: int, step: int, data: ImageByt
         raise ImageError(f"unsupported encoding '{encoding}' (supported: {', '.join(ENCODINGS)})")
     if height <= 0 or width <= 0:
         raise ImageError(f"zero-size image ({width}x{height})")
-    if height * width > MAX_PIXELS:
-        raise ImageError(f"image {width}x{height} is larger than {MAX_PIXELS} pixels")
+    check_pixels(width, height, min(max_pixels, MAX_PIXELS))
     row_bytes = width * layout.bytes_per_pixel
     if step < row_bytes:
         raise ImageError(f"step {step} is smaller than width {width} x {layout.bytes_per_pixel} bytes = {row_bytes}")
@@ -106,8 +119,12 @@ def _yuv422_to_rgb(packed: np.ndarray, order: str) -> np.ndarray:
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
 
-def decode_compressed(fmt: str, data: ImageBytes) -> np.ndarray:
-    """sensor_msgs/CompressedImage (JPEG, PNG, ...) -> H x W x 3 uint8 RGB."""
+def decode_compressed(fmt: str, data: ImageBytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """sensor_msgs/CompressedImage (JPEG, PNG, ...) -> H x W x 3 uint8 RGB.
+
+    The size is read from the header first: images over ``max_pixels`` raise ImageTooLarge
+    without being decoded.
+    """
     from PIL import Image
 
     raw = bytes(data)
@@ -115,8 +132,7 @@ def decode_compressed(fmt: str, data: ImageBytes) -> np.ndarray:
         raise ImageError(f"empty compressed image (format '{fmt}')")
     try:
         with Image.open(io.BytesIO(raw)) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise ImageError(f"compressed image {img.width}x{img.height} is larger than {MAX_PIXELS} pixels")
+            check_pixels(img.width, img.height, min(max_pixels, MAX_PIXELS), "compressed image")
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 return np.repeat((np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8)[..., None], 3, axis=2)

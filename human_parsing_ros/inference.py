@@ -10,6 +10,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+# Boundary pixels interpolated over all classes at once: bounds that step's memory to about
+# BOUNDARY_CHUNK x classes x 4 bytes x 6 buffers (16384 x 59 classes: ~23 MB), whatever the image size.
+BOUNDARY_CHUNK = 16384
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -101,11 +105,17 @@ def logits_to_labels(
     labels = _gather_nearest(argmax_lo, y0, x0)
     rows, cols = (~_gather_nearest(uniform, y0, x0)).nonzero(as_tuple=True)
     if rows.numel():
-        # Interpolate all classes along y for the needed rows, then along x per pixel.
-        along_y = _lerp_rows(logits.permute(1, 2, 0), y0, y1, wy)  # out_h x lo_w x C
-        weight_x = wx[cols, None]
-        value = along_y[rows, x0[cols]] * (1 - weight_x) + along_y[rows, x1[cols]] * weight_x
-        labels[rows, cols] = value.argmax(dim=1)
+        # Interpolate all classes at the boundary pixels only, a bounded chunk at a time, so the
+        # memory for all classes never grows with the output size: along y at the two x taps,
+        # then along x (the order F.interpolate's separable bilinear uses).
+        per_pixel = logits.permute(1, 2, 0)  # lo_h x lo_w x C (a view)
+        for start in range(0, rows.numel(), BOUNDARY_CHUNK):
+            r, c = rows[start:start + BOUNDARY_CHUNK], cols[start:start + BOUNDARY_CHUNK]
+            top, bottom, left, right = y0[r], y1[r], x0[c], x1[c]
+            weight_y, weight_x = wy[r, None], wx[c, None]
+            at_left = per_pixel[top, left] * (1 - weight_y) + per_pixel[bottom, left] * weight_y
+            at_right = per_pixel[top, right] * (1 - weight_y) + per_pixel[bottom, right] * weight_y
+            labels[r, c] = (at_left * (1 - weight_x) + at_right * weight_x).argmax(dim=1)
     confidence = _lerp_rows(_lerp_rows(confidence_lo, y0, y1, wy).t(), x0, x1, wx).t()
     return labels, confidence
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import array
 import copy
 import re
-import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,9 +17,14 @@ from typing import Any
 
 import numpy as np
 import rclpy
+import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, SetParametersResult
-from rclpy.exceptions import ParameterUninitializedException
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import (
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+    ParameterUninitializedException,
+)
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -31,7 +36,7 @@ from std_msgs.msg import Header, String
 
 from . import render
 from .class_sets import ClassSet
-from .image_codec import ImageError, decode_compressed, decode_raw, encode_like
+from .image_codec import MAX_PIXELS, ImageError, ImageTooLarge, decode_compressed, decode_raw, encode_like
 from .messages import ClassInfoMessage, PartsMessage, Stamp
 from .parser import OUTPUT_RESOLUTIONS, PRECISIONS, RESIZE_MODES, HumanParser, resolve_device
 from .resources import resolve_weights_path
@@ -39,6 +44,8 @@ from .runtime import LatencyWindow, LatestSlot, RateMeter
 from .weights import WeightsError, check_input_size, load_weights
 
 NODE_NAME = "human_parser"
+# A 4K UHD camera; larger frames are refused (memory and time per frame grow with the pixels).
+DEFAULT_MAX_INPUT_PIXELS = 3840 * 2160
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,7 @@ class Param:
     description: str
     read_only: bool = False
     choices: tuple[str, ...] = ()
-    value_range: tuple[float, float] | None = None
+    value_range: tuple[float, float] | tuple[int, int] | None = None
 
 
 PARAMS = (
@@ -82,6 +89,10 @@ PARAMS = (
           value_range=(0.5, 600.0)),
     Param("max_latency_ms", 0.0, "Diagnostics WARN when end-to-end p50 latency exceeds this (0 = off)",
           value_range=(0.0, 60000.0)),
+    Param("max_input_pixels", DEFAULT_MAX_INPUT_PIXELS,
+          "Frames with more pixels (width x height) are refused before decoding, with a warning, and counted "
+          "in frames_rejected; bounds memory and time per frame (default 3840 x 2160)",
+          value_range=(1, MAX_PIXELS)),
 )
 _PARAM_BY_NAME = {p.name: p for p in PARAMS}
 
@@ -95,7 +106,10 @@ def topic_token(name: str) -> str:
 def _descriptor(param: Param) -> ParameterDescriptor:
     desc = param.description + (f" [{'|'.join(param.choices)}]" if param.choices else "")
     descriptor = ParameterDescriptor(description=desc, read_only=param.read_only)
-    if param.value_range is not None:
+    if param.value_range is not None and isinstance(param.default, int):
+        descriptor.integer_range = [IntegerRange(
+            from_value=param.value_range[0], to_value=param.value_range[1], step=1)]
+    elif param.value_range is not None:
         descriptor.floating_point_range = [FloatingPointRange(
             from_value=param.value_range[0], to_value=param.value_range[1], step=0.0)]
     return descriptor
@@ -125,11 +139,16 @@ class HumanParserNode(LifecycleNode):
     Callbacks only put frames in a one-slot mailbox; ``serve`` parses them.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, argv: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
+        self._command_line = command_line_params(sys.argv if argv is None else argv)
+        # start-up values that could not be used ("-p x:=2.0" out of range, "-p x:=abc" of the wrong type):
+        # the parameter keeps its default and configure fails with this reason until it is set to a good value
+        self._bad_overrides: dict[str, str] = {}
         for param in PARAMS:
-            self.declare_parameter(param.name, param.default, _descriptor(param))
+            self._declare(param)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._after_set_parameters)
         self._loaded: tuple[Any, Any] | None = None  # (CPU model, WeightsInfo) after configure
         self._weights_path = ""
         self._parser: HumanParser | None = None
@@ -141,6 +160,7 @@ class HumanParserNode(LifecycleNode):
         self._class_info_pub = None
         self._input_topic = ""
         self._error = ""
+        self.finalized = threading.Event()  # set by the lifecycle shutdown transition: the process should end
         self._received = RateMeter()
         self._published = RateMeter()
         self._rejected = 0
@@ -161,6 +181,31 @@ class HumanParserNode(LifecycleNode):
         except ParameterUninitializedException:  # a typed array parameter nobody set
             return []
 
+    def _declare(self, param: Param) -> None:
+        descriptor = _descriptor(param)
+        try:
+            declared = self.declare_parameter(param.name, param.default, descriptor).value
+            given = self._command_line.get(param.name, declared)
+            if given is None or _plain(given) == _plain(declared):
+                return
+            # rcl drops a "-p" value whose type differs from the parameter file's value for that name
+            self.set_parameters([Parameter(param.name, value=param.default)])
+        except (InvalidParameterValueException, InvalidParameterTypeException):
+            given = self._parameter_overrides[param.name].value
+        if isinstance(param.default, float) and type(given) is int:  # "-p presence_threshold:=1"
+            try:
+                self.declare_parameter(param.name, float(given), descriptor, ignore_override=True)
+                return
+            except InvalidParameterValueException:
+                pass
+        if not self.has_parameter(param.name):
+            self.declare_parameter(param.name, param.default, descriptor, ignore_override=True)
+        reason = (f"parameter {param.name}: start-up value {given!r} {_why_refused(param, given)}; "
+                  "not configuring until it is set to a valid value")
+        self._bad_overrides[param.name] = reason
+        self._error = reason
+        self.get_logger().error(reason)
+
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         for param in params:
             reason = check_value(param.name, param.value)
@@ -168,7 +213,13 @@ class HumanParserNode(LifecycleNode):
                 return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
 
+    def _after_set_parameters(self, params: list[Parameter]) -> None:
+        for param in params:  # a good value replaces a refused start-up one: configure may succeed now
+            self._bad_overrides.pop(param.name, None)
+
     def _check_all(self) -> None:
+        for reason in self._bad_overrides.values():
+            raise ValueError(reason)
         for param in PARAMS:
             reason = check_value(param.name, self.param(param.name))
             if reason:
@@ -252,6 +303,9 @@ class HumanParserNode(LifecycleNode):
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release_parser()
+        self.finalized.set()
+        self._publish_diagnostics()  # the last report says so; the process ends next (see run)
+        self.get_logger().info("finalized (lifecycle shutdown): exiting")
         return TransitionCallbackReturn.SUCCESS
 
     def _release_parser(self) -> None:
@@ -315,9 +369,14 @@ class HumanParserNode(LifecycleNode):
                                             throttle_duration_sec=5.0)
 
     def _decode(self, msg: Any) -> tuple[np.ndarray, str]:
-        if isinstance(msg, CompressedImage):
-            return decode_compressed(msg.format, msg.data), "rgb8"
-        image = decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+        max_pixels = self.param("max_input_pixels")
+        try:
+            if isinstance(msg, CompressedImage):
+                return decode_compressed(msg.format, msg.data, max_pixels), "rgb8"
+            image = decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian),
+                               max_pixels)
+        except ImageTooLarge as err:
+            raise ImageTooLarge(f"{err} (max_input_pixels)") from None
         return image, msg.encoding
 
     def _process(self, msg: Any) -> None:
@@ -394,6 +453,8 @@ class HumanParserNode(LifecycleNode):
 
     def _health(self, dropped_recently: int) -> tuple[bytes, str]:
         """Diagnostics level and message; only reads state (``dropped_recently``: drops since the last report)."""
+        if self.finalized.is_set():
+            return DiagnosticStatus.STALE, "finalized (lifecycle shutdown): no more outputs"
         if self._error:
             return DiagnosticStatus.ERROR, self._error
         if self._parser is None:
@@ -437,34 +498,67 @@ def _age_ms(node: LifecycleNode, header: Any) -> float:
     return (now - (header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)) / 1e6
 
 
+def command_line_params(argv: list[str]) -> dict[str, Any]:
+    """The ``-p name:=value`` start-up values for this node in ``argv``, parsed as YAML (as rcl parses them)."""
+    values: dict[str, Any] = {}
+    in_ros_args = False
+    words = iter(argv)
+    for word in words:
+        if word in ("--ros-args", "--"):
+            in_ros_args = word == "--ros-args"
+        elif in_ros_args and word in ("-p", "--param"):
+            name, assign, text = next(words, "").partition(":=")
+            node, _, name = name.rpartition(":")  # "human_parser:name" targets one node by name
+            if assign and node in ("", NODE_NAME):
+                try:
+                    values[name] = yaml.safe_load(text)
+                except yaml.YAMLError:
+                    values[name] = text
+    return values
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, (array.array, tuple, list)) else value
+
+
+def _why_refused(param: Param, value: Any) -> str:
+    """Why rclpy refused ``value`` as the start-up value of ``param``, in a few words."""
+    expected = param.default if isinstance(param.default, Parameter.Type) \
+        else Parameter.Type.from_parameter_value(param.default)
+    try:
+        given = Parameter.Type.from_parameter_value(value)
+    except TypeError:
+        given = None
+    if given != expected:
+        return f"is not of type {expected.name.lower()}"
+    if param.value_range is not None:
+        return f"is outside [{param.value_range[0]}, {param.value_range[1]}]"
+    return "is not valid"
+
+
 def spin_until(stop: threading.Event, executor: SingleThreadedExecutor) -> None:
     """Spin ``executor`` until ``stop`` is set; join this thread before destroying what it spins."""
     while not stop.is_set() and rclpy.ok():
         executor.spin_once(timeout_sec=0.1)
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
-    # Our handlers instead of rclpy's: they only set a flag, so Ctrl-C / SIGTERM never interrupts
-    # a transition half-way, and main tears down in one fixed order on one thread (with rclpy's
-    # asynchronous handlers and executor.shutdown() racing the spin thread, the process
-    # occasionally aborted at exit).
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+def run(stop: threading.Event, args: list[str] | None = None) -> None:
+    """The node's process until ``stop`` is set (a signal) or the node is finalized, then one ordered teardown.
 
-
-def main(args: list[str] | None = None) -> None:
+    The caller owns the signals (``node_process.main``): rclpy installs no handler, so nothing that
+    rclpy does at shutdown can turn a late Ctrl-C into an abort or a non-zero exit.
+    """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-    _stop_on_signals(stop)
-    node = HumanParserNode()
+    node = HumanParserNode(sys.argv if args is None else args)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spinner = threading.Thread(target=spin_until, args=(stop, executor), name="ros_executor", daemon=True)
     try:
-        if node.param("autostart") and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+        if not stop.is_set() and node.param("autostart") \
+                and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             node.trigger_activate()
         spinner.start()
-        node.serve(lambda: not stop.is_set() and rclpy.ok())
+        node.serve(lambda: not stop.is_set() and not node.finalized.is_set() and rclpy.ok())
     finally:
         stop.set()
         if spinner.is_alive():
@@ -476,4 +570,6 @@ def main(args: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from .node_process import main
+
     main()

@@ -20,7 +20,10 @@ def resolve_weights_path(spec: str | os.PathLike) -> Path:
     from .weights import WeightsError
 
     if str(spec):
-        return Path(spec).expanduser()
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            raise WeightsError(f"{path}: is a directory, not a weights file (pass weights:=<file.safetensors>)")
+        return path
     if DEFAULT_WEIGHTS.is_file():
         return DEFAULT_WEIGHTS
     raise WeightsError(

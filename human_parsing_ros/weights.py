@@ -133,8 +133,11 @@ def save_weights(path: str | os.PathLike, model: SegmentationModel, info: Weight
         raise WeightsError(f"{path}: model has {model.num_classes} outputs but "
                            f"{len(info.class_names)} class names")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    bad = non_finite_tensor(tensors)
+    if bad:
+        raise WeightsError(f"{path}: refusing to write a model with non-finite values: {bad}")
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
@@ -166,6 +169,8 @@ def _umask() -> int:
 def _open_safetensors(path: Path):
     from safetensors import safe_open
 
+    if path.is_dir():
+        raise WeightsError(f"{path}: is a directory, not a weights file")
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
     try:
@@ -206,6 +211,20 @@ def load_weights(path: str | os.PathLike) -> tuple[SegmentationModel, WeightsInf
     return model.eval(), info
 
 
+def non_finite_tensor(state: dict[str, torch.Tensor]) -> str | None:
+    """The first floating-point tensor holding NaN or Inf, described (name, counts), or None if all are finite."""
+    for key, tensor in state.items():
+        if not torch.is_floating_point(tensor):
+            continue
+        finite = torch.isfinite(tensor)
+        if bool(finite.all()):
+            continue
+        nan = int(torch.isnan(tensor).sum())
+        inf = int(torch.isinf(tensor).sum())
+        return f"tensor {key} has {nan} NaN and {inf} Inf of {tensor.numel()} values"
+    return None
+
+
 def _check_state(path: Path, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -218,3 +237,6 @@ def _check_state(path: Path, model: torch.nn.Module, state: dict[str, torch.Tens
         if state[key].shape != tensor.shape:
             raise WeightsError(f"{path}: tensor {key} has shape {list(state[key].shape)}, "
                                f"the architecture expects {list(tensor.shape)}")
+    bad = non_finite_tensor(state)
+    if bad:
+        raise WeightsError(f"{path}: non-finite weights: {bad}")

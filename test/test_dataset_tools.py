@@ -107,3 +107,20 @@ def test_check_cli_exit_codes(broken_lip, capsys):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stderr
     assert "corrupt.jpg" in result.stdout and "size-mismatch" in result.stdout
+
+
+def test_check_dataset_reports_an_out_of_range_id_in_a_real_ccp_annotation(tmp_path, capsys):
+    import shutil
+
+    from scipy.io import loadmat, savemat
+
+    root = tmp_path / "ccp"
+    shutil.copytree(SAMPLES, root)
+    bad = root / "annotations" / "0940.mat"
+    label = np.asarray(loadmat(bad)["groundtruth"]).astype(np.uint8)
+    label[5, 5] = 200
+    label[6, 6] = 255
+    savemat(bad, {"groundtruth": label})
+    assert check_tool.main(["--dataset", "ccp", "--root", str(root), "--split", "all", "--strict"]) == 1
+    out = capsys.readouterr().out
+    assert f"label-out-of-range: {bad}: values [200]" in out and "1 problems" in out

@@ -324,3 +324,58 @@ def test_parsing_dataset_direct_construction(tmp_path):
     missing = ParsingDataset([Sample(tmp_path / "im" / "a.jpg", (), "a")], get_class_set("lip"))
     with pytest.raises(FileNotFoundError, match="no label file"):
         missing[0]
+
+
+# ---- hostile data: name the broken file, refuse out-of-range ids early (real CCP samples) ----------------
+def copy_ccp_samples(root: Path) -> Path:
+    import shutil
+
+    shutil.copytree(SAMPLES, root)
+    return root
+
+
+def test_corrupt_annotation_is_reported_under_its_own_name(tmp_path):
+    root = copy_ccp_samples(tmp_path / "ccp")
+    broken = root / "annotations" / "0900.mat"
+    broken.write_bytes(b"MATLAB 5.0 MAT-file, but the rest is garbage" * 3)
+    dataset = build_dataset("ccp", root, "all", skip_unreadable=True)
+    index = [item.id for item in dataset.items].index("0900")
+    with pytest.warns(UserWarning) as caught:
+        dataset[index]
+    messages = [str(w.message) for w in caught if "skipping" in str(w.message)]
+    assert len(messages) == 1 and str(broken) in messages[0], messages
+    assert "photos" not in messages[0] and "\n" not in messages[0]
+    with pytest.raises(ValueError, match=str(broken)):
+        read_label(broken)
+
+
+def test_corrupt_photo_is_reported_under_its_own_name(tmp_path):
+    root = copy_ccp_samples(tmp_path / "ccp")
+    broken = root / "photos" / "0900.jpg"
+    broken.write_bytes(broken.read_bytes()[:600])  # truncated JPEG: PIL's message names no file
+    with pytest.raises(OSError) as error:
+        read_image(broken)
+    assert str(broken) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_out_of_range_label_id_is_refused_by_the_first_pass_naming_file_and_ids(tmp_path):
+    from scipy.io import loadmat
+
+    from training.datasets import LabelIdError, class_pixel_counts, class_statistics
+
+    root = copy_ccp_samples(tmp_path / "ccp")
+    bad = root / "annotations" / "0920.mat"
+    label = np.asarray(loadmat(bad)["groundtruth"]).astype(np.uint8)
+    label[0, :4] = 200
+    label[1, :4] = 255  # the ignore index stays allowed
+    savemat(bad, {"groundtruth": label})
+    dataset = build_dataset("ccp", root, "all", skip_unreadable=True)
+    stats = class_statistics(dataset)  # the statistics tool still counts them
+    assert stats["out_of_range_pixels"] == 4 and stats["out_of_range"] == [(str(bad), [200])]
+    with pytest.raises(LabelIdError) as error:
+        class_pixel_counts(dataset)
+    message = str(error.value)
+    assert str(bad) in message and "[200]" in message and "\n" not in message
+    label[0, :4] = 0  # only 255 left: accepted
+    savemat(bad, {"groundtruth": label})
+    assert class_pixel_counts(dataset).shape == (59,)

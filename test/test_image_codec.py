@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from human_parsing_ros.image_codec import ImageError, decode_compressed, decode_raw, encode_like
+from human_parsing_ros.image_codec import ImageError, ImageTooLarge, decode_compressed, decode_raw, encode_like
 from human_parsing_ros.samples import load_rgb, sample_photos
 
 H, W = 6, 10
@@ -200,7 +200,27 @@ def test_odd_width_yuv(encoding):
 
 def test_absurd_size_refused_before_allocating():
     message = _decode_error("rgb8", 100000, 100000, 300000, b"")
-    assert "larger" in message
+    assert "100000x100000" in message and "over the limit" in message
+
+
+def test_raw_image_over_the_callers_limit_is_refused_before_decoding():
+    with pytest.raises(ImageTooLarge, match="40x30 = 1200 pixels is over the limit of 1000 pixels"):
+        decode_raw("rgb8", 30, 40, 120, bytes(30 * 120), max_pixels=1000)
+    assert decode_raw("rgb8", 30, 40, 120, bytes(30 * 120), max_pixels=1200).shape == (30, 40, 3)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_compressed_image_size_is_checked_from_the_header_before_decoding(fmt, monkeypatch):
+    big = _encode(np.zeros((3000, 4000, 3), np.uint8), fmt.upper())  # 36 MB decoded, a few KB here
+    assert len(big) < 1_000_000
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded an image over the limit")
+
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+    monkeypatch.setattr(Image.Image, "convert", no_decoding)
+    with pytest.raises(ImageTooLarge, match="4000x3000 = 12000000 pixels is over the limit of 8294400 pixels"):
+        decode_compressed(fmt, big, max_pixels=3840 * 2160)
 
 
 # ---------------------------------------------------------------- compressed

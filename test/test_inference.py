@@ -171,3 +171,43 @@ def test_class_statistics_mean_confidence_is_accurate_on_big_frames():
     assert counts[0] == 1080 * 1800 and counts[5] == 1080 * 120
     assert stats.confidence_sums[0].item() / counts[0] == pytest.approx(0.9, rel=1e-5)
     assert stats.confidence_sums[5].item() / counts[5] == pytest.approx(0.3, rel=1e-5)
+
+
+def test_boundary_interpolation_in_chunks_matches_bilinear(monkeypatch):
+    import human_parsing_ros.inference as inference
+
+    monkeypatch.setattr(inference, "BOUNDARY_CHUNK", 97)  # many chunks, one of them partial
+    logits = _noisy_logits(11)
+    labels, _ = logits_to_labels(logits, NET, place_image(NET, NET, "stretch"), (150, 130))
+    expected, clear = _reference(logits, (150, 130))
+    assert torch.equal(labels[clear], expected[clear])
+
+
+_PEAK_SCRIPT = """
+import torch
+from human_parsing_ros.inference import logits_to_labels, place_image
+def hwm():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
+torch.set_num_threads(1)
+logits = torch.randn(128, 32, 32, generator=torch.Generator().manual_seed(0))  # noise: every pixel a boundary
+place = place_image((1200, 1200), (128, 128), "stretch")
+logits_to_labels(logits, (128, 128), place, (64, 64))  # warm the allocator and code paths
+open("/proc/self/clear_refs", "w").write("5")
+before = hwm()
+logits_to_labels(logits, (128, 128), place, (1200, 1200))
+print(hwm() - before)
+"""
+
+
+def test_postprocessing_memory_does_not_grow_with_classes_times_pixels():
+    """1200 x 1200 boundary pixels x 128 classes would be ~740 MB per float buffer; labels and
+    confidence at that size need ~20 MB: the post-processing must stay far below the former."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT], capture_output=True, text=True, timeout=120)
+    if out.returncode != 0 and "clear_refs" in out.stderr:
+        pytest.skip("cannot reset the peak RSS here (/proc/self/clear_refs)")
+    assert out.returncode == 0, out.stderr[-2000:]
+    growth_mb = float(out.stdout.split()[-1])
+    assert growth_mb < 200, f"post-processing grew RSS by {growth_mb:.0f} MB"

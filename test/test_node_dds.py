@@ -221,16 +221,18 @@ def _call(client: Client, srv_type, name: str, request, timeout: float = 10.0):
     return future.result()
 
 
-def _set(client: Client, name: str, value) -> tuple[bool, str]:
+def _set(client: Client, name: str, value, ns: str = NS) -> tuple[bool, str]:
     pv = ParameterValue()
     if isinstance(value, bool):
         pv.type, pv.bool_value = ParameterType.PARAMETER_BOOL, value
+    elif isinstance(value, int):
+        pv.type, pv.integer_value = ParameterType.PARAMETER_INTEGER, value
     elif isinstance(value, float):
         pv.type, pv.double_value = ParameterType.PARAMETER_DOUBLE, value
     else:
         pv.type, pv.string_value = ParameterType.PARAMETER_STRING, value
     req = SetParameters.Request(parameters=[ParameterMsg(name=name, value=pv)])
-    result = _call(client, SetParameters, f"{NS}/human_parser/set_parameters", req).results[0]
+    result = _call(client, SetParameters, f"{ns}/human_parser/set_parameters", req).results[0]
     return result.successful, result.reason
 
 
@@ -252,6 +254,35 @@ def test_parameters_are_validated_and_runtime_ones_apply(running, frames):
     assert all(p.present == (p.pixel_fraction >= 0.25) for p in report.parts)
     assert _set(client, "presence_threshold", 0.005)[0]
     assert node.alive() and msg is not None
+
+
+def test_frames_over_max_input_pixels_are_refused_and_counted(running, frames):
+    node, client = running
+    good = frames[0]
+    h, w = good.shape[:2]
+    ok, reason = _set(client, "max_input_pixels", 0)
+    assert not ok and reason
+    assert _set(client, "max_input_pixels", h * w) == (True, "")
+    try:
+        rejected_before = int(diagnostics_value(client, "frames_rejected"))
+        wider = np.ascontiguousarray(np.concatenate([good, good[:, :1]], axis=1))  # one column too many
+        expected = f"{w + 1}x{h} = {(w + 1) * h} pixels is over the limit of {h * w} pixels (max_input_pixels)"
+        sent = []
+
+        def refused_and_logged() -> bool:  # the warning is throttled (5 s): send until it is logged
+            sent.append(client.image_msg(wider, frame_id="too_big"))
+            client.publish(sent[-1])
+            time.sleep(0.3)
+            return expected in node.log()
+
+        client.wait_for(refused_and_logged, 20.0, "the refusal to be logged")
+        client.wait_for(lambda: int(diagnostics_value(client, "frames_rejected")) > rejected_before,
+                        5.0, "the refusals to be counted")
+        assert not any(outputs_for(client, "labels", big) for big in sent)
+        wait_labels_for(client, play(client, [good], frame_id="at_the_limit")[0])
+    finally:
+        assert _set(client, "max_input_pixels", 3840 * 2160)[0]
+    assert node.alive()
 
 
 def test_resize_mode_and_flip_tta_apply_per_frame(running, frames):
@@ -363,4 +394,108 @@ def test_a_plain_start_uses_the_installed_default_weights_and_parses_a_person(ro
     finally:
         client.close()
         code = node.stop(signal.SIGTERM)  # what ros2 launch sends when SIGINT is not enough
+    assert code == 0, node.log()[-2000:]
+
+
+# ---- start-up values, signals, lifecycle shutdown ------------------------------------------------------------
+def _statuses(client: Client, ns: str) -> list:
+    return [s for a in client.received.get("/diagnostics") for s in a.status if f"{ns}/" in s.name]
+
+
+def _state(client: Client, ns: str) -> str:
+    return _call(client, GetState, f"{ns}/human_parser/get_state", GetState.Request()).current_state.label
+
+
+def _transition(client: Client, ns: str, transition_id: int) -> bool:
+    request = ChangeState.Request(transition=Transition(id=transition_id))
+    return _call(client, ChangeState, f"{ns}/human_parser/change_state", request).success
+
+
+@pytest.mark.parametrize("value", [2.0, "abc"], ids=["out_of_range", "wrong_type"])
+def test_a_bad_start_up_value_leaves_the_node_up_unconfigured_with_one_error(ros, weights, tmp_path, value):
+    ns = f"/bad_param_{'range' if value == 2.0 else 'type'}"
+    node = start_node(tmp_path, weights, camera=f"{ns}/cam", ns=ns, presence_threshold=value)
+    client = Client(f"{ns}/cam", {"/diagnostics": DiagnosticArray}, ns, name=f"probe_{ns.strip('/')}")
+    try:
+        client.wait_for(lambda: any(s.level == s.ERROR for s in _statuses(client, ns)), 60.0, "an ERROR")
+        error = next(s for s in _statuses(client, ns) if s.level == s.ERROR).message
+        assert "presence_threshold" in error and repr(value) in error
+        assert node.alive() and _state(client, ns) == "unconfigured"
+        errors = [line for line in node.log().splitlines() if "[ERROR]" in line]
+        assert errors and all("presence_threshold" in line for line in errors), node.log()[-2000:]
+        assert "Traceback" not in node.log()
+        # a valid value set at run time replaces it: configure succeeds then
+        assert _set(client, "presence_threshold", 0.25, ns=ns) == (True, "")
+        assert _transition(client, ns, Transition.TRANSITION_CONFIGURE)
+        assert _state(client, ns) == "inactive"
+    finally:
+        client.close()
+        code = node.stop()
+    assert code == 0, node.log()[-2000:]
+
+
+def _blocks_stop_signals(pid: int) -> bool:
+    """/proc says SIGINT and SIGTERM are blocked: the node process has taken them over."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    blocked = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:")), 16)
+    return all(blocked >> (sig - 1) & 1 for sig in (signal.SIGINT, signal.SIGTERM))
+
+
+def _hammer(node: NodeProcess, seconds: float = 2.0, at_least: int = 2) -> int:
+    """Ctrl-C, then SIGINT and SIGTERM alternately every 20 ms while the process shuts down; its exit code."""
+    sigs = [signal.SIGINT, signal.SIGTERM]
+    deadline = time.monotonic() + seconds
+    sent = 0
+    while node.process.poll() is None and time.monotonic() < deadline:
+        node.process.send_signal(sigs[sent % 2])
+        sent += 1
+        time.sleep(0.02)
+    assert sent >= at_least, f"the process ended after {sent} signals"
+    return node.process.wait(20)
+
+
+def test_any_number_of_signals_during_teardown_end_with_exit_code_0(ros, weights, tmp_path):
+    ns = "/signals_ns"
+    node = start_node(tmp_path, weights, camera=f"{ns}/cam", ns=ns)
+    client = Client(f"{ns}/cam", {}, ns, name="signals_probe")
+    try:
+        client.wait_for_node(60.0)
+    finally:
+        client.close()
+    code = _hammer(node)
+    assert code == 0, node.log()[-3000:]
+    assert "Traceback" not in node.log()
+
+
+def test_a_signal_during_start_up_ends_without_a_traceback(tmp_path, weights):
+    node = NodeProcess(PARAMS_FILE, "/early_ns", {}, {"weights": str(weights), "device": "cpu"},
+                       log_path=tmp_path / "node.log")
+    node.start()
+    deadline = time.monotonic() + 30
+    while not _blocks_stop_signals(node.process.pid) and node.process.poll() is None:
+        assert time.monotonic() < deadline, "the node never took over SIGINT/SIGTERM"
+        time.sleep(0.001)
+    code = _hammer(node, 1.0, at_least=1)  # the imports (rclpy, torch) take seconds: this arrives during them
+    log = node.log()
+    assert code == 0 and "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]
+    assert "loaded" not in log  # it really was stopped during start-up
+
+
+def test_lifecycle_shutdown_ends_the_process_and_says_so_in_diagnostics(ros, weights, tmp_path):
+    ns = "/finalize_ns"
+    node = start_node(tmp_path, weights, camera=f"{ns}/cam", ns=ns)
+    client = Client(f"{ns}/cam", {"/diagnostics": DiagnosticArray}, ns, name="finalize_probe")
+    try:
+        client.wait_for_node(60.0)
+        assert _transition(client, ns, Transition.TRANSITION_ACTIVE_SHUTDOWN)
+        node.process.wait(20)
+        client.wait_for(lambda: any(s.level == s.STALE for s in _statuses(client, ns)), 5.0, "a STALE status")
+        last = _statuses(client, ns)[-1]
+        assert last.level == last.STALE and "finalized" in last.message
+    finally:
+        client.close()
+        code = node.stop()
     assert code == 0, node.log()[-2000:]

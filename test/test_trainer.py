@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -142,6 +144,61 @@ def kill_after_first_checkpoint(config_path: Path, checkpoint: Path, log: Path) 
     return proc.returncode
 
 
+def _without_wall_clock(value, run_dirs: tuple[str, ...]):
+    """``value`` with what must differ between two runs removed: epoch ``seconds`` and the runs' own paths."""
+    if isinstance(value, dict):
+        return {k: _without_wall_clock(v, run_dirs) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, (list, tuple)):
+        return [_without_wall_clock(v, run_dirs) for v in value]
+    if isinstance(value, str):
+        for run_dir in run_dirs:
+            value = value.replace(run_dir, "<run>")
+    return value
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return (isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape
+                and torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num()))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _safetensors_contents(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        metadata = {key: json.loads(value) for key, value in f.metadata().items()}  # JSON values
+        return {"metadata": metadata, "tensors": {k: f.get_tensor(k) for k in f.keys()}}  # noqa: SIM118
+
+
+def assert_same_outputs(whole: Path, resumed: Path) -> None:
+    """Every file a run wrote equals the uninterrupted run's: bytes, or (JSON, checkpoints) the same contents
+    apart from wall-clock seconds and the run directory's path; weights files by tensors and metadata (their
+    header's order varies between processes). TensorBoard logs hold wall times: not compared."""
+    def files(root: Path) -> set[str]:
+        return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "tensorboard" not in p.parts}
+
+    assert files(whole) == files(resumed)
+    for name in sorted(files(whole)):
+        a, b = whole / name, resumed / name
+        if name.endswith(".json"):
+            load = json.loads
+            a_value, b_value = load(a.read_text()), load(b.read_text())
+        elif name.endswith(".pt"):
+            a_value, b_value = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+        elif name.endswith(".safetensors"):  # the header's metadata order varies between processes
+            a_value, b_value = _safetensors_contents(a), _safetensors_contents(b)
+        else:
+            assert a.read_bytes() == b.read_bytes(), name
+            continue
+        dirs = (str(whole), str(resumed))
+        assert _same(_without_wall_clock(a_value, dirs), _without_wall_clock(b_value, dirs)), name
+
+
 def test_resume_after_a_kill_mid_run_is_bit_exact(tmp_path):
     config = tiny_config(tmp_path / "whole", **{"stage1.epochs": 2, "stage2.epochs": 1})
     config["log"]["tensorboard"] = False
@@ -160,6 +217,151 @@ def test_resume_after_a_kill_mid_run_is_bit_exact(tmp_path):
     a = load_file(tmp_path / "whole" / "model.safetensors")
     b = load_file(tmp_path / "killed" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_outputs(tmp_path / "whole", tmp_path / "killed")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> tuple[Path, dict]:
+    """An uninterrupted 2 + 2 epoch run that also kept its epoch-3 checkpoint (the middle of stage 2)."""
+    from training.config import load_config
+    from training.dtpr import run
+
+    config = tiny_config(tmp_path_factory.mktemp("finished") / "run", **{"stage2.epochs": 2})
+    config["keep_checkpoints"] = [3]
+    config["log"]["tensorboard"] = False
+    run(load_config(overrides=config))
+    return Path(config["output_dir"]), config
+
+
+@pytest.mark.parametrize("killed_in", ["stage2_validation", "export"])
+def test_every_output_equals_the_uninterrupted_runs_after_a_kill_and_resume(tmp_path, finished_run, killed_in):
+    """What a kill leaves on disk, rebuilt exactly: killed while validating epoch 4 (its kept_pixels rows
+    written, its checkpoint not), or while exporting (weights written, metrics not). Resume repairs both."""
+    import shutil
+
+    from training.config import load_config
+    from training.dtpr import run
+
+    whole, config = finished_run
+    killed = tmp_path / "run"
+    shutil.copytree(whole, killed)
+    if killed_in == "stage2_validation":
+        shutil.copyfile(killed / "checkpoint_epoch03.pt", killed / "checkpoint.pt")
+        for name in ("model.safetensors", "metrics.json", "history.json", "val_classes.csv", "val_classes.md",
+                     "cpa_vs_pixels.png"):
+            (killed / name).unlink()
+        assert "\n4," in (killed / "kept_pixels.csv").read_text()  # epoch 4's rows, written before the kill
+    else:
+        (killed / "metrics.json").unlink()
+        (killed / "history.json").unlink()
+    run(load_config(overrides={**config, "output_dir": str(killed)}), resume=True)
+    rows = (killed / "kept_pixels.csv").read_text().splitlines()[1:]
+    assert len(rows) == len(set(rows)) == len((whole / "kept_pixels.csv").read_text().splitlines()) - 1
+    assert_same_outputs(whole, killed)
+
+
+def test_a_new_run_into_an_earlier_runs_directory_is_refused_without_overwrite(tmp_path, finished_run):
+    import shutil
+
+    whole, config = finished_run
+    out = tmp_path / "run"
+    shutil.copytree(whole, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    path = write_config(tmp_path / "c.yaml", {**config, "output_dir": str(out)})
+    refused = train_cli(path)
+    assert refused.returncode == 1
+    assert f"{out}: holds an earlier run" in refused.stderr and "--overwrite" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
+    again = train_cli(path, "--overwrite")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert_same_outputs(whole, out)  # a fresh run: no rows or files of the earlier one left over
+
+
+def test_a_non_finite_checkpoint_is_refused_naming_file_and_tensor(tmp_path, finished_run):
+    import shutil
+
+    whole, config = finished_run
+    out = tmp_path / "run"
+    shutil.copytree(whole, out)
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    key = "decoder.project.0.weight" if "decoder.project.0.weight" in checkpoint["model"] \
+        else next(k for k, v in checkpoint["model"].items() if v.is_floating_point())
+    poisoned = checkpoint["model"][key].contiguous().clone()
+    poisoned.view(-1)[0] = float("nan")
+    checkpoint["model"][key] = poisoned
+    torch.save(checkpoint, out / "checkpoint.pt")
+    path = write_config(tmp_path / "c.yaml", {**config, "output_dir": str(out)})
+    refused = train_cli(path, "--resume")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    line = refused.stderr.strip().splitlines()[-1]
+    assert str(out / "checkpoint.pt") in line and key in line and "1 NaN" in line
+    shutil.copyfile(out / "checkpoint_epoch03.pt", out / "checkpoint.pt")  # the last good one, as the error says
+    resumed = train_cli(path, "--resume")
+    assert resumed.returncode == 0 and "resuming after epoch 3" in resumed.stdout, resumed.stderr[-2000:]
+    assert_same_outputs(whole, out)
+
+
+def test_a_diverging_loss_stops_the_run_at_its_step_and_resume_continues(tmp_path):
+    config = tiny_config(tmp_path / "run", **{"stage1.epochs": 2, "stage1.schedule_epochs": 2, "stage2.epochs": 0})
+    config["log"]["tensorboard"] = False
+    path = write_config(tmp_path / "c.yaml", config)
+    first = train_cli(path, "stage1.epochs=1")  # epoch 1 of the 2-epoch schedule: the last good checkpoint
+    assert first.returncode == 0, first.stderr[-2000:]
+    (tmp_path / "run" / "model.safetensors").unlink()
+    diverged = train_cli(path, "--resume", "optim.lr=1.0e+12")  # a new peak lr applies to the resumed stage
+    assert diverged.returncode == 1, diverged.stdout[-2000:] + diverged.stderr[-2000:]
+    assert "stage 1 peak lr 0.02 -> 1e+12" in diverged.stdout
+    line = diverged.stderr.strip().splitlines()[-1]
+    assert re.search(r"error: epoch 2 \(stage 1\) step \d+: the loss is (nan|inf)", line), line
+    assert "max_nonfinite_steps 0" in line and "Traceback" not in diverged.stderr
+    assert not (tmp_path / "run" / "model.safetensors").exists()  # nothing non-finite exported
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["epoch"] == 1  # the last good one
+    resumed = train_cli(path, "--resume")
+    assert resumed.returncode == 0 and "resuming after epoch 1" in resumed.stdout, resumed.stderr[-2000:]
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2] and all(math.isfinite(h["loss"]) for h in history)
+    assert read_weights_info(tmp_path / "run" / "model.safetensors").recipe["metrics"]["val"]
+
+
+def test_tolerated_non_finite_steps_are_skipped_and_counted():
+    """A class weight of NaN makes exactly the batches holding that class non-finite: those steps are skipped
+    (the model is not touched) up to max_nonfinite_steps, and the next one stops the epoch naming its step."""
+    from human_parsing_ros.class_sets import get_class_set
+    from training.config import load_config
+    from training.distributed import DistInfo
+    from training.dtpr import make_datasets, make_model, make_optimizer, make_scheduler
+    from training.engine import NonFiniteError, StageLoss, StageState, train_one_epoch
+    from training.loaders import make_train_loader
+
+    config = load_config(overrides=tiny_config(Path("unused")))
+    class_set = get_class_set("ccp")
+    train_set, _ = make_datasets(config, class_set)
+    loader = make_train_loader(train_set, 2, 0, config["seed"], 0, DistInfo())
+    targets = [target for _, target in loader]
+    present = [torch.unique(t) for t in targets]
+    poisoned = next(int(c) for c in torch.cat(present).unique() if 0 < sum(bool((p == c).any()) for p in present)
+                    < len(targets))  # a class in some batches but not all
+    bad_steps = [step for step, p in enumerate(present) if bool((p == poisoned).any())]
+    weights = torch.ones(59)
+    weights[poisoned] = float("nan")
+
+    def epoch(max_nonfinite_steps: int) -> tuple[torch.nn.Module, dict]:
+        torch.manual_seed(0)
+        model = make_model("deeplabv3plus", config["model"]["args"], 59)
+        optimizer = make_optimizer(model.parameters(), 0.01, 0.9, 0.0)
+        state = StageState(1, optimizer, make_scheduler(optimizer, len(targets)),
+                           StageLoss(name="class_balanced", class_weights=weights))
+        result = train_one_epoch(model, loader, state, torch.amp.GradScaler("cpu", enabled=False),
+                                 torch.device("cpu"), DistInfo(), 0, config["seed"], 59,
+                                 max_nonfinite_steps=max_nonfinite_steps)
+        return model, result
+
+    model, result = epoch(len(bad_steps))
+    assert result["nonfinite_steps"] == len(bad_steps) and math.isfinite(result["loss"])
+    assert all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
+    with pytest.raises(NonFiniteError, match=rf"epoch 1 \(stage 1\) step {bad_steps[-1] + 1}: the loss is nan"):
+        epoch(len(bad_steps) - 1)
 
 
 def test_ddp_on_two_cpu_processes_all_reduces_the_metrics(tmp_path):

@@ -132,7 +132,25 @@ def test_save_refuses_class_count_mismatch(tmp_path, weights_file):
 
 def test_missing_file(tmp_path):
     _refused(tmp_path / "nope.safetensors", "no such")
-    _refused(tmp_path, "no such")  # a directory is not a weights file
+
+
+def test_directory_is_reported_as_a_directory(tmp_path):
+    """A directory passed as weights is said to be one, not "no such weights file"."""
+    message = _refused(tmp_path, "is a directory")
+    assert "no such" not in message
+    with pytest.raises(WeightsError) as info:
+        read_weights_info(tmp_path)
+    assert "is a directory" in str(info.value) and str(tmp_path) in str(info.value)
+
+
+def test_resolve_weights_path_refuses_a_directory(tmp_path):
+    from human_parsing_ros.resources import resolve_weights_path
+
+    with pytest.raises(WeightsError) as info:
+        resolve_weights_path(str(tmp_path))
+    message = str(info.value)
+    assert "\n" not in message and str(tmp_path) in message and "is a directory" in message
+    assert resolve_weights_path(str(tmp_path / "w.safetensors")) == tmp_path / "w.safetensors"
 
 
 def test_truncated_file(tmp_path, weights_file):
@@ -289,6 +307,42 @@ def test_tensor_missing_and_unexpected(tmp_path, weights_file):
     _refused(_rewrite(weights_file, tmp_path / "extra.safetensors",
                       edit_tensors=lambda t: t.update({"extra.weight": torch.zeros(2)})),
              "unexpected", "extra.weight")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_tensor_is_refused(tmp_path, weights_file, value):
+    """One NaN/Inf anywhere (here a BatchNorm statistic) would silently label everything background."""
+    key = "encoder.stages.0.0.1.running_var"
+
+    def edit(tensors):
+        assert key in tensors
+        tensors[key] = tensors[key].clone()
+        tensors[key][3] = value
+
+    message = _refused(_rewrite(weights_file, tmp_path / "nan.safetensors", edit_tensors=edit),
+                       "non-finite", key)
+    assert ("1 NaN" if value != value else "1 Inf") in message
+
+
+def test_all_nan_file_is_refused(tmp_path, weights_file):
+    def edit(tensors):
+        for key, tensor in tensors.items():
+            if tensor.is_floating_point():
+                tensors[key] = torch.full_like(tensor, float("nan"))
+
+    _refused(_rewrite(weights_file, tmp_path / "allnan.safetensors", edit_tensors=edit), "non-finite", "NaN")
+
+
+def test_save_refuses_non_finite_model(tmp_path, weights_file):
+    model, info = load_weights(weights_file)
+    with torch.no_grad():
+        model.segmentation_head.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(WeightsError) as err:
+        save_weights(tmp_path / "x.safetensors", model, info)
+    message = str(err.value)
+    assert "\n" not in message and str(tmp_path / "x.safetensors") in message
+    assert "segmentation_head.weight" in message and "non-finite" in message
+    assert list(tmp_path.iterdir()) == []  # nothing written, no temporary left
 
 
 def test_untouched_rewrite_still_loads(tmp_path, weights_file):

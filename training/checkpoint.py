@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from human_parsing_ros.weights import non_finite_tensor
+
 CHECKPOINT_FORMAT = "dtpr-checkpoint/1"
 
 
@@ -34,9 +36,21 @@ def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from; the message names the file and why."""
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint at ``path``, on the CPU; refuses files of another format."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint")
+    """The checkpoint at ``path``, on the CPU; refuses files of another format and non-finite models."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, not a zip, pickled code: one line naming the file
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}: "
+                              f"{str(error).strip().splitlines()[0] if str(error).strip() else ''})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint")
+    bad = non_finite_tensor(checkpoint["model"])
+    if bad:
+        raise CheckpointError(f"{path}: non-finite model ({bad}); resume from an earlier checkpoint_epochNN.pt "
+                              "copied to checkpoint.pt, or start over with --overwrite")
     return checkpoint

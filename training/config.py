@@ -13,6 +13,7 @@ DEFAULTS: dict[str, Any] = {
     "output_dir": "runs/{name}",
     "device": "auto",            # auto | cpu | cuda
     "amp": "none",               # none | bf16 | fp16 (fp16 uses a GradScaler)
+    "max_nonfinite_steps": 0,    # steps per epoch with a NaN/Inf loss skipped before the run stops (fp16: a few)
     "deterministic": True,       # torch.use_deterministic_algorithms (warn only)
     "dataset": {
         "name": "ccp",

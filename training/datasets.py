@@ -50,9 +50,14 @@ def read_image(path: str | Path) -> np.ndarray:
     """uint8 H x W x 3 RGB, fully decoded (a truncated file raises OSError here, not later)."""
     from PIL import Image
 
-    with Image.open(path) as img:
-        img.load()
-        return np.array(img.convert("RGB"))  # a writable copy
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return np.array(img.convert("RGB"))  # a writable copy
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: image not found") from None
+    except Exception as error:  # PIL raises many types for a broken file; name the file in every one
+        raise OSError(f"{path}: unreadable image ({_first_line(error)})") from None
 
 
 def read_label(path: str | Path) -> np.ndarray:
@@ -62,9 +67,14 @@ def read_label(path: str | Path) -> np.ndarray:
         return _read_mat_label(path)
     from PIL import Image
 
-    with Image.open(path) as img:
-        img.load()
-        values = np.asarray(img)  # mode P: palette indices; L: grey values; RGB(A)/LA: channels
+    try:
+        with Image.open(path) as img:
+            img.load()
+            values = np.asarray(img)  # mode P: palette indices; L: grey values; RGB(A)/LA: channels
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: label file not found") from None
+    except Exception as error:  # PIL raises many types for a broken file; name the file in every one
+        raise OSError(f"{path}: unreadable label ({_first_line(error)})") from None
     if values.ndim == 3:
         values = values[..., 0]  # MHPv2 stores the part id in channel 0
     return _as_uint8_ids(values, path)
@@ -73,10 +83,20 @@ def read_label(path: str | Path) -> np.ndarray:
 def _read_mat_label(path: Path) -> np.ndarray:
     from scipy.io import loadmat
 
-    contents = loadmat(path)
+    try:
+        contents = loadmat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: annotation not found") from None
+    except Exception as error:  # scipy raises ValueError, TypeError, MatReadError... for a broken file
+        raise ValueError(f"{path}: unreadable annotation ({_first_line(error)})") from None
     if "groundtruth" not in contents:
         raise ValueError(f"{path}: no variable 'groundtruth'")
     return _as_uint8_ids(np.asarray(contents["groundtruth"]), path)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 def _as_uint8_ids(values: np.ndarray, path: Path) -> np.ndarray:
@@ -136,13 +156,18 @@ class ParsingDataset(Dataset):
         item = self.items[index]
         if not item.labels:
             raise FileNotFoundError(f"{item.id}: no label file for image {item.image}")
-        return merge_labels([read_label(path) for path in item.labels])
+        maps = [read_label(path) for path in item.labels]
+        try:
+            return merge_labels(maps)
+        except ValueError as error:
+            raise ValueError(f"{item.labels[0].parent}: {item.id}: {error}") from None
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 H x W x 3 RGB image, uint8 H x W label) of item ``index``; raises on bad files."""
         image, label = read_image(self.items[index].image), self.load_label(index)
         if image.shape[:2] != label.shape:
-            raise ValueError(f"{self.items[index].image}: image is {image.shape[:2]}, label is {label.shape}")
+            item = self.items[index]
+            raise ValueError(f"{item.image}: image is {image.shape[:2]}, label {item.labels[0]} is {label.shape}")
         return image, label
 
     def __getitem__(self, index: int) -> Any:
@@ -167,7 +192,8 @@ class ParsingDataset(Dataset):
     def _report(self, index: int, error: Exception) -> None:
         if index not in self._reported:
             self._reported.add(index)
-            warnings.warn(f"skipping unreadable sample {self.items[index].image}: {error}", stacklevel=3)
+            # the error names the broken file (image or label), which need not be the photo
+            warnings.warn(f"skipping unreadable sample {self.items[index].id}: {error}", stacklevel=3)
 
 
 def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
@@ -215,13 +241,15 @@ def class_statistics(dataset: ParsingDataset) -> dict[str, Any]:
     containing the class), ``pixel_fraction`` (of the pixels with a valid
     class id), ``num_images``, ``total_pixels`` (every label pixel),
     ``labelled_pixels`` (valid class ids), ``ignored_pixels`` (255) and
-    ``out_of_range_pixels`` (other ids >= num_classes), ``skipped`` (ids of
+    ``out_of_range_pixels`` (other ids >= num_classes), ``out_of_range``
+    (one ``(label file, [ids])`` per file holding such ids), ``skipped`` (ids of
     items whose labels could not be read, for datasets that skip those).
     """
     num_classes = dataset.class_set.num_classes
     pixels = np.zeros(256, dtype=np.int64)
     images = np.zeros(256, dtype=np.int64)
     skipped: list[str] = []
+    out_of_range: list[tuple[str, list[int]]] = []
     for index in range(len(dataset)):
         try:
             counts = np.bincount(dataset.load_label(index).ravel(), minlength=256)
@@ -233,6 +261,8 @@ def class_statistics(dataset: ParsingDataset) -> dict[str, Any]:
             continue
         pixels += counts
         images += counts > 0
+        if _bad_ids(counts, num_classes):
+            out_of_range.extend(_files_with_bad_ids(dataset.items[index], num_classes))
     labelled = int(pixels[:num_classes].sum())
     fraction = pixels[:num_classes] / labelled if labelled else np.zeros(num_classes)
     return {
@@ -246,13 +276,45 @@ def class_statistics(dataset: ParsingDataset) -> dict[str, Any]:
         "labelled_pixels": labelled,
         "ignored_pixels": int(pixels[IGNORE_INDEX]),
         "out_of_range_pixels": int(pixels[num_classes:].sum() - pixels[IGNORE_INDEX]),
+        "out_of_range": out_of_range,
         "skipped": skipped,
     }
 
 
+class LabelIdError(ValueError):
+    """Label files holding ids that are neither a class of the class set nor the ignore index."""
+
+
+def _bad_ids(counts: np.ndarray, num_classes: int) -> list[int]:
+    return [int(v) for v in np.flatnonzero(counts) if v >= num_classes and v != IGNORE_INDEX]
+
+
+def _files_with_bad_ids(item: Sample, num_classes: int) -> list[tuple[str, list[int]]]:
+    """Which of ``item``'s label files hold the out-of-range ids (MHPv2 merges several per image)."""
+    found = [(str(path), _bad_ids(np.bincount(read_label(path).ravel(), minlength=256), num_classes))
+             for path in item.labels]
+    return [(path, ids) for path, ids in found if ids]
+
+
+def check_label_ids(stats: dict[str, Any], num_classes: int) -> None:
+    """Refuse (one line naming the first file and its ids) statistics that found out-of-range label ids."""
+    bad = stats["out_of_range"]
+    if bad:
+        path, ids = bad[0]
+        more = f" (and {len(bad) - 1} more label files)" if len(bad) > 1 else ""
+        raise LabelIdError(f"{path}: label ids {ids} are not classes of {stats['class_set']} "
+                           f"(0-{num_classes - 1}, {IGNORE_INDEX} = ignore){more}")
+
+
 def class_pixel_counts(dataset: ParsingDataset) -> torch.Tensor:
-    """Ground-truth pixels per class over ``dataset``, float64 [C] (PRN's x_i, class-balanced weights)."""
-    return torch.tensor(class_statistics(dataset)["pixels"], dtype=torch.float64)
+    """Ground-truth pixels per class over ``dataset``, float64 [C] (PRN's x_i, class-balanced weights).
+
+    The trainer's first pass over the labels: raises ``LabelIdError`` naming the file and the ids when a
+    label holds an id that is neither a class nor the ignore index, before any time is spent training.
+    """
+    stats = class_statistics(dataset)
+    check_label_ids(stats, dataset.class_set.num_classes)
+    return torch.tensor(stats["pixels"], dtype=torch.float64)
 
 
 def _check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:

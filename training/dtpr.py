@@ -24,10 +24,11 @@ import torch
 
 from human_parsing_ros.class_sets import ClassSet, get_class_set
 from human_parsing_ros.models import SegmentationModel, build_model
+from human_parsing_ros.weights import non_finite_tensor
 from training.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from training.datasets import ParsingDataset, build_dataset, class_pixel_counts
+from training.datasets import ParsingDataset, build_dataset, check_label_ids, class_pixel_counts, class_statistics
 from training.distributed import DistInfo, barrier, setup_distributed, unwrap_ddp, wrap_ddp
-from training.engine import STAGE_LOSSES, StageLoss, StageState, evaluate, train_one_epoch
+from training.engine import STAGE_LOSSES, NonFiniteError, StageLoss, StageState, evaluate, train_one_epoch
 from training.export import export_weights
 from training.loaders import make_eval_loader, make_train_loader
 from training.losses import class_balanced_weights
@@ -35,6 +36,14 @@ from training.metrics import METRICS, cpa_for_sampling, format_summary, write_cl
 from training.sampling import PixelSampler, keep_probabilities
 from training.seeding import capture_rng_states, restore_rng_states
 from training.transforms import EvalTransform, TrainTransform
+
+# What a run writes into its output_dir (besides checkpoint_epochNN.pt and tensorboard/).
+RUN_FILES = ("checkpoint.pt", "history.json", "metrics.json", "kept_pixels.csv", "val_classes.csv",
+             "val_classes.md", "cpa_vs_pixels.png")
+
+
+class RunDirectoryError(FileExistsError):
+    """A new run asked to write into the directory of an earlier one."""
 
 
 # ---- building blocks ------------------------------------------------------------------------------
@@ -91,17 +100,35 @@ def make_stage_loss(config: dict, stage: int, cpa: torch.Tensor | None, pixel_co
                      inter_class_margin=inter_class["margin"])
 
 
+def stage_lr(config: dict, stage: int) -> float:
+    """The peak learning rate of ``stage`` (stage 2: ``stage2.lr``, else ``optim.lr``)."""
+    return (config["stage2"]["lr"] if stage == 2 else None) or config["optim"]["lr"]
+
+
+def apply_lr_change(current: StageState, lr: float) -> float | None:
+    """Give a resumed stage the configured peak ``lr`` (the checkpoint's schedule would keep its own); the
+    schedule continues from where it was. Returns the checkpoint's lr when it differed, else None."""
+    old = current.scheduler.base_lrs[0]
+    if old == lr:
+        return None
+    current.scheduler.base_lrs = [lr] * len(current.scheduler.base_lrs)
+    step = current.scheduler.last_epoch
+    for group, factor in zip(current.optimizer.param_groups, current.scheduler.lr_lambdas):
+        group["initial_lr"], group["lr"] = lr, lr * factor(step)
+    return old
+
+
 def make_stage(model: torch.nn.Module, stage: int, config: dict, steps_per_epoch: int, cpa: torch.Tensor | None,
                pixel_counts: torch.Tensor) -> StageState:
     """Optimizer, schedule and loss for one stage (stage 2 freezes what it must first)."""
     base = unwrap_ddp(model)
     optim, stage1, stage2 = config["optim"], config["stage1"], config["stage2"]
     if stage == 1:
-        params, lr = list(base.parameters()), optim["lr"]
+        params, lr = list(base.parameters()), stage_lr(config, 1)
         epochs = stage1["schedule_epochs"] or stage1["epochs"]
     else:
         params = base.freeze_for_stage2(None if stage2["trains"] == "auto" else stage2["trains"])
-        epochs, lr = stage2["epochs"], stage2["lr"] or optim["lr"]
+        epochs, lr = stage2["epochs"], stage_lr(config, 2)
     optimizer = make_optimizer(params, lr, optim["momentum"], optim["weight_decay"])
     scheduler = make_scheduler(optimizer, epochs * steps_per_epoch)
     return StageState(stage, optimizer, scheduler, make_stage_loss(config, stage, cpa, pixel_counts))
@@ -120,13 +147,61 @@ def make_datasets(config: dict, class_set: ClassSet) -> tuple[ParsingDataset, Pa
     return train_set, val_set
 
 
+# ---- the run directory ----------------------------------------------------------------------------
+def run_outputs(config: dict, out: Path) -> list[Path]:
+    """The files and folders of ``out`` that a run with ``config`` writes and that exist now."""
+    names = [*RUN_FILES, config["export"]["weights"], config["export"]["onnx"], "tensorboard"]
+    found = [out / name for name in names if name and (out / name).exists()]
+    return found + sorted(out.glob("checkpoint_epoch*.pt"))
+
+
+def prepare_run_directory(config: dict, out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a new run into an earlier run's directory unless ``overwrite`` (which deletes that run's files)."""
+    existing = run_outputs(config, out)
+    if resume or not existing:
+        return
+    if not overwrite:
+        raise RunDirectoryError(
+            f"{out}: holds an earlier run ({', '.join(p.name for p in existing[:4])}"
+            f"{', ...' if len(existing) > 4 else ''}); --resume continues it, --overwrite deletes it and "
+            "starts over, or choose another name=/output_dir=")
+    for path in existing:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def trim_kept_pixels(path: Path, epochs_done: int) -> None:
+    """Drop rows of epochs after ``epochs_done`` (written before a kill, repeated after the resume)."""
+    if not path.exists():
+        return
+    header, *rows = path.read_text().splitlines(keepends=True)
+    keep = [row for row in rows if int(row.split(",", 1)[0]) <= epochs_done]
+    if len(keep) != len(rows):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(header + "".join(keep))
+        tmp.replace(path)
+
+
+def check_finite_model(model: torch.nn.Module, epoch: int) -> None:
+    """``NonFiniteError`` naming the tensor when ``model`` holds NaN/Inf (never checkpointed or exported)."""
+    bad = non_finite_tensor(model.state_dict())
+    if bad:
+        raise NonFiniteError(f"after epoch {epoch}: the model went non-finite ({bad}); nothing of this epoch was "
+                             "saved: lower optim.lr or change amp, then --resume")
+
+
 # ---- the run --------------------------------------------------------------------------------------
-def run(config: dict, resume: bool = False) -> dict[str, Any]:
-    """Train (or continue) the run that ``config`` describes; returns its final metrics and files."""
+def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Train (or continue, ``resume``) the run that ``config`` describes; returns its final metrics and files.
+
+    A new run refuses an output_dir that holds an earlier run's files unless ``overwrite``.
+    """
     check_losses(config)
     torch.use_deterministic_algorithms(bool(config["deterministic"]), warn_only=True)
     dist_info, device = setup_distributed(config["device"])
     out = Path(config["output_dir"])
+    if dist_info.is_main:
+        prepare_run_directory(config, out, resume, overwrite)
+    barrier(dist_info)
     out.mkdir(parents=True, exist_ok=True)
     data_spec, optim = config["dataset"], config["optim"]
     class_set = get_class_set(data_spec["class_set"] or data_spec["name"])
@@ -147,7 +222,11 @@ def run(config: dict, resume: bool = False) -> dict[str, Any]:
     checkpoint = load_checkpoint(checkpoint_path) if resume and checkpoint_path.exists() else None
     start_epoch = checkpoint["epoch"] if checkpoint else 0
     cpa = checkpoint["cpa"] if checkpoint else None
-    pixel_counts = checkpoint["pixel_counts"] if checkpoint else class_pixel_counts(train_set)
+    if checkpoint:
+        pixel_counts = checkpoint["pixel_counts"]
+    else:  # the first pass over the labels: an id outside the class set stops the run here, naming the file
+        pixel_counts = class_pixel_counts(train_set)
+        check_label_ids(class_statistics(val_set), num_classes)
     history: list[dict] = checkpoint["history"] if checkpoint else []
     stage = 1 if start_epoch < stage1_epochs else 2
     if checkpoint:
@@ -160,12 +239,18 @@ def run(config: dict, resume: bool = False) -> dict[str, Any]:
         current.scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
         restore_rng_states(checkpoint["rng"])
+        old_lr = apply_lr_change(current, stage_lr(config, stage))
+        if old_lr is not None and dist_info.is_main:
+            print(f"[dtpr] stage {stage} peak lr {old_lr:g} -> {stage_lr(config, stage):g} from the resumed step on",
+                  flush=True)
     if dist_info.is_main:
         print(f"[dtpr] {config['name']}: {len(train_set)} train / {len(val_set)} val images, "
               f"{num_classes} classes ({class_set.name}), stage 1 {stage1_epochs} + stage 2 {stage2_epochs} epochs, "
               f"{'resuming after epoch ' + str(start_epoch) if start_epoch else 'from scratch'}, {device}, "
               f"{dist_info.world_size} process(es)", flush=True)
-    writer = _tensorboard(config["log"]["tensorboard"] and dist_info.is_main, out)
+    if dist_info.is_main:
+        trim_kept_pixels(out / "kept_pixels.csv", start_epoch)
+    writer = _tensorboard(config["log"]["tensorboard"] and dist_info.is_main, out, start_epoch)
     net = wrap_ddp(model, dist_info, device)
     for epoch in range(start_epoch, total_epochs):
         if epoch == stage1_epochs and current.stage == 1:
@@ -175,9 +260,12 @@ def run(config: dict, resume: bool = False) -> dict[str, Any]:
         loader = make_train_loader(train_set, optim["batch_size"], optim["workers"], config["seed"], epoch,
                                    dist_info)
         result = train_one_epoch(net, loader, current, scaler, device, dist_info, epoch, config["seed"], num_classes,
-                                 amp=config["amp"], progress=config["log"]["progress"])
+                                 amp=config["amp"], progress=config["log"]["progress"],
+                                 max_nonfinite_steps=config["max_nonfinite_steps"])
         record: dict[str, Any] = {"epoch": epoch + 1, "stage": current.stage, "loss": result["loss"],
                                   "lr": result["lr"], "seconds": time.perf_counter() - began}
+        if result["nonfinite_steps"]:
+            record["nonfinite_steps"] = result["nonfinite_steps"]
         if current.loss.sampler is not None:
             kept, total = result["kept"], result["total"]
             record["kept_fraction"] = float(kept.sum() / total.sum().clamp(min=1))
@@ -193,6 +281,7 @@ def run(config: dict, resume: bool = False) -> dict[str, Any]:
         if (epoch + 1) % config["eval_every"] == 0 or epoch + 1 == total_epochs:
             metrics = evaluate(net, val_loader, num_classes, device, amp=config["amp"]).compute()
             record.update({key: float(metrics[key]) for key in METRICS})
+        check_finite_model(model, epoch + 1)
         history.append(record)
         if dist_info.is_main:
             _log_epoch(writer, record)
@@ -235,7 +324,7 @@ def _finish(model: SegmentationModel, val_loader: torch.utils.data.DataLoader, c
     return result
 
 
-def _tensorboard(enabled: bool, out: Path):
+def _tensorboard(enabled: bool, out: Path, epochs_done: int):
     if not enabled:
         return None
     try:
@@ -243,7 +332,8 @@ def _tensorboard(enabled: bool, out: Path):
     except ImportError:
         print("[dtpr] tensorboard is not installed: no TensorBoard logs (pip install '.[train]')")
         return None
-    return SummaryWriter(str(out / "tensorboard"))
+    # purge_step: TensorBoard drops the earlier events of epochs after the checkpoint (logged before a kill)
+    return SummaryWriter(str(out / "tensorboard"), purge_step=epochs_done + 1 if epochs_done else None)
 
 
 def _log_epoch(writer, record: dict) -> None:

@@ -25,6 +25,10 @@ STAGE_LOSSES = ("ce", "focal", "class_balanced")
 AMP_MODES = ("none", "bf16", "fp16")
 
 
+class NonFiniteError(RuntimeError):
+    """A NaN/Inf loss (more steps than tolerated) or model: the run stops before anything of it is saved."""
+
+
 @dataclass
 class StageLoss:
     """One stage's loss: ``name`` on every pixel, or CE on the pixels ``sampler`` keeps; plus inter-class."""
@@ -79,21 +83,29 @@ def compute_loss(logits: torch.Tensor, target: torch.Tensor, loss: StageLoss,
     return value, mask
 
 
+def loss_is_finite(loss: torch.Tensor, dist_info: DistInfo) -> bool:
+    """True when the loss is finite on every rank (all ranks must agree to skip a step, or DDP hangs)."""
+    bad = (~torch.isfinite(loss.detach())).to(torch.float64).reshape(1)
+    return float(sum_over_ranks(bad, dist_info)[0]) == 0
+
+
 def train_one_epoch(model: torch.nn.Module, loader: DataLoader, state: StageState, scaler: torch.amp.GradScaler,
                     device: torch.device, dist_info: DistInfo, epoch: int, seed: int, num_classes: int,
-                    amp: str = "none", progress: bool = False) -> dict[str, Any]:
+                    amp: str = "none", progress: bool = False, max_nonfinite_steps: int = 0) -> dict[str, Any]:
     """One epoch of ``state``'s stage; loss, kept pixels and the training confusion summed over ranks.
 
-    Returns ``loss`` (mean over steps), ``lr`` (at the end), ``train_confusion``,
-    ``kept`` and ``total`` (per-class pixels the sampler kept / saw, CPU) and
-    ``sampling_s`` (this rank's seconds spent in the loss and sampling).
+    A step whose loss is NaN/Inf is skipped (no update); after ``max_nonfinite_steps`` such
+    steps in this epoch, ``NonFiniteError`` names the step (nothing of this epoch is saved).
+    Returns ``loss`` (mean over finite steps), ``lr`` (at the end), ``train_confusion``,
+    ``kept`` and ``total`` (per-class pixels the sampler kept / saw, CPU), ``sampling_s``
+    (this rank's seconds spent in the loss and sampling) and ``nonfinite_steps``.
     """
     model.train()
     torch.manual_seed(mix_seed(seed, epoch, dist_info.rank, 0xD80))  # dropout
     confusion = ConfusionMatrix(num_classes, device=device)
     kept = torch.zeros(num_classes, dtype=torch.long, device=device)
     total = torch.zeros(num_classes, dtype=torch.long, device=device)
-    loss_sum, steps, sampling_s = 0.0, 0, 0.0
+    loss_sum, steps, sampling_s, skipped = 0.0, 0, 0.0, 0
     aux_weights = unwrap_ddp(model).aux_weights
     batches = _progress(loader, progress and dist_info.is_main, f"epoch {epoch + 1} stage {state.stage}")
     for step, (images, target) in enumerate(batches):
@@ -108,6 +120,14 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, state: StageStat
         for weight, aux_logits in zip(aux_weights, aux):
             loss = loss + weight * masked_cross_entropy(aux_logits.float(), target, None)
         state.optimizer.zero_grad(set_to_none=True)
+        if not loss_is_finite(loss, dist_info):
+            skipped += 1
+            if skipped > max_nonfinite_steps:
+                raise NonFiniteError(
+                    f"epoch {epoch + 1} (stage {state.stage}) step {step + 1}: the loss is {float(loss.detach()):.4g} "
+                    f"({skipped} non-finite steps this epoch, max_nonfinite_steps {max_nonfinite_steps}); "
+                    f"nothing of this epoch was saved: lower optim.lr or change amp, then --resume")
+            continue
         scaler.scale(loss).backward()
         scaler.step(state.optimizer)
         scaler.update()
@@ -124,7 +144,7 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, state: StageStat
     loss_stats = sum_over_ranks(torch.tensor([loss_sum, steps], device=device, dtype=torch.float64), dist_info)
     return {"loss": float(loss_stats[0]) / max(1, int(loss_stats[1])), "lr": state.optimizer.param_groups[0]["lr"],
             "train_confusion": confusion, "kept": pixel_stats[0].cpu(), "total": pixel_stats[1].cpu(),
-            "sampling_s": sampling_s}
+            "sampling_s": sampling_s, "nonfinite_steps": skipped}
 
 
 @torch.inference_mode()

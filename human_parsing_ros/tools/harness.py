@@ -39,7 +39,7 @@ def node_command() -> list[str]:
     if script is None:
         candidate = Path(sys.executable).parent / "parser_node"
         script = str(candidate) if candidate.exists() else None
-    return [script] if script else [sys.executable, "-m", "human_parsing_ros.node"]
+    return [script] if script else [sys.executable, "-m", "human_parsing_ros.node_process"]
 
 
 class NodeProcess:
