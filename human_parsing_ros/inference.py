@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-# Boundary pixels interpolated over all classes at once: bounds that step's memory to about
-# BOUNDARY_CHUNK x classes x 4 bytes x 6 buffers (16384 x 59 classes: ~23 MB), whatever the image size.
-BOUNDARY_CHUNK = 16384
+# Interpolated values computed at once for boundary cells (cells x candidate classes x block pixels):
+# bounds that step's memory to about 4 MB per buffer, whatever the image size and the number of classes.
+BOUNDARY_VALUES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -78,46 +78,122 @@ def logits_to_labels(
     network_hw: tuple[int, int],
     placement: Placement,
     out_hw: tuple[int, int],
-) -> tuple[torch.Tensor, torch.Tensor]:
+    with_confidence: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Labels and confidence at ``out_hw`` for the image region of low-resolution ``logits`` (CxHxW).
 
     Equal to bilinear-upsampling the logits and taking the argmax, without
     upsampling every class: where the four bilinear taps of a pixel agree on
     the argmax, the interpolated logits (a convex combination) agree too; only
     the remaining boundary pixels are interpolated over all classes.
-    Confidence is the max softmax probability, interpolated from low resolution.
+    Confidence (None unless ``with_confidence``) is the max softmax probability, interpolated
+    from low resolution (``confidence_map``).
     """
-    num_classes, lo_h, lo_w = logits.shape
-    out_h, out_w = out_hw
-    device = logits.device
-    scale_y, scale_x = lo_h / network_hw[0], lo_w / network_hw[1]  # network input pixels -> logit cells
-    y0, y1, wy = _source_taps(out_h, placement.height / out_h * scale_y, placement.top * scale_y, lo_h, device)
-    x0, x1, wx = _source_taps(out_w, placement.width / out_w * scale_x, placement.left * scale_x, lo_w, device)
+    (y0, _, wy), (x0, _, wx) = _output_taps(logits.shape[1:], network_hw, placement, out_hw, logits.device)
 
     logits = logits.float()
-    confidence_lo, argmax_lo = logits.softmax(dim=0).max(dim=0)
+    argmax_lo = logits.argmax(dim=0)
 
     # A tap cell (i, j)-(i+1, j+1) is uniform when its four corners share one argmax;
     # replicating the last row/column matches the clamped taps at the border.
     padded = F.pad(argmax_lo[None, None].float(), (0, 1, 0, 1), mode="replicate")[0, 0]
     corner = padded[:-1, :-1]
     uniform = (corner == padded[:-1, 1:]) & (corner == padded[1:, :-1]) & (corner == padded[1:, 1:])
-    labels = _gather_nearest(argmax_lo, y0, x0)
-    rows, cols = (~_gather_nearest(uniform, y0, x0)).nonzero(as_tuple=True)
-    if rows.numel():
-        # Interpolate all classes at the boundary pixels only, a bounded chunk at a time, so the
-        # memory for all classes never grows with the output size: along y at the two x taps,
-        # then along x (the order F.interpolate's separable bilinear uses).
-        per_pixel = logits.permute(1, 2, 0)  # lo_h x lo_w x C (a view)
-        for start in range(0, rows.numel(), BOUNDARY_CHUNK):
-            r, c = rows[start:start + BOUNDARY_CHUNK], cols[start:start + BOUNDARY_CHUNK]
-            top, bottom, left, right = y0[r], y1[r], x0[c], x1[c]
-            weight_y, weight_x = wy[r, None], wx[c, None]
-            at_left = per_pixel[top, left] * (1 - weight_y) + per_pixel[bottom, left] * weight_y
-            at_right = per_pixel[top, right] * (1 - weight_y) + per_pixel[bottom, right] * weight_y
-            labels[r, c] = (at_left * (1 - weight_x) + at_right * weight_x).argmax(dim=1)
-    confidence = _lerp_rows(_lerp_rows(confidence_lo, y0, y1, wy).t(), x0, x1, wx).t()
-    return labels, confidence
+    # uint8 ids where they fit (a quarter of int64's memory traffic), plus one spare slot that the
+    # boundary step's padding writes to
+    dtype = torch.uint8 if logits.shape[0] <= 256 else torch.long
+    out_h, out_w = out_hw
+    flat = torch.empty(out_h * out_w + 1, dtype=dtype, device=logits.device)
+    labels = flat[:-1].view(out_h, out_w)
+    torch.index_select(argmax_lo.to(dtype).index_select(0, y0), 1, x0, out=labels)
+    if not bool(uniform.all()):
+        _label_boundary_cells(flat, out_w, logits, uniform, (y0, wy), (x0, wx))
+    return labels, confidence_map(logits, network_hw, placement, out_hw) if with_confidence else None
+
+
+def confidence_map(logits: torch.Tensor, network_hw: tuple[int, int], placement: Placement,
+                   out_hw: tuple[int, int]) -> torch.Tensor:
+    """The max softmax probability of low-resolution ``logits``, bilinear at ``out_hw`` like the labels."""
+    (y0, y1, wy), (x0, x1, wx) = _output_taps(logits.shape[1:], network_hw, placement, out_hw, logits.device)
+    confidence_lo = logits.float().softmax(dim=0).amax(dim=0)
+    return _lerp_rows(_lerp_rows(confidence_lo, y0, y1, wy).t(), x0, x1, wx).t()
+
+
+def _output_taps(lo_hw: tuple[int, int], network_hw: tuple[int, int], placement: Placement,
+                 out_hw: tuple[int, int], device: torch.device) -> tuple[tuple, tuple]:
+    """Bilinear taps (rows, columns) from ``out_hw`` output pixels into the low-resolution grid."""
+    (lo_h, lo_w), (out_h, out_w) = lo_hw, out_hw
+    scale_y, scale_x = lo_h / network_hw[0], lo_w / network_hw[1]  # network input pixels -> logit cells
+    taps_y = _source_taps(out_h, placement.height / out_h * scale_y, placement.top * scale_y, lo_h, device)
+    taps_x = _source_taps(out_w, placement.width / out_w * scale_x, placement.left * scale_x, lo_w, device)
+    return taps_y, taps_x
+
+
+def _blocks(taps: torch.Tensor, weights: torch.Tensor, cells: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each tap cell's output indices along one axis, as a (cells x longest block) table, and their weights.
+
+    ``taps`` (the first tap of every output index) never decreases, so each cell's outputs are one
+    run; the padding past a run is -1.
+    """
+    count = torch.bincount(taps, minlength=cells)
+    first = torch.cumsum(count, 0) - count
+    offset = torch.arange(max(1, int(count.max())), device=taps.device)
+    index = first[:, None] + offset
+    valid = offset < count[:, None]
+    return torch.where(valid, index, -1), weights[index.clamp(max=taps.numel() - 1)]
+
+
+def _label_boundary_cells(flat_labels: torch.Tensor, out_w: int, logits: torch.Tensor, uniform: torch.Tensor,
+                          taps_y: tuple[torch.Tensor, torch.Tensor], taps_x: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Write the argmax of the bilinear logits into every non-uniform tap cell of ``flat_labels``.
+
+    ``flat_labels``: the label map, row-major with rows of ``out_w``, plus one spare slot at the end.
+    A tap cell's output pixels form a block, interpolated from its four corners; blocks are
+    computed whole (a few dense ops per group of cells, not per pixel). Exact, and cheap: the
+    interpolated logits are convex combinations of the corners, so a class whose largest corner
+    logit is below the largest smallest corner logit (of any class) never wins in that cell.
+    Cells are grouped by how many classes can win (up to 2, 4, 8, ...; usually 2-4 of tens) and
+    only those are interpolated, at most ``BOUNDARY_VALUES`` at a time, so memory grows with
+    neither the classes nor the output size.
+    """
+    (y0, wy), (x0, wx) = taps_y, taps_x
+    num_classes, lo_h, lo_w = logits.shape
+    row_index, row_weight = _blocks(y0, wy, lo_h)
+    col_index, col_weight = _blocks(x0, wx, lo_w)
+    spare = flat_labels.numel() - 1
+    row_start = torch.where(row_index >= 0, row_index * out_w, -(spare + 1))  # padding rows land below 0
+    cells = (~uniform).flatten().nonzero()[:, 0]
+    top, left = cells // lo_w, cells % lo_w
+    bottom, right = (top + 1).clamp(max=lo_h - 1), (left + 1).clamp(max=lo_w - 1)
+    per_cell = logits.permute(1, 2, 0)  # lo_h x lo_w x C (a view)
+    corners = torch.stack([per_cell[top, left], per_cell[top, right], per_cell[bottom, left],
+                           per_cell[bottom, right]], dim=1)  # cells x 4 x C
+    can_win = corners.amax(dim=1) >= corners.amin(dim=1).amax(dim=1, keepdim=True)  # cells x C
+    group_of_cell = can_win.sum(dim=1).float().log2().ceil().long()
+    # per cell: the classes that can win in ascending ids (argmax's tie-breaking, as in a full
+    # interpolation), then the others (padding a group's k; they never win)
+    ranked = torch.argsort((~can_win).to(torch.uint8), dim=1, stable=True)
+    block = row_index.shape[1] * col_index.shape[1]
+    for group in group_of_cell.unique().tolist():
+        k = min(2 ** group, num_classes)
+        in_group = (group_of_cell == group).nonzero()[:, 0]
+        step = max(1, BOUNDARY_VALUES // (k * block))
+        for start in range(0, in_group.numel(), step):
+            chunk = in_group[start:start + step]
+            cell_top, cell_left = top[chunk], left[chunk]
+            candidates = ranked[chunk, :k]  # cells x k
+            near = corners[chunk].gather(2, candidates[:, None, :].expand(-1, 4, -1))[:, :, None]  # cells x 4 x 1 x k
+            weight_y = row_weight[cell_top, :, None]  # cells x block rows x 1
+            weight_x = col_weight[cell_left, None, :, None]  # cells x 1 x block cols x 1
+            # along y at the two x taps, then along x: the order of F.interpolate's separable bilinear;
+            # classes innermost, where argmax is fast
+            at_left = near[:, 0] * (1 - weight_y) + near[:, 2] * weight_y  # cells x block rows x k
+            at_right = near[:, 1] * (1 - weight_y) + near[:, 3] * weight_y
+            value = at_left[:, :, None] * (1 - weight_x) + at_right[:, :, None] * weight_x  # cells x rows x cols x k
+            best = candidates.gather(1, value.argmax(dim=-1).flatten(1))
+            where = row_start[cell_top, :, None] + col_index[cell_left, None, :]  # flat index; padding: < 0
+            where = torch.where((where >= 0) & (col_index[cell_left, None, :] >= 0), where, spare)
+            flat_labels.index_put_((where.flatten(),), best.flatten().to(flat_labels.dtype))
 
 
 def _gather_nearest(grid: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

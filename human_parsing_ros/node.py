@@ -44,6 +44,9 @@ from .runtime import LatencyWindow, LatestSlot, RateMeter
 from .weights import WeightsError, check_input_size, load_weights
 
 NODE_NAME = "human_parser"
+# A frame's steps inside the node, each timed (diagnostics <stage>_ms_p50): decode the message, the
+# parser's own steps (HumanParser.parse timings), then build and publish the outputs.
+FRAME_STAGES = ("decode", "preprocess", "forward", "labels", "statistics", "publish")
 # A 4K UHD camera; larger frames are refused (memory and time per frame grow with the pixels).
 DEFAULT_MAX_INPUT_PIXELS = 3840 * 2160
 
@@ -165,6 +168,7 @@ class HumanParserNode(LifecycleNode):
         self._published = RateMeter()
         self._rejected = 0
         self._inference_ms = LatencyWindow()
+        self._stage_ms = {stage: LatencyWindow() for stage in FRAME_STAGES}  # where a frame's time goes
         self._end_to_end_ms = LatencyWindow()
         self._warmup_ms = float("nan")
         self._dropped_reported = 0  # slot drops counted by the last diagnostics report
@@ -383,6 +387,7 @@ class HumanParserNode(LifecycleNode):
         parser = self._parser
         if parser is None:
             return
+        began = time.perf_counter()
         try:
             image, encoding = self._decode(msg)
         except ImageError as err:
@@ -392,7 +397,8 @@ class HumanParserNode(LifecycleNode):
         start = time.perf_counter()
         result = parser.parse(image, self.param("output_resolution"), resize_mode=self.param("resize_mode"),
                               flip_tta=self.param("flip_tta"))
-        self._inference_ms.add((time.perf_counter() - start) * 1e3)
+        parsed = time.perf_counter()
+        self._inference_ms.add((parsed - start) * 1e3)
         header = msg.header
         labels = result.labels
         self._pubs["labels"].publish(_image_msg(header, labels, "mono8"))
@@ -411,6 +417,11 @@ class HumanParserNode(LifecycleNode):
             parts = PartsMessage.from_result(result, _stamp(header), header.frame_id,
                                              self.param("presence_threshold"))
             self._pubs["parts"].publish(String(data=parts.to_json()))
+        statistics_ms = result.timings_ms.get("statistics", 0.0)  # computed only for a parts subscriber
+        timings = {"decode": (start - began) * 1e3, **result.timings_ms, "statistics": statistics_ms,
+                   "publish": (time.perf_counter() - parsed) * 1e3 - statistics_ms}
+        for stage, ms in timings.items():
+            self._stage_ms[stage].add(ms)
         self._published.tick()
         self._end_to_end_ms.add(_age_ms(self, header))
 
@@ -449,6 +460,7 @@ class HumanParserNode(LifecycleNode):
             "inference_ms_p50": f"{inference_p50:.1f}", "inference_ms_p99": f"{inference_p99:.1f}",
             "end_to_end_ms_p50": f"{end_to_end_p50:.1f}", "end_to_end_ms_p99": f"{end_to_end_p99:.1f}",
             "warmup_ms": f"{self._warmup_ms:.1f}", "weights": self._weights_path, "model": model,
+            **{f"{stage}_ms_p50": f"{window.percentiles(50)[0]:.1f}" for stage, window in self._stage_ms.items()},
         }
 
     def _health(self, dropped_recently: int) -> tuple[bytes, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from .class_sets import ClassSet
-from .inference import ClassStatistics, class_statistics, logits_to_labels, network_input, place_image
+from .inference import ClassStatistics, class_statistics, confidence_map, logits_to_labels, network_input, place_image
 from .messages import Part
 from .models import SegmentationModel
 from .weights import WeightsInfo, check_input_size, load_weights
@@ -71,8 +72,22 @@ def check_flip_tta(flip_tta: bool) -> bool:
 class ParseResult:
     labels: np.ndarray  # H x W uint8
     class_set: ClassSet
-    statistics: ClassStatistics  # on the CPU
-    timings_ms: dict[str, float] = field(default_factory=dict)
+    compute_statistics: Callable[[], ClassStatistics] = field(repr=False)
+    timings_ms: dict[str, float] = field(default_factory=dict)  # each step of the parse, ms
+    _statistics: ClassStatistics | None = field(default=None, init=False, repr=False)
+
+    @property
+    def statistics(self) -> ClassStatistics:
+        """Per-class pixel counts, confidence sums and boxes (on the CPU), computed on first use and kept.
+
+        A node with nobody subscribed to ``parts`` never pays for them; their time is then
+        added to ``timings_ms["statistics"]``.
+        """
+        if self._statistics is None:
+            start = time.perf_counter()
+            self._statistics = self.compute_statistics()
+            self.timings_ms["statistics"] = (time.perf_counter() - start) * 1e3
+        return self._statistics
 
     def presence(self, threshold: float) -> list[Part]:
         """Every class; ``present`` when its pixel fraction is at least ``threshold`` (and above 0).
@@ -208,13 +223,19 @@ class HumanParser:
         self._sync()
         t_fwd = time.perf_counter()
         out_hw = (height, width) if output_resolution == "input" else (placement.height, placement.width)
-        labels, confidence = logits_to_labels(logits, self.network_hw, placement, out_hw)
-        stats = class_statistics(labels, confidence, self.num_classes)
+        labels, _ = logits_to_labels(logits, self.network_hw, placement, out_hw, with_confidence=False)
         labels_np = labels.to(torch.uint8).cpu().numpy()
-        stats = ClassStatistics(stats.pixel_counts.cpu(), stats.confidence_sums.cpu(), stats.boxes.cpu())
-        t_post = time.perf_counter()
-        timings = {"preprocess": t_pre - start, "forward": t_fwd - t_pre, "postprocess": t_post - t_fwd}
-        return ParseResult(labels_np, self.class_set, stats, {key: value * 1e3 for key, value in timings.items()})
+        t_labels = time.perf_counter()
+        timings = {"preprocess": t_pre - start, "forward": t_fwd - t_pre, "labels": t_labels - t_fwd}
+        num_classes, network_hw = self.num_classes, self.network_hw
+
+        def statistics() -> ClassStatistics:
+            with torch.inference_mode():
+                confidence = confidence_map(logits, network_hw, placement, out_hw)
+                stats = class_statistics(labels, confidence, num_classes)
+                return ClassStatistics(stats.pixel_counts.cpu(), stats.confidence_sums.cpu(), stats.boxes.cpu())
+
+        return ParseResult(labels_np, self.class_set, statistics, {key: value * 1e3 for key, value in timings.items()})
 
     def warmup(self, iterations: int = 2) -> float:
         """Run dummy frames so the first real one is not slow; returns the last time in ms."""

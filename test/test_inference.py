@@ -176,7 +176,7 @@ def test_class_statistics_mean_confidence_is_accurate_on_big_frames():
 def test_boundary_interpolation_in_chunks_matches_bilinear(monkeypatch):
     import human_parsing_ros.inference as inference
 
-    monkeypatch.setattr(inference, "BOUNDARY_CHUNK", 97)  # many chunks, one of them partial
+    monkeypatch.setattr(inference, "BOUNDARY_VALUES", 4 * 97 * 11)  # many chunks, one of them partial
     logits = _noisy_logits(11)
     labels, _ = logits_to_labels(logits, NET, place_image(NET, NET, "stretch"), (150, 130))
     expected, clear = _reference(logits, (150, 130))

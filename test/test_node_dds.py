@@ -280,6 +280,8 @@ def test_frames_over_max_input_pixels_are_refused_and_counted(running, frames):
                         5.0, "the refusals to be counted")
         assert not any(outputs_for(client, "labels", big) for big in sent)
         wait_labels_for(client, play(client, [good], frame_id="at_the_limit")[0])
+        seen = len(client.received.get("/diagnostics"))  # the next test reads counts: let them settle first
+        client.wait_for(lambda: len(client.received.get("/diagnostics")) > seen + 1, 5.0, "fresh diagnostics")
     finally:
         assert _set(client, "max_input_pixels", 3840 * 2160)[0]
     assert node.alive()
@@ -327,6 +329,13 @@ def test_diagnostics_report_rates_latency_and_device(running):
             "frames_rejected", "model"} <= keys
     assert status.hardware_id == "cpu"
     assert float(diagnostics_value(client, "inference_ms_p50")) > 0
+    from human_parsing_ros.node import FRAME_STAGES
+
+    stages = {stage: float(diagnostics_value(client, f"{stage}_ms_p50")) for stage in FRAME_STAGES}
+    assert stages["forward"] > 0 and stages["labels"] > 0 and all(ms >= 0 for ms in stages.values()), stages
+    # the parser's own steps add up to (about) the parse time the node reports
+    parse_ms = float(diagnostics_value(client, "inference_ms_p50"))
+    assert stages["preprocess"] + stages["forward"] + stages["labels"] <= parse_ms * 1.5 + 1
 
 
 def test_compressed_input(ros, weights, tmp_path, frames):

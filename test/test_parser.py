@@ -58,7 +58,10 @@ def test_labels_at_input_resolution(parser, photo):
     assert result.labels.dtype == np.uint8
     assert result.labels.max() < parser.num_classes == 20
     assert len(np.unique(result.labels)) > 1, "the label map should depend on the image"
-    assert set(result.timings_ms) >= {"preprocess", "forward", "postprocess"}
+    assert set(result.timings_ms) == {"preprocess", "forward", "labels"}  # statistics: on first use
+    first = result.statistics
+    assert result.statistics is first and set(result.timings_ms) == {"preprocess", "forward", "labels", "statistics"}
+    assert int(first.pixel_counts.sum()) == result.labels.size
     assert all(v >= 0 for v in result.timings_ms.values())
 
 
