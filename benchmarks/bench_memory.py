@@ -1,4 +1,5 @@
-"""Memory and time per frame at camera sizes: peak RSS and ms/frame of HumanParser.parse and of decoding.
+"""Memory and time per frame at camera sizes: peak RSS and ms/frame of decoding and of HumanParser.parse plus
+its statistics (what the node computes for a parts subscriber: the worst case).
 
     .venv/bin/python benchmarks/bench_memory.py [--sizes 640x480 1920x1080 3840x2160] [--frames 3]
 
@@ -79,7 +80,7 @@ def measure(width: int, height: int, frames: int) -> dict:
         decode_compressed("jpeg", jpeg)
         times["decode_jpeg"].append(time.perf_counter() - start)
         start = time.perf_counter()
-        parser.parse(image)
+        _ = parser.parse(image).statistics  # what the node computes for a parts subscriber (the worst case)
         times["parse"].append(time.perf_counter() - start)
     peak = _peak_since_reset_mb()
     return {"size": f"{width}x{height}", "loaded_rss_mb": round(loaded), "peak_rss_mb": round(peak),

@@ -5,6 +5,7 @@
     result.labels            # H x W uint8 class ids at the image's resolution
     result.presence(0.005)   # per-class messages.Part: presence, pixel fraction, box, confidence
     parser.parse(image, resize_mode="stretch", flip_tta=True)  # per-call options (validated)
+    HumanParser(..., device="cuda", precision="fp16", compile_mode="reduce-overhead")  # torch.compile, CUDA graphs
 """
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ from .weights import WeightsInfo, check_input_size, load_weights
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 RESIZE_MODES = ("letterbox", "stretch")
+# torch.compile of the network: none (eager) or one of torch.compile's modes ("reduce-overhead" captures
+# CUDA graphs on a GPU). The first parses of each input size compile (seconds to minutes); warmup() does it.
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 OUTPUT_RESOLUTIONS = ("input", "network")
 
 
@@ -125,9 +129,10 @@ class HumanParser:
         input_size: tuple[int, int] | None = None,
         resize_mode: str = "letterbox",
         flip_tta: bool = False,
+        compile_mode: str = "none",
     ) -> None:
         model, info = load_weights(weights)
-        self._setup(model, info, device, precision, input_size, resize_mode, flip_tta)
+        self._setup(model, info, device, precision, input_size, resize_mode, flip_tta, compile_mode)
         self.weights_path = str(weights)
 
     @classmethod
@@ -140,7 +145,7 @@ class HumanParser:
 
     def _setup(self, model: SegmentationModel, info: WeightsInfo, device: str = "auto", precision: str = "fp32",
                input_size: tuple[int, int] | None = None, resize_mode: str = "letterbox",
-               flip_tta: bool = False) -> None:
+               flip_tta: bool = False, compile_mode: str = "none") -> None:
         self.info = info
         self.class_set = info.class_set()
         if self.class_set.num_classes > 256:
@@ -155,6 +160,11 @@ class HumanParser:
         self._resize_mode = check_resize_mode(resize_mode)
         self._flip_tta = check_flip_tta(flip_tta)
         self.model = model.eval().to(self.device, self.dtype).to(memory_format=torch.channels_last)
+        if compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, not '{compile_mode}'")
+        self.compile_mode = compile_mode
+        self._network = self.model.forward_lowres if compile_mode == "none" else \
+            torch.compile(self.model.forward_lowres, mode=compile_mode, dynamic=False)
         self._mean = torch.tensor(info.mean, device=self.device)
         self._std = torch.tensor(info.std, device=self.device)
         self._flip_perm = torch.tensor(self.class_set.flip_permutation(), device=self.device)
@@ -181,7 +191,8 @@ class HumanParser:
                          if key != "num_classes")
         return (f"{self.info.architecture}({args}), {self.num_classes} classes ({self.info.class_set_name}), "
                 f"input {self.network_hw[0]}x{self.network_hw[1]} {resize_mode}, "
-                f"{self.device} {str(self.dtype).replace('torch.', '')}, flip TTA {'on' if flip_tta else 'off'}")
+                f"{self.device} {str(self.dtype).replace('torch.', '')}, flip TTA {'on' if flip_tta else 'off'}"
+                + (f", compiled ({self.compile_mode})" if self.compile_mode != "none" else ""))
 
     @torch.inference_mode()
     def forward(self, network_in: torch.Tensor, flip_tta: bool | None = None) -> torch.Tensor:
@@ -191,8 +202,8 @@ class HumanParser:
         """
         flip_tta = self._flip_tta if flip_tta is None else check_flip_tta(flip_tta)
         if not flip_tta:
-            return self.model.forward_lowres(network_in)[0].float()
-        both = self.model.forward_lowres(torch.cat([network_in, network_in.flip(-1)]))
+            return self._network(network_in)[0].float()
+        both = self._network(torch.cat([network_in, network_in.flip(-1)]))
         mirrored = both[1].flip(-1).index_select(0, self._flip_perm)
         return (both[0].float() + mirrored.float()) * 0.5
 
@@ -249,7 +260,7 @@ class HumanParser:
 
     def release(self) -> None:
         """Give device memory back; the parser is unusable afterwards."""
-        self.model = None
+        self.model = self._network = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 

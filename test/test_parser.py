@@ -252,3 +252,15 @@ def test_resize_nearest_hand_made():
     np.testing.assert_array_equal(resize_nearest(rgb, (2, 3)), rgb)
     with pytest.raises(ValueError, match="0 x 3"):
         resize_nearest(image, (0, 3))
+
+
+def test_compiled_network_parses_like_eager(weights, photo):
+    """compile_mode runs the network through torch.compile (here the CPU's inductor): same labels."""
+    eager = HumanParser(weights, device="cpu")
+    compiled = HumanParser(weights, device="cpu", compile_mode="default")
+    assert "compiled (default)" in compiled.describe() and "compiled" not in eager.describe()
+    small = photo[::4, ::4].copy()
+    a, b = eager.parse(small), compiled.parse(small)
+    assert (a.labels == b.labels).mean() > 0.999
+    with pytest.raises(ValueError, match="compile mode must be one of"):
+        HumanParser(weights, device="cpu", compile_mode="fast")

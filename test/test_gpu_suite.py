@@ -1,0 +1,51 @@
+"""benchmarks/gpu_suite.py end to end on the CPU (its dry run): every section runs and reports real figures."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_gpu_suite_dry_run_writes_every_section(tmp_path):
+    pytest.importorskip("rclpy")  # its node section runs the node over DDS
+    out = tmp_path / "suite.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--device", "cpu", "--dry-run",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT / "test")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["dry_run"] and report["torch"]
+    assert set(report["correctness"]) == {"default", "BiSeNetV2"}
+    for figures in report["correctness"].values():
+        assert figures["agreement"]["fp32"] == 1.0  # the same precision on the same device: identical labels
+        assert 0.9 < figures["agreement"]["bf16"] <= 1.0
+    for label in ("default", "BiSeNetV2"):
+        latency = report["latency"][label]
+        assert set(latency["parse_ms_p50"]) == {"eager", "compiled"}
+        assert all(ms > 0 for mode in latency["parse_ms_p50"].values() for ms in mode.values())
+        assert latency["images_per_s"]["batch8"] > 0 and latency["images_per_s"]["batch1"] > 0
+    assert report["latency"]["peak"]["frames_per_s"] > 0
+    node = report["node"]
+    assert node["received"] == report["plan"]["node_frames"] and 0 < node["end_to_end_ms_p50"] <= node[
+        "end_to_end_ms_p99"]
+    assert node["node_steps_ms_p50"]["forward"] > 0
+    trainer = report["trainer"]
+    assert trainer["loader_images_per_s"] > 0
+    for label in ("default", "PSPNet R50"):
+        figures = trainer[label]
+        assert 0 < figures["stage2_step_ms"] < figures["stage1_step_ms"]  # stage 2: no encoder backward
+        assert figures["data_bound"] == (trainer["loader_images_per_s"] < figures["stage1_images_per_s"])
+
+
+def test_the_gpu_suite_refuses_cuda_where_there_is_none():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py")], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and "--device cpu --dry-run" in proc.stderr
