@@ -66,8 +66,9 @@ PARAMS = (
     Param("weights", "", "Weights file (.safetensors); empty = the default installed with the package", True),
     Param("device", "auto", "auto (CUDA if present), cpu, cuda or cuda:N", True),
     Param("precision", "fp32", "fp32, fp16 or bf16 (fp16 falls back to fp32 on CPU)", True, tuple(PRECISIONS)),
-    Param("compile", "none", "torch.compile the network: none (eager), default, reduce-overhead (CUDA graphs on a "
-          "GPU) or max-autotune; activate takes longer (compiling)", True, COMPILE_MODES),
+    Param("compile", "none", "torch.compile the network: none (eager), default, reduce-overhead (inductor + CUDA "
+          "graphs), max-autotune, or cudagraphs (GPU only, compiles in seconds); activate takes longer", True,
+          COMPILE_MODES),
     Param("input_size", [0, 0], "Network input [height, width]; [0, 0] = the size the weights were trained at",
           True),
     Param("input_transport", "raw", "raw: subscribe to image (sensor_msgs/Image); compressed: <image>/compressed",

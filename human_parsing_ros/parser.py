@@ -26,9 +26,10 @@ from .weights import WeightsInfo, check_input_size, load_weights
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 RESIZE_MODES = ("letterbox", "stretch")
-# torch.compile of the network: none (eager) or one of torch.compile's modes ("reduce-overhead" captures
-# CUDA graphs on a GPU). The first parses of each input size compile (seconds to minutes); warmup() does it.
-COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+# torch.compile of the network: none (eager), one of torch.compile's modes ("reduce-overhead" captures
+# CUDA graphs of inductor's kernels), or "cudagraphs" (CUDA graphs of the eager kernels: no code
+# generation, so it compiles in seconds; GPU only). The first parses compile; warmup() does it.
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "cudagraphs")
 OUTPUT_RESOLUTIONS = ("input", "network")
 
 
@@ -70,6 +71,16 @@ def check_flip_tta(flip_tta: bool) -> bool:
     if not isinstance(flip_tta, (bool, np.bool_)):
         raise ValueError(f"flip_tta must be True or False, not '{flip_tta}'")
     return bool(flip_tta)
+
+
+def _compiled(network: Callable, compile_mode: str, device: torch.device) -> Callable:
+    if compile_mode == "none":
+        return network
+    if compile_mode == "cudagraphs":
+        if device.type != "cuda":
+            raise ValueError(f"compile mode 'cudagraphs' needs a CUDA device, not {device}")
+        return torch.compile(network, backend="cudagraphs", dynamic=False)
+    return torch.compile(network, mode=compile_mode, dynamic=False)
 
 
 @dataclass
@@ -163,8 +174,7 @@ class HumanParser:
         if compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, not '{compile_mode}'")
         self.compile_mode = compile_mode
-        self._network = self.model.forward_lowres if compile_mode == "none" else \
-            torch.compile(self.model.forward_lowres, mode=compile_mode, dynamic=False)
+        self._network = _compiled(self.model.forward_lowres, compile_mode, self.device)
         self._mean = torch.tensor(info.mean, device=self.device)
         self._std = torch.tensor(info.std, device=self.device)
         self._flip_perm = torch.tensor(self.class_set.flip_permutation(), device=self.device)

@@ -25,7 +25,7 @@ def test_the_gpu_suite_dry_run_writes_every_section(tmp_path):
         assert 0.9 < figures["agreement"]["bf16"] <= 1.0
     for label in ("default", "BiSeNetV2"):
         latency = report["latency"][label]
-        assert set(latency["parse_ms_p50"]) == {"eager", "compiled"}
+        assert set(latency["parse_ms_p50"]) == {"eager", "compiled (default)"}
         assert all(ms > 0 for mode in latency["parse_ms_p50"].values() for ms in mode.values())
         assert latency["images_per_s"]["batch8"] > 0 and latency["images_per_s"]["batch1"] > 0
     assert report["latency"]["peak"]["frames_per_s"] > 0

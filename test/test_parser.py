@@ -264,3 +264,5 @@ def test_compiled_network_parses_like_eager(weights, photo):
     assert (a.labels == b.labels).mean() > 0.999
     with pytest.raises(ValueError, match="compile mode must be one of"):
         HumanParser(weights, device="cpu", compile_mode="fast")
+    with pytest.raises(ValueError, match="'cudagraphs' needs a CUDA device"):
+        HumanParser(weights, device="cpu", compile_mode="cudagraphs")
