@@ -104,6 +104,13 @@ _CCP_NAMES = (
     "top", "vest", "wallet", "watch", "wedges",
 )
 
+# What a human-robot interaction behaviour acts on, and every dataset here can be folded into (see
+# class_mappings): face, arms and legs are one "skin" class because CCP does not separate them.
+_HRI_NAMES = (
+    "background", "hair", "skin", "headwear", "eyewear", "upper-clothes", "lower-clothes",
+    "full-body-clothes", "footwear", "bag", "accessory",
+)
+
 CLASS_SETS: dict[str, ClassSet] = {
     cs.name: cs
     for cs in (
@@ -118,6 +125,7 @@ CLASS_SETS: dict[str, ClassSet] = {
         ),
         # CCP labels garments, not body sides: nothing to swap when mirrored.
         ClassSet("ccp", _CCP_NAMES, ()),
+        ClassSet("hri", _HRI_NAMES, ()),
     )
 }
 

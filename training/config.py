@@ -21,7 +21,7 @@ DEFAULTS: dict[str, Any] = {
         "train_split": "train",
         "val_split": "val",
         "options": {},           # passed to build_dataset (e.g. ids: [...] for CCP subsets)
-        "class_set": None,       # default: the dataset's own (mhpv2, lip, cihp, atr, ccp)
+        "class_set": None,       # default: the dataset's own; another (e.g. hri) maps the labels on load
     },
     "model": {
         "architecture": "deeplabv3plus",

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from human_parsing_ros.class_mappings import mapping_table
 from human_parsing_ros.class_sets import IGNORE_INDEX, ClassSet, get_class_set
 
 DATASET_NAMES = ("mhpv2", "lip", "cihp", "atr", "ccp")
@@ -136,9 +137,11 @@ class ParsingDataset(Dataset):
     """
 
     def __init__(self, items: list[Sample], class_set: ClassSet, transform: Callable | None = None,
-                 *, skip_unreadable: bool = False, seed: int | None = None) -> None:
+                 *, skip_unreadable: bool = False, seed: int | None = None,
+                 label_table: np.ndarray | None = None) -> None:
         self.items = list(items)
-        self.class_set = class_set
+        self.class_set = class_set  # the class set of the labels it returns (after ``label_table``)
+        self.label_table = label_table  # uint8 [256] lookup applied to every label read (class_mappings)
         self.transform = transform
         self.skip_unreadable = skip_unreadable
         self.seed = seed
@@ -158,9 +161,13 @@ class ParsingDataset(Dataset):
             raise FileNotFoundError(f"{item.id}: no label file for image {item.image}")
         maps = [read_label(path) for path in item.labels]
         try:
-            return merge_labels(maps)
+            return self.map_label(merge_labels(maps))
         except ValueError as error:
             raise ValueError(f"{item.labels[0].parent}: {item.id}: {error}") from None
+
+    def map_label(self, label: np.ndarray) -> np.ndarray:
+        """``label`` in this dataset's class set (through ``label_table`` when it has one)."""
+        return label if self.label_table is None else self.label_table[label]
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 H x W x 3 RGB image, uint8 H x W label) of item ``index``; raises on bad files."""
@@ -213,7 +220,9 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Callable |
     Options: ``ids`` (every dataset): an explicit list of sample ids that
     replaces the split's list (CCP accepts photo numbers); ``verify_images``
     (MHPv2, default True): open each image header and skip (with a warning)
-    the ones that cannot be opened; ``skip_unreadable`` and ``seed`` go to
+    the ones that cannot be opened; ``class_set`` (every dataset): return
+    labels in that class set, mapped on load (``class_mappings``; refused
+    when no mapping exists); ``skip_unreadable`` and ``seed`` go to
     ``ParsingDataset``.
     """
     key = name.lower()
@@ -223,11 +232,14 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Callable |
     if not root.is_dir():
         raise FileNotFoundError(f"{key} root not found: {root}")
     dataset_options = {k: options.pop(k) for k in ("skip_unreadable", "seed") if k in options}
+    target = options.pop("class_set", None)
     items, defaults = _BUILDERS[key](root, split, **_check_options(key, options))
     if not items:
         raise ValueError(f"{key} split '{split}' under {root} has no samples")
     settings = {**defaults, **dataset_options}
-    return ParsingDataset(items, get_class_set(key), transform, **settings)
+    class_set = get_class_set(target or key)
+    table = mapping_table(key, class_set.name) if class_set.name != key else None
+    return ParsingDataset(items, class_set, transform, label_table=table, **settings)
 
 
 # ---------------------------------------------------------------------------
@@ -262,7 +274,7 @@ def class_statistics(dataset: ParsingDataset) -> dict[str, Any]:
         pixels += counts
         images += counts > 0
         if _bad_ids(counts, num_classes):
-            out_of_range.extend(_files_with_bad_ids(dataset.items[index], num_classes))
+            out_of_range.extend(_files_with_bad_ids(dataset, dataset.items[index], num_classes))
     labelled = int(pixels[:num_classes].sum())
     fraction = pixels[:num_classes] / labelled if labelled else np.zeros(num_classes)
     return {
@@ -289,10 +301,10 @@ def _bad_ids(counts: np.ndarray, num_classes: int) -> list[int]:
     return [int(v) for v in np.flatnonzero(counts) if v >= num_classes and v != IGNORE_INDEX]
 
 
-def _files_with_bad_ids(item: Sample, num_classes: int) -> list[tuple[str, list[int]]]:
+def _files_with_bad_ids(dataset: ParsingDataset, item: Sample, num_classes: int) -> list[tuple[str, list[int]]]:
     """Which of ``item``'s label files hold the out-of-range ids (MHPv2 merges several per image)."""
-    found = [(str(path), _bad_ids(np.bincount(read_label(path).ravel(), minlength=256), num_classes))
-             for path in item.labels]
+    found = [(str(path), _bad_ids(np.bincount(dataset.map_label(read_label(path)).ravel(), minlength=256),
+                                  num_classes)) for path in item.labels]
     return [(path, ids) for path, ids in found if ids]
 
 

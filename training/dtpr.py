@@ -139,11 +139,12 @@ def make_datasets(config: dict, class_set: ClassSet) -> tuple[ParsingDataset, Pa
     data_spec, input_spec = config["dataset"], config["input"]
     augment = TrainTransform(tuple(input_spec["crop_size"]), tuple(input_spec["scale_range"]),
                              input_spec["max_rotation"], class_set.flip_permutation(), input_spec["jitter"])
+    options = {**data_spec["options"], "class_set": class_set.name}  # labels mapped on load if it differs
     train_set = build_dataset(data_spec["name"], data_spec["root"], data_spec["train_split"], augment,
-                              seed=config["seed"], skip_unreadable=True, **data_spec["options"])
+                              seed=config["seed"], skip_unreadable=True, **options)
     eval_size = tuple(input_spec["eval_size"]) if input_spec["eval_size"] else None
     val_set = build_dataset(data_spec["name"], data_spec["root"], data_spec["val_split"], EvalTransform(eval_size),
-                            skip_unreadable=True, **data_spec["options"])
+                            skip_unreadable=True, **options)
     return train_set, val_set
 
 

@@ -2,6 +2,12 @@
 
     python training/evaluate.py --weights human_parsing_ros/data/weights/default.safetensors \
         --dataset ccp --root ../shared/data/ccp --split test --eval-size 412 275
+    python training/evaluate.py --weights W --dataset ccp --root ../shared/data/ccp --split test --serving
+    python training/evaluate.py --weights W ... --serving --fold-to hri   # a finer model, folded to hri
+
+``--serving`` runs the node's own HumanParser (letterbox at the weights' input size, labels at
+each photo's resolution): the numbers are what the node delivers. Ground truth in another class
+set than the weights' is mapped to theirs (class_mappings); ``--fold-to`` maps both to a coarser set.
 
 The protocol's results table (training/protocol.py) is computed by this same
 function from the weights files it wrote, so a row can be checked by hand.
@@ -20,10 +26,13 @@ if __name__ == "__main__" and not __package__:
 
 import torch
 
+from human_parsing_ros.class_mappings import mapping_table
+from human_parsing_ros.class_sets import get_class_set
+from human_parsing_ros.parser import HumanParser
 from human_parsing_ros.weights import load_weights, read_weights_info
 from training.datasets import build_dataset
 from training.engine import evaluate
-from training.metrics import compute_metrics, format_summary, write_class_table
+from training.metrics import ConfusionMatrix, compute_metrics, format_summary, write_class_table
 from training.transforms import EvalTransform
 
 
@@ -45,11 +54,29 @@ def confusion_on_split(model: torch.nn.Module, dataset: str, root: str | Path, s
 def evaluate_weights(weights: str | Path, dataset: str, root: str | Path, split: str,
                      eval_size: tuple[int, int] | None = None, device: str = "cpu",
                      options: dict[str, Any] | None = None, workers: int = 1) -> dict[str, Any]:
-    """``compute_metrics`` of the weights' model on ``split`` (images resized to ``eval_size`` if given)."""
+    """``compute_metrics`` of the weights' model on ``split`` (images resized to ``eval_size`` if given);
+    ground truth mapped to the weights' class set when the dataset's differs."""
     model, info = load_weights(weights)
     model = model.to(device).to(memory_format=torch.channels_last)
+    options = {**(options or {}), "class_set": info.class_set_name}
     return compute_metrics(confusion_on_split(model, dataset, root, split, eval_size, device, options, workers,
                                               info.mean, info.std))
+
+
+def serving_confusion(weights: str | Path, dataset: str, root: str | Path, split: str, device: str = "cpu",
+                      options: dict[str, Any] | None = None, fold_to: str | None = None) -> torch.Tensor:
+    """The confusion matrix of what the node delivers: ``HumanParser.parse`` of every photo of ``split``
+    against its ground truth, both at the photo's resolution, in the weights' class set or ``fold_to``."""
+    parser = HumanParser(weights, device=device)
+    target = fold_to or parser.class_set.name
+    data = build_dataset(dataset, root, split, None, **{**(options or {}), "class_set": target})
+    fold = mapping_table(parser.class_set.name, target) if target != parser.class_set.name else None
+    confusion = ConfusionMatrix(data.class_set.num_classes)
+    for index in range(len(data)):
+        image, label = data.load(index)
+        predicted = parser.parse(image).labels
+        confusion.update(torch.from_numpy(predicted if fold is None else fold[predicted]), torch.from_numpy(label))
+    return confusion.matrix
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,17 +88,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                         help="resize every image (and, nearest, its labels) to H x W; default: as stored")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--serving", action="store_true",
+                        help="through the node's HumanParser: letterbox at the weights' input size, labels at each "
+                             "photo's resolution (what the node delivers)")
+    parser.add_argument("--fold-to", default=None, help="with --serving: map predictions and ground truth to this "
+                        "class set (e.g. hri) before counting")
     parser.add_argument("--table", type=Path, default=None, help="write the per-class table here (.csv and .md)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = evaluate_weights(args.weights, args.dataset, args.root, args.split,
-                              tuple(args.eval_size) if args.eval_size else None, args.device)
-    print(f"{args.weights} on {args.dataset} {args.split}: {format_summary(result)}")
-    if args.table is not None:
+    if args.fold_to and not args.serving:
+        raise SystemExit("--fold-to needs --serving")
+    if args.serving:
+        result = compute_metrics(serving_confusion(args.weights, args.dataset, args.root, args.split, args.device,
+                                                   fold_to=args.fold_to))
+        names = list(get_class_set(args.fold_to).names if args.fold_to else read_weights_info(args.weights).class_names)
+    else:
+        result = evaluate_weights(args.weights, args.dataset, args.root, args.split,
+                                  tuple(args.eval_size) if args.eval_size else None, args.device)
         names = list(read_weights_info(args.weights).class_names)
+    mode = f"serving path{', folded to ' + args.fold_to if args.fold_to else ''}" if args.serving else "network"
+    print(f"{args.weights} on {args.dataset} {args.split} ({mode}): {format_summary(result)}")
+    if args.table is not None:
         write_class_table(result, names, args.table.with_suffix(".csv"), args.table.with_suffix(".md"))
     return 0
 

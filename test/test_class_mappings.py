@@ -1,0 +1,89 @@
+"""Class-set mappings (to the HRI set): total by construction, applied on load, in training and in evaluation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from human_parsing_ros.class_mappings import MAPPINGS, check_mapping, mapping_table
+from human_parsing_ros.class_sets import CLASS_SETS, IGNORE_INDEX, get_class_set
+from human_parsing_ros.resources import DEFAULT_WEIGHTS
+from human_parsing_ros.samples import SAMPLES
+
+HRI = ("background", "hair", "skin", "headwear", "eyewear", "upper-clothes", "lower-clothes", "full-body-clothes",
+       "footwear", "bag", "accessory")
+
+
+def test_hri_is_exactly_the_documented_classes_in_order():
+    assert get_class_set("hri").names == HRI
+
+
+@pytest.mark.parametrize("source", sorted(set(CLASS_SETS) - {"hri"}))
+def test_every_class_set_maps_totally_onto_hri(source):
+    check_mapping(source, "hri")
+    names = get_class_set(source).names
+    assert sorted(MAPPINGS[(source, "hri")]) == sorted(names)  # every source class, each exactly once
+    table = mapping_table(source, "hri")
+    assert table[:len(names)].max() < len(HRI) and table[IGNORE_INDEX] == IGNORE_INDEX
+    assert table[names.index("hair")] == HRI.index("hair")
+    assert table[0] == 0  # background (CCP: null) stays background
+    assert all(table[i] == i for i in range(len(names), 255))  # not a source class: kept, so checks name it
+
+
+def test_a_partial_mapping_is_refused_naming_the_class(monkeypatch):
+    broken = {k: v for k, v in MAPPINGS[("lip", "hri")].items() if k != "scarf"}
+    monkeypatch.setitem(MAPPINGS, ("lip", "hri"), {**broken, "cape": "upper-clothes", "hat": "hats"})
+    with pytest.raises(ValueError) as error:
+        mapping_table("lip", "hri")
+    assert "['scarf']" in str(error.value) and "['cape']" in str(error.value) and "['hats']" in str(error.value)
+    with pytest.raises(ValueError, match="no mapping from class set 'hri' to 'lip'"):
+        mapping_table("hri", "lip")
+
+
+def test_a_mapped_dataset_yields_only_target_ids_from_real_ccp_labels():
+    from training.datasets import build_dataset
+
+    raw = build_dataset("ccp", SAMPLES, "all")
+    mapped = build_dataset("ccp", SAMPLES, "all", class_set="hri")
+    assert mapped.class_set.name == "hri" and raw.class_set.name == "ccp"
+    table = mapping_table("ccp", "hri")
+    seen = set()
+    for index in range(len(raw)):
+        source, target = raw.load_label(index), mapped.load_label(index)
+        assert np.array_equal(target, table[source]) and target.max() < len(HRI)
+        seen |= set(np.unique(target).tolist())
+    assert {0, 1, 2, 5} <= seen  # background, hair, skin and upper clothes occur in the sample photos
+
+
+def test_the_trainer_trains_on_mapped_labels_and_writes_hri_weights(tmp_path):
+    from test_trainer import tiny_config
+
+    from human_parsing_ros.parser import HumanParser
+    from human_parsing_ros.samples import load_rgb, sample_photos
+    from training.config import load_config
+    from training.dtpr import run
+
+    config = tiny_config(tmp_path / "run", **{"stage1.epochs": 1, "stage1.cpa_epoch": 1, "stage2.epochs": 0})
+    config["dataset"]["class_set"] = "hri"
+    config["log"]["tensorboard"] = False
+    result = run(load_config(overrides=config))
+    parser = HumanParser(result["weights"], device="cpu")
+    assert parser.class_set.names == HRI and parser.num_classes == len(HRI)
+    assert parser.parse(load_rgb(sample_photos()[0])).labels.max() < len(HRI)
+
+
+def test_serving_evaluation_counts_every_pixel_and_folds_like_the_mapping():
+    """The node's own parse of every bundled photo: the 59-class confusion, folded through the mapping,
+    equals the confusion counted in hri directly."""
+    from PIL import Image
+
+    from training.evaluate import serving_confusion
+
+    fine = serving_confusion(DEFAULT_WEIGHTS, "ccp", SAMPLES, "all")
+    folded = serving_confusion(DEFAULT_WEIGHTS, "ccp", SAMPLES, "all", fold_to="hri")
+    pixels = sum(np.prod(Image.open(p).size) for p in sorted((SAMPLES / "photos").glob("*.jpg")))
+    assert int(fine.sum()) == int(folded.sum()) == pixels  # every pixel, at each photo's resolution
+    table = torch.from_numpy(mapping_table("ccp", "hri")[:59].astype(np.int64))
+    expected = torch.zeros(len(HRI), len(HRI), dtype=torch.int64)
+    expected.index_put_((table[:, None].expand(59, 59), table[None, :].expand(59, 59)), fine, accumulate=True)
+    assert torch.equal(folded, expected)
