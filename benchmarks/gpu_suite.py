@@ -132,6 +132,7 @@ def measure_latency(nets: list, device: torch.device, plan: dict) -> dict[str, A
         entry: dict[str, Any] = {"precision": precision, "parse_ms_p50": {}}
         modes = compile_modes(device, default=label == "default")
         for mode in modes:
+            torch._dynamo.reset()  # every network shares forward_lowres's code: never hit dynamo's cache limit
             parser = HumanParser.from_model(_copy(model), info, device=str(device), precision=precision,
                                             compile_mode=mode)
             timings = {}
@@ -183,6 +184,7 @@ def _throughput(model, info, device, precision, plan, sync) -> dict[str, float]:
 def _peak(model, info, device, precision, plan, sync) -> dict[str, float]:
     """Frames/s of the default network at ``plan['peak']`` (width x height input), batch 8, compiled."""
     width, height = plan["peak"]
+    torch._dynamo.reset()
     sized = WeightsInfo.for_class_set(info.architecture, info.architecture_args, info.class_set(), (height, width),
                                       info.recipe)
     parser = HumanParser.from_model(_copy(model), sized, device=str(device), precision=precision,
@@ -265,12 +267,13 @@ def _loader_images_per_s(size: int, batch: int, workers: int, batches: int) -> f
     class_set = get_class_set("ccp")
     dataset = build_dataset("ccp", SAMPLES, "all", TrainTransform((size, size), (0.5, 2.0), 10.0,
                                                                  class_set.flip_permutation(), 0.2), seed=0)
-    count = batch * (batches + workers)
+    prefetched = 2 * max(1, workers)  # DataLoader's default: two batches ready per worker
+    count = batch * (prefetched + max(batches, 4 * prefetched))  # time well past what was made in advance
     loader = DataLoader(dataset, batch_size=batch, num_workers=workers, persistent_workers=False,
                         sampler=RandomSampler(dataset, replacement=True, num_samples=count,
                                               generator=torch.Generator().manual_seed(0)))
     iterator = iter(loader)
-    for _ in range(workers):  # the first batch of every worker includes its start-up
+    for _ in range(prefetched):  # the workers' start-up and the batches they made ahead
         next(iterator)
     start = time.perf_counter()
     seen = sum(len(images) for images, _ in iterator)
@@ -288,14 +291,22 @@ def run_suite(device: torch.device, dry_run: bool, out_path: Path) -> dict[str, 
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "date": datetime.date.today().isoformat(), "torch": torch.__version__, "python": platform.python_version(),
         "dry_run": dry_run, "plan": {k: v for k, v in plan.items()}}
-    with tempfile.TemporaryDirectory(prefix="hp_gpu_suite_") as workdir:
-        report["correctness"] = check_correctness(nets, device, photos)
-        report["latency"] = measure_latency(nets, device, plan)
-        report["node"] = measure_node(device, plan, Path(workdir))
-        report["trainer"] = measure_trainer(device, plan)
-    report["seconds"] = time.perf_counter() - started
+    sections = {"correctness": lambda: check_correctness(nets, device, photos),
+                "latency": lambda: measure_latency(nets, device, plan),
+                "node": lambda: measure_node(device, plan, Path(workdir)),
+                "trainer": lambda: measure_trainer(device, plan)}
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=2, default=str))
+    with tempfile.TemporaryDirectory(prefix="hp_gpu_suite_") as workdir:
+        for name, section in sections.items():
+            began = time.perf_counter()
+            try:
+                report[name] = section()
+            except Exception as error:  # one failing section must not lose the others' figures
+                report[name] = {"error": f"{type(error).__name__}: {error}"}
+                print(f"[{name}] FAILED: {type(error).__name__}: {error}", flush=True)
+            report.setdefault("section_seconds", {})[name] = time.perf_counter() - began
+            report["seconds"] = time.perf_counter() - started
+            out_path.write_text(json.dumps(report, indent=2, default=str))  # after every section
     print(f"[suite] {report['seconds']:.0f} s; wrote {out_path}", flush=True)
     return report
 

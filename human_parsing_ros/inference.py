@@ -196,10 +196,6 @@ def _label_boundary_cells(flat_labels: torch.Tensor, out_w: int, logits: torch.T
             flat_labels.index_put_((where.flatten(),), best.flatten().to(flat_labels.dtype))
 
 
-def _gather_nearest(grid: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    return grid.index_select(0, rows).index_select(1, cols)
-
-
 def _lerp_rows(grid: torch.Tensor, i0: torch.Tensor, i1: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Linear interpolation along the first axis of ``grid`` at taps (i0, i1, weight)."""
     shape = (-1,) + (1,) * (grid.dim() - 1)

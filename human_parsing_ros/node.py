@@ -148,10 +148,12 @@ class HumanParserNode(LifecycleNode):
 
     def __init__(self, argv: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        self._command_line = command_line_params(sys.argv if argv is None else argv)
+        self._command_line = command_line_params(sys.argv if argv is None else argv, self.get_name())
         # start-up values that could not be used ("-p x:=2.0" out of range, "-p x:=abc" of the wrong type):
-        # the parameter keeps its default and configure fails with this reason until it is set to a good value
+        # the parameter keeps its default (or the file's value) and configure fails with this reason until
+        # it is set to a good value
         self._bad_overrides: dict[str, str] = {}
+        self._error = ""  # why the last transition failed (diagnostics ERROR); set by _declare too
         for param in PARAMS:
             self._declare(param)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -166,7 +168,6 @@ class HumanParserNode(LifecycleNode):
         self._mask_pubs: dict[int, Any] = {}
         self._class_info_pub = None
         self._input_topic = ""
-        self._error = ""
         self.finalized = threading.Event()  # set by the lifecycle shutdown transition: the process should end
         self._received = RateMeter()
         self._published = RateMeter()
@@ -196,20 +197,21 @@ class HumanParserNode(LifecycleNode):
             given = self._command_line.get(param.name, declared)
             if given is None or _plain(given) == _plain(declared):
                 return
-            # rcl drops a "-p" value whose type differs from the parameter file's value for that name
-            self.set_parameters([Parameter(param.name, value=param.default)])
+            # rcl dropped a "-p" value whose type differs from the parameter file's value for that name:
+            # the file's value stays
         except (InvalidParameterValueException, InvalidParameterTypeException):
             given = self._parameter_overrides[param.name].value
-        if isinstance(param.default, float) and type(given) is int:  # "-p presence_threshold:=1"
-            try:
-                self.declare_parameter(param.name, float(given), descriptor, ignore_override=True)
-                return
-            except InvalidParameterValueException:
-                pass
-        if not self.has_parameter(param.name):
+            if isinstance(param.default, float) and type(given) is int:  # "-p presence_threshold:=1"
+                try:
+                    self.declare_parameter(param.name, float(given), descriptor, ignore_override=True)
+                    return
+                except InvalidParameterValueException:
+                    pass
             self.declare_parameter(param.name, param.default, descriptor, ignore_override=True)
+        remedy = ("restart with a valid value (read-only)" if param.read_only
+                  else "not configuring until it is set to a valid value")
         reason = (f"parameter {param.name}: start-up value {given!r} {_why_refused(param, given)}; "
-                  "not configuring until it is set to a valid value")
+                  f"keeping {self.param(param.name)!r}; {remedy}")
         self._bad_overrides[param.name] = reason
         self._error = reason
         self.get_logger().error(reason)
@@ -328,6 +330,7 @@ class HumanParserNode(LifecycleNode):
             if self._parser is not None:
                 self._parser.release()
                 self._parser = None
+                gc.unfreeze()  # what activate froze may be garbage now; the next activate freezes again
 
     def _fail(self, message: str) -> TransitionCallbackReturn:
         self._error = message
@@ -520,8 +523,8 @@ def _age_ms(node: LifecycleNode, header: Any) -> float:
     return (now - (header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)) / 1e6
 
 
-def command_line_params(argv: list[str]) -> dict[str, Any]:
-    """The ``-p name:=value`` start-up values for this node in ``argv``, parsed as YAML (as rcl parses them)."""
+def command_line_params(argv: list[str], node_name: str = NODE_NAME) -> dict[str, Any]:
+    """The ``-p name:=value`` start-up values for node ``node_name`` in ``argv``, read as rcl reads them."""
     values: dict[str, Any] = {}
     in_ros_args = False
     words = iter(argv)
@@ -531,12 +534,28 @@ def command_line_params(argv: list[str]) -> dict[str, Any]:
         elif in_ros_args and word in ("-p", "--param"):
             name, assign, text = next(words, "").partition(":=")
             node, _, name = name.rpartition(":")  # "human_parser:name" targets one node by name
-            if assign and node in ("", NODE_NAME):
-                try:
-                    values[name] = yaml.safe_load(text)
-                except yaml.YAMLError:
-                    values[name] = text
+            if assign and node in ("", node_name):
+                values[name] = parameter_value(text)
     return values
+
+
+def parameter_value(text: str) -> Any:
+    """A ``-p`` value's text as rcl types it: integer, then floating point ("1e-3" too), then true/false,
+    then a YAML list; anything else is a string."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if text.strip().startswith("["):
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+        return value if isinstance(value, list) else text
+    return text
 
 
 def _plain(value: Any) -> Any:

@@ -87,7 +87,7 @@ def _compiled(network: Callable, compile_mode: str, device: torch.device) -> Cal
 class ParseResult:
     labels: np.ndarray  # H x W uint8
     class_set: ClassSet
-    compute_statistics: Callable[[], ClassStatistics] = field(repr=False)
+    compute_statistics: Callable[[], ClassStatistics] | None = field(repr=False)  # dropped once used
     timings_ms: dict[str, float] = field(default_factory=dict)  # each step of the parse, ms
     _statistics: ClassStatistics | None = field(default=None, init=False, repr=False)
 
@@ -101,6 +101,7 @@ class ParseResult:
         if self._statistics is None:
             start = time.perf_counter()
             self._statistics = self.compute_statistics()
+            self.compute_statistics = None  # frees the logits and label tensors it held
             self.timings_ms["statistics"] = (time.perf_counter() - start) * 1e3
         return self._statistics
 
@@ -212,10 +213,19 @@ class HumanParser:
         """
         flip_tta = self._flip_tta if flip_tta is None else check_flip_tta(flip_tta)
         if not flip_tta:
-            return self._network(network_in)[0].float()
-        both = self._network(torch.cat([network_in, network_in.flip(-1)]))
+            return self._run_network(network_in)[0].float()
+        both = self._run_network(torch.cat([network_in, network_in.flip(-1)]))
         mirrored = both[1].flip(-1).index_select(0, self._flip_perm)
         return (both[0].float() + mirrored.float()) * 0.5
+
+    def _run_network(self, network_in: torch.Tensor) -> torch.Tensor:
+        if self.compile_mode == "none":
+            return self._network(network_in)
+        if self.compile_mode in ("reduce-overhead", "cudagraphs"):
+            torch.compiler.cudagraph_mark_step_begin()  # each call is a new step: its output buffer is reused
+        # a CUDA graph's output lives in a buffer the next call overwrites; the result (and the statistics
+        # computed from it later) must not
+        return self._network(network_in).clone()
 
     @torch.inference_mode()
     def parse(self, image: np.ndarray, output_resolution: str = "input", resize_mode: str | None = None,

@@ -1,6 +1,8 @@
 """Pictures of a label map: palette colours, a blend over the input, and the resize that lines them up."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
@@ -33,3 +35,41 @@ def resize_nearest(image: np.ndarray, height_width: tuple[int, int]) -> np.ndarr
     rows = np.arange(height) * image.shape[0] // height
     cols = np.arange(width) * image.shape[1] // width
     return image[rows][:, cols]
+
+
+def with_legend(picture: np.ndarray, labels: np.ndarray, names: Sequence[str], palette: np.ndarray,
+                background: int = 0) -> np.ndarray:
+    """``picture`` with a legend strip on its right: a swatch and the name of every class in ``labels``
+    (background excluded), most pixels first."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    counts = np.bincount(labels.ravel(), minlength=len(names))
+    present = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0 and c != background]
+    font = ImageFont.load_default()
+    row = 16
+    width = 12 + max([int(font.getlength(names[c])) for c in present] + [60]) + 8 + 14
+    strip = Image.new("RGB", (width, max(picture.shape[0], row * (len(present) + 1))), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    draw.text((6, 3), "classes" if present else "no classes", fill=(0, 0, 0), font=font)
+    for line, class_id in enumerate(present, start=1):
+        top = line * row + 2
+        draw.rectangle((6, top, 18, top + 11), fill=tuple(int(v) for v in palette[class_id]), outline=(0, 0, 0))
+        draw.text((24, top), names[class_id], fill=(0, 0, 0), font=font)
+    out = np.full((strip.height, picture.shape[1] + width, 3), 255, dtype=np.uint8)
+    out[:picture.shape[0], :picture.shape[1]] = picture
+    out[:, picture.shape[1]:] = np.asarray(strip)
+    return out
+
+
+def contact_sheet(pictures: Sequence[np.ndarray], columns: int = 3, height: int = 360) -> np.ndarray:
+    """The ``pictures`` scaled to ``height`` rows each and tiled, ``columns`` to a row, on white."""
+    if not pictures:
+        raise ValueError("a contact sheet needs at least one picture")
+    scaled = [resize_nearest(p, (height, max(1, round(p.shape[1] * height / p.shape[0])))) for p in pictures]
+    cell = max(p.shape[1] for p in scaled)
+    rows = -(-len(scaled) // columns)
+    sheet = np.full((rows * height, min(columns, len(scaled)) * cell, 3), 255, dtype=np.uint8)
+    for index, picture in enumerate(scaled):
+        top, left = (index // columns) * height, (index % columns) * cell
+        sheet[top:top + height, left:left + picture.shape[1]] = picture
+    return sheet

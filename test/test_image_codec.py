@@ -217,7 +217,9 @@ def test_compressed_image_size_is_checked_from_the_header_before_decoding(fmt, m
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded an image over the limit")
 
-    monkeypatch.setattr(Image.Image, "load", no_decoding)
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)  # what decodes JPEG and PNG data
     monkeypatch.setattr(Image.Image, "convert", no_decoding)
     with pytest.raises(ImageTooLarge, match="4000x3000 = 12000000 pixels is over the limit of 8294400 pixels"):
         decode_compressed(fmt, big, max_pixels=3840 * 2160)

@@ -508,3 +508,26 @@ def test_lifecycle_shutdown_ends_the_process_and_says_so_in_diagnostics(ros, wei
         client.close()
         code = node.stop()
     assert code == 0, node.log()[-2000:]
+
+
+@pytest.mark.parametrize("args, error", [
+    (["-p", "presence_threshold:=1e-3"], None),  # a number, as rcl reads it
+    (["-p", "presence_threshold:=abc"], "not configuring until it is set"),  # dropped by rcl: caught
+    (["-p", "autostart:=abc"], "restart with a valid value (read-only)"),
+    (["-p", "human_parser:presence_threshold:=abc"], "presence_threshold"),  # addressed to this node
+    (["-p", "other_node:presence_threshold:=abc"], None),  # addressed to another node
+], ids=["scientific", "wrong_type", "read_only", "this_node", "other_node"])
+def test_start_up_values_are_read_as_rcl_reads_them(ros, args, error):
+    from human_parsing_ros.node import HumanParserNode
+
+    cli = ["--ros-args", "--params-file", str(PARAMS_FILE), *args]
+    node = HumanParserNode(argv=["parser_node", *cli], cli_args=cli)
+    try:
+        if error is None:
+            assert node._error == "", node._error
+            assert node.param("presence_threshold") in (0.001, 0.005)
+        else:
+            assert error in node._error and "abc" in node._error and "\n" not in node._error
+            assert node.param("presence_threshold") == 0.005 and node.param("autostart") is True  # values kept
+    finally:
+        node.destroy_node()

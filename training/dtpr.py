@@ -156,8 +156,9 @@ def run_outputs(config: dict, out: Path) -> list[Path]:
     return found + sorted(out.glob("checkpoint_epoch*.pt"))
 
 
-def prepare_run_directory(config: dict, out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse a new run into an earlier run's directory unless ``overwrite`` (which deletes that run's files)."""
+def prepare_run_directory(config: dict, out: Path, resume: bool, overwrite: bool, delete: bool = True) -> None:
+    """Refuse a new run into an earlier run's directory unless ``overwrite``, which deletes that run's files
+    where ``delete`` (rank 0; every rank calls this, so that all refuse alike)."""
     existing = run_outputs(config, out)
     if resume or not existing:
         return
@@ -166,8 +167,9 @@ def prepare_run_directory(config: dict, out: Path, resume: bool, overwrite: bool
             f"{out}: holds an earlier run ({', '.join(p.name for p in existing[:4])}"
             f"{', ...' if len(existing) > 4 else ''}); --resume continues it, --overwrite deletes it and "
             "starts over, or choose another name=/output_dir=")
-    for path in existing:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if delete:
+        for path in existing:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def trim_kept_pixels(path: Path, epochs_done: int) -> None:
@@ -200,8 +202,7 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
     torch.use_deterministic_algorithms(bool(config["deterministic"]), warn_only=True)
     dist_info, device = setup_distributed(config["device"])
     out = Path(config["output_dir"])
-    if dist_info.is_main:
-        prepare_run_directory(config, out, resume, overwrite)
+    prepare_run_directory(config, out, resume, overwrite, delete=dist_info.is_main)
     barrier(dist_info)
     out.mkdir(parents=True, exist_ok=True)
     data_spec, optim = config["dataset"], config["optim"]

@@ -11,6 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from .. import render
 from ..messages import ClassInfoMessage, PartsMessage
 from ..resources import DEFAULT_WEIGHTS, share_file
 from ..runtime import summary
@@ -92,9 +95,20 @@ def _write_outputs(out: Path, client: Client, sent: dict[int, str], weights: Pat
     from PIL import Image as PILImage
 
     latencies = [(arrived - stamp_ns(msg.header) / 1e9) * 1e3 for arrived, msg in client.received.timed("labels")]
+    info = [ClassInfoMessage.from_json(msg.data) for msg in client.received.get("class_info")]
+    labels_by_stamp = {stamp_ns(msg.header): image_array(msg) for msg in client.received.get("labels")}
+    pictures: dict[str, object] = {}  # per photo, its latest overlay with a legend
     for msg in client.received.get("overlay"):
         name = sent.get(stamp_ns(msg.header), "unknown")
-        PILImage.fromarray(image_array(msg)).save(out / f"overlay_{name}.png")
+        picture = image_array(msg)
+        labels = labels_by_stamp.get(stamp_ns(msg.header))
+        if info and labels is not None:
+            picture = render.with_legend(picture, labels, info[0].names, np.asarray(info[0].palette, np.uint8))
+        PILImage.fromarray(picture).save(out / f"overlay_{name}.png")
+        pictures[name] = picture
+    sheet = out / "contact_sheet.png"
+    if pictures:
+        PILImage.fromarray(render.contact_sheet([pictures[name] for name in sorted(pictures)])).save(sheet)
     present: dict[str, int] = {}
     for msg in client.received.get("parts"):
         parts = PartsMessage.from_json(msg.data)
@@ -102,13 +116,13 @@ def _write_outputs(out: Path, client: Client, sent: dict[int, str], weights: Pat
         (out / f"parts_{name}.json").write_text(msg.data)
         for part in parts.present():
             present[part.name] = present.get(part.name, 0) + 1
-    info = [ClassInfoMessage.from_json(msg.data) for msg in client.received.get("class_info")]
     labels = client.received.get("labels")
     result = {
         "published": published, "labels": len(labels), "overlays": len(client.received.get("overlay")),
         "parts": len(client.received.get("parts")), "class_set": info[0].class_set if info else None,
         "latency_ms": summary(latencies), "untrained": untrained, "weights": str(weights),
         "top_parts": sorted(present.items(), key=lambda kv: -kv[1])[:5], "out": str(out),
+        "contact_sheet": str(sheet) if pictures else None,
     }
     (out / "summary.json").write_text(json.dumps(result, indent=2))
     return result
@@ -130,4 +144,5 @@ def main(argv: list[str] | None = None) -> None:
           f"{result['parts']} part reports in {result['out']}/, end-to-end p50 {lat['p50']:.0f} ms "
           f"p99 {lat['p99']:.0f} ms, class set {result['class_set']}, most present: {top}"
           + ("  [UNTRAINED WEIGHTS: not real parses]" if result["untrained"] else ""))
+    print(f"contact sheet (every frame, with a legend): {result['contact_sheet']}")
     sys.exit(0 if result["labels"] > 0 else 1)
