@@ -57,3 +57,15 @@ def test_unknown_keys_are_refused_and_overrides_nest():
     assert config["model"]["args"]["encoder"] == "mobilenet_v2"  # merged into the recipe's, not replaced
     assert config["model"]["args"]["decoder_channels"] == 64
     assert DEFAULTS["model"]["args"] == {}  # another architecture inherits no stray arguments
+
+
+def test_numbers_in_scientific_notation_are_numbers(tmp_path):
+    from training.config import load_config, parse_overrides
+
+    assert parse_overrides(["optim.lr=1e12", "optim.weight_decay=5e-4", "name=1e-run"]) == {
+        "optim": {"lr": 1e12, "weight_decay": 5e-4}, "name": "1e-run"}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("optim: {lr: 2E-3, weight_decay: 5e-4, momentum: 0.9}\nname: v1e5\n")
+    config = load_config(recipe)
+    assert config["optim"]["lr"] == 0.002 and config["optim"]["weight_decay"] == 0.0005
+    assert config["name"] == "v1e5"

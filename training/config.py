@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,20 @@ DEFAULTS: dict[str, Any] = {
 _OPEN = ("args", "options")
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML as recipes mean it: ``5e-4`` and ``1e12`` are numbers (PyYAML's YAML 1.1 reads them as strings)."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def read_yaml(text: str):
+    """``text`` parsed as recipe YAML (numbers in scientific notation included)."""
+    return yaml.load(text, Loader=_RecipeLoader)  # a SafeLoader: no Python objects
+
+
 def merge(base: dict, override: dict) -> dict:
     """Recursive update; unknown keys are refused so that typos do not pass silently."""
     out = copy.deepcopy(base)
@@ -84,7 +99,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     """DEFAULTS <- the YAML file <- ``overrides``; resolves ``{name}`` in output_dir."""
     config = copy.deepcopy(DEFAULTS)
     if path is not None:
-        doc = yaml.safe_load(Path(path).read_text()) or {}
+        doc = read_yaml(Path(path).read_text()) or {}
         config = merge(config, doc)
     if overrides:
         config = merge(config, overrides)
@@ -103,5 +118,5 @@ def parse_overrides(items: list[str]) -> dict:
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(text)
+        node[parts[-1]] = read_yaml(text)
     return out
