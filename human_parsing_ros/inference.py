@@ -85,7 +85,8 @@ def logits_to_labels(
     Equal to bilinear-upsampling the logits and taking the argmax, without
     upsampling every class: where the four bilinear taps of a pixel agree on
     the argmax, the interpolated logits (a convex combination) agree too; only
-    the remaining boundary pixels are interpolated over all classes.
+    the other tap cells are interpolated, and there only for the classes that
+    can win (``_label_boundary_cells``).
     Confidence (None unless ``with_confidence``) is the max softmax probability, interpolated
     from low resolution (``confidence_map``).
     """

@@ -75,10 +75,11 @@ def check_forward_backward(name: str, args: dict[str, Any], sizes: Iterable[tupl
         target = _targets(batch, size, num_classes, seed=index)
         loss = F.cross_entropy(logits, target) + sum(F.cross_entropy(extra, target) for extra in aux)
         loss.backward()
-        missing = [key for key, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        missing = [key for key, p in model.named_parameters() if p.requires_grad and p.grad is None
+                   and not key.startswith(model.own_loss_parameters)]
         assert not missing, f"{name}: no gradient reached {missing[:5]} at {size}"
         for key, p in model.named_parameters():
-            assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient in {key} at {size}"
+            assert p.grad is None or torch.isfinite(p.grad).all(), f"{name}: non-finite gradient in {key} at {size}"
         first = _first_conv(model.encoder)
         assert first.weight.grad.abs().sum() > 0, f"{name}: zero gradient at the encoder's first conv ({size})"
         head_grads = [p.grad.abs().sum() for p in model.segmentation_head.parameters()]

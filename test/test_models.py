@@ -8,7 +8,7 @@ from human_parsing_ros.models import ARCHITECTURES, build_model
 ARGS = {"num_classes": 20, "encoder_weights": None}
 NAMES = sorted(ARCHITECTURES)
 # Per-architecture arguments that keep the CPU tests fast (same code paths, fewer channels).
-SMALL: dict[str, dict] = {}
+SMALL: dict[str, dict] = {"ce2p": {"encoder": "mobilenet_v2"}}  # SCHP's ResNet-101: test_schp_import.py
 
 
 def args_for(name: str) -> dict:

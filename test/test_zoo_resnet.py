@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from human_parsing_ros.models import build_model
+from human_parsing_ros.models.blocks import bin_pool
 from human_parsing_ros.models.danet.decoder import ChannelAttention, PositionAttention
-from human_parsing_ros.models.pspnet.decoder import bin_pool
 
 RESNET50_TRUNK = 23_508_032  # torchvision ResNet-50 without its fc layer
 

@@ -31,6 +31,9 @@ class SegmentationModel(nn.Module):
     stage2_default: str = "decoder"
     # Old spellings of this architecture's aux-head keys (old prefix -> new prefix), renamed on load.
     legacy_aux_keys: dict[str, str] = {}
+    # Parameters (name prefixes) that only a loss of their own trains, not the class losses on the
+    # logits and aux heads (CE2P's edge classifier: an edge loss on its feature-list map).
+    own_loss_parameters: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         super().__init__()

@@ -48,3 +48,39 @@ def upsample_to(x: torch.Tensor, size) -> torch.Tensor:
 def upsample_like(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``upsample_to`` the spatial size of ``like``."""
     return upsample_to(x, like.shape[-2:])
+
+
+def _bin_weights(size, bins: int, like: torch.Tensor) -> torch.Tensor:
+    """(bins, size) averaging matrix with adaptive-average-pooling bin edges.
+
+    Bin ``i`` covers [floor(i*size/bins), ceil((i+1)*size/bins)), as in
+    ``F.adaptive_avg_pool2d``. Built from tensor ops on the (traced) size, so an ONNX
+    export with a dynamic image size pools correctly at every size, which a fixed
+    AveragePool kernel would not.
+    """
+    idx = torch.arange(bins, device=like.device)
+    start = torch.div(idx * size, bins, rounding_mode="floor")
+    end = torch.div((idx + 1) * size + bins - 1, bins, rounding_mode="floor")
+    pos = torch.arange(size, device=like.device)
+    mask = (pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])
+    return mask.to(like.dtype) / (end - start).to(like.dtype)[:, None]
+
+
+def bin_pool(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """Same result as ``F.adaptive_avg_pool2d(x, bins)``, as two matrix products."""
+    if bins == 1:
+        return x.mean(dim=(2, 3), keepdim=True)
+    rows = _bin_weights(x.shape[-2], bins, x)  # (bins, H)
+    cols = _bin_weights(x.shape[-1], bins, x)  # (bins, W)
+    return torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))
+
+
+class BinPool(nn.Module):
+    """``bin_pool`` as a module (ONNX-exportable adaptive average pooling to ``bins`` x ``bins``)."""
+
+    def __init__(self, bins: int) -> None:
+        super().__init__()
+        self.bins = bins
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return bin_pool(x, self.bins)

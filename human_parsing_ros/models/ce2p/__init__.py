@@ -1,0 +1,3 @@
+from .model import CE2P
+
+__all__ = ["CE2P"]

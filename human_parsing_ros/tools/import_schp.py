@@ -1,0 +1,125 @@
+"""Import a published SCHP checkpoint (Self-Correction for Human Parsing) as this package's weights file.
+
+    human_parsing_import_schp exp-schp-201908261155-lip.pth schp_lip.safetensors --dataset lip
+
+SCHP's files hold a dict whose ``state_dict`` keys carry DataParallel's ``module.`` prefix. They
+are read with ``torch.load(weights_only=True)``: tensors only, no pickled code ever runs. The
+network is the zoo's ``ce2p`` with SCHP's ResNet-101; the result parses exactly as SCHP's own
+network does: SCHP feeds BGR, the node RGB, so the first convolution's input channels are reversed
+and the normalisation is stored in RGB order.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+
+import torch
+
+from ..class_sets import get_class_set
+from ..models import build_model
+from ..weights import WeightsInfo, save_weights
+
+# SCHP dataset name -> (our class set, the input size SCHP evaluates at: height, width)
+SCHP_DATASETS = {"lip": ("lip", (473, 473)), "atr": ("atr", (512, 512))}
+# SCHP's BGR mean and std, (0.406, 0.456, 0.485) and (0.225, 0.224, 0.229), in RGB order
+SCHP_MEAN_RGB, SCHP_STD_RGB = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# SCHP module prefix -> ours (first match wins: the parsing classifier before the rest of its decoder)
+_PREFIXES = (("decoder.conv4.", "aux_heads.0."), ("decoder.", "decoder.parsing."),
+             ("context_encoding.", "decoder.context_encoding."), ("edge.", "decoder.edge."),
+             ("fushion.3.", "segmentation_head."), ("fushion.", "decoder.fusion."))
+_ENCODER_PREFIXES = ("conv1.", "bn1.", "conv2.", "bn2.", "conv3.", "bn3.", "layer1.", "layer2.", "layer3.", "layer4.")
+
+
+class SchpImportError(ValueError):
+    """A file that is not an SCHP checkpoint this importer understands; the message names it and why."""
+
+
+def ce2p_key(schp_key: str) -> str | None:
+    """Our name for an SCHP state-dict key (without ``module.``), or None if it is not one of SCHP's."""
+    if schp_key.startswith(_ENCODER_PREFIXES):
+        return "encoder." + schp_key
+    for old, new in _PREFIXES:
+        if schp_key.startswith(old):
+            return new + schp_key[len(old):]
+    return None
+
+
+def read_schp_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of an SCHP checkpoint, ``module.`` stripped; SchpImportError naming the file otherwise."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, not a zip, pickled code: one line naming the file
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise SchpImportError(f"{path}: not a readable checkpoint ({type(error).__name__}: {first})") from None
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SchpImportError(f"{path}: holds no state_dict of tensors")
+    return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def convert_schp_state(state: dict[str, torch.Tensor], path: str | os.PathLike = "<state>") -> dict[str, torch.Tensor]:
+    """SCHP's tensors under ``ce2p``'s names, first convolution turned from BGR to RGB input."""
+    converted = {}
+    for key, value in state.items():
+        ours = ce2p_key(key)
+        if ours is None:
+            raise SchpImportError(f"{path}: tensor {key} is not part of SCHP's CE2P network")
+        converted[ours] = value
+    converted["encoder.conv1.weight"] = converted["encoder.conv1.weight"].flip(1)
+    return converted
+
+
+def import_schp(source: str | os.PathLike, output: str | os.PathLike, dataset: str) -> Path:
+    """Write ``output`` (safetensors) from SCHP checkpoint ``source`` trained on ``dataset`` (lip | atr)."""
+    if dataset not in SCHP_DATASETS:
+        raise SchpImportError(f"dataset must be one of {', '.join(SCHP_DATASETS)}, not '{dataset}'")
+    class_set_name, input_size = SCHP_DATASETS[dataset]
+    class_set = get_class_set(class_set_name)
+    state = read_schp_state(source)
+    classes = state.get("fushion.3.weight")
+    if classes is None:
+        raise SchpImportError(f"{source}: no fushion.3.weight: not an SCHP CE2P checkpoint")
+    if classes.shape[0] != class_set.num_classes:
+        raise SchpImportError(f"{source}: {classes.shape[0]} classes, but SCHP's {dataset} has "
+                              f"{class_set.num_classes}: wrong --dataset?")
+    converted = convert_schp_state(state, source)
+    model = build_model("ce2p", num_classes=class_set.num_classes, encoder="resnet101_schp")
+    expected = model.state_dict()
+    for key, value in expected.items():  # SCHP's in-place ABN keeps no batch counter
+        if key.endswith("num_batches_tracked") and key not in converted:
+            converted[key] = torch.zeros_like(value)
+    missing, unexpected = sorted(set(expected) - set(converted)), sorted(set(converted) - set(expected))
+    if missing or unexpected:
+        raise SchpImportError(f"{source}: tensors missing {missing[:3]} or unexpected {unexpected[:3]}")
+    for key, value in converted.items():
+        if value.shape != expected[key].shape:
+            raise SchpImportError(f"{source}: tensor {key} has shape {list(value.shape)}, "
+                                  f"CE2P expects {list(expected[key].shape)}")
+    model.load_state_dict(converted)
+    recipe = {"untrained": False, "source": "SCHP (Self-Correction for Human Parsing)", "dataset": dataset,
+              "imported_from": Path(source).name, "stages": [], "sampling": "none"}
+    info = WeightsInfo.for_class_set("ce2p", {"num_classes": class_set.num_classes, "encoder": "resnet101_schp"},
+                                     class_set, input_size, recipe)
+    info = dataclasses.replace(info, mean=SCHP_MEAN_RGB, std=SCHP_STD_RGB)
+    return save_weights(output, model.eval(), info)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Import an SCHP checkpoint (.pth) as a weights file for the node.")
+    parser.add_argument("source", help="SCHP checkpoint, e.g. exp-schp-201908261155-lip.pth")
+    parser.add_argument("output", help="the .safetensors file to write")
+    parser.add_argument("--dataset", required=True, choices=sorted(SCHP_DATASETS),
+                        help="what the checkpoint was trained on (sets the class set and input size)")
+    args = parser.parse_args(argv)
+    try:
+        path = import_schp(args.source, args.output, args.dataset)
+    except SchpImportError as error:
+        parser.exit(1, f"human_parsing_import_schp: {error}\n")
+    print(f"wrote {path}: SCHP CE2P ResNet-101, {args.dataset} classes, input "
+          f"{SCHP_DATASETS[args.dataset][1][0]}x{SCHP_DATASETS[args.dataset][1][1]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""SCHP's CE2P in the zoo and the importer of SCHP's checkpoints, checked against SCHP's own key names
+and shapes (test/data: facts read from SCHP's network code) without SCHP's code itself."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from human_parsing_ros.models import build_model
+from human_parsing_ros.parser import HumanParser
+from human_parsing_ros.samples import load_rgb, sample_photos
+from human_parsing_ros.tools.import_schp import SchpImportError, ce2p_key, import_schp
+from human_parsing_ros.weights import load_weights
+
+MANIFEST = json.loads((Path(__file__).parent / "data" / "schp_ce2p_lip_state_dict.json").read_text())["state_dict"]
+
+
+def fake_schp_checkpoint(path: Path, num_classes: int = 20, seed: int = 0) -> Path:
+    """A file shaped like SCHP's published ones: {"state_dict": {"module.<key>": tensor}} with SCHP's keys."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in MANIFEST.items():
+        if key.startswith("fushion.3.") or key.startswith("decoder.conv4."):
+            shape = [num_classes, *shape[1:]]
+        tensor = torch.randn(shape, generator=generator) * 0.05
+        if key.endswith("running_var"):
+            tensor = tensor.abs() + 0.5
+        state[f"module.{key}"] = tensor
+    torch.save({"state_dict": state, "epoch": 150}, path)
+    return path
+
+
+def test_schp_keys_map_completely_onto_ce2p_with_the_same_shapes():
+    ours = {k: list(v.shape) for k, v in build_model("ce2p", num_classes=20).state_dict().items()}
+    mapped = {ce2p_key(key): shape for key, shape in MANIFEST.items()}
+    assert None not in mapped
+    assert all(ours[key] == shape for key, shape in mapped.items()), [k for k in mapped if ours.get(k) != mapped[k]]
+    assert set(ours) - set(mapped) == {k for k in ours if k.endswith("num_batches_tracked")}  # ABN has none
+    assert len(MANIFEST) == 603
+
+
+def test_ce2p_resnet101_has_schps_parameter_count_and_strides():
+    model = build_model("ce2p", num_classes=20).eval()
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == 66.7  # SCHP's network: 66.7 M
+    with torch.no_grad():
+        features = model.feature_maps(torch.zeros(1, 3, 96, 64))
+    assert [tuple(f.shape[1:]) for f in features[:4]] == [(256, 24, 16), (512, 12, 8), (1024, 6, 4), (2048, 6, 4)]
+    assert features[5].shape[1] == 2 and model.forward_lowres(torch.zeros(1, 3, 96, 64)).shape == (1, 20, 24, 16)
+
+
+def test_imported_checkpoint_parses_a_real_photo(tmp_path):
+    weights = import_schp(fake_schp_checkpoint(tmp_path / "schp_lip.pth"), tmp_path / "lip.safetensors", "lip")
+    parser = HumanParser(weights, device="cpu")
+    assert parser.class_set.name == "lip" and parser.network_hw == (473, 473)
+    assert parser.info.mean == (0.485, 0.456, 0.406) and parser.info.architecture == "ce2p"
+    photo = load_rgb(sample_photos()[0])
+    labels = parser.parse(photo).labels
+    assert labels.shape == photo.shape[:2] and labels.max() < 20
+
+
+def test_bgr_to_rgb_is_the_first_convolution_reversed(tmp_path):
+    source = fake_schp_checkpoint(tmp_path / "schp.pth")
+    model, _ = load_weights(import_schp(source, tmp_path / "w.safetensors", "lip"))
+    schp = torch.load(source, weights_only=True)["state_dict"]
+    assert torch.equal(model.encoder.conv1.weight, schp["module.conv1.weight"].flip(1))
+    assert torch.equal(model.segmentation_head.weight, schp["module.fushion.3.weight"])
+    assert torch.equal(model.aux_heads[0].weight, schp["module.decoder.conv4.weight"])
+
+
+def test_the_console_script_refuses_bad_files_in_one_line(tmp_path):
+    script = [sys.executable, "-m", "human_parsing_ros.tools.import_schp"]
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint at all")
+    atr = fake_schp_checkpoint(tmp_path / "atr.pth", num_classes=18)
+    for source, dataset, expected in ((garbage, "lip", "not a readable checkpoint"),
+                                      (atr, "lip", "18 classes, but SCHP's lip has 20: wrong --dataset?")):
+        result = subprocess.run([*script, str(source), str(tmp_path / "out.safetensors"), "--dataset", dataset],
+                                capture_output=True, text=True, timeout=300)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and str(source) in lines[0] and expected in lines[0], lines
+        assert not (tmp_path / "out.safetensors").exists()
+    with pytest.raises(SchpImportError, match="dataset must be one of"):
+        import_schp(atr, tmp_path / "x.safetensors", "pascal")
+    ok = subprocess.run([*script, str(atr), str(tmp_path / "atr.safetensors"), "--dataset", "atr"],
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0 and "atr classes, input 512x512" in ok.stdout
+    assert np.array_equal(HumanParser(tmp_path / "atr.safetensors", device="cpu").network_hw, (512, 512))
