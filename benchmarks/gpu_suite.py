@@ -22,6 +22,7 @@ section runs and writes its figures, and is what the test suite runs.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import platform
@@ -38,6 +39,7 @@ if __name__ == "__main__" and not __package__:
 
 import numpy as np
 import torch
+from bench_models import median_ms
 
 from human_parsing_ros.class_sets import get_class_set
 from human_parsing_ros.models import build_model
@@ -93,34 +95,18 @@ def check_correctness(nets: list, device: torch.device, photos: list[np.ndarray]
     """Per network and precision: the fraction of pixels whose label equals CPU fp32's."""
     out = {}
     for label, model, info in nets:
-        reference = HumanParser.from_model(_copy(model), info, device="cpu")
+        reference = HumanParser.from_model(copy.deepcopy(model), info, device="cpu")
         expected = [reference.parse(photo).labels for photo in photos]
         reference.release()
         agreement = {}
         for precision in precisions(device):
-            parser = HumanParser.from_model(_copy(model), info, device=str(device), precision=precision)
+            parser = HumanParser.from_model(copy.deepcopy(model), info, device=str(device), precision=precision)
             same = sum(int((parser.parse(photo).labels == labels).sum()) for photo, labels in zip(photos, expected))
             agreement[precision] = same / sum(labels.size for labels in expected)
             parser.release()
         out[label] = {"agreement": agreement, "passes_99_5": all(v >= 0.995 for v in agreement.values())}
         print(f"[correctness] {label}: " + ", ".join(f"{k} {v:.4f}" for k, v in agreement.items()), flush=True)
     return out
-
-
-def _copy(model: torch.nn.Module) -> torch.nn.Module:
-    import copy
-
-    return copy.deepcopy(model)
-
-
-def _p50_ms(fn, iterations: int, sync) -> float:
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))
 
 
 def measure_latency(nets: list, device: torch.device, plan: dict) -> dict[str, Any]:
@@ -134,14 +120,14 @@ def measure_latency(nets: list, device: torch.device, plan: dict) -> dict[str, A
         modes = compile_modes(device, default=label == "default")
         for mode in modes:
             torch._dynamo.reset()  # every network shares forward_lowres's code: never hit dynamo's cache limit
-            parser = HumanParser.from_model(_copy(model), info, device=str(device), precision=precision,
+            parser = HumanParser.from_model(copy.deepcopy(model), info, device=str(device), precision=precision,
                                             compile_mode=mode)
             timings = {}
             for width, height in plan["sizes"]:
                 frame = _resize(photo, width, height)
                 for _ in range(3):  # warm-up; compiles on the first call when compiled
                     parser.parse(frame)
-                timings[f"{width}x{height}"] = _p50_ms(lambda f=frame, p=parser: p.parse(f), plan["iterations"], sync)
+                timings[f"{width}x{height}"] = median_ms(lambda f=frame, p=parser: p.parse(f), plan["iterations"], sync)
             entry["parse_ms_p50"]["eager" if mode == "none" else f"compiled ({mode})"] = timings
             parser.release()
         entry["images_per_s"] = _throughput(model, info, device, precision, plan, sync)
@@ -168,7 +154,7 @@ def _resize(photo: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def _throughput(model, info, device, precision, plan, sync) -> dict[str, float]:
-    parser = HumanParser.from_model(_copy(model), info, device=str(device), precision=precision)
+    parser = HumanParser.from_model(copy.deepcopy(model), info, device=str(device), precision=precision)
     rates = {}
     with torch.inference_mode():
         for batch in (1, 8):
@@ -176,7 +162,7 @@ def _throughput(model, info, device, precision, plan, sync) -> dict[str, float]:
                 memory_format=torch.channels_last)
             for _ in range(3):
                 parser.model.forward_lowres(x)
-            ms = _p50_ms(lambda t=x: parser.model.forward_lowres(t), plan["iterations"], sync)
+            ms = median_ms(lambda t=x: parser.model.forward_lowres(t), plan["iterations"], sync)
             rates[f"batch{batch}"] = batch * 1000.0 / ms
     parser.release()
     return rates
@@ -188,14 +174,14 @@ def _peak(model, info, device, precision, plan, sync) -> dict[str, float]:
     torch._dynamo.reset()
     sized = WeightsInfo.for_class_set(info.architecture, info.architecture_args, info.class_set(), (height, width),
                                       info.recipe)
-    parser = HumanParser.from_model(_copy(model), sized, device=str(device), precision=precision,
+    parser = HumanParser.from_model(copy.deepcopy(model), sized, device=str(device), precision=precision,
                                     compile_mode="cudagraphs" if device.type == "cuda" else "none")
     x = torch.randn(8, 3, height, width, device=device, dtype=parser.dtype).contiguous(
         memory_format=torch.channels_last)
     with torch.inference_mode():
         for _ in range(3):
             parser._network(x)
-        ms = _p50_ms(lambda: parser._network(x), plan["iterations"], sync)
+        ms = median_ms(lambda: parser._network(x), plan["iterations"], sync)
     parser.release()
     return {"input": f"{width}x{height}", "batch": 8, "frames_per_s": 8 * 1000.0 / ms}
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from human_parsing_ros.errors import one_line
 from human_parsing_ros.weights import non_finite_tensor
 
 CHECKPOINT_FORMAT = "dtpr-checkpoint/1"
@@ -45,8 +46,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, not a zip, pickled code: one line naming the file
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}: "
-                              f"{str(error).strip().splitlines()[0] if str(error).strip() else ''})") from None
+        raise CheckpointError(f"{path}: unreadable checkpoint ({one_line(error)})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint")
     bad = non_finite_tensor(checkpoint["model"])

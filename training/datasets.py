@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from human_parsing_ros.class_mappings import mapping_table
 from human_parsing_ros.class_sets import IGNORE_INDEX, ClassSet, get_class_set
+from human_parsing_ros.errors import one_line
 
 DATASET_NAMES = ("mhpv2", "lip", "cihp", "atr", "ccp")
 
@@ -58,7 +59,7 @@ def read_image(path: str | Path) -> np.ndarray:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image not found") from None
     except Exception as error:  # PIL raises many types for a broken file; name the file in every one
-        raise OSError(f"{path}: unreadable image ({_first_line(error)})") from None
+        raise OSError(f"{path}: unreadable image ({one_line(error)})") from None
 
 
 def read_label(path: str | Path) -> np.ndarray:
@@ -75,7 +76,7 @@ def read_label(path: str | Path) -> np.ndarray:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: label file not found") from None
     except Exception as error:  # PIL raises many types for a broken file; name the file in every one
-        raise OSError(f"{path}: unreadable label ({_first_line(error)})") from None
+        raise OSError(f"{path}: unreadable label ({one_line(error)})") from None
     if values.ndim == 3:
         values = values[..., 0]  # MHPv2 stores the part id in channel 0
     return _as_uint8_ids(values, path)
@@ -89,15 +90,10 @@ def _read_mat_label(path: Path) -> np.ndarray:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: annotation not found") from None
     except Exception as error:  # scipy raises ValueError, TypeError, MatReadError... for a broken file
-        raise ValueError(f"{path}: unreadable annotation ({_first_line(error)})") from None
+        raise ValueError(f"{path}: unreadable annotation ({one_line(error)})") from None
     if "groundtruth" not in contents:
         raise ValueError(f"{path}: no variable 'groundtruth'")
     return _as_uint8_ids(np.asarray(contents["groundtruth"]), path)
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 def _as_uint8_ids(values: np.ndarray, path: Path) -> np.ndarray:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..class_sets import get_class_set
+from ..errors import one_line
 from ..models import build_model
 from ..weights import WeightsInfo, save_weights
 
@@ -51,8 +52,7 @@ def read_schp_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, not a zip, pickled code: one line naming the file
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise SchpImportError(f"{path}: not a readable checkpoint ({type(error).__name__}: {first})") from None
+        raise SchpImportError(f"{path}: not a readable checkpoint ({one_line(error)})") from None
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise SchpImportError(f"{path}: holds no state_dict of tensors")

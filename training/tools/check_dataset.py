@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from human_parsing_ros.class_sets import IGNORE_INDEX
+from human_parsing_ros.errors import one_line
 from training.datasets import DATASET_NAMES, ParsingDataset, Sample, build_dataset, read_image, read_label
 
 KINDS = ("missing-image", "missing-label", "unreadable-image", "unreadable-label", "size-mismatch",
@@ -72,7 +73,7 @@ def _check_image(item: Sample) -> tuple[tuple[int, int] | None, list[Problem]]:
     try:
         return read_image(item.image).shape[:2], []
     except Exception as error:  # PIL raises many types for a broken file
-        return None, [Problem("unreadable-image", item.id, str(item.image), _describe(error))]
+        return None, [Problem("unreadable-image", item.id, str(item.image), one_line(error))]
 
 
 def _check_label(sample_id: str, path: Path, num_classes: int) -> tuple[np.ndarray | None, list[Problem]]:
@@ -81,17 +82,13 @@ def _check_label(sample_id: str, path: Path, num_classes: int) -> tuple[np.ndarr
     try:
         label = read_label(path)
     except Exception as error:  # PIL / scipy raise many types for a broken file
-        return None, [Problem("unreadable-label", sample_id, str(path), _describe(error))]
+        return None, [Problem("unreadable-label", sample_id, str(path), one_line(error))]
     values = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
     bad = [int(v) for v in values if v >= num_classes and v != IGNORE_INDEX]
     if bad:
         return label, [Problem("label-out-of-range", sample_id, str(path),
                                f"values {bad} (classes are 0-{num_classes - 1}, {IGNORE_INDEX} = ignore)")]
     return label, []
-
-
-def _describe(error: Exception) -> str:
-    return f"{type(error).__name__}: {error}".splitlines()[0]
 
 
 def format_report(problems: list[Problem], num_samples: int, limit: int = 50) -> str:
