@@ -348,8 +348,13 @@ def test_compressed_input(ros, weights, tmp_path, frames):
         client.wait_for_node(60.0)
         buf = io.BytesIO()
         PILImage.fromarray(frames[1]).save(buf, format="JPEG", quality=90)
-        client.publish(client.compressed_msg(b"\xff\xd8 not really a jpeg", frame_id="garbage"))
-        time.sleep(0.5)
+
+        def garbage_refused() -> bool:  # best effort: a first sample can be lost while discovery completes
+            client.publish(client.compressed_msg(b"\xff\xd8 not really a jpeg", frame_id="garbage"))
+            time.sleep(0.3)
+            return "undecodable compressed image" in node.log()
+
+        client.wait_for(garbage_refused, 15.0, "the garbage frame to be refused")
         msg = client.compressed_msg(buf.getvalue(), frame_id="jpeg")
         client.publish(msg)
         lab = wait_labels_for(client, msg)
