@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_models.py [--size 473 --classes 59 --threads 2]
 
 Every registered architecture (and the named variants below) at --size x --size
-with --classes classes, aux heads off. FLOPs are counted by PyTorch's
+with --classes classes, aux heads off (parameters of training-only heads, such as C-DLinkNet's
+deep supervision and STDC's detail head, are not counted: the parse never runs them). FLOPs are counted by PyTorch's
 FlopCounterMode (multiply-adds count as 2 FLOPs). CPU latency: batch 1, median.
 On CUDA: fp16, channels-last, batch 1 and 8, images per second.
 """
@@ -21,6 +22,7 @@ VARIANTS = {
     "deeplabv3plus": [("DeepLabv3+ MobileNetV2 (default)", {}),
                       ("DeepLabv3+ ResNet-50", {"encoder": "resnet50", "decoder_channels": 256})],
     "stdc": [("STDC1-Seg", {"variant": "stdc1"}), ("STDC2-Seg", {"variant": "stdc2"})],
+    "cdlinknet": [("C-DLinkNet ResNet-101", {})],
     "ddrnet": [("DDRNet-23-slim", {"variant": "23-slim"}), ("DDRNet-23", {"variant": "23"})],
 }
 
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         torch.manual_seed(0)
         model = build_model(name, num_classes=args.classes, **extra).eval()
-        params = sum(p.numel() for p in model.parameters()) / 1e6
+        params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("aux_heads.")) / 1e6
         x = torch.randn(1, 3, args.size, args.size)
         flops = count_flops(model, x) / 1e9
         with torch.inference_mode():

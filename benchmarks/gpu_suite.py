@@ -56,7 +56,7 @@ DRY = {"sizes": [(160, 120)], "iterations": 3, "photos": 1, "net_input": (96, 96
        "node_hz": 5.0, "node_frames": 8, "train_size": 64, "train_batch": 2, "train_iterations": 2, "workers": 2,
        "peak": (160, 96)}
 # (label, architecture, arguments): the default's architecture is listed by its weights file instead.
-ZOO = [("BiSeNetV2", "bisenetv2", {}), ("C-DLinkNet R50", "cdlinknet", {}), ("DANet R50", "danet", {}),
+ZOO = [("BiSeNetV2", "bisenetv2", {}), ("C-DLinkNet R101", "cdlinknet", {}), ("DANet R50", "danet", {}),
        ("DDRNet-23-slim", "ddrnet", {"variant": "23-slim"}), ("PSPNet R50", "pspnet", {}),
        ("STDC1-Seg", "stdc", {"variant": "stdc1"}), ("DeepLabv3+ R50", "deeplabv3plus", {"encoder": "resnet50"}),
        ("CE2P (SCHP R101)", "ce2p", {})]

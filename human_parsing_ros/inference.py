@@ -37,6 +37,13 @@ def place_image(image_hw: tuple[int, int], network_hw: tuple[int, int], mode: st
     return Placement(rh, rw, (net_h - rh) // 2, (net_w - rw) // 2)
 
 
+def merge_flipped(logits: torch.Tensor, mirrored_logits: torch.Tensor, flip_perm: torch.Tensor) -> torch.Tensor:
+    """Flip test: the mean of ``logits`` and those of the mirrored input, mirrored back with left/right classes
+    swapped (``flip_perm``: class id -> its mirror's id). Both [..., C, h, w]; float32 out."""
+    back = mirrored_logits.flip(-1).index_select(-3, flip_perm)
+    return (logits.float() + back.float()) * 0.5
+
+
 def network_input(
     image: torch.Tensor,
     network_hw: tuple[int, int],

@@ -19,7 +19,15 @@ import numpy as np
 import torch
 
 from .class_sets import ClassSet
-from .inference import ClassStatistics, class_statistics, confidence_map, logits_to_labels, network_input, place_image
+from .inference import (
+    ClassStatistics,
+    class_statistics,
+    confidence_map,
+    logits_to_labels,
+    merge_flipped,
+    network_input,
+    place_image,
+)
 from .messages import Part
 from .models import SegmentationModel
 from .weights import WeightsInfo, check_input_size, load_weights
@@ -215,8 +223,7 @@ class HumanParser:
         if not flip_tta:
             return self._run_network(network_in)[0].float()
         both = self._run_network(torch.cat([network_in, network_in.flip(-1)]))
-        mirrored = both[1].flip(-1).index_select(0, self._flip_perm)
-        return (both[0].float() + mirrored.float()) * 0.5
+        return merge_flipped(both[0], both[1], self._flip_perm)
 
     def _run_network(self, network_in: torch.Tensor) -> torch.Tensor:
         if self.compile_mode == "none":

@@ -18,6 +18,7 @@ from torch import nn
 from human_parsing_ros.class_sets import voc_palette
 from human_parsing_ros.models import build_model
 from human_parsing_ros.weights import WeightsInfo, load_weights, read_weights_info, save_weights
+from training.losses import AUX_LOSSES
 
 DEFAULT_SIZES = ((64, 48), (65, 47), (48, 64))
 
@@ -69,11 +70,13 @@ def check_forward_backward(name: str, args: dict[str, Any], sizes: Iterable[tupl
             f"{name}: input {tuple(x.shape)} gave logits {tuple(logits.shape)}")
         assert torch.isfinite(logits).all(), f"{name}: non-finite logits at {size}"
         assert len(aux) == len(model.aux_weights), f"{name}: {len(aux)} aux outputs, {len(model.aux_weights)} weights"
-        for extra in aux:
-            assert extra.shape == logits.shape, f"{name}: aux logits {tuple(extra.shape)} at {size}"
+        for extra, kind in zip(aux, model.aux_losses):  # class logits, or one channel for a detail head
+            channels = num_classes if kind == "ce" else 1
+            assert extra.shape == (batch, channels, *size), f"{name}: aux logits {tuple(extra.shape)} at {size}"
 
         target = _targets(batch, size, num_classes, seed=index)
-        loss = F.cross_entropy(logits, target) + sum(F.cross_entropy(extra, target) for extra in aux)
+        loss = F.cross_entropy(logits, target) + sum(AUX_LOSSES[kind](extra, target)
+                                                     for extra, kind in zip(aux, model.aux_losses))
         loss.backward()
         missing = [key for key, p in model.named_parameters() if p.requires_grad and p.grad is None
                    and not key.startswith(model.own_loss_parameters)]

@@ -126,3 +126,59 @@ def test_inter_class_zero_when_margin_met_positive_otherwise():
     # Pixel 0 now misses the margin against class 1 by 0.2; pixel 1 still meets it.
     logits[0, 1, 0, 0] = 2.2
     assert inter_class_loss(logits, target, margin=1.0).item() == pytest.approx(0.2 / 2)
+
+
+def test_detail_targets_hand_case():
+    """A 4x4 square of class 1 in an 8x8 map of class 0. Stride 1: the Laplacian is positive on the square's
+    inner border (12 pixels); stride 2 (centres at even coordinates, blocks of 2x2 after upsampling) adds
+    the blocks whose centre (2,2), (2,4), (4,2) has fewer than 8 square neighbours: interior pixels (3,3),
+    (3,4), (4,3); stride 4 alone (weight 0.1) never passes the 0.1 threshold."""
+    from training.losses import detail_targets
+
+    label = torch.zeros(1, 8, 8, dtype=torch.long)
+    label[0, 2:6, 2:6] = 1
+    ring = {(r, c) for r in range(2, 6) for c in range(2, 6) if r in (2, 5) or c in (2, 5)}
+    expected = ring | {(3, 3), (3, 4), (4, 3)}
+    got = detail_targets(label)
+    assert got.shape == (1, 1, 8, 8)
+    assert {tuple(rc) for rc in got[0, 0].nonzero().tolist()} == expected
+    assert not detail_targets(torch.zeros(1, 8, 8, dtype=torch.long)).any()
+    ignored = torch.full((1, 8, 8), 255)  # ignore counts as background: no boundary along padding
+    assert not detail_targets(ignored).any()
+
+
+def test_detail_loss_is_bce_plus_dice():
+    import torch.nn.functional as F
+
+    from training.losses import detail_loss, detail_targets
+
+    label = torch.zeros(1, 8, 8, dtype=torch.long)
+    label[0, 2:6, 2:6] = 1
+    target = detail_targets(label)
+    perfect = (target * 2 - 1) * 40.0  # confident and right
+    assert float(detail_loss(perfect, label)) < 1e-6
+    logits = torch.zeros(1, 1, 8, 8)  # p = 0.5 everywhere: BCE ln 2, Dice 1 - (2 * 0.5 n + 1) / (32 + n + 1)
+    n = float(target.sum())
+    expected = F.binary_cross_entropy_with_logits(logits, target) + 1 - (n + 1) / (32 + n + 1)
+    torch.testing.assert_close(detail_loss(logits, label), expected)
+
+
+def test_both_reductions_of_the_sampled_cross_entropy():
+    """Uniform logits give every pixel CE = ln C. Of 2 x 3 x 4 = 24 pixels the mask keeps 5, one of them
+    ignored: kept_mean = ln C (the mean over the 4 kept labelled pixels); sum (Eq. 1) = 4 ln C / 24."""
+    classes = 5
+    logits = torch.zeros(2, classes, 3, 4, requires_grad=True)
+    target = torch.randint(0, classes, (2, 3, 4), generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(2, 3, 4, dtype=torch.bool)
+    mask[0, 0, :3] = True
+    mask[1, 2, 2:] = True
+    target[1, 2, 3] = IGNORE_INDEX
+    ln_c = torch.log(torch.tensor(float(classes)))
+    torch.testing.assert_close(masked_cross_entropy(logits, target, mask), ln_c)
+    torch.testing.assert_close(masked_cross_entropy(logits, target, mask, reduction="sum"), 4 * ln_c / 24)
+    # sum: a batch that keeps fewer pixels weighs less; kept_mean does not change
+    mask[0, 0, :3] = False
+    torch.testing.assert_close(masked_cross_entropy(logits, target, mask), ln_c)
+    torch.testing.assert_close(masked_cross_entropy(logits, target, mask, reduction="sum"), ln_c / 24)
+    with pytest.raises(ValueError, match="reduction 'mean'"):
+        masked_cross_entropy(logits, target, mask, reduction="mean")

@@ -109,3 +109,54 @@ def test_format_summary_and_json():
                                  "mean recall 54.76  mIoU 45.79")
     plain = to_jsonable(r)
     assert plain["gt_pixels"] == [56, 40, 0, 4] and isinstance(plain["mean_iou"], float)
+
+
+class _HalvesModel(torch.nn.Module):
+    """Logits that say class 0 on the left half of the input and class 1 on the right, whatever the image."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        right = (torch.arange(x.shape[-1]) >= x.shape[-1] // 2).float()
+        logits = torch.stack([1 - right, right]).view(1, 2, 1, -1)
+        return logits.expand(x.shape[0], 2, x.shape[-2], x.shape[-1])
+
+
+def _halves_loader(resize_labels: bool):
+    """One 8x8 photo (any colour) whose label is class 0 in columns 0-2 and class 1 in 3-7, evaluated
+    through a 4x4 network input."""
+    import numpy as np
+
+    from training.transforms import EvalTransform
+
+    label = np.zeros((8, 8), np.uint8)
+    label[:, 3:] = 1
+    pair = EvalTransform((4, 4), resize_labels=resize_labels)(np.zeros((8, 8, 3), np.uint8), label)
+    return [(pair[0][None], pair[1][None])]
+
+
+def test_evaluation_at_the_labels_resolution_equals_a_hand_computation():
+    """Bilinear 4 -> 8 upsampling keeps columns 0-3 on the left half's class 0 (column 3 samples x = 1.25)
+    and 4-7 on class 1. Against the 8x8 label: class 0 TP 24, predicted 32; class 1 TP 32, ground truth 40.
+    Resizing the labels instead (nearest, columns 1, 3, 5, 7) scores another image: 0 1 1 1 vs 0 0 1 1."""
+    from training.engine import evaluate
+
+    result = evaluate(_HalvesModel(), _halves_loader(resize_labels=False), 2, torch.device("cpu")).compute()
+    assert result["pixel_accuracy"] == pytest.approx(56 / 64)
+    assert result["iou"].tolist() == pytest.approx([24 / 32, 32 / 40])
+    assert result["mean_iou"] == pytest.approx((0.75 + 0.8) / 2)
+    resized = evaluate(_HalvesModel(), _halves_loader(resize_labels=True), 2, torch.device("cpu")).compute()
+    assert resized["pixel_accuracy"] == pytest.approx(12 / 16)
+    assert resized["iou"].tolist() == pytest.approx([4 / 8, 8 / 12])
+
+
+def test_flip_test_swaps_left_and_right_classes():
+    """The model's halves do not depend on the image, so its mirrored logits, mirrored back, put class 1
+    on the left. With classes 0 and 1 as a left/right pair the swap restores them (same result as without
+    flip); without the swap the two average to a tie everywhere, which argmax resolves to class 0."""
+    from training.engine import evaluate
+
+    loader = _halves_loader(resize_labels=False)
+    plain = evaluate(_HalvesModel(), loader, 2, torch.device("cpu")).matrix
+    swapped = evaluate(_HalvesModel(), loader, 2, torch.device("cpu"), flip_perm=[1, 0]).matrix
+    assert torch.equal(plain, swapped)
+    unswapped = evaluate(_HalvesModel(), loader, 2, torch.device("cpu"), flip_perm=[0, 1]).compute()
+    assert unswapped["pixel_accuracy"] == pytest.approx(24 / 64)

@@ -8,7 +8,8 @@ from human_parsing_ros.models import ARCHITECTURES, build_model
 ARGS = {"num_classes": 20, "encoder_weights": None}
 NAMES = sorted(ARCHITECTURES)
 # Per-architecture arguments that keep the CPU tests fast (same code paths, fewer channels).
-SMALL: dict[str, dict] = {"ce2p": {"encoder": "mobilenet_v2"}}  # SCHP's ResNet-101: test_schp_import.py
+SMALL: dict[str, dict] = {"ce2p": {"encoder": "mobilenet_v2"},       # SCHP's ResNet-101: test_schp_import.py
+                          "cdlinknet": {"encoder": "mobilenet_v2"}}  # the paper's ResNet-101: test_zoo_resnet.py
 
 
 def args_for(name: str) -> dict:
@@ -107,7 +108,7 @@ def test_one_forward_and_aux_protocol(name):
 
 # Architectures whose aux-head keys were renamed when they moved to ``aux_heads``.
 OLD_AUX_KEYS = [("deeplabv3plus", {"aux": True}, "aux_head.4.bias"), ("pspnet", {"aux": True}, "aux_head.1.weight"),
-                ("danet", {"aux": True}, "aux_head.0.weight"), ("cdlinknet", {}, "aux_classifiers.2.weight"),
+                ("danet", {"aux": True}, "aux_head.0.weight"),
                 ("ddrnet", {"aux": True}, "aux_head.1.weight")]
 
 

@@ -114,3 +114,49 @@ def test_kept_pixel_counts():
     kept, total = kept_pixel_counts(target, mask, num_classes=4)
     assert kept.tolist() == [2, 1, 1, 0]
     assert total.tolist() == [2, 2, 1, 0]
+
+
+def _lip_split(root, labels):
+    """A LIP-layout train split holding ``labels`` (uint8 arrays) with grey images beside them."""
+    import numpy as np
+    from PIL import Image
+
+    (root / "train_images").mkdir(parents=True)
+    (root / "train_segmentations").mkdir()
+    ids = [f"{i:03d}" for i in range(len(labels))]
+    for name, label in zip(ids, labels):
+        Image.fromarray(np.full((*label.shape, 3), 128, np.uint8)).save(root / "train_images" / f"{name}.jpg")
+        Image.fromarray(label).save(root / "train_segmentations" / f"{name}.png")
+    (root / "train_id.txt").write_text("\n".join(ids) + "\n")
+
+
+def test_prn_keep_probabilities_from_image_counts(tmp_path):
+    """Three label maps: background in all three (mostly), class 1 (hat) in two, class 2 (hair) in one,
+    large. PRN's default reading counts images: x = (3, 2, 1), eta = min = 1, s = (1/3, 1/2, 1); the pixel
+    reading keeps the rare-but-large hair class only as often as the pixel counts say."""
+    import numpy as np
+
+    from training.config import load_config
+    from training.datasets import build_dataset, class_statistics
+    from training.dtpr import sampling_scores, train_counts
+
+    a, b, c = (np.zeros((10, 10), np.uint8) for _ in range(3))
+    a[0, :2] = 1
+    b[0, :3] = 1
+    c[2:8, 2:8] = 2
+    _lip_split(tmp_path, [a, b, c])
+    stats = class_statistics(build_dataset("lip", tmp_path, "train"))
+    counts = train_counts(stats)
+    assert counts["images"][:3].tolist() == [3.0, 2.0, 1.0]
+    assert counts["pixels"][:3].tolist() == [300.0 - 5 - 36, 5.0, 36.0]
+    config = load_config(overrides={"stage2": {"sampling": "prn"}})
+    assert config["stage2"]["prn_counts"] == "images"
+    prob = keep_probabilities(sampling_scores(config, None, counts), eta="min")
+    torch.testing.assert_close(prob[:3], torch.tensor([1 / 3, 1 / 2, 1.0]))
+    assert torch.equal(prob[3:], torch.ones(17))  # classes in no image: always kept
+    config["stage2"]["prn_counts"] = "pixels"
+    prob = keep_probabilities(sampling_scores(config, None, counts), eta="min")
+    torch.testing.assert_close(prob[:3], torch.tensor([5 / 259, 1.0, 5 / 36]))
+    config["stage2"]["prn_counts"] = "regions"
+    with pytest.raises(ValueError, match="prn_counts 'regions'"):
+        sampling_scores(config, None, counts)

@@ -38,10 +38,11 @@ def write_protocol(tmp: Path) -> Path:
     protocol = {
         "dataset": "ccp", "dataset_root": str(miniature_ccp(tmp / "ccp")), "results_dir": str(tmp / "results"),
         "runs_dir": str(tmp / "runs"), "epochs": 2, "split_epoch": 1, "cpa_epoch": 1, "seeds": [0, 1],
-        "eval_size": [96, 64], "models": {"tiny": {"recipe": str(tmp / "recipe.yaml")}},
+        "eval_size": [96, 64], "eval_labels": "original", "models": {"tiny": {"recipe": str(tmp / "recipe.yaml")}},
         "rows": {"baseline": {}, "dtpr": {"stage2": {"sampling": "pra"}},
                  "focal": {"stage2": {"sampling": "none", "loss": "focal"}}},
-        "ablations": {"dtpr_cpa_epoch2": {"stage2": {"sampling": "pra"}, "cpa_from_epoch": 2}},
+        "ablations": {"dtpr_cpa_epoch2": {"stage2": {"sampling": "pra"}, "cpa_from_epoch": 2},
+                      "dtpr_cpa_train": {"stage1": {"cpa_source": "train"}, "stage2": {"sampling": "pra"}}},
     }
     path = tmp / "protocol.yaml"
     path.write_text(yaml.safe_dump(protocol))
@@ -78,8 +79,17 @@ def test_protocol_runs_every_row_from_the_baseline_checkpoint_and_resumes(tmp_pa
     stages = read_weights_info(runs / "dtpr" / "model.safetensors").recipe["stages"]
     assert stages[0]["epochs"] == 1 and stages[0]["schedule_epochs"] == 2 and stages[1]["sampling"] == "pra"
 
-    # A row's numbers are what the evaluation command gives for its weights file.
+    # The baseline kept both CPA sources at cpa_epoch; a row asking for the training data's gets that one.
+    recorded = torch.load(runs / "baseline" / "checkpoint_epoch01.pt", weights_only=True)
+    dtpr_cpa = torch.load(runs / "dtpr" / "checkpoint.pt", weights_only=True)["cpa"]
+    train_cpa = torch.load(runs / "dtpr_cpa_train" / "checkpoint.pt", weights_only=True)["cpa"]
+    assert torch.equal(dtpr_cpa.nan_to_num(-1), recorded["cpa"].nan_to_num(-1))
+    assert torch.equal(train_cpa.nan_to_num(-1), recorded["cpa_train"].nan_to_num(-1))
+    assert not torch.equal(train_cpa.nan_to_num(-1), dtpr_cpa.nan_to_num(-1))
+
+    # A row's numbers are what the evaluation command gives for its weights file, in the protocol's mode.
     dtpr = json.loads((results / "seed0" / "dtpr.json").read_text())
+    assert dtpr["eval_labels"] == "original"
     again = evaluate_weights(runs / "dtpr" / "model.safetensors", "ccp", tmp_path / "ccp", "test", (96, 64))
     assert again["mean_iou"] == pytest.approx(dtpr["test"]["mean_iou"], abs=1e-12)
 

@@ -9,7 +9,7 @@ from human_parsing_ros.models import build_model
 # name, extra arguments, aux count, aux weights
 AUX = [
     ("bisenetv2", {}, (1.0, 1.0, 1.0, 1.0)),
-    ("stdc", {"variant": "stdc1"}, (1.0, 1.0)),
+    ("stdc", {"variant": "stdc1", "detail": False}, (1.0, 1.0)),
     ("ddrnet", {"variant": "23-slim"}, (0.4,)),
 ]
 ALL = [("bisenetv2", {}), ("stdc", {"variant": "stdc1"}), ("stdc", {"variant": "stdc2"}),
@@ -102,8 +102,8 @@ PUBLISHED = [
     ("ddrnet", {"variant": "23-slim"}, 5.7e6, 0.15),
     ("ddrnet", {"variant": "23"}, 20.1e6, 0.15),
     ("bisenetv2", {"head_channels": 1024}, 3.4e6, 0.25),
-    ("stdc", {"variant": "stdc1"}, 8.4e6, 0.25),
-    ("stdc", {"variant": "stdc2"}, 12.5e6, 0.25),
+    ("stdc", {"variant": "stdc1", "detail": False}, 8.4e6, 0.25),
+    ("stdc", {"variant": "stdc2", "detail": False}, 12.5e6, 0.25),
 ]
 
 
@@ -131,3 +131,24 @@ def test_bisenetv2_head_channels_argument():
 def test_onnx_export_ignores_aux_heads(tmp_path):
     pytest.importorskip("onnxruntime")
     model_tester.check_onnx_export("ddrnet", {"num_classes": 20, "encoder_weights": None, "aux": True}, tmp_path)
+
+
+def test_stdc_detail_head_is_a_training_head():
+    """The paper's STDC trains a detail head on the stride-8 backbone features (BCE + Dice on Laplacian
+    boundaries); it is an auxiliary head: the parse (plain forward) never depends on it."""
+    x = torch.randn(2, 3, 33, 71)
+    torch.manual_seed(0)
+    model = build_model("stdc", num_classes=6, variant="stdc1")
+    assert model.aux_losses == ("detail",) and model.aux_weights == (1.0,) and model.aux_features == (2,)
+    logits, (detail,) = model(x, with_aux=True)
+    assert detail.shape == (2, 1, 33, 71)
+    assert model.aux_heads[0][0][0].in_channels == 256  # stage 3 of the backbone, stride 8
+    both = build_model("stdc", num_classes=6, variant="stdc1", aux=True)
+    assert both.aux_losses == ("ce", "ce", "detail")
+    plain = build_model("stdc", num_classes=6, variant="stdc1", detail=False)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k in plain.state_dict()})
+    plain.eval(), model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), model(x))
+    model.freeze_for_stage2()  # stage 2 trains the classifier only: the detail head stays frozen
+    assert not any(p.requires_grad for p in model.aux_heads.parameters())

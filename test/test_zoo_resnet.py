@@ -15,6 +15,7 @@ from human_parsing_ros.models.blocks import bin_pool
 from human_parsing_ros.models.danet.decoder import ChannelAttention, PositionAttention
 
 RESNET50_TRUNK = 23_508_032  # torchvision ResNet-50 without its fc layer
+RESNET101_TRUNK = 42_500_160  # torchvision ResNet-101 without its fc layer
 
 
 def _params(module) -> int:
@@ -36,10 +37,10 @@ def test_bin_pool_matches_adaptive_avg_pool(size):
 @pytest.mark.parametrize("name,size,expected", [
     ("pspnet", (64, 48), (8, 6)), ("pspnet", (65, 47), (9, 6)),
     ("danet", (64, 48), (8, 6)), ("danet", (65, 47), (9, 6)),
-    ("cdlinknet", (64, 48), (16, 12)), ("cdlinknet", (65, 47), (17, 12)),
+    ("cdlinknet", (64, 48), (32, 24)), ("cdlinknet", (65, 47), (33, 24)),
 ])
 def test_decoder_resolution(name, size, expected):
-    """PSPNet and DANet: output stride 8 (dilated ResNet); C-DLinkNet: stride 4 (finest decoder level)."""
+    """PSPNet and DANet: output stride 8 (dilated ResNet); C-DLinkNet: stride 2 (D2, the finest decoder level)."""
     model = _build(name).eval()
     with torch.no_grad():
         assert model.forward_lowres(torch.zeros(1, 3, *size)).shape[-2:] == expected
@@ -73,39 +74,70 @@ def test_aux_head_only_when_asked(name):
     assert len(aux) == 1 and aux[0].shape == logits.shape
 
 
-def test_cdlinknet_deep_supervision():
+def test_cdlinknet_is_the_papers():
+    """ResNet-101 with E5 dilated (output stride 16), decoder blocks D5..D2 (D2 at stride 2), deep supervision
+    heads 3x3 + 3x3 + 1x1 with weight 0.5 each, Smooth reducing to 512 channels at D2's size."""
     model = _build("cdlinknet").eval()
     assert model.stage2_default == "decoder"
-    levels = model.decoder.level_channels
-    assert levels == (1024, 512, 256)  # strides 16, 8, 4
-    assert len(model.aux_heads) == len(levels) and model.aux_weights == (0.5, 0.5, 0.5)
-    # The feature list: 4 encoder maps, then the decoder's levels (deepest first) and its output.
-    assert model.aux_features == (4, 5, 6)
+    assert _params(model.encoder) == RESNET101_TRUNK
+    assert model.decoder.level_channels == (1024, 512, 256, 64) and model.decoder.level_strides == (16, 8, 4, 2)
+    assert len(model.aux_heads) == 4 and model.aux_weights == (0.5, 0.5, 0.5, 0.5)
+    # The feature list: 5 encoder maps (E1 = the stem before max pooling), then D5..D2 and Smooth.
+    assert model.aux_features == (5, 6, 7, 8)
+    for head in model.aux_heads:
+        kinds = [m.kernel_size for m in head.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert kinds == [(3, 3), (3, 3), (1, 1)]
+    for block in model.decoder.blocks:  # 1x1 to C/4, transposed convolution, 1x1
+        assert block.reduce[0].out_channels == block.reduce[0].in_channels // 4
+        assert isinstance(block.up[0], torch.nn.ConvTranspose2d)
+    assert [block.up[0].stride for block in model.decoder.blocks] == [(1, 1), (2, 2), (2, 2), (2, 2)]
+    assert model.decoder.out_channels == 512 and model.segmentation_head.in_channels == 512
     x = torch.randn(1, 3, 65, 47)
     with torch.no_grad():
+        features = model.encoder(x)
+        assert [f.shape[-2:] for f in features] == [(33, 24), (17, 12), (9, 6), (5, 3), (5, 3)]  # E5 dilated
         logits, aux = model(x, with_aux=True)
         torch.testing.assert_close(logits, model(x))
-        *level_maps, out = model.decoder(model.encoder(x))
-    assert [m.shape[-2:] for m in level_maps] == [(5, 3), (9, 6), (17, 12)] and out.shape[-2:] == (17, 12)
-    assert len(aux) == 3
+        *level_maps, out = model.decoder(features)
+    assert [m.shape[-2:] for m in level_maps] == [(5, 3), (9, 6), (17, 12), (33, 24)]
+    assert out.shape[1:] == (512, 33, 24)
+    assert len(aux) == 4
     for head, level, extra in zip(model.aux_heads, level_maps, aux):
         assert extra.shape == logits.shape
         torch.testing.assert_close(extra, F.interpolate(head(level), size=(65, 47), mode="bilinear",
                                                         align_corners=False))
-    # Aux classifiers are outside decoder and head, so stage 2 freezes them.
+    # The supervision heads are outside decoder and head, so stage 2 freezes them.
     trainable = model.freeze_for_stage2()
     assert not any(p.requires_grad for p in model.aux_heads.parameters())
     assert {id(p) for p in trainable} == {id(p) for p in model.decoder.parameters()} | {
         id(p) for p in model.segmentation_head.parameters()}
-    # The decoder holds the whole upsampling path.
     assert {"centre", "blocks", "smooth"} <= {n for n, _ in model.decoder.named_children()}
+
+
+def test_cdlinknet_decoder_block_crops_to_the_skip():
+    """At odd sizes the transposed convolution's doubled output loses its last row/column, nothing else."""
+    from human_parsing_ros.models.cdlinknet.decoder import DecoderBlock
+
+    torch.manual_seed(0)
+    block = DecoderBlock(16, 8, factor=2).eval()
+    x = torch.randn(1, 16, 5, 4)
+    with torch.no_grad():
+        full = block(x, (10, 8))
+        assert full.shape[-2:] == (10, 8)
+        torch.testing.assert_close(block(x, (9, 7)), full[..., :9, :7])
+
+
+def test_cdlinknet_onnx_is_exact_at_odd_sizes(tmp_path):
+    """The crops after the transposed convolutions follow the input size in ONNX too (65 x 47, 97 x 47)."""
+    model_tester.check_onnx_export("cdlinknet", {"num_classes": 20, "encoder_weights": None,
+                                                 "encoder": "mobilenet_v2"}, tmp_path, size=(65, 47))
 
 
 def test_cdlinknet_rejects_what_it_does_not_have():
     with pytest.raises(ValueError, match="aux"):
         build_model("cdlinknet", num_classes=20, aux=True)
     with pytest.raises(ValueError, match="output_stride"):
-        build_model("cdlinknet", num_classes=20, output_stride=8)
+        build_model("cdlinknet", num_classes=20, output_stride=4)
 
 
 def test_danet_attention():
@@ -142,7 +174,8 @@ def test_parameter_counts_59_classes():
 
     PSPNet PPM: 4 x (2048x512 1x1) + 3x3 (4096 -> 512); DANet: 2 x 3x3 (2048 -> 512),
     2 x 3x3 (512 -> 512), PAM q/k (512 -> 64) and v (512 -> 512); C-DLinkNet: centre
-    2048 -> 1024 -> 5 x 256 -> 1024 -> 2048, LinkNet blocks, Smooth 3x3 (1792 -> 64).
+    2048 -> 1024 -> 5 x 256 -> 1024 -> 2048, decoder blocks D5..D2, Smooth (4 x 64 -> 512 -> 512) on
+    ResNet-101 (the paper's), with its four deep-supervision heads.
     """
     counts = {}
     for name in ("pspnet", "danet", "cdlinknet"):
@@ -150,7 +183,7 @@ def test_parameter_counts_59_classes():
         counts[name] = _params(model)
         print(f"{name}: {counts[name] / 1e6:.3f}M parameters "
               f"(decoder {_params(model.decoder) / 1e6:.3f}M)")
-        assert _params(model.encoder) == RESNET50_TRUNK
+        assert _params(model.encoder) == (RESNET101_TRUNK if name == "cdlinknet" else RESNET50_TRUNK)
 
     psp = build_model("pspnet", num_classes=59)
     ppm = 4 * 2048 * 512 + 512 + 3 * 2 * 512  # convs + bias of the global branch + BN of the others
@@ -165,4 +198,7 @@ def test_parameter_counts_59_classes():
     assert _params(dan.decoder) == convs + pam + 1  # + CAM gamma
     assert 47.0e6 < counts["danet"] < 48.0e6  # 47.46M
 
-    assert 42.0e6 < counts["cdlinknet"] < 44.0e6  # 42.94M
+    cdl = build_model("cdlinknet", num_classes=59)
+    smooth_reduce = (4 * 64 * 512 * 9 + 2 * 512) + (512 * 512 * 9 + 2 * 512)
+    assert _params(cdl.decoder.smooth.reduce) == smooth_reduce
+    assert 73.0e6 < counts["cdlinknet"] < 74.0e6  # 73.42M, 6.4M of them in the supervision heads

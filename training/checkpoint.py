@@ -2,7 +2,9 @@
 
 Keys: ``format`` (``CHECKPOINT_FORMAT``), ``epoch`` (epochs done), ``stage``,
 ``model``, ``optimizer``, ``scheduler``, ``scaler`` (state dicts of the current
-stage), ``cpa`` and ``pixel_counts`` (PRA's and PRN's scores), ``rng`` (global
+stage), ``cpa`` (PRA's scores, from the recipe's source), ``cpa_train`` (from the
+training data, always), ``pixel_counts`` and ``image_counts`` (per class over the
+training set: PRN's two readings; older checkpoints lack ``image_counts``), ``rng`` (global
 RNG states), ``config`` and ``history`` (one record per epoch). It holds tensors
 and plain Python values only, so ``torch.load(weights_only=True)`` reads it.
 """
@@ -22,12 +24,13 @@ CHECKPOINT_FORMAT = "dtpr-checkpoint/1"
 
 def make_checkpoint(epoch: int, stage: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-                    cpa: torch.Tensor | None, pixel_counts: torch.Tensor, rng: dict, config: dict,
-                    history: list[dict]) -> dict[str, Any]:
-    """The checkpoint dict after ``epoch`` epochs (``model`` unwrapped from DDP)."""
+                    cpa: torch.Tensor | None, cpa_train: torch.Tensor | None, counts: dict[str, torch.Tensor],
+                    rng: dict, config: dict, history: list[dict]) -> dict[str, Any]:
+    """The checkpoint dict after ``epoch`` epochs (``model`` unwrapped from DDP; ``counts``: pixels, images)."""
     return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "stage": stage, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "cpa": cpa, "pixel_counts": pixel_counts, "rng": rng, "config": config, "history": history}
+            "cpa": cpa, "cpa_train": cpa_train, "pixel_counts": counts["pixels"], "image_counts": counts["images"],
+            "rng": rng, "config": config, "history": history}
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:

@@ -16,6 +16,7 @@ DEFAULTS: dict[str, Any] = {
     "amp": "none",               # none | bf16 | fp16 (fp16 uses a GradScaler)
     "max_nonfinite_steps": 0,    # steps per epoch with a NaN/Inf loss skipped before the run stops (fp16: a few)
     "deterministic": True,       # torch.use_deterministic_algorithms (warn only)
+    "paper": None,               # dtpr | rim | cdlinknet: the recipe claims that paper's settings (a test checks them)
     "dataset": {
         "name": "ccp",
         "root": "../shared/data/ccp",
@@ -33,10 +34,15 @@ DEFAULTS: dict[str, Any] = {
         "scale_range": [0.5, 2.0],
         "max_rotation": 10.0,
         "jitter": 0.2,
-        "eval_size": None,         # None: evaluate at each image's own resolution (batch 1)
+        "eval_size": None,         # network input for validation; None: each image's own size (batch 1)
+        "eval_labels": "original", # original: logits upsampled to each label's own resolution (as papers report;
+                                   # batch 1) | resized: labels resized to eval_size too (faster, not comparable)
+        "eval_flip": False,        # flip test: mean of the softmax of the image and its mirror (left/right swapped)
     },
     "optim": {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 16, "workers": 2,
-              "eval_batch_size": 1},
+              "eval_batch_size": 1,
+              "schedule": "cosine",      # cosine | poly: lr x (1 - step / steps) ^ poly_power, per iteration
+              "poly_power": 0.9},
     "stage1": {
         "epochs": 70,
         "schedule_epochs": None,   # cosine length; None: epochs (more: stop early on a longer schedule)
@@ -47,14 +53,17 @@ DEFAULTS: dict[str, Any] = {
     "stage2": {
         "epochs": 30,              # 0 = baseline (stage 1 only)
         "trains": "auto",          # decoder | classifier (the paper's two readings) | auto: the architecture's own
-        "sampling": "pra",         # pra (1/CPA) | prn (1/pixel count) | none (``loss`` on every pixel)
+        "sampling": "pra",         # pra (1/CPA) | prn (1/count) | none (``loss`` on every pixel)
+        "prn_counts": "images",    # PRN's x_i: images containing the class (Eq. 2 samples regions) | pixels
+        "reduction": "kept_mean",  # kept_mean: CE summed over the kept pixels / their number | sum: Eq. 1's sum,
+                                   # divided by a batch's fixed pixel count N x H x W (so lr keeps its scale)
         "loss": "ce",              # ce | focal | class_balanced (sampling none only: PRA/PRN use CE)
         "eta": "min",              # float, or min | median | mean | qNN (derived from the scores)
         "floor": 0.0,              # lower bound on keep probabilities
         "lr": None,                # None: optim.lr
     },
     "losses": {"focal_gamma": 2.0, "cb_beta": 0.9999},
-    "inter_class": {"weight": 0.0, "margin": 1.0, "stages": [1, 2]},  # RIM inter-class loss
+    "inter_class": {"weight": 0.0, "margin": 1.0, "stages": [2]},  # RIM's ILM (the paper: weight 1, stage 2)
     "eval_every": 1,
     "keep_checkpoints": [],        # epochs whose checkpoint is also kept as checkpoint_epochNN.pt
     "log": {"tensorboard": True, "progress": True},

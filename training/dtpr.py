@@ -26,7 +26,7 @@ from human_parsing_ros.class_sets import ClassSet, get_class_set
 from human_parsing_ros.models import SegmentationModel, build_model
 from human_parsing_ros.weights import non_finite_tensor
 from training.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from training.datasets import ParsingDataset, build_dataset, check_label_ids, class_pixel_counts, class_statistics
+from training.datasets import ParsingDataset, build_dataset, check_label_ids, class_statistics
 from training.distributed import DistInfo, barrier, setup_distributed, unwrap_ddp, wrap_ddp
 from training.engine import STAGE_LOSSES, NonFiniteError, StageLoss, StageState, evaluate, train_one_epoch
 from training.export import export_weights
@@ -62,10 +62,20 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, momentum: fl
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Cosine annealing per iteration over one stage."""
+SCHEDULES = ("cosine", "poly")
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, schedule: str = "cosine",
+                   poly_power: float = 0.9) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-iteration learning-rate factor over one stage: cosine annealing to 0 (DTPR's CosineAnnealing), or
+    poly, (1 - step / total_steps) ** poly_power (C-DLinkNet's)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"optim.schedule '{schedule}' is not one of {', '.join(SCHEDULES)}")
+    steps = max(1, total_steps)
+    if schedule == "poly":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (1.0 - min(step, steps) / steps) ** poly_power)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps))))
+        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps)))
 
 
 def stage_loss_name(config: dict, stage: int) -> str:
@@ -85,17 +95,35 @@ def check_losses(config: dict) -> None:
         raise ValueError(f"stage2.loss '{stage2['loss']}' needs stage2.sampling: none (PRA/PRN sample for CE)")
 
 
-def make_stage_loss(config: dict, stage: int, cpa: torch.Tensor | None, pixel_counts: torch.Tensor) -> StageLoss:
-    """The loss of ``stage``: PRA (scores = ``cpa``) or PRN (``pixel_counts``) sampling in stage 2, or
+PRN_COUNTS = ("images", "pixels")
+
+
+def sampling_scores(config: dict, cpa: torch.Tensor | None, counts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The x_i that stage 2's sampler divides eta by: PRA's CPA, or PRN's training-set counts per class
+    (``stage2.prn_counts``: images containing the class, or its pixels)."""
+    stage2 = config["stage2"]
+    if stage2["sampling"] == "pra":
+        if cpa is None:
+            raise ValueError("stage2.sampling pra needs CPA: stage1.cpa_epoch must lie within stage 1")
+        return cpa
+    if stage2["prn_counts"] not in PRN_COUNTS:
+        raise ValueError(f"stage2.prn_counts '{stage2['prn_counts']}' is not one of {', '.join(PRN_COUNTS)}")
+    return counts[stage2["prn_counts"]]
+
+
+def make_stage_loss(config: dict, stage: int, cpa: torch.Tensor | None, counts: dict[str, torch.Tensor]) -> StageLoss:
+    """The loss of ``stage``: PRA (scores = ``cpa``) or PRN (``counts``) sampling in stage 2, or
     ``stage<N>.loss`` on every pixel; the inter-class term where ``inter_class.stages`` lists the stage."""
     stage2, inter_class = config["stage2"], config["inter_class"]
     sampler = None
     if stage == 2 and stage2["sampling"] in ("pra", "prn"):
-        scores = cpa if stage2["sampling"] == "pra" else pixel_counts
+        scores = sampling_scores(config, cpa, counts)
         sampler = PixelSampler(keep_probabilities(scores.float(), stage2["eta"], stage2["floor"]))
     name = stage_loss_name(config, stage)
-    weights = class_balanced_weights(pixel_counts, config["losses"]["cb_beta"]) if name == "class_balanced" else None
-    return StageLoss(name=name, sampler=sampler, class_weights=weights, focal_gamma=config["losses"]["focal_gamma"],
+    weights = class_balanced_weights(counts["pixels"], config["losses"]["cb_beta"]) \
+        if name == "class_balanced" else None
+    return StageLoss(name=name, sampler=sampler, reduction=stage2["reduction"] if stage == 2 else "kept_mean",
+                     class_weights=weights, focal_gamma=config["losses"]["focal_gamma"],
                      inter_class_weight=inter_class["weight"] if stage in inter_class["stages"] else 0.0,
                      inter_class_margin=inter_class["margin"])
 
@@ -119,7 +147,7 @@ def apply_lr_change(current: StageState, lr: float) -> float | None:
 
 
 def make_stage(model: torch.nn.Module, stage: int, config: dict, steps_per_epoch: int, cpa: torch.Tensor | None,
-               pixel_counts: torch.Tensor) -> StageState:
+               counts: dict[str, torch.Tensor]) -> StageState:
     """Optimizer, schedule and loss for one stage (stage 2 freezes what it must first)."""
     base = unwrap_ddp(model)
     optim, stage1, stage2 = config["optim"], config["stage1"], config["stage2"]
@@ -130,12 +158,13 @@ def make_stage(model: torch.nn.Module, stage: int, config: dict, steps_per_epoch
         params = base.freeze_for_stage2(None if stage2["trains"] == "auto" else stage2["trains"])
         epochs, lr = stage2["epochs"], stage_lr(config, 2)
     optimizer = make_optimizer(params, lr, optim["momentum"], optim["weight_decay"])
-    scheduler = make_scheduler(optimizer, epochs * steps_per_epoch)
-    return StageState(stage, optimizer, scheduler, make_stage_loss(config, stage, cpa, pixel_counts))
+    scheduler = make_scheduler(optimizer, epochs * steps_per_epoch, optim["schedule"], optim["poly_power"])
+    return StageState(stage, optimizer, scheduler, make_stage_loss(config, stage, cpa, counts))
 
 
 def make_datasets(config: dict, class_set: ClassSet) -> tuple[ParsingDataset, ParsingDataset]:
-    """(training set with the seeded augmentation, validation set resized to ``input.eval_size``)."""
+    """(training set with the seeded augmentation, validation set: images resized to ``input.eval_size``, labels
+    too if ``input.eval_labels`` is resized)."""
     data_spec, input_spec = config["dataset"], config["input"]
     augment = TrainTransform(tuple(input_spec["crop_size"]), tuple(input_spec["scale_range"]),
                              input_spec["max_rotation"], class_set.flip_permutation(), input_spec["jitter"])
@@ -143,9 +172,32 @@ def make_datasets(config: dict, class_set: ClassSet) -> tuple[ParsingDataset, Pa
     train_set = build_dataset(data_spec["name"], data_spec["root"], data_spec["train_split"], augment,
                               seed=config["seed"], skip_unreadable=True, **options)
     eval_size = tuple(input_spec["eval_size"]) if input_spec["eval_size"] else None
-    val_set = build_dataset(data_spec["name"], data_spec["root"], data_spec["val_split"], EvalTransform(eval_size),
+    resize_labels = eval_labels_resized(config)
+    val_set = build_dataset(data_spec["name"], data_spec["root"], data_spec["val_split"],
+                            EvalTransform(eval_size, resize_labels=resize_labels),
                             skip_unreadable=True, **options)
     return train_set, val_set
+
+
+EVAL_LABELS = ("original", "resized")
+
+
+def eval_labels_resized(config: dict) -> bool:
+    """Whether validation resizes the labels to ``input.eval_size`` (else they keep their own resolution)."""
+    mode = config["input"]["eval_labels"]
+    if mode not in EVAL_LABELS:
+        raise ValueError(f"input.eval_labels '{mode}' is not one of {', '.join(EVAL_LABELS)}")
+    return mode == "resized"
+
+
+def eval_flip_perm(config: dict, class_set: ClassSet) -> list[int] | None:
+    """The flip permutation when ``input.eval_flip`` turns the flip test on, else None."""
+    return class_set.flip_permutation() if config["input"]["eval_flip"] else None
+
+
+def train_counts(stats: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Per-class training-set counts (float64 [C]): ``pixels`` and ``images`` (PRN's two readings)."""
+    return {key: torch.tensor(stats[key], dtype=torch.float64) for key in ("pixels", "images")}
 
 
 # ---- the run directory ----------------------------------------------------------------------------
@@ -212,7 +264,9 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
     stage1_epochs, stage2_epochs = config["stage1"]["epochs"], config["stage2"]["epochs"]
     total_epochs = stage1_epochs + stage2_epochs
     cpa_epoch = min(config["stage1"]["cpa_epoch"], stage1_epochs)
-    eval_batch_size = optim["eval_batch_size"] if config["input"]["eval_size"] else 1  # sizes differ otherwise
+    same_sizes = config["input"]["eval_size"] and eval_labels_resized(config)
+    eval_batch_size = optim["eval_batch_size"] if same_sizes else 1  # label sizes differ otherwise
+    flip_perm = eval_flip_perm(config, class_set)
     val_loader = make_eval_loader(val_set, eval_batch_size, optim["workers"], dist_info)
     steps_per_epoch = len(make_train_loader(train_set, optim["batch_size"], optim["workers"], config["seed"], 0,
                                             dist_info))
@@ -224,16 +278,20 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
     checkpoint = load_checkpoint(checkpoint_path) if resume and checkpoint_path.exists() else None
     start_epoch = checkpoint["epoch"] if checkpoint else 0
     cpa = checkpoint["cpa"] if checkpoint else None
-    if checkpoint:
-        pixel_counts = checkpoint["pixel_counts"]
+    cpa_train = checkpoint.get("cpa_train") if checkpoint else None
+    if checkpoint and "image_counts" in checkpoint:
+        counts = {"pixels": checkpoint["pixel_counts"], "images": checkpoint["image_counts"]}
     else:  # the first pass over the labels: an id outside the class set stops the run here, naming the file
-        pixel_counts = class_pixel_counts(train_set)
-        check_label_ids(class_statistics(val_set), num_classes)
+        stats = class_statistics(train_set)
+        check_label_ids(stats, num_classes)
+        counts = train_counts(stats)
+        if not checkpoint:
+            check_label_ids(class_statistics(val_set), num_classes)
     history: list[dict] = checkpoint["history"] if checkpoint else []
     stage = 1 if start_epoch < stage1_epochs else 2
     if checkpoint:
         model.load_state_dict(checkpoint["model"])
-    current = make_stage(model, stage, config, steps_per_epoch, cpa, pixel_counts) \
+    current = make_stage(model, stage, config, steps_per_epoch, cpa, counts) \
         if start_epoch < total_epochs else None
     scaler = torch.amp.GradScaler(device.type, enabled=config["amp"] == "fp16")
     if checkpoint and current is not None and checkpoint["stage"] == stage:
@@ -256,7 +314,7 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
     net = wrap_ddp(model, dist_info, device)
     for epoch in range(start_epoch, total_epochs):
         if epoch == stage1_epochs and current.stage == 1:
-            current = make_stage(model, 2, config, steps_per_epoch, cpa, pixel_counts)
+            current = make_stage(model, 2, config, steps_per_epoch, cpa, counts)
             net = wrap_ddp(model, dist_info, device)  # DDP must see the frozen parameters
         began = time.perf_counter()
         loader = make_train_loader(train_set, optim["batch_size"], optim["workers"], config["seed"], epoch,
@@ -274,26 +332,29 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
             if dist_info.is_main:
                 _log_kept(out / "kept_pixels.csv", epoch + 1, kept, total, class_set.names)
         if current.stage == 1 and epoch + 1 == cpa_epoch:
+            # the training data's CPA is free (this epoch's running confusion) and always kept, so that a
+            # branch off this run may take either source
+            cpa_train = cpa_for_sampling(result["train_confusion"].matrix.cpu())
             if config["stage1"]["cpa_source"] == "val":
-                matrix = evaluate(net, val_loader, num_classes, device, amp=config["amp"]).matrix
+                cpa = cpa_for_sampling(evaluate(net, val_loader, num_classes, device, amp=config["amp"]).matrix.cpu())
             else:
-                matrix = result["train_confusion"].matrix
-            cpa = cpa_for_sampling(matrix.cpu())
+                cpa = cpa_train
             record["cpa_recorded"] = True
         if (epoch + 1) % config["eval_every"] == 0 or epoch + 1 == total_epochs:
-            metrics = evaluate(net, val_loader, num_classes, device, amp=config["amp"]).compute()
+            metrics = evaluate(net, val_loader, num_classes, device, amp=config["amp"], flip_perm=flip_perm).compute()
             record.update({key: float(metrics[key]) for key in METRICS})
         check_finite_model(model, epoch + 1)
         history.append(record)
         if dist_info.is_main:
             _log_epoch(writer, record)
             save_checkpoint(make_checkpoint(epoch + 1, current.stage, model, current.optimizer, current.scheduler,
-                                            scaler, cpa, pixel_counts, capture_rng_states(), config, history),
+                                            scaler, cpa, cpa_train, counts, capture_rng_states(), config,
+                                            history),
                             checkpoint_path)
             if epoch + 1 in config["keep_checkpoints"]:
                 shutil.copyfile(checkpoint_path, out / f"checkpoint_epoch{epoch + 1:02d}.pt")
         barrier(dist_info)
-    return _finish(model, val_loader, class_set, config, cpa, pixel_counts, history, device, dist_info, out)
+    return _finish(model, val_loader, class_set, config, cpa, counts["pixels"], history, device, dist_info, out)
 
 
 def _finish(model: SegmentationModel, val_loader: torch.utils.data.DataLoader, class_set: ClassSet, config: dict,
@@ -301,7 +362,7 @@ def _finish(model: SegmentationModel, val_loader: torch.utils.data.DataLoader, c
             dist_info: DistInfo, out: Path) -> dict[str, Any]:
     """Final validation, and on rank 0 the class table, weights, ONNX, plots and JSON files."""
     metrics = evaluate(wrap_ddp(model, dist_info, device), val_loader, class_set.num_classes, device,
-                       amp=config["amp"]).compute()
+                       amp=config["amp"], flip_perm=eval_flip_perm(config, class_set)).compute()
     result = {"metrics": {key: float(metrics[key]) for key in METRICS}, "output_dir": str(out), "history": history}
     if not dist_info.is_main:
         return result

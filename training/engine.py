@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from human_parsing_ros.inference import merge_flipped
 from training.distributed import DistInfo, sum_over_ranks, unwrap_ddp
-from training.losses import focal_loss, inter_class_loss, masked_cross_entropy
+from training.losses import AUX_LOSSES, REDUCTIONS, focal_loss, inter_class_loss, masked_cross_entropy
 from training.metrics import ConfusionMatrix
 from training.sampling import PixelSampler, kept_pixel_counts
 from training.seeding import mix_seed, seeded_generator
@@ -35,6 +37,7 @@ class StageLoss:
 
     name: str = "ce"                           # one of STAGE_LOSSES
     sampler: PixelSampler | None = None        # PRA/PRN (stage 2): CE over the kept pixels only
+    reduction: str = "kept_mean"               # of the sampled CE: kept_mean | sum (losses.masked_cross_entropy)
     class_weights: torch.Tensor | None = None  # class_balanced
     focal_gamma: float = 2.0
     inter_class_weight: float = 0.0            # 0: no inter-class term in this stage
@@ -43,6 +46,8 @@ class StageLoss:
     def __post_init__(self) -> None:
         if self.name not in STAGE_LOSSES:
             raise ValueError(f"loss '{self.name}' is not one of {', '.join(STAGE_LOSSES)}")
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction '{self.reduction}' is not one of {', '.join(REDUCTIONS)}")
 
 
 @dataclass
@@ -66,11 +71,15 @@ def autocast(amp: str, device: torch.device) -> torch.autocast:
 
 def compute_loss(logits: torch.Tensor, target: torch.Tensor, loss: StageLoss,
                  generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The stage's loss of one batch and, with a sampler, the PRA/PRN pixel mask (drawn from ``generator``)."""
+    """The stage's loss of one batch and, with a sampler, the PRA/PRN pixel mask (drawn from ``generator``).
+
+    The inter-class term sees every valid pixel: RIM feeds its ILM the heat maps and the ground truth,
+    not the RBSM-sampled pixels (those only enter the main loss).
+    """
     mask = None
     if loss.sampler is not None:
         mask = loss.sampler(target, generator)
-        value = masked_cross_entropy(logits, target, mask)
+        value = masked_cross_entropy(logits, target, mask, reduction=loss.reduction)
     elif loss.name == "focal":
         value = focal_loss(logits, target, gamma=loss.focal_gamma)
     elif loss.name == "class_balanced":
@@ -78,8 +87,7 @@ def compute_loss(logits: torch.Tensor, target: torch.Tensor, loss: StageLoss,
     else:
         value = masked_cross_entropy(logits, target, None)
     if loss.inter_class_weight > 0:
-        value = value + loss.inter_class_weight * inter_class_loss(logits, target, margin=loss.inter_class_margin,
-                                                                   mask=mask)
+        value = value + loss.inter_class_weight * inter_class_loss(logits, target, margin=loss.inter_class_margin)
     return value, mask
 
 
@@ -106,7 +114,8 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, state: StageStat
     kept = torch.zeros(num_classes, dtype=torch.long, device=device)
     total = torch.zeros(num_classes, dtype=torch.long, device=device)
     loss_sum, steps, sampling_s, skipped = 0.0, 0, 0.0, 0
-    aux_weights = unwrap_ddp(model).aux_weights
+    base = unwrap_ddp(model)
+    aux_terms = [(weight, AUX_LOSSES[name]) for weight, name in zip(base.aux_weights, base.aux_losses)]
     batches = _progress(loader, progress and dist_info.is_main, f"epoch {epoch + 1} stage {state.stage}")
     for step, (images, target) in enumerate(batches):
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -117,8 +126,8 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, state: StageStat
         started = time.perf_counter()
         loss, mask = compute_loss(logits.float(), target, state.loss, generator)
         sampling_s += time.perf_counter() - started
-        for weight, aux_logits in zip(aux_weights, aux):
-            loss = loss + weight * masked_cross_entropy(aux_logits.float(), target, None)
+        for (weight, aux_loss), aux_logits in zip(aux_terms, aux):
+            loss = loss + weight * aux_loss(aux_logits.float(), target)
         state.optimizer.zero_grad(set_to_none=True)
         if not loss_is_finite(loss, dist_info):
             skipped += 1
@@ -147,17 +156,37 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, state: StageStat
             "sampling_s": sampling_s, "nonfinite_steps": skipped}
 
 
+def eval_logits(model: torch.nn.Module, images: torch.Tensor, label_size: tuple[int, int],
+                flip_perm: torch.Tensor | None = None) -> torch.Tensor:
+    """Class scores of ``images`` at ``label_size``: the network's logits (with ``flip_perm``, the flip test:
+    averaged with the mirrored input's, left/right classes swapped, as the node's flip TTA), upsampled
+    bilinearly when the labels are larger than the network input (evaluation at the labels' resolution)."""
+    if flip_perm is None:
+        logits = model(images).float()
+    else:
+        both = model(torch.cat([images, images.flip(-1)]))
+        logits = merge_flipped(both[:len(images)], both[len(images):], flip_perm)
+    if tuple(logits.shape[-2:]) != tuple(label_size):
+        logits = F.interpolate(logits, size=label_size, mode="bilinear", align_corners=False)
+    return logits
+
+
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, loader: DataLoader, num_classes: int, device: torch.device,
-             amp: str = "none", progress: bool = False) -> ConfusionMatrix:
-    """The confusion matrix of ``model`` over ``loader``, summed over ranks."""
+             amp: str = "none", progress: bool = False, flip_perm: list[int] | None = None) -> ConfusionMatrix:
+    """The confusion matrix of ``model`` over ``loader``, summed over ranks.
+
+    Labels may be larger than the images (``EvalTransform(resize_labels=False)``): the logits are
+    upsampled to them. ``flip_perm`` (the class set's flip permutation) turns the flip test on.
+    """
     model.eval()
+    perm = None if flip_perm is None else torch.as_tensor(list(flip_perm), device=device)
     confusion = ConfusionMatrix(num_classes, device=device)
     for images, target in _progress(loader, progress, "eval"):
         images = images.to(device).contiguous(memory_format=torch.channels_last)
         target = target.to(device)
         with autocast(amp, device):
-            logits = model(images)
+            logits = eval_logits(model, images, tuple(target.shape[-2:]), perm)
         confusion.update(logits.argmax(1), target)
     confusion.all_reduce()
     return confusion

@@ -1,7 +1,7 @@
 """Evaluate a weights file on one split of a dataset: PA, MPA, mean recall, mIoU and a per-class table.
 
     python training/evaluate.py --weights human_parsing_ros/data/weights/default.safetensors \
-        --dataset ccp --root ../shared/data/ccp --split test --eval-size 412 275
+        --dataset ccp --root ../shared/data/ccp --split test --eval-size 412 275 [--flip] [--resize-labels]
     python training/evaluate.py --weights W --dataset ccp --root ../shared/data/ccp --split test --serving
     python training/evaluate.py --weights W ... --serving --fold-to hri   # a finer model, folded to hri
 
@@ -39,28 +39,35 @@ from training.transforms import EvalTransform
 def confusion_on_split(model: torch.nn.Module, dataset: str, root: str | Path, split: str,
                        eval_size: tuple[int, int] | None = None, device: str = "cpu",
                        options: dict[str, Any] | None = None, workers: int = 1,
-                       mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> torch.Tensor:
+                       mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+                       resize_labels: bool = False, flip_perm: list[int] | None = None) -> torch.Tensor:
     """The [C, C] confusion matrix of ``model`` (already on ``device``) over ``split``, fp32, batch 1.
 
-    Images are resized to ``eval_size`` if given (labels nearest) and normalised with ``mean`` /
-    ``std`` (the ImageNet statistics when not given).
+    Images are resized to ``eval_size`` if given and normalised with ``mean`` / ``std`` (the ImageNet
+    statistics when not given); the logits are upsampled to each label's own resolution, unless
+    ``resize_labels`` resizes the labels to ``eval_size`` (nearest) instead. ``flip_perm``: flip test.
     """
     normalisation = {} if mean is None else {"mean": mean, "std": std}
-    data = build_dataset(dataset, root, split, EvalTransform(eval_size, **normalisation), **(options or {}))
+    transform = EvalTransform(eval_size, resize_labels=resize_labels, **normalisation)
+    data = build_dataset(dataset, root, split, transform, **(options or {}))
     loader = torch.utils.data.DataLoader(data, batch_size=1, num_workers=workers)
-    return evaluate(model.eval(), loader, model.num_classes, torch.device(device), amp="none").matrix
+    return evaluate(model.eval(), loader, model.num_classes, torch.device(device), amp="none",
+                    flip_perm=flip_perm).matrix
 
 
 def evaluate_weights(weights: str | Path, dataset: str, root: str | Path, split: str,
                      eval_size: tuple[int, int] | None = None, device: str = "cpu",
-                     options: dict[str, Any] | None = None, workers: int = 1) -> dict[str, Any]:
-    """``compute_metrics`` of the weights' model on ``split`` (images resized to ``eval_size`` if given);
-    ground truth mapped to the weights' class set when the dataset's differs."""
+                     options: dict[str, Any] | None = None, workers: int = 1, resize_labels: bool = False,
+                     flip: bool = False) -> dict[str, Any]:
+    """``compute_metrics`` of the weights' model on ``split`` (images resized to ``eval_size`` if given, labels
+    at their own resolution unless ``resize_labels``; ``flip``: flip test); ground truth mapped to the weights'
+    class set when the dataset's differs."""
     model, info = load_weights(weights)
     model = model.to(device).to(memory_format=torch.channels_last)
     options = {**(options or {}), "class_set": info.class_set_name}
+    flip_perm = get_class_set(info.class_set_name).flip_permutation() if flip else None
     return compute_metrics(confusion_on_split(model, dataset, root, split, eval_size, device, options, workers,
-                                              info.mean, info.std))
+                                              info.mean, info.std, resize_labels, flip_perm))
 
 
 def serving_confusion(weights: str | Path, dataset: str, root: str | Path, split: str, device: str = "cpu",
@@ -86,7 +93,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--root", default="../shared/data/ccp", help="the dataset's folder")
     parser.add_argument("--split", default="val")
     parser.add_argument("--eval-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="resize every image (and, nearest, its labels) to H x W; default: as stored")
+                        help="resize every image to H x W (logits upsampled to the labels); default: as stored")
+    parser.add_argument("--resize-labels", action="store_true",
+                        help="with --eval-size: resize the labels (nearest) instead, the faster, older mode; its "
+                             "numbers are not comparable with papers'")
+    parser.add_argument("--flip", action="store_true", help="flip test (left/right classes swapped)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--serving", action="store_true",
                         help="through the node's HumanParser: letterbox at the weights' input size, labels at each "
@@ -107,9 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         names = list(get_class_set(args.fold_to).names if args.fold_to else read_weights_info(args.weights).class_names)
     else:
         result = evaluate_weights(args.weights, args.dataset, args.root, args.split,
-                                  tuple(args.eval_size) if args.eval_size else None, args.device)
+                                  tuple(args.eval_size) if args.eval_size else None, args.device,
+                                  resize_labels=args.resize_labels, flip=args.flip)
         names = list(read_weights_info(args.weights).class_names)
-    mode = f"serving path{', folded to ' + args.fold_to if args.fold_to else ''}" if args.serving else "network"
+    mode = f"serving path{', folded to ' + args.fold_to if args.fold_to else ''}" if args.serving else \
+        f"network, labels {'resized' if args.resize_labels and args.eval_size else 'at their resolution'}" \
+        f"{', flip test' if args.flip else ''}"
     print(f"{args.weights} on {args.dataset} {args.split} ({mode}): {format_summary(result)}")
     if args.table is not None:
         write_class_table(result, names, args.table.with_suffix(".csv"), args.table.with_suffix(".md"))

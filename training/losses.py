@@ -3,7 +3,8 @@
 ``masked_cross_entropy`` is the stage-2 loss: cross-entropy averaged over the
 pixels a PRA/PRN mask keeps (the masks come from ``training.sampling``).
 Baselines and extras: ``focal_loss``, ``class_balanced_weights``,
-``inter_class_loss``.
+``inter_class_loss``; auxiliary-head losses by name in ``AUX_LOSSES`` (``detail_loss``: STDC's
+detail guidance).
 """
 from __future__ import annotations
 
@@ -33,19 +34,30 @@ def _valid_mask(target: torch.Tensor, mask: torch.Tensor | None, ignore_index: i
     return valid if mask is None else valid & mask.bool()
 
 
+REDUCTIONS = ("kept_mean", "sum")
+
+
 def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
                          mask: torch.Tensor | None, ignore_index: int = IGNORE_INDEX,
-                         weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy summed over mask pixels, divided by the number of mask pixels.
+                         weight: torch.Tensor | None = None, reduction: str = "kept_mean") -> torch.Tensor:
+    """Cross-entropy summed over mask pixels, divided by the number of mask pixels (``kept_mean``).
 
     ``mask`` None means all non-ignored pixels (plain CE mean). With a class
     ``weight`` the divisor is the summed weight of the mask pixels, as in
-    ``F.cross_entropy(weight=...)``. No kept pixel gives a zero still connected to ``logits``.
+    ``F.cross_entropy(weight=...)``. ``reduction="sum"`` is DTPR's Eq. 1, the sum
+    over the sampled pixels, divided by the batch's fixed pixel count N x H x W
+    (a constant, so the learning rate keeps its scale): a batch that keeps fewer
+    pixels then weighs less, where ``kept_mean`` gives every batch equal weight.
+    No kept pixel gives a zero still connected to ``logits``.
     """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction '{reduction}' is not one of {', '.join(REDUCTIONS)}")
     keep = _valid_mask(target, mask, ignore_index)
     per_pixel = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
                                 reduction="none")
-    if weight is None:
+    if reduction == "sum":
+        denom = torch.tensor(float(target.numel()), dtype=per_pixel.dtype, device=per_pixel.device)
+    elif weight is None:
         denom = keep.sum().clamp(min=1)
     else:
         safe_target = torch.where(keep, target, 0)
@@ -95,10 +107,13 @@ def class_balanced_weights(pixel_counts: torch.Tensor, beta: float = 0.9999) -> 
 
 def inter_class_loss(logits: torch.Tensor, target: torch.Tensor, margin: float = 1.0,
                      ignore_index: int = IGNORE_INDEX, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """RIM inter-class loss: per valid pixel with ground truth i, sum_{j != i} ReLU(V_j + margin - V_i).
+    """RIM's inter-class loss (ILM, Eq. 6-7): per valid pixel of class i, sum_{j != i} ReLU(V_j + margin - V_i).
 
-    V are the logits. Averaged over valid (masked) pixels; the caller
-    multiplies by lambda. No valid pixel gives a connected zero.
+    V are the logits (the network's last heat maps). Eq. 6-7 sum this over the
+    region of every class; we average it over the valid (masked) pixels instead,
+    so that lambda = 1 (the paper's) does not depend on the image size. The
+    j = i term of Eq. 6 is the constant ReLU(margin) with no gradient, left out.
+    The caller multiplies by lambda. No valid pixel gives a connected zero.
     """
     keep = _valid_mask(target, mask, ignore_index)
     safe_target = torch.where(keep, target, 0).unsqueeze(1)
@@ -107,3 +122,49 @@ def inter_class_loss(logits: torch.Tensor, target: torch.Tensor, margin: float =
     classes = torch.arange(logits.shape[1], device=logits.device).view(1, -1, 1, 1)
     hinge = torch.where(classes == safe_target, 0, hinge).sum(dim=1)
     return _masked_mean(hinge, keep)
+
+
+# STDC's detail guidance (Fan et al., CVPR 2021): the boundaries of the label map, found by a Laplacian
+# at strides 1, 2 and 4, fused 0.6 / 0.3 / 0.1 and thresholded. STDC declares the fusion weights trainable,
+# but a hard threshold follows them, so no gradient ever reaches them: they stay at these initial values.
+_LAPLACIAN = ((-1.0, -1.0, -1.0), (-1.0, 8.0, -1.0), (-1.0, -1.0, -1.0))
+DETAIL_STRIDES = (1, 2, 4)
+DETAIL_FUSION = (0.6, 0.3, 0.1)
+DETAIL_THRESHOLD = 0.1
+
+
+def detail_targets(target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Binary boundary map (float [N, 1, H, W]) of the label map ``target`` [N, H, W] (ignore as background)."""
+    ids = torch.where(target == ignore_index, 0, target).unsqueeze(1).float()
+    kernel = torch.tensor(_LAPLACIAN, dtype=ids.dtype, device=ids.device).view(1, 1, 3, 3)
+    scales = []
+    for stride in DETAIL_STRIDES:
+        edges = F.conv2d(ids, kernel, stride=stride, padding=1).clamp(min=0)
+        if stride > 1:
+            edges = F.interpolate(edges, size=ids.shape[-2:], mode="nearest")
+        scales.append((edges > DETAIL_THRESHOLD).to(ids.dtype))
+    fusion = torch.tensor(DETAIL_FUSION, dtype=ids.dtype, device=ids.device).view(1, -1, 1, 1)
+    return ((torch.cat(scales, dim=1) * fusion).sum(dim=1, keepdim=True) > DETAIL_THRESHOLD).to(ids.dtype)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """1 - (2 |P ∩ G| + smooth) / (|P| + |G| + smooth) per image on sigmoid probabilities, mean over images."""
+    prob = torch.sigmoid(logits).flatten(1)
+    target = target.flatten(1)
+    overlap = (prob * target).sum(1)
+    return (1 - (2 * overlap + smooth) / (prob.sum(1) + target.sum(1) + smooth)).mean()
+
+
+def detail_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """STDC's detail loss: binary cross-entropy + Dice between the detail head's one-channel ``logits``
+    (at the labels' size) and ``detail_targets(target)``."""
+    boundaries = detail_targets(target, ignore_index)
+    return F.binary_cross_entropy_with_logits(logits, boundaries) + dice_loss(logits, boundaries)
+
+
+def aux_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return masked_cross_entropy(logits, target, None)
+
+
+# Losses an auxiliary head may name (``SegmentationModel.add_aux_head(..., loss=name)``).
+AUX_LOSSES = {"ce": aux_ce, "detail": detail_loss}

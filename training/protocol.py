@@ -43,11 +43,13 @@ from training.report import write_report
 def load_protocol(path: str | Path) -> dict[str, Any]:
     protocol = yaml.safe_load(Path(path).read_text())
     for key in ("dataset", "dataset_root", "results_dir", "runs_dir", "epochs", "split_epoch", "seeds", "eval_size",
-                "models", "rows"):
+                "eval_labels", "models", "rows"):
         if key not in protocol:
             raise ValueError(f"{path}: protocol key '{key}' is missing")
     if not 0 < protocol["split_epoch"] < protocol["epochs"]:
         raise ValueError(f"{path}: split_epoch must lie between 0 and epochs")
+    if protocol["eval_labels"] not in ("original", "resized"):
+        raise ValueError(f"{path}: eval_labels must be original or resized, not {protocol['eval_labels']!r}")
     return protocol
 
 
@@ -117,6 +119,8 @@ class SeedRuns:
             cpa_epoch = all_rows(self.protocol)[row].get("cpa_from_epoch")
             if cpa_epoch is not None:
                 start["cpa"] = self._cpa_after(cpa_epoch, config)
+            elif config["stage1"]["cpa_source"] == "train":  # the baseline recorded both sources at cpa_epoch
+                start["cpa"] = start["cpa_train"]
             torch.save(start, folder / "checkpoint.pt")
         run(config, resume=True)
         return weights
@@ -133,7 +137,8 @@ class SeedRuns:
         model.load_state_dict(state["model"])
         size = config["input"]["eval_size"]
         return cpa_for_sampling(confusion_on_split(model, data_spec["name"], data_spec["root"], data_spec["val_split"],
-                                                   tuple(size) if size else None, workers=0))
+                                                   tuple(size) if size else None, workers=0,
+                                                   resize_labels=self.protocol["eval_labels"] == "resized"))
 
     def finish(self, row: str, test: bool) -> dict:
         """Train ``row`` if needed, evaluate its weights and write its result file."""
@@ -142,10 +147,13 @@ class SeedRuns:
             return json.loads(path.read_text())
         weights = self.train(row)
         root, size = self.protocol["dataset_root"], tuple(self.protocol["eval_size"])
+        labels = self.protocol["eval_labels"]
         result: dict[str, Any] = {"model": self.model, "seed": self.seed, "row": row,
-                                  "changes": all_rows(self.protocol)[row], "weights": str(weights)}
+                                  "changes": all_rows(self.protocol)[row], "weights": str(weights),
+                                  "eval_labels": labels}
         for split in ("val", "test") if test else ("val",):
-            metrics = to_jsonable(evaluate_weights(weights, self.protocol["dataset"], root, split, size))
+            metrics = to_jsonable(evaluate_weights(weights, self.protocol["dataset"], root, split, size,
+                                                   resize_labels=labels == "resized"))
             result[split] = {k: metrics[k] for k in (*METRICS, "iou", "class_pixel_accuracy",
                                                       "gt_pixels")}
         history = json.loads((weights.parent / "history.json").read_text())

@@ -114,13 +114,18 @@ class TrainTransform:
 
 
 class EvalTransform:
-    """No randomness: optional resize to ``size`` (height, width), then normalisation."""
+    """No randomness: optional resize of the image to ``size`` (height, width), then normalisation.
+
+    ``resize_labels``: the labels are resized too (nearest; fast, batches of equal sizes), else they
+    stay at the image's own resolution, where papers report (``engine.evaluate`` upsamples the logits).
+    """
 
     def __init__(self, size: tuple[int, int] | None = None, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD) -> None:
+                 std: Sequence[float] = IMAGENET_STD, resize_labels: bool = True) -> None:
         self.size = None if size is None else (int(size[0]), int(size[1]))
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.resize_labels = bool(resize_labels)
 
     def __call__(self, image: np.ndarray, label: np.ndarray,
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,7 +135,8 @@ class EvalTransform:
         if self.size is not None and tuple(x.shape[-2:]) != self.size:
             # Antialiased bilinear, as the node resizes its input.
             x = F.interpolate(x[None], size=self.size, mode="bilinear", align_corners=False, antialias=True)[0]
-            y = F.interpolate(y[None, None].float(), size=self.size, mode="nearest-exact")[0, 0].long()
+            if self.resize_labels:
+                y = F.interpolate(y[None, None].float(), size=self.size, mode="nearest-exact")[0, 0].long()
         return ((x - self.mean) / self.std).contiguous(), y
 
 

@@ -38,19 +38,22 @@ class SegmentationModel(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         # Auxiliary / deep-supervision heads. With ``with_aux`` ``forward`` returns their logits
-        # at the input's resolution, one weight each in ``aux_weights``; the trainer adds
-        # sum(w_k * loss(aux_k)). They are not part of ``stage2_modules``, so stage 2 freezes
-        # them and skips their losses.
+        # at the input's resolution, one weight and loss name each in ``aux_weights`` and
+        # ``aux_losses``; the trainer adds sum(w_k * loss_k(aux_k, labels)). They are not part of
+        # ``stage2_modules``, so stage 2 freezes them and skips their losses.
         self.aux_heads = nn.ModuleList()
         self.aux_features: tuple[int, ...] = ()  # the feature-list index each head reads
         self.aux_weights: tuple[float, ...] = ()
+        self.aux_losses: tuple[str, ...] = ()  # "ce" (the labels) | "detail" (their boundaries, STDC)
         self.register_load_state_dict_pre_hook(_rename_legacy_aux_keys)
 
-    def add_aux_head(self, head: nn.Module, feature: int, weight: float) -> None:
-        """Declare an auxiliary head reading map ``feature`` of the feature list, loss weight ``weight``."""
+    def add_aux_head(self, head: nn.Module, feature: int, weight: float, loss: str = "ce") -> None:
+        """Declare an auxiliary head reading map ``feature`` of the feature list, trained by ``loss`` (a name
+        in ``training.losses.AUX_LOSSES``) with weight ``weight``."""
         self.aux_heads.append(head)
         self.aux_features += (feature,)
         self.aux_weights += (weight,)
+        self.aux_losses += (loss,)
 
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The encoder's feature maps, then the decoder's; the last one feeds ``segmentation_head``."""

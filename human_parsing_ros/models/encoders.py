@@ -17,13 +17,18 @@ def register_encoder(name: str) -> Callable[[Callable[..., nn.Module]], Callable
     return add
 
 
-def build_encoder(name: str, weights: str | None = None, output_stride: int = 16) -> nn.Module:
-    """Encoder ``name``; ``weights="imagenet"`` loads torchvision's ImageNet weights."""
+def build_encoder(name: str, weights: str | None = None, output_stride: int = 16,
+                  stride2: bool = False) -> nn.Module:
+    """Encoder ``name``; ``weights="imagenet"`` loads torchvision's ImageNet weights; ``stride2``: the feature
+    list starts with a stride-2 map (same parameters and names, one more output)."""
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder '{name}' (known: {', '.join(sorted(ENCODERS))})")
     if weights not in (None, "imagenet"):
         raise ValueError(f"encoder weights must be 'imagenet' or None, not '{weights}'")
-    return ENCODERS[name](weights=weights, output_stride=output_stride)
+    encoder = ENCODERS[name](weights=weights, output_stride=output_stride)
+    if stride2:
+        encoder.with_stride2()
+    return encoder
 
 
 def _dilate(module: nn.Module, dilation: int) -> None:
@@ -36,11 +41,14 @@ def _dilate(module: nn.Module, dilation: int) -> None:
 
 
 class MobileNetV2Encoder(nn.Module):
-    """torchvision's MobileNetV2 features, cut into four stages (strides 4, 8, 16, 32)."""
+    """torchvision's MobileNetV2 features, cut into four stages (strides 4, 8, 16, 32); ``with_stride2`` adds
+    the map after ``features[1]`` (stride 2, 16 channels) in front."""
 
     # Stage boundaries in torchvision's ``features`` list and their widths.
     _stages = ((0, 4), (4, 7), (7, 14), (14, 18))
+    _stride2_end = 2  # features[0:2] of the first stage end at stride 2
     out_channels = (24, 32, 96, 320)
+    stride2 = False
 
     def __init__(self, weights: str | None = None, output_stride: int = 16) -> None:
         super().__init__()
@@ -57,10 +65,19 @@ class MobileNetV2Encoder(nn.Module):
         elif output_stride != 32:
             raise ValueError(f"output_stride must be 8, 16 or 32, not {output_stride}")
 
+    def with_stride2(self) -> None:
+        self.stride2 = True
+        self.out_channels = (16, *type(self).out_channels)
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
-        for stage in self.stages:
-            x = stage(x)
+        for index, stage in enumerate(self.stages):
+            if index == 0 and self.stride2:
+                x = stage[:self._stride2_end](x)
+                features.append(x)
+                x = stage[self._stride2_end:](x)
+            else:
+                x = stage(x)
             features.append(x)
         return features
 
@@ -71,7 +88,10 @@ def _mobilenet_v2(weights: str | None, output_stride: int) -> nn.Module:
 
 
 class ResNetEncoder(nn.Module):
-    """torchvision's ResNet (stem + layer1..4; strides 4, 8, 16, 32), dilated for output stride 8 or 16."""
+    """torchvision's ResNet (stem + layer1..4; strides 4, 8, 16, 32), dilated for output stride 8 or 16;
+    ``with_stride2`` adds the stem's map before max pooling (stride 2, 64 channels) in front."""
+
+    stride2 = False
 
     def __init__(self, depth: int, weights: str | None = None, output_stride: int = 32) -> None:
         super().__init__()
@@ -93,9 +113,18 @@ class ResNetEncoder(nn.Module):
         width = 256 if bottleneck else 64
         self.out_channels = (width, width * 2, width * 4, width * 8)
 
+    def with_stride2(self) -> None:
+        self.stride2 = True
+        self.out_channels = (self.stem[0].out_channels, *self.out_channels)
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
         features = []
+        if self.stride2:
+            x = self.stem[:-1](x)  # conv, BN, ReLU: before max pooling
+            features.append(x)
+            x = self.stem[-1](x)
+        else:
+            x = self.stem(x)
         for layer in self.layers:
             x = layer(x)
             features.append(x)

@@ -5,8 +5,10 @@ STDC backbone (short-term dense concatenation modules, 4 blocks each; STDC1 = [2
 modules in stages 3-5, STDC2 = [4, 5, 3]), attention refinement modules on the stride-16
 and stride-32 features plus a global context vector, a feature fusion module with the
 stride-8 features, and a segmentation head (3x3 conv -> 1x1 classifier) at stride 8.
-The detail-guidance (Laplacian) loss of the paper is not implemented: it is a training-time
-loss only, the inference network is unchanged without it.
+Detail guidance, as the paper trains it: a detail head (3x3 conv-BN-ReLU to 64, 1x1 to one
+channel) on the stride-8 backbone features, trained in stage 1 against the Laplacian
+boundaries of the labels with BCE + Dice (``training.losses.detail_loss``). It is a training
+head like the auxiliary ones: the parse never runs it.
 """
 from __future__ import annotations
 
@@ -119,7 +121,8 @@ class STDCEncoder(nn.Module):
     """Backbone + context path (ARMs on /16 and /32, global context) + FFM.
 
     Returns the outputs of the /16 path (at /8) and of the /32 path (at /16), what the aux
-    heads read, then the fused 256-channel features at /8.
+    heads read, the backbone's /8 features (the detail head's), then the fused 256-channel
+    features at /8.
     """
 
     def __init__(self, variant: str, context_channels: int = 128, fusion_channels: int = 256) -> None:
@@ -132,25 +135,26 @@ class STDCEncoder(nn.Module):
         self.refine32 = conv_bn_relu(context_channels, context_channels)
         self.refine16 = conv_bn_relu(context_channels, context_channels)
         self.fusion = FeatureFusion(channels8 + context_channels, fusion_channels)
-        self.out_channels = (context_channels, context_channels, fusion_channels)
+        self.out_channels = (context_channels, context_channels, channels8, fusion_channels)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         _, _, stride8, stride16, stride32 = self.backbone(x)
         context = F.relu(self.global_context(stride32.mean(dim=(2, 3), keepdim=True)))
         path32 = self.refine32(upsample_like(self.arm32(stride32) + context, stride16))
         path16 = self.refine16(upsample_like(self.arm16(stride16) + path32, stride8))
-        return [path16, path32, self.fusion(stride8, path16)]
+        return [path16, path32, stride8, self.fusion(stride8, path16)]
 
 
 @register_architecture("stdc")
 class STDCSeg(SegmentationModel):
-    """STDC1-Seg / STDC2-Seg; logits at stride 8. ``aux`` adds heads on the /16 and /32 paths."""
+    """STDC1-Seg / STDC2-Seg; logits at stride 8. ``aux`` adds heads on the /16 and /32 paths;
+    ``detail`` (default on, as the paper) the detail head."""
 
     stage2_default = "classifier"
 
     def __init__(self, num_classes: int, encoder_weights: str | None = None, aux: bool = False,
                  variant: str = "stdc1", head_channels: int = 256, aux_channels: int = 64,
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, detail: bool = True, detail_channels: int = 64) -> None:
         super().__init__()
         if encoder_weights is not None:
             raise ValueError(f"stdc is trained from scratch: encoder_weights must be None, not '{encoder_weights}'")
@@ -166,3 +170,7 @@ class STDCSeg(SegmentationModel):
             for index in (0, 1):  # the /16 path at /8, the /32 path at /16
                 head = AuxHead(self.encoder.out_channels[index], aux_channels, num_classes)
                 self.add_aux_head(head, feature=index, weight=1.0)
+        if detail:
+            head = nn.Sequential(conv_bn_relu(self.encoder.out_channels[2], detail_channels),
+                                 nn.Conv2d(detail_channels, 1, 1))
+            self.add_aux_head(head, feature=2, weight=1.0, loss="detail")
