@@ -59,7 +59,7 @@ def train_cli(config_path: Path, *extra: str, env: dict | None = None) -> subpro
 
 # Every command-line entry point of the trainer, as a file and as a module (repository root as cwd).
 SCRIPTS = ["training/train.py", "training/evaluate.py", "training/protocol.py", "training/tools/check_dataset.py",
-           "training/tools/compare_runs.py", "training/tools/dataset_stats.py"]
+           "training/tools/compare_runs.py", "training/tools/dataset_stats.py", "training/tools/ship_weights.py"]
 
 
 def test_every_entry_point_runs_as_a_file_from_anywhere_and_as_a_module():
@@ -78,7 +78,8 @@ def test_every_entry_point_runs_as_a_file_from_anywhere_and_as_a_module():
 def test_no_library_module_edits_sys_path():
     """``import training.x`` leaves sys.path alone: only a file run's guarded bootstrap may add the root."""
     code = ("import sys; before = list(sys.path); import training.train, training.evaluate, training.protocol, "
-            "training.tools.check_dataset, training.tools.compare_runs, training.tools.dataset_stats; "
+            "training.tools.check_dataset, training.tools.compare_runs, training.tools.dataset_stats, "
+            "training.tools.ship_weights; "
             "assert sys.path == before, set(sys.path) ^ set(before)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -232,6 +233,28 @@ def finished_run(tmp_path_factory) -> tuple[Path, dict]:
     config["log"]["tensorboard"] = False
     run(load_config(overrides=config))
     return Path(config["output_dir"]), config
+
+
+def test_ship_weights_adds_serving_metrics_and_training_time_to_the_same_tensors(tmp_path, finished_run):
+    from training.evaluate import serving_confusion
+    from training.metrics import compute_metrics
+    from training.tools.ship_weights import ship
+
+    out, _ = finished_run
+    metrics = ship(out / "model.safetensors", tmp_path / "shipped.safetensors", "ccp", SAMPLES, "all",
+                   "a test", table=tmp_path / "table")
+    expected = compute_metrics(serving_confusion(out / "model.safetensors", "ccp", SAMPLES, "all"))
+    assert metrics["mean_iou"] == pytest.approx(expected["mean_iou"], abs=1e-12)
+    info = read_weights_info(tmp_path / "shipped.safetensors")
+    recipe = info.recipe
+    assert recipe["metrics"]["all_serving"] == metrics and recipe["selected"] == "a test"
+    assert "val" in recipe["metrics"]  # the run's own validation metrics stay
+    history = json.loads((out / "history.json").read_text())
+    assert recipe["train_seconds"] == round(sum(h["seconds"] for h in history))
+    shipped, trained = (_safetensors_contents(path)["tensors"] for path in (tmp_path / "shipped.safetensors",
+                                                                            out / "model.safetensors"))
+    assert shipped.keys() == trained.keys() and all(torch.equal(shipped[k], trained[k]) for k in trained)
+    assert (tmp_path / "table.md").is_file()
 
 
 @pytest.mark.parametrize("killed_in", ["stage2_validation", "export"])

@@ -19,8 +19,15 @@ def recipe_summary(config: dict, metrics: dict, stage2_default: str = "decoder")
     if stage2["epochs"]:
         trains = stage2_default if stage2["trains"] == "auto" else stage2["trains"]
         stages.append({"stage": 2, "epochs": stage2["epochs"], "trains": trains, "sampling": stage2["sampling"],
-                       "loss": stage2["loss"], "eta": stage2["eta"], "floor": stage2["floor"]})
-    return {"untrained": False, "dataset": config["dataset"]["name"],
+                       "loss": stage2["loss"], "eta": stage2["eta"], "floor": stage2["floor"],
+                       "reduction": stage2["reduction"],
+                       **({"prn_counts": stage2["prn_counts"]} if stage2["sampling"] == "prn" else {})})
+    inter_class = config["inter_class"]
+    for stage in stages:
+        if inter_class["weight"] > 0 and stage["stage"] in inter_class["stages"]:
+            stage["inter_class"] = {"weight": inter_class["weight"], "margin": inter_class["margin"]}
+    return {"untrained": False, "dataset": config["dataset"]["name"], "paper": config["paper"],
+            "schedule": config["optim"]["schedule"], "eval_labels": config["input"]["eval_labels"],
             "splits": {"train": config["dataset"]["train_split"], "val": config["dataset"]["val_split"]},
             "recipe": config["name"], "stages": stages, "sampling": stage2["sampling"] if stage2["epochs"] else "none",
             "crop_size": list(config["input"]["crop_size"]), "batch_size": config["optim"]["batch_size"],

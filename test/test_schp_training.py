@@ -1,0 +1,112 @@
+"""SCHP's training pieces on hand-made cases with known answers (training/schp.py)."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from human_parsing_ros.class_sets import IGNORE_INDEX
+from training import schp
+
+
+def _logits(probs):
+    """Logits whose softmax over dim 1 is ``probs`` ([P, C] -> [1, C, 1, P])."""
+    return torch.tensor(probs).log().t()[None, :, None, :]
+
+
+def test_lovasz_softmax_hand_case():
+    """Labels 1 0 1; p(class 1) = .8 .4 .3. Class 1: errors .2 .4 .7, sorted .7 .4 .2 over foreground 1 0 1,
+    Jaccard 1/2, 2/3, 1 -> gradient 1/2, 1/6, 1/3 -> .35 + .4/6 + .2/3. Class 0: errors .2 .4 .7 sorted over
+    foreground 0 1 0, Jaccard 1/2, 1, 1 -> gradient 1/2, 1/2, 0 -> .35 + .2. Mean of the two."""
+    logits = _logits([[0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])
+    labels = torch.tensor([[[1, 0, 1]]])
+    expected = ((0.35 + 0.4 / 6 + 0.2 / 3) + (0.35 + 0.2)) / 2
+    assert float(schp.lovasz_softmax(logits, labels)) == pytest.approx(expected, abs=1e-6)
+    # an ignored pixel changes nothing; a batch with none valid gives a connected zero
+    logits4 = _logits([[0.2, 0.8], [0.6, 0.4], [0.7, 0.3], [0.5, 0.5]])
+    assert float(schp.lovasz_softmax(logits4, torch.tensor([[[1, 0, 1, IGNORE_INDEX]]]))) == pytest.approx(
+        expected, abs=1e-6)
+    empty = schp.lovasz_softmax(logits.requires_grad_(), torch.full((1, 1, 3), IGNORE_INDEX))
+    assert float(empty.detach()) == 0.0 and empty.requires_grad
+
+
+def test_edge_targets_mark_a_band_along_label_changes():
+    """Columns 0-1 of class 0, 2-4 of class 1: the change between columns 1 and 2, widened by 3x3."""
+    labels = torch.zeros(1, 5, 5, dtype=torch.long)
+    labels[..., 2:] = 1
+    edges = schp.edge_targets(labels)
+    assert edges.dtype == torch.long and edges[0, :, :4].eq(1).all() and edges[0, :, 4].eq(0).all()
+    assert not schp.edge_targets(torch.zeros(1, 5, 5, dtype=torch.long)).any()
+    ignored = torch.zeros(1, 5, 5, dtype=torch.long)
+    ignored[..., 3:] = IGNORE_INDEX  # labelled next to ignored is not an edge
+    assert not schp.edge_targets(ignored).any()
+
+
+def test_edge_loss_weighs_edges_by_the_non_edge_share():
+    """One edge pixel of four: weights 3/4 (edge) and 1/4 (non-edge). The edge pixel's logits (0, 2) give
+    CE log(1 + e^-2); the others (0, 0) give ln 2. Weighted mean: (.75 a + 3 x .25 b) / (.75 + .75)."""
+    logits = torch.zeros(1, 2, 1, 4)
+    logits[0, 1, 0, 0] = 2.0
+    edges = torch.tensor([[[1, 0, 0, 0]]])
+    a, b = math.log(1 + math.exp(-2)), math.log(2)
+    expected = (0.75 * a + 3 * 0.25 * b) / 1.5
+    assert float(schp.edge_loss(logits, edges, torch.zeros(1, 1, 4, dtype=torch.long))) == pytest.approx(expected)
+
+
+def test_consistency_between_parsing_implied_and_predicted_edges():
+    """A 1x4 strip parsed 0 0 1 1 (one-hot): the implied edge probability is 0 1 1 0. Predicted edges 0 1 0 0.
+    On the union (pixels 1 and 2): smooth L1 of 0 and of 1, i.e. 0 and 0.5; mean 0.25."""
+    parsing = torch.full((1, 2, 1, 4), -30.0)
+    parsing[0, 0, 0, :2] = 30.0
+    parsing[0, 1, 0, 2:] = 30.0
+    torch.testing.assert_close(schp.parsing_edge_probability(parsing.softmax(1))[0, 0],
+                               torch.tensor([0.0, 1.0, 1.0, 0.0]))
+    edge = torch.full((1, 2, 1, 4), -30.0)
+    edge[0, 0, 0, [0, 2, 3]] = 30.0
+    edge[0, 1, 0, 1] = 30.0
+    labels = torch.zeros(1, 1, 4, dtype=torch.long)
+    assert float(schp.consistency_loss(parsing, edge, labels)) == pytest.approx(0.25, abs=1e-6)
+    labels[0, 0, 2] = IGNORE_INDEX  # the disagreeing pixel ignored: nothing left to disagree on
+    assert float(schp.consistency_loss(parsing, edge, labels)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_soft_targets_and_their_kl():
+    """After m = 1 cycle the target is half the teacher's softmax, half the one-hot label; m = 3: 3/4, 1/4."""
+    teacher = _logits([[0.6, 0.4], [0.1, 0.9]])
+    labels = torch.tensor([[[1, 0]]])
+    one = schp.soft_targets(teacher, labels, cycle=1)
+    torch.testing.assert_close(one[0, :, 0].t(), torch.tensor([[0.3, 0.7], [0.55, 0.45]]))
+    three = schp.soft_targets(teacher, labels, cycle=3)
+    torch.testing.assert_close(three[0, :, 0].t(), torch.tensor([[0.45, 0.55], [0.325, 0.675]]))
+    # KL(target || p) averaged over pixels and classes; zero when the student predicts the target
+    assert float(schp.soft_target_kl(one.log(), one, labels)) == pytest.approx(0.0, abs=1e-7)
+    student = _logits([[0.5, 0.5], [0.5, 0.5]])
+    expected = sum(t * math.log(t / 0.5) for t in (0.3, 0.7, 0.55, 0.45)) / 4
+    assert float(schp.soft_target_kl(student, one, labels)) == pytest.approx(expected, abs=1e-6)
+
+
+def test_online_aggregation_is_the_running_mean_of_the_cycle_models():
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(nn.Linear(3, 2))
+    aggregated = nn.Linear(3, 2)
+    aggregated.load_state_dict(models[0].state_dict())
+    schp.aggregate_weights(aggregated, models[1], cycle=1)  # (w0 + w1) / 2
+    schp.aggregate_weights(aggregated, models[2], cycle=2)  # 2/3 of that + w2 / 3 = the mean of the three
+    for name, value in aggregated.state_dict().items():
+        torch.testing.assert_close(value, sum(m.state_dict()[name] for m in models) / 3)
+    with pytest.raises(ValueError, match="cycle"):
+        schp.aggregate_weights(aggregated, models[0], cycle=0)
+
+
+def test_batchnorm_reestimation_averages_the_batch_statistics():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(4), nn.Dropout(0.0))
+    model[0].running_mean.fill_(7.0)  # stale statistics from before the aggregation
+    batches = [torch.randn(8, 4) * (i + 1) + i for i in range(3)]
+    model.eval()
+    schp.reestimate_batchnorm(model, batches)
+    torch.testing.assert_close(model[0].running_mean, torch.stack([b.mean(0) for b in batches]).mean(0))
+    torch.testing.assert_close(model[0].running_var, torch.stack([b.var(0) for b in batches]).mean(0))
+    assert model[0].momentum == 0.1 and not model.training

@@ -1,0 +1,153 @@
+"""SCHP's training pieces (Li et al., "Self-Correction for Human Parsing"): CE2P's losses and self-correction.
+
+Facts from SCHP's code (utils/criterion.py, utils/schp.py, train.py); the code is ours. Where SCHP's
+code and its description differ, the docstrings say which we follow:
+
+* ``edge_targets``: a pixel is an edge where its label differs from a neighbour's (both labelled),
+  widened by a 3x3 dilation, as SCHP generates them from the parsing labels.
+* ``lovasz_softmax``: the Lovász extension of the Jaccard loss over the classes present in the batch
+  (SCHP weighs it 0.5 beside 0.5 cross-entropy on the parsing and fusion outputs).
+* ``edge_loss``: cross-entropy on the two edge classes, each weighted by the other's share of the
+  batch's pixels (edges are rare, so they weigh more).
+* ``consistency_loss``: SCHP's code compares argmaxes on the pixels where *both* maps say edge, which
+  is identically zero with no gradient; we take what it describes: on the union of pixels where either
+  the parsing-implied edge or the predicted edge is likely, a smooth L1 between the two probabilities
+  (parsing-implied edge = half the L1 distance between a pixel's class distribution and its most
+  different 8-neighbour's: the probability that their classes differ, for one-hot maps exactly 0 or 1).
+* ``soft_target_kl``: label refinement, KL(target || softmax(logits)) with the target
+  m/(m+1) x the aggregated model's probabilities + 1/(m+1) x the one-hot labels after m cycles, averaged
+  over valid pixels and classes as SCHP's ``F.kl_div`` does. (SCHP mixes its logits, not probabilities,
+  with the one-hot labels before a softmax; we mix probabilities, the formula it publishes.)
+* ``aggregate_weights`` / ``reestimate_batchnorm``: online model aggregation w_m = m/(m+1) w_{m-1} +
+  1/(m+1) w, then the BatchNorm statistics of the aggregated model recomputed over the training data.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from human_parsing_ros.class_sets import IGNORE_INDEX
+
+
+def edge_targets(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX, width: int = 3) -> torch.Tensor:
+    """Edge map (int64 [N, H, W], 1 = edge) of the label maps ``labels`` [N, H, W]."""
+    valid = labels != ignore_index
+    edge = torch.zeros_like(labels, dtype=torch.bool)
+    # each neighbour pair once: below, right, below-right, below-left; the pair's second pixel is marked
+    pairs = (((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
+             ((slice(None), slice(1, None)), (slice(None), slice(None, -1))),
+             ((slice(1, None), slice(1, None)), (slice(None, -1), slice(None, -1))),
+             ((slice(1, None), slice(None, -1)), (slice(None, -1), slice(1, None))))
+    for (rows_a, cols_a), (rows_b, cols_b) in pairs:
+        a, b = (..., rows_a, cols_a), (..., rows_b, cols_b)
+        edge[a] |= (labels[a] != labels[b]) & valid[a] & valid[b]
+    dilated = F.max_pool2d(edge[:, None].float(), width, stride=1, padding=width // 2)[:, 0]
+    return dilated.long()
+
+
+def lovasz_grad(sorted_foreground: torch.Tensor) -> torch.Tensor:
+    """Gradient of the Lovász extension of the Jaccard loss for foreground flags sorted by falling error."""
+    total = sorted_foreground.sum()
+    intersection = total - sorted_foreground.cumsum(0)
+    union = total + (1 - sorted_foreground).cumsum(0)
+    jaccard = 1 - intersection / union
+    return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+
+
+def lovasz_softmax(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Lovász-softmax loss over the valid pixels of the batch, mean over the classes present in it."""
+    probs = logits.softmax(1).permute(0, 2, 3, 1).reshape(-1, logits.shape[1])
+    labels = labels.reshape(-1)
+    valid = labels != ignore_index
+    probs, labels = probs[valid], labels[valid]
+    losses = []
+    for c in labels.unique():
+        foreground = (labels == c).to(probs.dtype)
+        errors = (foreground - probs[:, c]).abs()
+        errors, order = errors.sort(descending=True)
+        losses.append(torch.dot(errors, lovasz_grad(foreground[order])))
+    if not losses:
+        return logits.sum() * 0.0
+    return torch.stack(losses).mean()
+
+
+def edge_loss(edge_logits: torch.Tensor, edges: torch.Tensor, labels: torch.Tensor,
+              ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Balanced cross-entropy on the 2-class ``edge_logits``: non-edge pixels weigh the edge share of the
+    batch, edge pixels the non-edge share. Pixels whose label is ``ignore_index`` do not count."""
+    valid = labels != ignore_index
+    positive = (edges.bool() & valid).sum().to(edge_logits.dtype)
+    total = valid.sum().clamp(min=1).to(edge_logits.dtype)
+    weight = torch.stack([positive / total, (total - positive) / total])
+    target = torch.where(valid, edges, ignore_index)
+    return F.cross_entropy(edge_logits, target, weight=weight, ignore_index=ignore_index)
+
+
+def parsing_edge_probability(probs: torch.Tensor) -> torch.Tensor:
+    """[N, H, W]: half the L1 distance between each pixel's class distribution ``probs`` [N, C, H, W] and
+    that of its most different 8-neighbour (outside the image counts as the same distribution)."""
+    padded = F.pad(probs, (1, 1, 1, 1), mode="replicate")
+    height, width = probs.shape[-2:]
+    distances = [(probs - padded[..., 1 + dy:1 + dy + height, 1 + dx:1 + dx + width]).abs().sum(1)
+                 for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    return 0.5 * torch.stack(distances).amax(0)
+
+
+def consistency_loss(parsing_logits: torch.Tensor, edge_logits: torch.Tensor, labels: torch.Tensor,
+                     ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Smooth L1 between the parsing-implied and the predicted edge probability, on the valid pixels where
+    either exceeds 0.5 (zero, still connected to the logits, where there are none)."""
+    implied = parsing_edge_probability(parsing_logits.softmax(1))
+    predicted = edge_logits.softmax(1)[:, 1]
+    keep = (labels != ignore_index) & ((implied > 0.5) | (predicted > 0.5))
+    difference = F.smooth_l1_loss(implied, predicted, reduction="none")
+    return torch.where(keep, difference, 0).sum() / keep.sum().clamp(min=1)
+
+
+def soft_targets(teacher_logits: torch.Tensor, labels: torch.Tensor, cycle: int,
+                 ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """m/(m+1) x softmax(teacher) + 1/(m+1) x one-hot(labels) after ``cycle`` = m self-correction cycles."""
+    classes = teacher_logits.shape[1]
+    one_hot = F.one_hot(torch.where(labels == ignore_index, 0, labels), classes).permute(0, 3, 1, 2)
+    share = 1.0 / (cycle + 1)
+    return (1 - share) * teacher_logits.softmax(1) + share * one_hot.to(teacher_logits.dtype)
+
+
+def soft_target_kl(logits: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor,
+                   ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """KL(targets || softmax(logits)) over the valid pixels, averaged over pixels and classes (SCHP's scale)."""
+    valid = labels != ignore_index
+    log_probs = logits.log_softmax(1).permute(0, 2, 3, 1)[valid]
+    return F.kl_div(log_probs, targets.permute(0, 2, 3, 1)[valid], reduction="sum") / max(1, log_probs.numel())
+
+
+@torch.no_grad()
+def aggregate_weights(aggregated: nn.Module, model: nn.Module, cycle: int) -> None:
+    """Online model aggregation after cycle m = ``cycle`` (1, 2, ...): w_m = m/(m+1) w_{m-1} + 1/(m+1) w, for
+    every parameter (BatchNorm statistics are re-estimated afterwards, not averaged)."""
+    if cycle < 1:
+        raise ValueError(f"cycle must be 1 or more, not {cycle}")
+    share = 1.0 / (cycle + 1)
+    for target, source in zip(aggregated.parameters(), model.parameters(), strict=True):
+        target.mul_(1 - share).add_(source, alpha=share)
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, images: Iterable[torch.Tensor]) -> None:
+    """Recompute every BatchNorm's running statistics as the plain average over the batches of ``images``
+    (momentum None), in train mode; momenta and the model's mode are restored afterwards."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    model.train()
+    for batch in images:
+        model(batch)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.train(was_training)
