@@ -201,4 +201,4 @@ def test_parameter_counts_59_classes():
     cdl = build_model("cdlinknet", num_classes=59)
     smooth_reduce = (4 * 64 * 512 * 9 + 2 * 512) + (512 * 512 * 9 + 2 * 512)
     assert _params(cdl.decoder.smooth.reduce) == smooth_reduce
-    assert 73.0e6 < counts["cdlinknet"] < 74.0e6  # 73.42M, 6.4M of them in the supervision heads
+    assert 73.0e6 < counts["cdlinknet"] < 74.0e6  # 73.47M, 6.0M of them in the supervision heads
