@@ -117,3 +117,13 @@ def test_numbers_in_scientific_notation_are_numbers(tmp_path):
     config = load_config(recipe)
     assert config["optim"]["lr"] == 0.002 and config["optim"]["weight_decay"] == 0.0005
     assert config["name"] == "v1e5"
+
+
+@pytest.mark.parametrize("override", ["stage2.reduction=mean", "stage2.prn_counts=regions", "optim.schedule=step",
+                                      "input.eval_labels=half", "stage1.loss=dice"])
+def test_bad_choices_are_refused_before_training_naming_the_key(override):
+    from training.dtpr import check_losses
+
+    key, value = override.split("=")
+    with pytest.raises(ValueError, match=f"{key} '{value}' is not one of"):
+        check_losses(load_config(overrides=parse_overrides([override])))

@@ -31,7 +31,7 @@ from training.distributed import DistInfo, barrier, setup_distributed, unwrap_dd
 from training.engine import STAGE_LOSSES, NonFiniteError, StageLoss, StageState, evaluate, train_one_epoch
 from training.export import export_weights
 from training.loaders import make_eval_loader, make_train_loader
-from training.losses import class_balanced_weights
+from training.losses import REDUCTIONS, class_balanced_weights
 from training.metrics import METRICS, cpa_for_sampling, format_summary, write_class_table
 from training.sampling import PixelSampler, keep_probabilities
 from training.seeding import capture_rng_states, restore_rng_states
@@ -63,14 +63,21 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, momentum: fl
 
 
 SCHEDULES = ("cosine", "poly")
+PRN_COUNTS = ("images", "pixels")
+EVAL_LABELS = ("original", "resized")
+
+
+def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """ValueError naming the config ``key`` when ``value`` is not one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{key} '{value}' is not one of {', '.join(allowed)}")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, schedule: str = "cosine",
                    poly_power: float = 0.9) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-iteration learning-rate factor over one stage: cosine annealing to 0 (DTPR's CosineAnnealing), or
     poly, (1 - step / total_steps) ** poly_power (C-DLinkNet's)."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"optim.schedule '{schedule}' is not one of {', '.join(SCHEDULES)}")
+    check_choice("optim.schedule", schedule, SCHEDULES)
     steps = max(1, total_steps)
     if schedule == "poly":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (1.0 - min(step, steps) / steps) ** poly_power)
@@ -81,21 +88,21 @@ def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, schedule:
 def stage_loss_name(config: dict, stage: int) -> str:
     """``stage<stage>.loss``, refused unless it is one of ``STAGE_LOSSES``."""
     name = config[f"stage{stage}"]["loss"]
-    if name not in STAGE_LOSSES:
-        raise ValueError(f"stage{stage}.loss '{name}' is not one of {', '.join(STAGE_LOSSES)}")
+    check_choice(f"stage{stage}.loss", name, STAGE_LOSSES)
     return name
 
 
 def check_losses(config: dict) -> None:
-    """Refuse loss settings that cannot work before any time is spent training."""
+    """Refuse loss, schedule and evaluation settings that cannot work before any time is spent training."""
     stage2 = config["stage2"]
     for stage in (1, 2):
         stage_loss_name(config, stage)
     if stage2["sampling"] != "none" and stage2["loss"] != "ce":
         raise ValueError(f"stage2.loss '{stage2['loss']}' needs stage2.sampling: none (PRA/PRN sample for CE)")
-
-
-PRN_COUNTS = ("images", "pixels")
+    check_choice("stage2.reduction", stage2["reduction"], REDUCTIONS)
+    check_choice("stage2.prn_counts", stage2["prn_counts"], PRN_COUNTS)
+    check_choice("optim.schedule", config["optim"]["schedule"], SCHEDULES)
+    check_choice("input.eval_labels", config["input"]["eval_labels"], EVAL_LABELS)
 
 
 def sampling_scores(config: dict, cpa: torch.Tensor | None, counts: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -106,8 +113,7 @@ def sampling_scores(config: dict, cpa: torch.Tensor | None, counts: dict[str, to
         if cpa is None:
             raise ValueError("stage2.sampling pra needs CPA: stage1.cpa_epoch must lie within stage 1")
         return cpa
-    if stage2["prn_counts"] not in PRN_COUNTS:
-        raise ValueError(f"stage2.prn_counts '{stage2['prn_counts']}' is not one of {', '.join(PRN_COUNTS)}")
+    check_choice("stage2.prn_counts", stage2["prn_counts"], PRN_COUNTS)
     return counts[stage2["prn_counts"]]
 
 
@@ -179,15 +185,10 @@ def make_datasets(config: dict, class_set: ClassSet) -> tuple[ParsingDataset, Pa
     return train_set, val_set
 
 
-EVAL_LABELS = ("original", "resized")
-
-
 def eval_labels_resized(config: dict) -> bool:
     """Whether validation resizes the labels to ``input.eval_size`` (else they keep their own resolution)."""
-    mode = config["input"]["eval_labels"]
-    if mode not in EVAL_LABELS:
-        raise ValueError(f"input.eval_labels '{mode}' is not one of {', '.join(EVAL_LABELS)}")
-    return mode == "resized"
+    check_choice("input.eval_labels", config["input"]["eval_labels"], EVAL_LABELS)
+    return config["input"]["eval_labels"] == "resized"
 
 
 def eval_flip_perm(config: dict, class_set: ClassSet) -> list[int] | None:
