@@ -70,16 +70,15 @@ def check_forward_backward(name: str, args: dict[str, Any], sizes: Iterable[tupl
             f"{name}: input {tuple(x.shape)} gave logits {tuple(logits.shape)}")
         assert torch.isfinite(logits).all(), f"{name}: non-finite logits at {size}"
         assert len(aux) == len(model.aux_weights), f"{name}: {len(aux)} aux outputs, {len(model.aux_weights)} weights"
-        for extra, kind in zip(aux, model.aux_losses):  # class logits, or one channel for a detail head
-            channels = num_classes if kind == "ce" else 1
+        for extra, kind in zip(aux, model.aux_losses):  # class logits; a detail map; two edge classes
+            channels = {"detail": 1, "edge": 2}.get(kind, num_classes)
             assert extra.shape == (batch, channels, *size), f"{name}: aux logits {tuple(extra.shape)} at {size}"
 
         target = _targets(batch, size, num_classes, seed=index)
-        loss = F.cross_entropy(logits, target) + sum(AUX_LOSSES[kind](extra, target)
+        loss = F.cross_entropy(logits, target) + sum(AUX_LOSSES[kind](extra, target, logits)
                                                      for extra, kind in zip(aux, model.aux_losses))
         loss.backward()
-        missing = [key for key, p in model.named_parameters() if p.requires_grad and p.grad is None
-                   and not key.startswith(model.own_loss_parameters)]
+        missing = [key for key, p in model.named_parameters() if p.requires_grad and p.grad is None]
         assert not missing, f"{name}: no gradient reached {missing[:5]} at {size}"
         for key, p in model.named_parameters():
             assert p.grad is None or torch.isfinite(p.grad).all(), f"{name}: non-finite gradient in {key} at {size}"

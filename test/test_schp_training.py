@@ -51,6 +51,9 @@ def test_edge_loss_weighs_edges_by_the_non_edge_share():
     a, b = math.log(1 + math.exp(-2)), math.log(2)
     expected = (0.75 * a + 3 * 0.25 * b) / 1.5
     assert float(schp.edge_loss(logits, edges, torch.zeros(1, 1, 4, dtype=torch.long))) == pytest.approx(expected)
+    everywhere = schp.edge_loss(logits.requires_grad_(), torch.ones(1, 1, 4, dtype=torch.long),
+                                torch.zeros(1, 1, 4, dtype=torch.long))
+    assert float(everywhere.detach()) == 0.0 and everywhere.requires_grad  # nothing to balance: no NaN
 
 
 def test_consistency_between_parsing_implied_and_predicted_edges():

@@ -418,12 +418,13 @@ def test_ddp_on_two_cpu_processes_all_reduces_the_metrics(tmp_path):
 @pytest.mark.parametrize("changes", [
     {"stage1.loss": "focal"},
     {"stage1.loss": "class_balanced"},
+    {"stage1.loss": "ce_lovasz"},
     {"inter_class.weight": 0.1},
     {"stage2.sampling": "prn", "stage2.eta": "q50"},
     {"stage2.sampling": "none", "stage2.loss": "focal"},
     {"stage2.sampling": "none", "stage2.loss": "class_balanced"},
     {"amp": "bf16"},
-], ids=["focal", "class_balanced", "inter_class", "prn", "stage2_focal", "stage2_class_balanced", "bf16_autocast"])
+], ids=["focal", "class_balanced", "ce_lovasz", "inter_class", "prn", "stage2_focal", "stage2_class_balanced", "bf16_autocast"])
 def test_loss_variants_and_amp_train_to_finite_losses(tmp_path, changes):
     from training.config import load_config
     from training.dtpr import run

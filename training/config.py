@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "stage1": {
         "epochs": 70,
         "schedule_epochs": None,   # cosine length; None: epochs (more: stop early on a longer schedule)
-        "loss": "ce",              # ce | focal | class_balanced
+        "loss": "ce",              # ce | focal | class_balanced | ce_lovasz (SCHP's: 0.5 CE + 0.5 Lovász-softmax)
         "cpa_epoch": 3,            # CPA recorded after this many epochs (the paper: 3)
         "cpa_source": "val",       # val | train: which confusion matrix gives CPA
     },

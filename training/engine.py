@@ -18,12 +18,12 @@ from torch.utils.data import DataLoader
 
 from human_parsing_ros.inference import merge_flipped
 from training.distributed import DistInfo, sum_over_ranks, unwrap_ddp
-from training.losses import AUX_LOSSES, REDUCTIONS, focal_loss, inter_class_loss, masked_cross_entropy
+from training.losses import AUX_LOSSES, REDUCTIONS, ce_lovasz, focal_loss, inter_class_loss, masked_cross_entropy
 from training.metrics import ConfusionMatrix
 from training.sampling import PixelSampler, kept_pixel_counts
 from training.seeding import mix_seed, seeded_generator
 
-STAGE_LOSSES = ("ce", "focal", "class_balanced")
+STAGE_LOSSES = ("ce", "focal", "class_balanced", "ce_lovasz")
 AMP_MODES = ("none", "bf16", "fp16")
 
 
@@ -84,6 +84,8 @@ def compute_loss(logits: torch.Tensor, target: torch.Tensor, loss: StageLoss,
         value = focal_loss(logits, target, gamma=loss.focal_gamma)
     elif loss.name == "class_balanced":
         value = masked_cross_entropy(logits, target, None, weight=loss.class_weights)
+    elif loss.name == "ce_lovasz":
+        value = ce_lovasz(logits, target)
     else:
         value = masked_cross_entropy(logits, target, None)
     if loss.inter_class_weight > 0:
@@ -127,7 +129,7 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, state: StageStat
         loss, mask = compute_loss(logits.float(), target, state.loss, generator)
         sampling_s += time.perf_counter() - started
         for (weight, aux_loss), aux_logits in zip(aux_terms, aux):
-            loss = loss + weight * aux_loss(aux_logits.float(), target)
+            loss = loss + weight * aux_loss(aux_logits.float(), target, logits.float())
         state.optimizer.zero_grad(set_to_none=True)
         if not loss_is_finite(loss, dist_info):
             skipped += 1

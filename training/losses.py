@@ -3,8 +3,8 @@
 ``masked_cross_entropy`` is the stage-2 loss: cross-entropy averaged over the
 pixels a PRA/PRN mask keeps (the masks come from ``training.sampling``).
 Baselines and extras: ``focal_loss``, ``class_balanced_weights``,
-``inter_class_loss``; auxiliary-head losses by name in ``AUX_LOSSES`` (``detail_loss``: STDC's
-detail guidance).
+``inter_class_loss``; SCHP's ``ce_lovasz``; auxiliary-head losses by name in ``AUX_LOSSES``
+(``detail_loss``: STDC's detail guidance; ``schp_edge_loss``: CE2P's edge branch).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from human_parsing_ros.class_sets import IGNORE_INDEX
+from training.schp import consistency_loss, edge_loss, edge_targets, lovasz_softmax
 
 
 def _masked_mean(per_pixel: torch.Tensor, keep: torch.Tensor,
@@ -162,9 +163,27 @@ def detail_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 
     return F.binary_cross_entropy_with_logits(logits, boundaries) + dice_loss(logits, boundaries)
 
 
-def aux_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return masked_cross_entropy(logits, target, None)
+def ce_lovasz(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SCHP's parsing loss: 0.5 cross-entropy + 0.5 Lovász-softmax."""
+    return 0.5 * masked_cross_entropy(logits, target, None) + 0.5 * lovasz_softmax(logits, target)
 
 
-# Losses an auxiliary head may name (``SegmentationModel.add_aux_head(..., loss=name)``).
-AUX_LOSSES = {"ce": aux_ce, "detail": detail_loss}
+CONSISTENCY_WEIGHT = 0.1  # SCHP's lambda_c
+
+
+def schp_edge_loss(edge_logits: torch.Tensor, target: torch.Tensor, parsing_logits: torch.Tensor) -> torch.Tensor:
+    """SCHP's edge terms for CE2P's edge logits: the balanced edge loss against the labels' edges, plus
+    ``CONSISTENCY_WEIGHT`` x the consistency with the edges implied by ``parsing_logits`` (the fusion output,
+    the one the node runs; SCHP adds this term for its parsing branch too)."""
+    edges = edge_loss(edge_logits, edge_targets(target), target)
+    return edges + CONSISTENCY_WEIGHT * consistency_loss(parsing_logits, edge_logits, target)
+
+
+# Losses an auxiliary head may name (``SegmentationModel.add_aux_head(..., loss=name)``), called as
+# loss(aux_logits, labels, main_logits); the main logits matter to the edge loss's consistency term only.
+AUX_LOSSES = {
+    "ce": lambda logits, target, main: masked_cross_entropy(logits, target, None),
+    "ce_lovasz": lambda logits, target, main: ce_lovasz(logits, target),
+    "detail": lambda logits, target, main: detail_loss(logits, target),
+    "edge": schp_edge_loss,
+}

@@ -81,9 +81,12 @@ def edge_loss(edge_logits: torch.Tensor, edges: torch.Tensor, labels: torch.Tens
     valid = labels != ignore_index
     positive = (edges.bool() & valid).sum().to(edge_logits.dtype)
     total = valid.sum().clamp(min=1).to(edge_logits.dtype)
-    weight = torch.stack([positive / total, (total - positive) / total])
-    target = torch.where(valid, edges, ignore_index)
-    return F.cross_entropy(edge_logits, target, weight=weight, ignore_index=ignore_index)
+    class_weight = torch.stack([positive / total, (total - positive) / total])
+    target = torch.where(valid, edges, 0)
+    per_pixel = F.cross_entropy(edge_logits, target, reduction="none")
+    weight = torch.where(valid, class_weight[target], 0)
+    # a batch that is all edge (or all non-edge) weighs nothing: a connected zero, not 0 / 0
+    return (weight * per_pixel).sum() / weight.sum().clamp(min=torch.finfo(per_pixel.dtype).tiny)
 
 
 def parsing_edge_probability(probs: torch.Tensor) -> torch.Tensor:

@@ -31,9 +31,6 @@ class SegmentationModel(nn.Module):
     stage2_default: str = "decoder"
     # Old spellings of this architecture's aux-head keys (old prefix -> new prefix), renamed on load.
     legacy_aux_keys: dict[str, str] = {}
-    # Parameters (name prefixes) that only a loss of their own trains, not the class losses on the
-    # logits and aux heads (CE2P's edge classifier: an edge loss on its feature-list map).
-    own_loss_parameters: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         super().__init__()
@@ -44,7 +41,7 @@ class SegmentationModel(nn.Module):
         self.aux_heads = nn.ModuleList()
         self.aux_features: tuple[int, ...] = ()  # the feature-list index each head reads
         self.aux_weights: tuple[float, ...] = ()
-        self.aux_losses: tuple[str, ...] = ()  # "ce" (the labels) | "detail" (their boundaries, STDC)
+        self.aux_losses: tuple[str, ...] = ()  # "ce" | "ce_lovasz" (the labels), "detail" (STDC), "edge" (CE2P)
         self.register_load_state_dict_pre_hook(_rename_legacy_aux_keys)
 
     def add_aux_head(self, head: nn.Module, feature: int, weight: float, loss: str = "ce") -> None:

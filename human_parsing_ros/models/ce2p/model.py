@@ -17,14 +17,14 @@ class CE2P(SegmentationModel):
     """CE2P as SCHP (Li et al., TPAMI 2020) trains it: PSP context, parsing decoder, edge branch, fusion.
 
     The output (``forward``, ``forward_lowres``, what the node runs) is the fusion branch's, at
-    stride 4. The parsing branch's classifier is auxiliary head 0 (weight 1, as SCHP weights its
-    two parsing losses alike); the edge logits (2 classes, stride 4) are feature-list map
-    ``EDGE_LOGITS`` for an edge loss. ``encoder="resnet101_schp"`` is SCHP's network (its
+    stride 4; SCHP trains it with ``stage1.loss: ce_lovasz``. The parsing branch's classifier is
+    auxiliary head 0 with SCHP's parsing loss (0.5 CE + 0.5 Lovász, weight 1, as SCHP weighs its
+    two parsing outputs alike); auxiliary head 1 passes the edge logits (2 classes, stride 4,
+    feature-list map ``EDGE_LOGITS``) to SCHP's edge loss with its consistency term (weight 1 =
+    SCHP's lambda_e). ``encoder="resnet101_schp"`` is SCHP's network (its
     checkpoints import with ``human_parsing_import_schp``); any zoo encoder with four maps at
     strides 4, 8, 16, 16 works too (``mobilenet_v2`` trains on a CPU).
     """
-
-    own_loss_parameters = ("decoder.edge.conv4.", "decoder.edge.conv5.")  # the edge logits' classifier
 
     def __init__(self, num_classes: int, encoder: str = "resnet101_schp", encoder_weights: str | None = None,
                  edge_classes: int = 2, dropout: float = 0.1) -> None:
@@ -33,4 +33,5 @@ class CE2P(SegmentationModel):
             build_encoder(encoder, weights=encoder_weights, output_stride=16)
         self.decoder = CE2PDecoder(self.encoder.out_channels, edge_classes=edge_classes, dropout=dropout)
         self.segmentation_head = SegmentationHead(256, num_classes)
-        self.add_aux_head(nn.Conv2d(256, num_classes, 1), feature=PARSING_FEATURES, weight=1.0)
+        self.add_aux_head(nn.Conv2d(256, num_classes, 1), feature=PARSING_FEATURES, weight=1.0, loss="ce_lovasz")
+        self.add_aux_head(nn.Identity(), feature=EDGE_LOGITS, weight=1.0, loss="edge")
