@@ -115,11 +115,15 @@ class SeedRuns:
             return weights
         if row != "baseline" and not (folder / "checkpoint.pt").exists():
             folder.mkdir(parents=True, exist_ok=True)
-            start = torch.load(self.checkpoint(self.protocol["split_epoch"]), map_location="cpu", weights_only=True)
+            source = self.checkpoint(self.protocol["split_epoch"])
+            start = torch.load(source, map_location="cpu", weights_only=True)
             cpa_epoch = all_rows(self.protocol)[row].get("cpa_from_epoch")
             if cpa_epoch is not None:
                 start["cpa"] = self._cpa_after(cpa_epoch, config)
             elif config["stage1"]["cpa_source"] == "train":  # the baseline recorded both sources at cpa_epoch
+                if start.get("cpa_train") is None:
+                    raise ValueError(f"{source}: holds no training-data CPA (written before the trainer kept it); "
+                                     f"delete {self.runs} and run again to re-create it")
                 start["cpa"] = start["cpa_train"]
             torch.save(start, folder / "checkpoint.pt")
         run(config, resume=True)
