@@ -87,3 +87,40 @@ def test_serving_evaluation_counts_every_pixel_and_folds_like_the_mapping():
     expected = torch.zeros(len(HRI), len(HRI), dtype=torch.int64)
     expected.index_put_((table[:, None].expand(59, 59), table[None, :].expand(59, 59)), fine, accumulate=True)
     assert torch.equal(folded, expected)
+
+
+def test_datasets_mapped_to_one_class_set_train_together(tmp_path):
+    """CCP's sample photos plus a LIP-layout split, both mapped to hri: one training set whose labels are each
+    part's own labels through its own mapping; a part left in its own class set is refused."""
+    from PIL import Image
+
+    from training.config import load_config
+    from training.datasets import ConcatParsingDataset, build_dataset, class_statistics
+    from training.dtpr import make_datasets
+
+    lip = np.zeros((12, 8), np.uint8)
+    lip[2:5, 2:6] = get_class_set("lip").index("hair")
+    lip[5:10, 1:7] = get_class_set("lip").index("upper-clothes")
+    (tmp_path / "train_images").mkdir()
+    (tmp_path / "train_segmentations").mkdir()
+    Image.fromarray(np.full((12, 8, 3), 90, np.uint8)).save(tmp_path / "train_images" / "a.jpg")
+    Image.fromarray(lip).save(tmp_path / "train_segmentations" / "a.png")
+    (tmp_path / "train_id.txt").write_text("a\n")
+    config = load_config(overrides={"dataset": {
+        "name": "ccp", "root": str(SAMPLES), "train_split": "all", "val_split": "all", "class_set": "hri",
+        "extra": [{"name": "lip", "root": str(tmp_path), "split": "train"}]}})
+    train_set, _ = make_datasets(config, get_class_set("hri"))
+    ccp = build_dataset("ccp", SAMPLES, "all", class_set="hri")
+    assert isinstance(train_set, ConcatParsingDataset) and len(train_set) == len(ccp) + 1
+    assert np.array_equal(train_set.load_label(0), ccp.load_label(0))
+    assert np.array_equal(train_set.load_label(len(ccp)), mapping_table("lip", "hri")[lip])
+    assert set(np.unique(train_set.load_label(len(ccp))).tolist()) == {0, HRI.index("hair"),
+                                                                         HRI.index("upper-clothes")}
+    image, label = train_set[len(ccp)]  # the augmented pair of the LIP photo, in hri ids
+    assert image.shape[0] == 3 and int(label[label != 255].max()) < len(HRI)
+    assert class_statistics(train_set)["num_images"] == len(ccp) + 1
+    with pytest.raises(ValueError, match="share one class set"):
+        ConcatParsingDataset([ccp, build_dataset("lip", tmp_path, "train")])
+    bad = load_config(overrides={"dataset": {**config["dataset"], "extra": [{"name": "lip", "path": "x"}]}})
+    with pytest.raises(ValueError, match="needs name and root"):
+        make_datasets(bad, get_class_set("hri"))

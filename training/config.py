@@ -24,6 +24,8 @@ DEFAULTS: dict[str, Any] = {
         "val_split": "val",
         "options": {},           # passed to build_dataset (e.g. ids: [...] for CCP subsets)
         "class_set": None,       # default: the dataset's own; another (e.g. hri) maps the labels on load
+        "extra": [],             # more training data, each {name, root, split, options}, mapped to the same
+                                 # class set (validation stays on this dataset's val_split)
     },
     "model": {
         "architecture": "deeplabv3plus",

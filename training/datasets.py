@@ -199,6 +199,27 @@ class ParsingDataset(Dataset):
             warnings.warn(f"skipping unreadable sample {self.items[index].id}: {error}", stacklevel=3)
 
 
+class ConcatParsingDataset(ParsingDataset):
+    """The samples of several datasets in one class set: each part's labels are read and mapped by that part
+    (its own layout and mapping table); images, augmentation, seeding and skipping work as for one dataset."""
+
+    def __init__(self, parts: Sequence[ParsingDataset], transform: Callable | None = None,
+                 *, skip_unreadable: bool = False, seed: int | None = None) -> None:
+        names = sorted({part.class_set.name for part in parts})
+        if not parts or len(names) != 1:
+            raise ValueError(f"datasets trained together must share one class set (got {', '.join(names) or 'none'}); "
+                             "map them with dataset.class_set")
+        super().__init__([item for part in parts for item in part.items], parts[0].class_set, transform,
+                         skip_unreadable=skip_unreadable, seed=seed)
+        self.parts = list(parts)
+        self._ends = np.cumsum([len(part) for part in parts])
+
+    def load_label(self, index: int) -> np.ndarray:
+        part = int(np.searchsorted(self._ends, index, side="right"))
+        start = int(self._ends[part - 1]) if part else 0
+        return self.parts[part].load_label(index - start)
+
+
 def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     """A generator seeded from (seed, epoch, index) alone (a hash, so nearby triples do not collide)."""
     digest = hashlib.blake2b(f"{int(seed)}/{int(epoch)}/{int(index)}".encode(), digest_size=8).digest()

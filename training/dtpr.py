@@ -26,7 +26,7 @@ from human_parsing_ros.class_sets import ClassSet, get_class_set
 from human_parsing_ros.models import SegmentationModel, build_model
 from human_parsing_ros.weights import non_finite_tensor
 from training.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from training.datasets import ParsingDataset, build_dataset, check_label_ids, class_statistics
+from training.datasets import ConcatParsingDataset, ParsingDataset, build_dataset, check_label_ids, class_statistics
 from training.distributed import DistInfo, barrier, setup_distributed, unwrap_ddp, wrap_ddp
 from training.engine import STAGE_LOSSES, NonFiniteError, StageLoss, StageState, evaluate, train_one_epoch
 from training.export import export_weights
@@ -168,6 +168,19 @@ def make_stage(model: torch.nn.Module, stage: int, config: dict, steps_per_epoch
     return StageState(stage, optimizer, scheduler, make_stage_loss(config, stage, cpa, counts))
 
 
+EXTRA_KEYS = ("name", "root", "split", "options")
+
+
+def extra_dataset(spec: dict[str, Any], class_set: ClassSet) -> ParsingDataset:
+    """One ``dataset.extra`` entry's training data, labels mapped to ``class_set``."""
+    unknown = sorted(set(spec) - set(EXTRA_KEYS))
+    if unknown or "name" not in spec or "root" not in spec:
+        raise ValueError(f"dataset.extra entry {spec}: needs name and root, may have split and options "
+                         f"(unknown: {', '.join(unknown) or 'none'})")
+    return build_dataset(spec["name"], spec["root"], spec.get("split", "train"),
+                         **{**spec.get("options", {}), "class_set": class_set.name})
+
+
 def make_datasets(config: dict, class_set: ClassSet) -> tuple[ParsingDataset, ParsingDataset]:
     """(training set with the seeded augmentation, validation set: images resized to ``input.eval_size``, labels
     too if ``input.eval_labels`` is resized)."""
@@ -175,8 +188,13 @@ def make_datasets(config: dict, class_set: ClassSet) -> tuple[ParsingDataset, Pa
     augment = TrainTransform(tuple(input_spec["crop_size"]), tuple(input_spec["scale_range"]),
                              input_spec["max_rotation"], class_set.flip_permutation(), input_spec["jitter"])
     options = {**data_spec["options"], "class_set": class_set.name}  # labels mapped on load if it differs
-    train_set = build_dataset(data_spec["name"], data_spec["root"], data_spec["train_split"], augment,
-                              seed=config["seed"], skip_unreadable=True, **options)
+    if data_spec["extra"]:
+        parts = [build_dataset(data_spec["name"], data_spec["root"], data_spec["train_split"], **options)]
+        parts += [extra_dataset(spec, class_set) for spec in data_spec["extra"]]
+        train_set = ConcatParsingDataset(parts, augment, skip_unreadable=True, seed=config["seed"])
+    else:
+        train_set = build_dataset(data_spec["name"], data_spec["root"], data_spec["train_split"], augment,
+                                  seed=config["seed"], skip_unreadable=True, **options)
     eval_size = tuple(input_spec["eval_size"]) if input_spec["eval_size"] else None
     resize_labels = eval_labels_resized(config)
     val_set = build_dataset(data_spec["name"], data_spec["root"], data_spec["val_split"],
