@@ -52,6 +52,13 @@ MAPPINGS: dict[tuple[str, str], dict[str, str]] = {
         "other-accessory": "accessory", "other-upper-body-clothes": "upper-clothes",
         "other-lower-body-clothes": "lower-clothes",
     },
+    # Pascal-Person-Part labels body-part regions with whatever covers them, so its parts fold into hri
+    # by what usually covers them in everyday scenes: approximate by nature (a bare torso becomes
+    # upper clothes, a head's hair becomes skin). Fine for training a coarse person mask, not for clothing.
+    ("pascal_person_part", "hri"): {
+        "background": "background", "head": "skin", "torso": "upper-clothes", "upper-arms": "upper-clothes",
+        "lower-arms": "skin", "upper-legs": "lower-clothes", "lower-legs": "lower-clothes",
+    },
     ("ccp", "hri"): {
         "null": "background", "accessories": "accessory", "bag": "bag", "belt": "accessory",
         "blazer": "upper-clothes", "blouse": "upper-clothes", "bodysuit": "full-body-clothes",

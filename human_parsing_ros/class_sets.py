@@ -104,6 +104,9 @@ _CCP_NAMES = (
     "top", "vest", "wallet", "watch", "wedges",
 )
 
+# Pascal-Person-Part (SCHP's "pascal" checkpoint): body-part regions, clothing included; no left/right classes.
+_PASCAL_PERSON_PART_NAMES = ("background", "head", "torso", "upper-arms", "lower-arms", "upper-legs", "lower-legs")
+
 # What a human-robot interaction behaviour acts on, and every dataset here can be folded into (see
 # class_mappings): face, arms and legs are one "skin" class because CCP does not separate them.
 _HRI_NAMES = (
@@ -126,6 +129,7 @@ CLASS_SETS: dict[str, ClassSet] = {
         # CCP labels garments, not body sides: nothing to swap when mirrored.
         ClassSet("ccp", _CCP_NAMES, ()),
         ClassSet("hri", _HRI_NAMES, ()),
+        ClassSet("pascal_person_part", _PASCAL_PERSON_PART_NAMES, ()),
     )
 }
 

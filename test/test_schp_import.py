@@ -85,7 +85,14 @@ def test_the_console_script_refuses_bad_files_in_one_line(tmp_path):
         assert result.returncode == 1 and len(lines) == 1 and str(source) in lines[0] and expected in lines[0], lines
         assert not (tmp_path / "out.safetensors").exists()
     with pytest.raises(SchpImportError, match="dataset must be one of"):
+        import_schp(atr, tmp_path / "x.safetensors", "cityscapes")
+    with pytest.raises(SchpImportError, match="18 classes, but SCHP's pascal has 7"):
         import_schp(atr, tmp_path / "x.safetensors", "pascal")
+    pascal = fake_schp_checkpoint(tmp_path / "pascal.pth", num_classes=7)
+    import_schp(pascal, tmp_path / "pascal.safetensors", "pascal")
+    parser = HumanParser(tmp_path / "pascal.safetensors", device="cpu")
+    assert parser.class_set.name == "pascal_person_part" and parser.class_set.names[2] == "torso"
+    assert np.array_equal(parser.network_hw, (512, 512))
     ok = subprocess.run([*script, str(atr), str(tmp_path / "atr.safetensors"), "--dataset", "atr"],
                         capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0 and "atr classes, input 512x512" in ok.stdout

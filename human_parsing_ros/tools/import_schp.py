@@ -23,7 +23,7 @@ from ..models import build_model
 from ..weights import WeightsInfo, save_weights
 
 # SCHP dataset name -> (our class set, the input size SCHP evaluates at: height, width)
-SCHP_DATASETS = {"lip": ("lip", (473, 473)), "atr": ("atr", (512, 512))}
+SCHP_DATASETS = {"lip": ("lip", (473, 473)), "atr": ("atr", (512, 512)), "pascal": ("pascal_person_part", (512, 512))}
 # SCHP's BGR mean and std, (0.406, 0.456, 0.485) and (0.225, 0.224, 0.229), in RGB order
 SCHP_MEAN_RGB, SCHP_STD_RGB = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # SCHP module prefix -> ours (first match wins: the parsing classifier before the rest of its decoder)
