@@ -59,10 +59,17 @@ PAPER_SETTINGS = {
                   ("input", "eval_labels"): "original", ("input", "eval_flip"): True,
                   ("optim", "batch_size"): 16, ("optim", "lr"): 0.002, ("optim", "schedule"): "poly",
                   ("stage1", "epochs"): 120, ("stage2", "epochs"): 0},
+    # SCHP (its train.py): CE2P, 473x473, batch 16, lr 7e-3, momentum 0.9, weight decay 5e-4, 100 epochs then
+    # 5 cycles of 10, SCHP's parsing loss, flip test.
+    "schp": {("model", "architecture"): "ce2p", ("input", "crop_size"): [473, 473], ("optim", "batch_size"): 16,
+             ("optim", "lr"): 0.007, ("optim", "momentum"): 0.9, ("optim", "weight_decay"): 0.0005,
+             ("stage1", "epochs"): 100, ("stage1", "loss"): "ce_lovasz", ("stage2", "epochs"): 0,
+             ("self_correction", "cycles"): 5, ("self_correction", "cycle_epochs"): 10,
+             ("input", "eval_flip"): True, ("input", "eval_labels"): "original"},
 }
 # Recipes that must claim a paper (so that dropping the claim cannot hide a drifted schedule).
 PAPER_RECIPES = {"mhpv2_pspnet_r50": "dtpr", "lip_mobilenetv2": "dtpr", "mhpv2_rim_pspnet_r50": "rim",
-                 "lip_cdlinknet_r101": "cdlinknet"}
+                 "lip_cdlinknet_r101": "cdlinknet", "lip_schp": "schp"}
 
 
 def test_recipes_that_claim_a_paper_have_its_schedule():

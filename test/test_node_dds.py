@@ -411,6 +411,32 @@ def test_a_plain_start_uses_the_installed_default_weights_and_parses_a_person(ro
     assert code == 0, node.log()[-2000:]
 
 
+def test_the_node_runs_an_imported_schp_checkpoint(ros, tmp_path):
+    """SCHP's published file layout (random values) -> human_parsing_import_schp -> the node over DDS."""
+    from test_schp_import import fake_schp_checkpoint
+
+    from human_parsing_ros.tools.import_schp import import_schp
+
+    weights = import_schp(fake_schp_checkpoint(tmp_path / "lip.pth"), tmp_path / "schp_lip.safetensors", "lip")
+    camera, ns = "/schp_cam/image_raw", "/schp_ns"
+    node = start_node(tmp_path, weights, camera=camera, ns=ns, input_size=[97, 65])  # small: CPU time
+    client = Client(camera, {"labels": Image, "class_info": String}, ns, name="schp_probe")
+    try:
+        client.wait_for_node(90.0)
+        client.wait_for(lambda: client.received.get("class_info"), 10.0, "class_info")
+        info = ClassInfoMessage.from_json(client.received.get("class_info")[0].data)
+        assert info.class_set == "lip" and info.names == get_class_set("lip").names and info.weights == str(weights)
+        client.wait_for(lambda: client.subs[0].get_publisher_count(), 10.0, "labels to match")
+        frame = load_rgb(sample_photos()[0])[::4, ::4].copy()
+        msg = play(client, [frame], rate_hz=2.0)[0]
+        ids = image_array(wait_labels_for(client, msg, 60.0))
+        assert ids.shape == frame.shape[:2] and int(ids.max()) < 20
+    finally:
+        client.close()
+        code = node.stop()
+    assert code == 0, node.log()[-2000:]
+
+
 # ---- start-up values, signals, lifecycle shutdown ------------------------------------------------------------
 def _statuses(client: Client, ns: str) -> list:
     return [s for a in client.received.get("/diagnostics") for s in a.status if f"{ns}/" in s.name]

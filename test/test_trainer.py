@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,7 +103,8 @@ def test_two_stage_run_writes_weights_that_the_parser_loads(tmp_path):
     assert parsed.labels.shape == load_rgb(sample_photos()[0]).shape[:2]
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert set(ckpt) == {"format", "epoch", "stage", "model", "optimizer", "scheduler", "scaler", "cpa",
-                         "cpa_train", "pixel_counts", "image_counts", "rng", "config", "history"} and \
+                         "cpa_train", "pixel_counts", "image_counts", "rng", "config", "history",
+                         "aggregated"} and \
         ckpt["format"] == "dtpr-checkpoint/1"
     assert ckpt["epoch"] == 3 and ckpt["stage"] == 2 and ckpt["cpa"].shape == (59,)
     for name in ("val_classes.csv", "val_classes.md", "kept_pixels.csv", "cpa_vs_pixels.png", "metrics.json"):
@@ -424,7 +426,8 @@ def test_ddp_on_two_cpu_processes_all_reduces_the_metrics(tmp_path):
     {"stage2.sampling": "none", "stage2.loss": "focal"},
     {"stage2.sampling": "none", "stage2.loss": "class_balanced"},
     {"amp": "bf16"},
-], ids=["focal", "class_balanced", "ce_lovasz", "inter_class", "prn", "stage2_focal", "stage2_class_balanced", "bf16_autocast"])
+], ids=["focal", "class_balanced", "ce_lovasz", "inter_class", "prn", "stage2_focal", "stage2_class_balanced",
+        "bf16_autocast"])
 def test_loss_variants_and_amp_train_to_finite_losses(tmp_path, changes):
     from training.config import load_config
     from training.dtpr import run
@@ -520,3 +523,55 @@ def test_every_architecture_trains_through_both_stages_and_parses(tmp_path, name
     assert info.recipe["stages"][1]["trains"] == ARCHITECTURES[name].stage2_default
     parsed = HumanParser(result["weights"], device="cpu", input_size=(96, 64)).parse(load_rgb(sample_photos()[1]))
     assert parsed.labels.shape == load_rgb(sample_photos()[1]).shape[:2]
+
+
+def test_self_correction_schedule_and_plan():
+    from training.dtpr import make_scheduler
+    from training.self_correction import CyclePlan
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = make_scheduler(optimizer, 4, cycle_steps=2, cycle_factor=0.5)
+    factors = [scheduler.lr_lambdas[0](step) for step in range(9)]
+    # main cosine over 4 steps, then every 2 steps a cosine restarting at one half
+    assert factors == pytest.approx([1.0, 0.853553, 0.5, 0.146447, 0.5, 0.25, 0.5, 0.25, 0.5], abs=1e-6)
+    plan = CyclePlan(main=3, cycles=2, cycle_epochs=2)
+    assert plan.epochs == 7 and [plan.cycle(e) for e in range(7)] == [0, 0, 0, 1, 1, 2, 2]
+    assert [plan.aggregates_after(done) for done in range(1, 8)] == [None, None, 0, None, 1, None, 2]
+
+
+def test_self_correction_aggregates_refines_and_resumes_bit_exactly(tmp_path):
+    """Stage 1 of 1 epoch + 2 cycles of 1: the aggregated model starts as epoch 1's network, after cycle 1 it
+    is the mean of epochs 1 and 2 (parameters; BatchNorm statistics re-estimated), after cycle 2 the network
+    becomes it and is exported; a run resumed from epoch 2 ends with the same files."""
+    from human_parsing_ros.models import build_model
+    from training.config import load_config
+    from training.dtpr import run
+
+    config = tiny_config(tmp_path / "whole", **{"stage1.epochs": 1, "stage2.epochs": 0})
+    config["self_correction"] = {"cycles": 2, "cycle_epochs": 1}
+    config["keep_checkpoints"] = [1, 2]
+    config["log"]["tensorboard"] = False
+    result = run(load_config(overrides=config))
+    assert [h.get("aggregated_models") for h in result["history"]] == [1, 2, 3]
+    whole = tmp_path / "whole"
+    first, second, last = (torch.load(path, weights_only=True) for path in (
+        whole / "checkpoint_epoch01.pt", whole / "checkpoint_epoch02.pt", whole / "checkpoint.pt"))
+    params = {name for name, _ in build_model("deeplabv3plus", num_classes=59, encoder="mobilenet_v2",
+                                              decoder_channels=16).named_parameters()}
+    for name in params:
+        torch.testing.assert_close(first["aggregated"][name], first["model"][name])
+        torch.testing.assert_close(second["aggregated"][name], (first["model"][name] + second["model"][name]) / 2)
+    means = [k for k in second["model"] if k.endswith("running_mean")]
+    assert not all(torch.equal(second["aggregated"][k], second["model"][k]) for k in means)  # re-estimated
+    shipped = _safetensors_contents(whole / "model.safetensors")["tensors"]
+    assert all(torch.equal(shipped[k], last["aggregated"][k]) for k in shipped)
+    assert all(torch.equal(last["model"][k], last["aggregated"][k]) for k in shipped)
+
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    for name in ("checkpoint.pt", "checkpoint_epoch02.pt"):
+        shutil.copyfile(whole / "checkpoint_epoch02.pt", resumed / name)
+    shutil.copyfile(whole / "checkpoint_epoch01.pt", resumed / "checkpoint_epoch01.pt")
+    config["output_dir"] = str(resumed)
+    run(load_config(overrides=config), resume=True)
+    assert_same_outputs(whole, resumed)

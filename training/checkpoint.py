@@ -4,7 +4,8 @@ Keys: ``format`` (``CHECKPOINT_FORMAT``), ``epoch`` (epochs done), ``stage``,
 ``model``, ``optimizer``, ``scheduler``, ``scaler`` (state dicts of the current
 stage), ``cpa`` (PRA's scores, from the recipe's source), ``cpa_train`` (from the
 training data, always), ``pixel_counts`` and ``image_counts`` (per class over the
-training set: PRN's two readings; older checkpoints lack ``image_counts``), ``rng`` (global
+training set: PRN's two readings; older checkpoints lack ``image_counts``), ``aggregated``
+(self-correction's aggregated model or None), ``rng`` (global
 RNG states), ``config`` and ``history`` (one record per epoch). It holds tensors
 and plain Python values only, so ``torch.load(weights_only=True)`` reads it.
 """
@@ -25,12 +26,15 @@ CHECKPOINT_FORMAT = "dtpr-checkpoint/1"
 def make_checkpoint(epoch: int, stage: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
                     cpa: torch.Tensor | None, cpa_train: torch.Tensor | None, counts: dict[str, torch.Tensor],
-                    rng: dict, config: dict, history: list[dict]) -> dict[str, Any]:
-    """The checkpoint dict after ``epoch`` epochs (``model`` unwrapped from DDP; ``counts``: pixels, images)."""
+                    rng: dict, config: dict, history: list[dict],
+                    aggregated: torch.nn.Module | None = None) -> dict[str, Any]:
+    """The checkpoint dict after ``epoch`` epochs (``model`` unwrapped from DDP; ``counts``: pixels, images;
+    ``aggregated``: self-correction's aggregated model, once the cycles began)."""
     return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "stage": stage, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "cpa": cpa, "cpa_train": cpa_train, "pixel_counts": counts["pixels"], "image_counts": counts["images"],
-            "rng": rng, "config": config, "history": history}
+            "rng": rng, "config": config, "history": history,
+            "aggregated": None if aggregated is None else aggregated.state_dict()}
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:

@@ -16,7 +16,7 @@ DEFAULTS: dict[str, Any] = {
     "amp": "none",               # none | bf16 | fp16 (fp16 uses a GradScaler)
     "max_nonfinite_steps": 0,    # steps per epoch with a NaN/Inf loss skipped before the run stops (fp16: a few)
     "deterministic": True,       # torch.use_deterministic_algorithms (warn only)
-    "paper": None,               # dtpr | rim | cdlinknet: the recipe claims that paper's settings (a test checks them)
+    "paper": None,               # dtpr | rim | cdlinknet | schp: the recipe claims that paper's settings (tested)
     "dataset": {
         "name": "ccp",
         "root": "../shared/data/ccp",
@@ -63,6 +63,11 @@ DEFAULTS: dict[str, Any] = {
         "eta": "min",              # float, or min | median | mean | qNN (derived from the scores)
         "floor": 0.0,              # lower bound on keep probabilities
         "lr": None,                # None: optim.lr
+    },
+    "self_correction": {         # SCHP's cycles after stage 1's main schedule (training/self_correction.py)
+        "cycles": 0,               # SCHP: 5
+        "cycle_epochs": 10,        # SCHP: 10
+        "lr": None,                # each cycle's starting lr; None: optim.lr / 2 (SCHP's)
     },
     "losses": {"focal_gamma": 2.0, "cb_beta": 0.9999},
     "inter_class": {"weight": 0.0, "margin": 1.0, "stages": [2]},  # RIM's ILM (the paper: weight 1, stage 2)

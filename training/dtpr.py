@@ -35,6 +35,7 @@ from training.losses import REDUCTIONS, class_balanced_weights
 from training.metrics import METRICS, cpa_for_sampling, format_summary, write_class_table
 from training.sampling import PixelSampler, keep_probabilities
 from training.seeding import capture_rng_states, restore_rng_states
+from training.self_correction import cycle_lr_factor, cycle_plan, update_aggregated
 from training.transforms import EvalTransform, TrainTransform
 
 # What a run writes into its output_dir (besides checkpoint_epochNN.pt and tensorboard/).
@@ -74,15 +75,26 @@ def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, schedule: str = "cosine",
-                   poly_power: float = 0.9) -> torch.optim.lr_scheduler.LambdaLR:
+                   poly_power: float = 0.9, cycle_steps: int = 0,
+                   cycle_factor: float = 0.5) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-iteration learning-rate factor over one stage: cosine annealing to 0 (DTPR's CosineAnnealing), or
-    poly, (1 - step / total_steps) ** poly_power (C-DLinkNet's)."""
+    poly, (1 - step / total_steps) ** poly_power (C-DLinkNet's), over ``total_steps``; after them, with
+    ``cycle_steps``, self-correction's cyclical schedule: a cosine from ``cycle_factor`` to 0 every cycle."""
     check_choice("optim.schedule", schedule, SCHEDULES)
     steps = max(1, total_steps)
-    if schedule == "poly":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (1.0 - min(step, steps) / steps) ** poly_power)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps)))
+
+    def main(step: int) -> float:
+        if schedule == "poly":
+            return (1.0 - min(step, steps) / steps) ** poly_power
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
+
+    def factor(step: int) -> float:
+        if not cycle_steps or step < steps:
+            return main(step)
+        within = (step - steps) % cycle_steps
+        return cycle_factor * 0.5 * (1.0 + math.cos(math.pi * within / cycle_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def stage_loss_name(config: dict, stage: int) -> str:
@@ -103,6 +115,7 @@ def check_losses(config: dict) -> None:
     check_choice("stage2.prn_counts", stage2["prn_counts"], PRN_COUNTS)
     check_choice("optim.schedule", config["optim"]["schedule"], SCHEDULES)
     check_choice("input.eval_labels", config["input"]["eval_labels"], EVAL_LABELS)
+    cycle_plan(config)
 
 
 def sampling_scores(config: dict, cpa: torch.Tensor | None, counts: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -157,14 +170,18 @@ def make_stage(model: torch.nn.Module, stage: int, config: dict, steps_per_epoch
     """Optimizer, schedule and loss for one stage (stage 2 freezes what it must first)."""
     base = unwrap_ddp(model)
     optim, stage1, stage2 = config["optim"], config["stage1"], config["stage2"]
+    cycle_steps = 0
     if stage == 1:
         params, lr = list(base.parameters()), stage_lr(config, 1)
         epochs = stage1["schedule_epochs"] or stage1["epochs"]
+        cycle_steps = config["self_correction"]["cycle_epochs"] * steps_per_epoch \
+            if cycle_plan(config).cycles else 0
     else:
         params = base.freeze_for_stage2(None if stage2["trains"] == "auto" else stage2["trains"])
         epochs, lr = stage2["epochs"], stage_lr(config, 2)
     optimizer = make_optimizer(params, lr, optim["momentum"], optim["weight_decay"])
-    scheduler = make_scheduler(optimizer, epochs * steps_per_epoch, optim["schedule"], optim["poly_power"])
+    scheduler = make_scheduler(optimizer, epochs * steps_per_epoch, optim["schedule"], optim["poly_power"],
+                               cycle_steps, cycle_lr_factor(config))
     return StageState(stage, optimizer, scheduler, make_stage_loss(config, stage, cpa, counts))
 
 
@@ -206,6 +223,7 @@ def make_datasets(config: dict, class_set: ClassSet) -> tuple[ParsingDataset, Pa
 def eval_labels_resized(config: dict) -> bool:
     """Whether validation resizes the labels to ``input.eval_size`` (else they keep their own resolution)."""
     check_choice("input.eval_labels", config["input"]["eval_labels"], EVAL_LABELS)
+    cycle_plan(config)
     return config["input"]["eval_labels"] == "resized"
 
 
@@ -217,6 +235,17 @@ def eval_flip_perm(config: dict, class_set: ClassSet) -> list[int] | None:
 def train_counts(stats: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Per-class training-set counts (float64 [C]): ``pixels`` and ``images`` (PRN's two readings)."""
     return {key: torch.tensor(stats[key], dtype=torch.float64) for key in ("pixels", "images")}
+
+
+def restore_aggregated(checkpoint: dict | None, config: dict, num_classes: int,
+                       device: torch.device) -> SegmentationModel | None:
+    """Self-correction's aggregated model from ``checkpoint`` (None before the cycles began)."""
+    if not checkpoint or checkpoint.get("aggregated") is None:
+        return None
+    args = {**config["model"]["args"], "encoder_weights": None}  # the checkpoint holds every weight
+    aggregated = make_model(config["model"]["architecture"], args, num_classes)
+    aggregated.load_state_dict(checkpoint["aggregated"])
+    return aggregated.to(device).to(memory_format=torch.channels_last).requires_grad_(False).eval()
 
 
 # ---- the run directory ----------------------------------------------------------------------------
@@ -280,7 +309,8 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
     class_set = get_class_set(data_spec["class_set"] or data_spec["name"])
     num_classes = class_set.num_classes
     train_set, val_set = make_datasets(config, class_set)
-    stage1_epochs, stage2_epochs = config["stage1"]["epochs"], config["stage2"]["epochs"]
+    plan = cycle_plan(config)
+    stage1_epochs, stage2_epochs = plan.epochs, config["stage2"]["epochs"]
     total_epochs = stage1_epochs + stage2_epochs
     cpa_epoch = min(config["stage1"]["cpa_epoch"], stage1_epochs)
     same_sizes = config["input"]["eval_size"] and eval_labels_resized(config)
@@ -310,6 +340,7 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
     stage = 1 if start_epoch < stage1_epochs else 2
     if checkpoint:
         model.load_state_dict(checkpoint["model"])
+    aggregated = restore_aggregated(checkpoint, config, num_classes, device)
     current = make_stage(model, stage, config, steps_per_epoch, cpa, counts) \
         if start_epoch < total_epochs else None
     scaler = torch.amp.GradScaler(device.type, enabled=config["amp"] == "fp16")
@@ -338,9 +369,11 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
         began = time.perf_counter()
         loader = make_train_loader(train_set, optim["batch_size"], optim["workers"], config["seed"], epoch,
                                    dist_info)
+        cycle = plan.cycle(epoch) if current.stage == 1 else 0
         result = train_one_epoch(net, loader, current, scaler, device, dist_info, epoch, config["seed"], num_classes,
                                  amp=config["amp"], progress=config["log"]["progress"],
-                                 max_nonfinite_steps=config["max_nonfinite_steps"])
+                                 max_nonfinite_steps=config["max_nonfinite_steps"],
+                                 teacher=aggregated if cycle else None, cycle=cycle)
         record: dict[str, Any] = {"epoch": epoch + 1, "stage": current.stage, "loss": result["loss"],
                                   "lr": result["lr"], "seconds": time.perf_counter() - began}
         if result["nonfinite_steps"]:
@@ -359,6 +392,14 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
             else:
                 cpa = cpa_train
             record["cpa_recorded"] = True
+        m = plan.aggregates_after(epoch + 1) if current.stage == 1 else None
+        if m is not None:
+            batches = make_train_loader(train_set, optim["batch_size"], optim["workers"], config["seed"], epoch,
+                                        dist_info)
+            aggregated = update_aggregated(aggregated, model, m, (x.to(device) for x, _ in batches), dist_info)
+            record["aggregated_models"] = m + 1
+            if epoch + 1 == plan.epochs:  # the last cycle: the network becomes the aggregated model
+                model.load_state_dict(aggregated.state_dict())
         if (epoch + 1) % config["eval_every"] == 0 or epoch + 1 == total_epochs:
             metrics = evaluate(net, val_loader, num_classes, device, amp=config["amp"], flip_perm=flip_perm).compute()
             record.update({key: float(metrics[key]) for key in METRICS})
@@ -368,7 +409,7 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
             _log_epoch(writer, record)
             save_checkpoint(make_checkpoint(epoch + 1, current.stage, model, current.optimizer, current.scheduler,
                                             scaler, cpa, cpa_train, counts, capture_rng_states(), config,
-                                            history),
+                                            history, aggregated),
                             checkpoint_path)
             if epoch + 1 in config["keep_checkpoints"]:
                 shutil.copyfile(checkpoint_path, out / f"checkpoint_epoch{epoch + 1:02d}.pt")

@@ -21,6 +21,7 @@ from training.distributed import DistInfo, sum_over_ranks, unwrap_ddp
 from training.losses import AUX_LOSSES, REDUCTIONS, ce_lovasz, focal_loss, inter_class_loss, masked_cross_entropy
 from training.metrics import ConfusionMatrix
 from training.sampling import PixelSampler, kept_pixel_counts
+from training.schp import lovasz_softmax, soft_target_kl, soft_targets
 from training.seeding import mix_seed, seeded_generator
 
 STAGE_LOSSES = ("ce", "focal", "class_balanced", "ce_lovasz")
@@ -70,14 +71,19 @@ def autocast(amp: str, device: torch.device) -> torch.autocast:
 
 
 def compute_loss(logits: torch.Tensor, target: torch.Tensor, loss: StageLoss,
-                 generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 generator: torch.Generator | None,
+                 soft: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The stage's loss of one batch and, with a sampler, the PRA/PRN pixel mask (drawn from ``generator``).
 
     The inter-class term sees every valid pixel: RIM feeds its ILM the heat maps and the ground truth,
-    not the RBSM-sampled pixels (those only enter the main loss).
+    not the RBSM-sampled pixels (those only enter the main loss). ``soft``: self-correction's soft
+    targets, which replace the cross-entropy term by their KL term (``ce`` and ``ce_lovasz`` only).
     """
     mask = None
-    if loss.sampler is not None:
+    if soft is not None:
+        kl = soft_target_kl(logits, soft, target)
+        value = kl if loss.name == "ce" else 0.5 * kl + 0.5 * lovasz_softmax(logits, target)
+    elif loss.sampler is not None:
         mask = loss.sampler(target, generator)
         value = masked_cross_entropy(logits, target, mask, reduction=loss.reduction)
     elif loss.name == "focal":
@@ -101,8 +107,12 @@ def loss_is_finite(loss: torch.Tensor, dist_info: DistInfo) -> bool:
 
 def train_one_epoch(model: torch.nn.Module, loader: DataLoader, state: StageState, scaler: torch.amp.GradScaler,
                     device: torch.device, dist_info: DistInfo, epoch: int, seed: int, num_classes: int,
-                    amp: str = "none", progress: bool = False, max_nonfinite_steps: int = 0) -> dict[str, Any]:
+                    amp: str = "none", progress: bool = False, max_nonfinite_steps: int = 0,
+                    teacher: torch.nn.Module | None = None, cycle: int = 0) -> dict[str, Any]:
     """One epoch of ``state``'s stage; loss, kept pixels and the training confusion summed over ranks.
+
+    ``teacher`` (self-correction's aggregated model, in eval mode) and ``cycle`` m >= 1: the main output
+    learns from ``schp.soft_targets`` (m/(m+1) x the teacher's prediction + 1/(m+1) x the labels).
 
     A step whose loss is NaN/Inf is skipped (no update); after ``max_nonfinite_steps`` such
     steps in this epoch, ``NonFiniteError`` names the step (nothing of this epoch is saved).
@@ -124,9 +134,13 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, state: StageStat
         target = target.to(device, non_blocking=True)
         with autocast(amp, device):
             logits, aux = model(images, with_aux=True) if state.stage == 1 else (model(images), [])
+        soft = None
+        if teacher is not None:
+            with torch.no_grad(), autocast(amp, device):
+                soft = soft_targets(teacher(images).float(), target, cycle)
         generator = seeded_generator(seed, epoch, step, dist_info.rank, device=device)
         started = time.perf_counter()
-        loss, mask = compute_loss(logits.float(), target, state.loss, generator)
+        loss, mask = compute_loss(logits.float(), target, state.loss, generator, soft)
         sampling_s += time.perf_counter() - started
         for (weight, aux_loss), aux_logits in zip(aux_terms, aux):
             loss = loss + weight * aux_loss(aux_logits.float(), target, logits.float())
