@@ -26,6 +26,9 @@ def recipe_summary(config: dict, metrics: dict, stage2_default: str = "decoder")
     for stage in stages:
         if inter_class["weight"] > 0 and stage["stage"] in inter_class["stages"]:
             stage["inter_class"] = {"weight": inter_class["weight"], "margin": inter_class["margin"]}
+    cycles = config["self_correction"]["cycles"]
+    if cycles:
+        stages[0]["self_correction"] = {"cycles": cycles, "cycle_epochs": config["self_correction"]["cycle_epochs"]}
     return {"untrained": False, "dataset": config["dataset"]["name"], "paper": config["paper"],
             "schedule": config["optim"]["schedule"], "eval_labels": config["input"]["eval_labels"],
             "splits": {"train": config["dataset"]["train_split"], "val": config["dataset"]["val_split"]},

@@ -72,7 +72,7 @@ def convert_schp_state(state: dict[str, torch.Tensor], path: str | os.PathLike =
 
 
 def import_schp(source: str | os.PathLike, output: str | os.PathLike, dataset: str) -> Path:
-    """Write ``output`` (safetensors) from SCHP checkpoint ``source`` trained on ``dataset`` (lip | atr)."""
+    """Write ``output`` (safetensors) from SCHP checkpoint ``source`` trained on ``dataset`` (lip | atr | pascal)."""
     if dataset not in SCHP_DATASETS:
         raise SchpImportError(f"dataset must be one of {', '.join(SCHP_DATASETS)}, not '{dataset}'")
     class_set_name, input_size = SCHP_DATASETS[dataset]
