@@ -338,14 +338,18 @@ class HumanParserNode(LifecycleNode):
         return TransitionCallbackReturn.FAILURE
 
     def _mask_ids(self, class_set: ClassSet) -> list[int]:
-        names = list(self.param("mask_parts"))
-        ids = []
-        for name in names:
+        """Class ids of ``mask_parts``; names the loaded class set lacks get no topic and one warning (one
+        parameter file serves weights of any class set: LIP has no ``skin``, CCP no ``face``)."""
+        ids, missing = [], []
+        for name in self.param("mask_parts"):
             try:
                 ids.append(class_set.index(name))
             except ValueError:
-                raise ValueError(f"mask_parts: '{name}' is not a class of '{class_set.name}' "
-                                 f"(classes: {', '.join(class_set.names)})") from None
+                missing.append(name)
+        if missing:
+            self.get_logger().warning(
+                f"mask_parts: {', '.join(repr(n) for n in missing)} not in class set '{class_set.name}', no "
+                f"masks for {'it' if len(missing) == 1 else 'them'} (classes: {', '.join(class_set.names)})")
         return ids
 
     def _subscribe(self) -> tuple[Any, QoSProfile]:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 PACKAGE = "human_parsing_ros"
 DATA = Path(__file__).resolve().parent / "data"
-DEFAULT_WEIGHTS = DATA / "weights" / "default.safetensors"
+DEFAULT_WEIGHTS = DATA / "weights" / "default.safetensors"  # the hri class set
+CCP59_WEIGHTS = DATA / "weights" / "ccp59_dtpr.safetensors"  # CCP's 59 classes: the DTPR study's shipped run
 SAMPLES = DATA / "ccp"  # seven CCP photos with annotations (Apache-2.0; see its NOTICE.md)
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
 

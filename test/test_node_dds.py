@@ -431,6 +431,8 @@ def test_the_node_runs_an_imported_schp_checkpoint(ros, tmp_path):
         msg = play(client, [frame], rate_hz=2.0)[0]
         ids = image_array(wait_labels_for(client, msg, 60.0))
         assert ids.shape == frame.shape[:2] and int(ids.max()) < 20
+        # the parameter file's mask_parts (hair, skin): LIP has no skin, so one warning and no masks/skin
+        assert "mask_parts: 'skin' not in class set 'lip', no masks for it" in node.log()
     finally:
         client.close()
         code = node.stop()
