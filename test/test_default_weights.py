@@ -18,7 +18,8 @@ def test_default_weights_are_hri_and_say_how_they_were_made():
     recipe = info.recipe
     assert recipe["dataset"] == "ccp" and recipe["recipe"] == "ccp_hri_mobilenetv2"
     assert recipe["splits"] == {"train": "train", "val": "val"} and recipe["train_seconds"] > 0
-    assert recipe["metrics"]["test_serving"]["mean_iou"] > 0.40  # measured 0.466 on the test split through the serving path (README: Default weights)
+    # the test split through the serving path, measured 0.466 (README: Default weights)
+    assert recipe["metrics"]["test_serving"]["mean_iou"] > 0.40
 
 
 def test_default_weights_parse_the_bundled_photos_into_hri_classes():
@@ -35,7 +36,8 @@ def test_default_weights_parse_the_bundled_photos_into_hri_classes():
         on_person = truth != 0
         person_correct += int((labels[on_person] == truth[on_person]).sum())
         person += int(on_person.sum())
-        # the person is found and the background left alone (measured: 0.91-0.98 of the person's pixels, at most 0.012 of the background's)
+        # the person is found and the background left alone (measured: 0.91-0.98 of the person's pixels,
+        # at most 0.012 of the background's)
         assert (labels[on_person] != 0).mean() > 0.85, photo.name
         assert (labels[~on_person] != 0).mean() < 0.05, photo.name
     # measured 0.853 of all pixels right and 0.464 of the person's (right part or garment class)
