@@ -7,7 +7,7 @@ import torch
 
 from human_parsing_ros.class_mappings import MAPPINGS, check_mapping, mapping_table
 from human_parsing_ros.class_sets import CLASS_SETS, IGNORE_INDEX, get_class_set
-from human_parsing_ros.resources import DEFAULT_WEIGHTS
+from human_parsing_ros.resources import CCP59_WEIGHTS
 from human_parsing_ros.samples import SAMPLES
 
 HRI = ("background", "hair", "skin", "headwear", "eyewear", "upper-clothes", "lower-clothes", "full-body-clothes",
@@ -80,8 +80,8 @@ def test_serving_evaluation_counts_every_pixel_and_folds_like_the_mapping():
 
     from training.evaluate import serving_confusion
 
-    fine = serving_confusion(DEFAULT_WEIGHTS, "ccp", SAMPLES, "all")
-    folded = serving_confusion(DEFAULT_WEIGHTS, "ccp", SAMPLES, "all", fold_to="hri")
+    fine = serving_confusion(CCP59_WEIGHTS, "ccp", SAMPLES, "all")
+    folded = serving_confusion(CCP59_WEIGHTS, "ccp", SAMPLES, "all", fold_to="hri")
     pixels = sum(np.prod(Image.open(p).size) for p in sorted((SAMPLES / "photos").glob("*.jpg")))
     assert int(fine.sum()) == int(folded.sum()) == pixels  # every pixel, at each photo's resolution
     table = torch.from_numpy(mapping_table("ccp", "hri")[:59].astype(np.int64))
