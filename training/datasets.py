@@ -365,12 +365,12 @@ def _read_ids(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-def _choose_ids(ids: Sequence[Any] | None, listing: Path) -> list[str]:
+def choose_ids(ids: Sequence[Any] | None, listing: Path) -> list[str]:
     """The explicit ``ids`` when given, else the split's id list file."""
     return _read_ids(listing) if ids is None else [str(i).strip() for i in ids]
 
 
-def _require_dir(path: Path) -> Path:
+def require_dir(path: Path) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"folder not found: {path}")
     return path
@@ -382,26 +382,26 @@ def _paired(ids: list[str], images: Path, labels: Path, label_suffix: str = ".pn
 
 def _build_lip(root: Path, split: str, ids: Sequence[Any] | None = None) -> tuple[list[Sample], dict]:
     _check_split("lip", split, ("train", "val"))
-    chosen = _choose_ids(ids, root / f"{split}_id.txt")
-    images = _require_dir(root / f"{split}_images")
-    labels = _require_dir(root / f"{split}_segmentations")
+    chosen = choose_ids(ids, root / f"{split}_id.txt")
+    images = require_dir(root / f"{split}_images")
+    labels = require_dir(root / f"{split}_segmentations")
     return _paired(chosen, images, labels), {}
 
 
 def _build_cihp(root: Path, split: str, ids: Sequence[Any] | None = None) -> tuple[list[Sample], dict]:
     _check_split("cihp", split, ("train", "val", "test"))
-    chosen = _choose_ids(ids, root / f"{split}_id.txt")
-    images = _require_dir(root / "Images")
-    labels = _require_dir(root / "Category_ids")
+    chosen = choose_ids(ids, root / f"{split}_id.txt")
+    images = require_dir(root / "Images")
+    labels = require_dir(root / "Category_ids")
     return _paired(chosen, images, labels), {}
 
 
 def _build_atr(root: Path, split: str, ids: Sequence[Any] | None = None) -> tuple[list[Sample], dict]:
-    images = _require_dir(root / "JPEGImages")
-    labels = _require_dir(root / "SegmentationClassAug")
+    images = require_dir(root / "JPEGImages")
+    labels = require_dir(root / "SegmentationClassAug")
     listing = root / f"{split}.txt"
     if ids is not None or listing.is_file():
-        chosen = _choose_ids(ids, listing)
+        chosen = choose_ids(ids, listing)
     elif split == "all":
         chosen = sorted(path.stem for path in images.glob("*.jpg"))
     else:
@@ -412,16 +412,16 @@ def _build_atr(root: Path, split: str, ids: Sequence[Any] | None = None) -> tupl
 def _build_mhpv2(root: Path, split: str, ids: Sequence[Any] | None = None,
                  verify_images: bool = True) -> tuple[list[Sample], dict]:
     _check_split("mhpv2", split, ("train", "val", "test"))
-    chosen = _choose_ids(ids, root / "list" / f"{split}.txt")
-    images = _require_dir(root / split / "images")
-    annos = _person_maps(root / split / "parsing_annos")
+    chosen = choose_ids(ids, root / "list" / f"{split}.txt")
+    images = require_dir(root / split / "images")
+    annos = person_maps(root / split / "parsing_annos")
     items = [Sample(images / f"{i}.jpg", tuple(annos.get(i, ())), i) for i in chosen]
     if verify_images:
         items = [item for item in items if _image_opens(item.image)]
     return items, {"skip_unreadable": True}
 
 
-def _person_maps(folder: Path) -> dict[str, list[Path]]:
+def person_maps(folder: Path) -> dict[str, list[Path]]:
     """id -> its per-person label files, in sorted file-name order (the merge order)."""
     found: dict[str, list[Path]] = {}
     if not folder.is_dir():
@@ -449,7 +449,7 @@ def _image_opens(path: Path) -> bool:
 
 def _build_ccp(root: Path, split: str, ids: Sequence[Any] | None = None) -> tuple[list[Sample], dict]:
     _check_split("ccp", split, (*CCP_SPLITS, "all"))
-    photos = _require_dir(root / "photos")
+    photos = require_dir(root / "photos")
     annotations = _ccp_annotation_dir(root)
     if ids is not None:
         numbers = [_photo_number(i) for i in ids]

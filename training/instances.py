@@ -1,0 +1,205 @@
+"""Who is who: multi-person samples (image, semantic map, person map) for RP R-CNN.
+
+A person map is uint8 H x W: 0 = nobody, k = the k-th person of the image.
+Readers keep the datasets' own persons: MHPv2.0 (one part map per person,
+``<id>_<NN>_<KK>.png``, person k = the k-th file in name order) and CIHP
+(``Category_ids/<id>.png`` for the parts, ``Human_ids/<id>.png`` for the
+persons; ``Instance_ids`` numbers part instances and is not needed, since a
+part's person is read from ``Human_ids`` directly).
+
+``CompositeDataset`` makes multi-person frames from single-person CCP photos
+(``composites``) so that RP R-CNN can be trained and tested on this
+package's Apache-2.0 data alone.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from human_parsing_ros.class_mappings import mapping_table
+from human_parsing_ros.class_sets import IGNORE_INDEX, ClassSet, get_class_set
+
+from .composites import Person, compose, cut_person
+from .datasets import (
+    build_dataset,
+    choose_ids,
+    item_generator,
+    person_maps,
+    read_image,
+    read_label,
+    require_dir,
+)
+
+INSTANCE_DATASETS = ("mhpv2", "cihp", "ccp_composites")
+
+# CCP photos whose annotation is not one person, left out of composites. Found by looking at every photo
+# whose annotated box is wider than 0.44 x its height (33 photos) or whose annotation's second-largest
+# connected region exceeds 10% of the largest (3): only 0940 annotates two people (touching). 0536 has
+# no annotated pixel at all and is skipped as any empty annotation would be.
+CCP_NOT_ONE_PERSON = frozenset({"0940"})
+
+
+@dataclass(frozen=True)
+class InstanceSample:
+    """One image, its part map(s) and, for CIHP, its person map (``humans``)."""
+
+    image: Path
+    labels: tuple[Path, ...]
+    id: str
+    humans: Path | None = None
+
+
+def read_instances(sample: InstanceSample) -> tuple[np.ndarray, np.ndarray]:
+    """(semantic map, person map), both uint8 H x W, from one sample's files."""
+    if sample.humans is not None:
+        labels, persons = read_label(sample.labels[0]), read_label(sample.humans)
+        if labels.shape != persons.shape:
+            raise ValueError(f"{sample.humans}: person map is {persons.shape}, parts {sample.labels[0]} "
+                             f"is {labels.shape}")
+        persons = persons.copy()
+        persons[labels == 0] = 0  # a person's pixels are its part pixels
+        return labels, persons
+    if not sample.labels:
+        raise FileNotFoundError(f"{sample.id}: no label file for image {sample.image}")
+    maps = [read_label(path) for path in sample.labels]
+    labels = np.zeros_like(maps[0])
+    persons = np.zeros_like(maps[0])
+    for k, person in enumerate(maps, start=1):
+        if person.shape != labels.shape:
+            raise ValueError(f"{sample.labels[k - 1]}: is {person.shape}, person 1 is {labels.shape}")
+        on = (person != 0) & (person != IGNORE_INDEX)
+        labels[on] = person[on]  # later persons overwrite, as ``merge_labels`` does
+        persons[on] = k
+    return labels, persons
+
+
+def list_mhpv2(root: Path, split: str, ids: Sequence[Any] | None = None) -> list[InstanceSample]:
+    chosen = choose_ids(ids, root / "list" / f"{split}.txt")
+    images = require_dir(root / split / "images")
+    annos = person_maps(root / split / "parsing_annos")
+    return [InstanceSample(images / f"{i}.jpg", tuple(annos.get(i, ())), i) for i in chosen]
+
+
+def list_cihp(root: Path, split: str, ids: Sequence[Any] | None = None) -> list[InstanceSample]:
+    chosen = choose_ids(ids, root / f"{split}_id.txt")
+    images, parts = require_dir(root / "Images"), require_dir(root / "Category_ids")
+    humans = require_dir(root / "Human_ids")
+    return [InstanceSample(images / f"{i}.jpg", (parts / f"{i}.png",), i, humans / f"{i}.png") for i in chosen]
+
+
+class InstanceDataset(Dataset):
+    """Samples of a multi-person dataset; ``__getitem__`` returns ``transform(image, labels, persons)``."""
+
+    def __init__(self, items: list[InstanceSample], class_set: ClassSet, transform: Callable | None = None,
+                 *, label_table: np.ndarray | None = None, seed: int | None = None) -> None:
+        self.items, self.class_set, self.transform = list(items), class_set, transform
+        self.label_table, self.seed, self.epoch = label_table, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        item = self.items[index]
+        image = read_image(item.image)
+        labels, persons = read_instances(item)
+        if image.shape[:2] != labels.shape:
+            raise ValueError(f"{item.image}: image is {image.shape[:2]}, its labels are {labels.shape}")
+        if self.label_table is not None:
+            labels = self.label_table[labels]
+        return image, labels, persons
+
+    def __getitem__(self, index: int) -> Any:
+        image, labels, persons = self.load(index)
+        if self.transform is None:
+            return image, labels, persons
+        generator = None if self.seed is None else item_generator(self.seed, self.epoch, index)
+        return self.transform(image, labels, persons, generator=generator)
+
+
+class CompositeDataset(InstanceDataset):
+    """``count`` composites of the persons of ``people`` (single-person samples), each made from
+    (seed, epoch, index) alone: the same frame whatever the worker count or order.
+
+    ``fixed``: the frames do not change with the epoch (a test set); otherwise
+    each epoch composes new frames from the same persons.
+    """
+
+    def __init__(self, people: Sequence[Person], class_set: ClassSet, count: int, seed: int,
+                 size: tuple[int, int], transform: Callable | None = None, *, persons: tuple[int, int] = (1, 4),
+                 fixed: bool = False) -> None:
+        super().__init__([], class_set, transform, seed=seed)
+        if not people:
+            raise ValueError("a composite needs at least one person to cut out")
+        self.people, self.count, self.size, self.persons, self.fixed = list(people), int(count), size, persons, fixed
+
+    def __len__(self) -> int:
+        return self.count
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not 0 <= index < self.count:
+            raise IndexError(f"composite {index} of {self.count}")
+        rng = np.random.default_rng([int(self.seed), 0 if self.fixed else self.epoch + 1, int(index)])
+        frame = compose(self.people, rng, self.size, self.persons)
+        return frame.image, frame.labels, frame.persons
+
+
+def ccp_people(root: str | Path, split: str, class_set: str | None = None) -> tuple[list[Person], ClassSet]:
+    """Every annotated CCP person of ``split``, cut out (labels mapped to ``class_set`` if given); photos in
+    ``CCP_NOT_ONE_PERSON`` and photos with an empty annotation are left out."""
+    ccp = build_dataset("ccp", root, split, **({"class_set": class_set} if class_set else {}))
+    people = []
+    for index in range(len(ccp)):
+        if ccp.items[index].id in CCP_NOT_ONE_PERSON:
+            continue
+        image, labels = ccp.load(index)
+        if ((labels != 0) & (labels != IGNORE_INDEX)).any():
+            people.append(cut_person(image, labels, ccp.items[index].id))
+    return people, ccp.class_set
+
+
+def build_instance_dataset(name: str, root: str | Path, split: str, transform: Callable | None = None,
+                           **options: Any) -> InstanceDataset:
+    """The ``split`` of multi-person dataset ``name``: mhpv2, cihp (their layouts, persons kept) or
+    ccp_composites (``root`` is CCP's; options ``count``, ``seed``, ``size`` [height, width],
+    ``persons`` [min, max], ``fixed``). ``class_set`` maps the labels, ``seed`` seeds augmentation."""
+    key = name.lower()
+    if key not in INSTANCE_DATASETS:
+        raise ValueError(f"unknown multi-person dataset '{name}' (known: {', '.join(INSTANCE_DATASETS)})")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{key} root not found: {root}")
+    target = options.pop("class_set", None)
+    seed = options.pop("seed", None)
+    if key == "ccp_composites":
+        people, class_set = ccp_people(root, split, target)
+        return CompositeDataset(people, class_set, int(options.get("count", len(people))),
+                                int(options.get("composite_seed", 0 if seed is None else seed)),
+                                tuple(options.get("size", (288, 384))), transform,
+                                persons=tuple(options.get("persons", (1, 4))), fixed=bool(options.get("fixed", False)))
+    lister = {"mhpv2": list_mhpv2, "cihp": list_cihp}[key]
+    items = lister(root, split, options.get("ids"))
+    if not items:
+        raise ValueError(f"{key} split '{split}' under {root} has no samples")
+    class_set = get_class_set(target or key)
+    table = mapping_table(key, class_set.name) if class_set.name != key else None
+    return InstanceDataset(items, class_set, transform, label_table=table, seed=seed)
+
+
+def person_boxes(persons: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, list[int]]:
+    """Boxes (N x 4 float, x1 y1 x2 y2, pixel edges) of the persons present in a person map, and their ids."""
+    persons = torch.as_tensor(persons)
+    ids = [int(i) for i in torch.unique(persons).tolist() if i != 0]
+    boxes = torch.zeros((len(ids), 4))
+    for row, person in enumerate(ids):
+        ys, xs = torch.nonzero(persons == person, as_tuple=True)
+        boxes[row] = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+    return boxes, ids
