@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from human_parsing_ros.models import ARCHITECTURES, build_model
+from human_parsing_ros.models import build_model, semantic_architectures
 
 # (label, architecture, arguments): architectures with variants are listed per variant.
 VARIANTS = {
@@ -29,7 +29,7 @@ VARIANTS = {
 
 def entries() -> list[tuple[str, str, dict]]:
     out = []
-    for name in sorted(ARCHITECTURES):
+    for name in semantic_architectures():
         for label, args in VARIANTS.get(name, [(name, {})]):
             out.append((label, name, args))
     return out

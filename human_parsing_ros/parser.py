@@ -30,7 +30,7 @@ from .inference import (
 )
 from .messages import Part
 from .models import SegmentationModel
-from .weights import WeightsInfo, check_input_size, load_weights
+from .weights import WeightsError, WeightsInfo, check_input_size, load_weights
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 RESIZE_MODES = ("letterbox", "stretch")
@@ -152,6 +152,9 @@ class HumanParser:
         compile_mode: str = "none",
     ) -> None:
         model, info = load_weights(weights)
+        if getattr(model, "multi_person", False):
+            raise WeightsError(f"{weights}: multi-person weights ({info.architecture}) cannot be served yet: "
+                               "HumanParser runs single-map parsers only (issue #13 adds the per-person path)")
         self._setup(model, info, device, precision, input_size, resize_mode, flip_tta, compile_mode)
         self.weights_path = str(weights)
 

@@ -3,10 +3,10 @@ import model_tester
 import pytest
 import torch
 
-from human_parsing_ros.models import ARCHITECTURES, build_model
+from human_parsing_ros.models import ARCHITECTURES, build_model, semantic_architectures
 
 ARGS = {"num_classes": 20, "encoder_weights": None}
-NAMES = sorted(ARCHITECTURES)
+NAMES = semantic_architectures()  # RP R-CNN (multi-person) has its own tests: test_rprcnn.py
 # Per-architecture arguments that keep the CPU tests fast (same code paths, fewer channels).
 SMALL: dict[str, dict] = {"ce2p": {"encoder": "mobilenet_v2"},       # SCHP's ResNet-101: test_schp_import.py
                           "cdlinknet": {"encoder": "mobilenet_v2"}}  # the paper's ResNet-101: test_zoo_resnet.py

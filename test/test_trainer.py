@@ -18,7 +18,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from human_parsing_ros.models import ARCHITECTURES
+from human_parsing_ros.models import ARCHITECTURES, semantic_architectures
 from human_parsing_ros.parser import HumanParser
 from human_parsing_ros.samples import SAMPLES, load_rgb, sample_photos
 from human_parsing_ros.weights import read_weights_info
@@ -504,7 +504,7 @@ def aux_args(name: str) -> dict:
     return {"aux": True}
 
 
-@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("name", semantic_architectures())
 def test_every_architecture_trains_through_both_stages_and_parses(tmp_path, name):
     """Each network of the zoo: stage 1 (with its aux heads when it has them), stage 2, weights, parse."""
     from training.config import load_config

@@ -32,6 +32,12 @@ def build_model(name: str, **kwargs: Any) -> SegmentationModel:
         raise ValueError(f"bad arguments for architecture '{name}': {err}") from None
 
 
+def semantic_architectures() -> list[str]:
+    """Names of the single-map parsers (``SegmentationModel``s), sorted; the others parse each person apart."""
+    return sorted(name for name, cls in ARCHITECTURES.items()
+                  if isinstance(cls, type) and issubclass(cls, SegmentationModel))
+
+
 def _register_all() -> None:
     """Import every architecture folder (one subpackage each); each registers itself."""
     import importlib
@@ -46,5 +52,5 @@ _register_all()
 
 __all__ = [
     "ARCHITECTURES", "ENCODERS", "SegmentationHead", "SegmentationModel",
-    "build_encoder", "build_model", "register_architecture",
+    "build_encoder", "build_model", "register_architecture", "semantic_architectures",
 ]

@@ -1,0 +1,3 @@
+from .model import RPRCNN
+
+__all__ = ["RPRCNN"]

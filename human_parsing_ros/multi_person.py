@@ -1,0 +1,68 @@
+"""From a multi-person parser's per-person outputs to frame-sized maps: whose part each pixel is.
+
+RP R-CNN gives, per detected person, a box, a score and part probabilities
+over a fixed grid inside the box, and one semantic parts map for the frame.
+``merge_persons`` keeps the persons scoring at least ``min_score`` (at most
+``max_persons``, best first), pastes each one's parts into the frame, paints
+them from the lowest score to the highest (the best-scored person is in
+front where boxes overlap), and combines the result with the semantic map as
+the paper does: a pixel a person claims takes that person's part, any other
+pixel takes the semantic map's class.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def paste_parts(probabilities: torch.Tensor, box: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Class ids (int64 H x W) of one person: its C x S x S part probabilities sampled bilinearly at every
+    pixel centre inside ``box`` (x1 y1 x2 y2, pixels), argmax; 0 outside the box."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    ids = torch.zeros((height, width), dtype=torch.int64, device=probabilities.device)
+    left, top = max(int(x1), 0), max(int(y1), 0)
+    right, bottom = min(math.ceil(x2), width), min(math.ceil(y2), height)
+    if right <= left or bottom <= top or x2 <= x1 or y2 <= y1:
+        return ids
+    xs = (torch.arange(left, right, device=probabilities.device, dtype=torch.float32) + 0.5 - x1) / (x2 - x1) * 2 - 1
+    ys = (torch.arange(top, bottom, device=probabilities.device, dtype=torch.float32) + 0.5 - y1) / (y2 - y1) * 2 - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None]
+    sampled = F.grid_sample(probabilities[None].float(), grid, mode="bilinear", align_corners=False)[0]
+    inside = (grid[0, ..., 0].abs() <= 1) & (grid[0, ..., 1].abs() <= 1)
+    ids[top:bottom, left:right] = torch.where(inside, sampled.argmax(0), torch.zeros_like(inside, dtype=torch.int64))
+    return ids
+
+
+@dataclass
+class MergedPersons:
+    labels: torch.Tensor  # int64 H x W: class ids (persons' parts over the semantic map)
+    instances: torch.Tensor  # int64 H x W: 0 = nobody, k = persons[k - 1]
+    persons: list[int]  # indices into the inputs, best score first, of the persons with visible pixels
+    dropped: int  # persons above ``min_score`` beyond ``max_persons``
+
+
+def merge_persons(parts: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, semantic: torch.Tensor | None,
+                  height: int, width: int, min_score: float = 0.5, max_persons: int = 16) -> MergedPersons:
+    """Merge N persons (``parts`` N x C x S x S probabilities, ``boxes`` N x 4 in frame pixels, ``scores`` N)
+    with the frame's semantic probabilities (C x H x W, or None) into frame-sized maps."""
+    order = [int(i) for i in torch.argsort(scores, descending=True) if float(scores[i]) >= min_score]
+    dropped = max(len(order) - max_persons, 0)
+    order = order[:max_persons]
+    person_labels = torch.zeros((height, width), dtype=torch.int64, device=parts.device)
+    owner = torch.full((height, width), -1, dtype=torch.int64, device=parts.device)
+    for rank in reversed(range(len(order))):
+        ids = paste_parts(parts[order[rank]], boxes[order[rank]], height, width)
+        on = ids != 0
+        person_labels[on] = ids[on]
+        owner[on] = rank
+    visible = [rank for rank in range(len(order)) if bool((owner == rank).any())]
+    instances = torch.zeros_like(owner)
+    for k, rank in enumerate(visible, start=1):
+        instances[owner == rank] = k
+    background = (semantic.argmax(0) if semantic is not None
+                  else torch.zeros((height, width), dtype=torch.int64, device=parts.device))
+    labels = torch.where(person_labels != 0, person_labels, background)
+    return MergedPersons(labels, instances, [order[rank] for rank in visible], dropped)
