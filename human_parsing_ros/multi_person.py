@@ -12,6 +12,7 @@ pixel takes the semantic map's class.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -44,15 +45,16 @@ class MergedPersons:
     dropped: int  # persons above ``min_score`` beyond ``max_persons``
 
 
-def merge_persons(parts: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, semantic: torch.Tensor | None,
-                  height: int, width: int, min_score: float = 0.5, max_persons: int = 16) -> MergedPersons:
-    """Merge N persons (``parts`` N x C x S x S probabilities, ``boxes`` N x 4 in frame pixels, ``scores`` N)
-    with the frame's semantic probabilities (C x H x W, or None) into frame-sized maps."""
+def merge_persons(parts: torch.Tensor | Sequence[torch.Tensor], boxes: torch.Tensor, scores: torch.Tensor,
+                  semantic: torch.Tensor | None, height: int, width: int, min_score: float = 0.5,
+                  max_persons: int = 16) -> MergedPersons:
+    """Merge N persons (``parts``: N x C x S x S probabilities, or N maps C x h x w; ``boxes`` N x 4 in frame
+    pixels; ``scores`` N) with the frame's semantic probabilities (C x H x W, or None) into frame-sized maps."""
     order = [int(i) for i in torch.argsort(scores, descending=True) if float(scores[i]) >= min_score]
     dropped = max(len(order) - max_persons, 0)
     order = order[:max_persons]
-    person_labels = torch.zeros((height, width), dtype=torch.int64, device=parts.device)
-    owner = torch.full((height, width), -1, dtype=torch.int64, device=parts.device)
+    person_labels = torch.zeros((height, width), dtype=torch.int64, device=boxes.device)
+    owner = torch.full((height, width), -1, dtype=torch.int64, device=boxes.device)
     for rank in reversed(range(len(order))):
         ids = paste_parts(parts[order[rank]], boxes[order[rank]], height, width)
         on = ids != 0
@@ -63,6 +65,6 @@ def merge_persons(parts: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor
     for k, rank in enumerate(visible, start=1):
         instances[owner == rank] = k
     background = (semantic.argmax(0) if semantic is not None
-                  else torch.zeros((height, width), dtype=torch.int64, device=parts.device))
+                  else torch.zeros((height, width), dtype=torch.int64, device=boxes.device))
     labels = torch.where(person_labels != 0, person_labels, background)
     return MergedPersons(labels, instances, [order[rank] for rank in visible], dropped)

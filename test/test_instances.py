@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from human_parsing_ros.class_sets import get_class_set
@@ -182,3 +183,43 @@ def test_parsing_ap_and_pcp_on_hand_made_persons():
     empty = InstanceEvaluator(num_classes=3)
     empty.add([], [], [a])
     assert empty.result()["ap50"] == 0.0 and empty.result()["pcp50"] == 0.0
+
+
+class _Oracle(torch.nn.Module):
+    """Answers each composite with its annotated persons (parts one-hot over each person's exact box): what a
+    perfect multi-person parser would return; ``skip`` leaves out the last person of every frame."""
+
+    def __init__(self, dataset, num_classes, skip=False):
+        super().__init__()
+        self.dataset, self.num_classes, self.skip, self.calls = dataset, num_classes, skip, 0
+
+    def forward(self, images):
+        _, labels, persons = self.dataset.load(self.calls)
+        self.calls += 1
+        boxes, ids = person_boxes(persons)
+        if self.skip:
+            boxes, ids = boxes[:-1], ids[:-1]
+        parts = []
+        for box, person in zip(boxes.long().tolist(), ids):
+            x1, y1, x2, y2 = box
+            crop = np.where(persons[y1:y2, x1:x2] == person, labels[y1:y2, x1:x2], 0)
+            parts.append(torch.nn.functional.one_hot(torch.from_numpy(crop).long(), self.num_classes)
+                         .permute(2, 0, 1).float())
+        n = len(parts)
+        return [{"boxes": boxes, "scores": torch.ones(n), "parts": parts, "semantic": None}]
+
+
+def test_evaluation_of_a_perfect_parser_scores_one_and_a_missed_person_costs_recall():
+    from training.instance_evaluate import evaluate_instances
+
+    dataset = build_instance_dataset("ccp_composites", SAMPLES, "all", count=3, size=(96, 128), seed=2,
+                                     class_set="hri", fixed=True, persons=(2, 3))
+    perfect = evaluate_instances(_Oracle(dataset, 11), dataset)
+    assert perfect["ap50"] == pytest.approx(1.0) and perfect["ap_vol"] == pytest.approx(1.0)
+    assert perfect["pcp50"] == pytest.approx(1.0) and perfect["mean_iou"] == pytest.approx(1.0)
+    assert perfect["person_recall"] == 1.0 and perfect["images"] == 3
+    missing = evaluate_instances(_Oracle(dataset, 11, skip=True), dataset)
+    persons = perfect["persons"]
+    assert missing["person_recall"] == pytest.approx((persons - 3) / persons)
+    assert missing["ap50"] == pytest.approx((persons - 3) / persons)  # precision 1 up to that recall
+    assert missing["mean_iou"] < 1.0
