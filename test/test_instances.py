@@ -91,6 +91,8 @@ def test_ccp_composites_use_only_the_requested_split():
     assert {p.source for p in dataset.people} <= {f"{n:04d}" for n in range(855, 1005)}
     image, labels, persons = dataset[0]
     assert image.shape == (120, 160, 3) and labels.shape == persons.shape == (120, 160)
+    with pytest.raises(ValueError, match="unknown option.*sizes"):
+        build_instance_dataset("ccp_composites", SAMPLES, "test", sizes=(120, 160))
     with pytest.raises(ValueError, match="no annotated person"):
         cut_person(image, np.zeros((120, 160), np.uint8), "empty")
 

@@ -170,7 +170,8 @@ def build_instance_dataset(name: str, root: str | Path, split: str, transform: C
                            **options: Any) -> InstanceDataset:
     """The ``split`` of multi-person dataset ``name``: mhpv2, cihp (their layouts, persons kept) or
     ccp_composites (``root`` is CCP's; options ``count``, ``seed``, ``size`` [height, width],
-    ``persons`` [min, max], ``fixed``). ``class_set`` maps the labels, ``seed`` seeds augmentation."""
+    ``persons`` [min, max], ``fixed``). ``class_set`` maps the labels; ``seed`` seeds the augmentation
+    (and, for composites, the frames themselves)."""
     key = name.lower()
     if key not in INSTANCE_DATASETS:
         raise ValueError(f"unknown multi-person dataset '{name}' (known: {', '.join(INSTANCE_DATASETS)})")
@@ -179,10 +180,15 @@ def build_instance_dataset(name: str, root: str | Path, split: str, transform: C
         raise FileNotFoundError(f"{key} root not found: {root}")
     target = options.pop("class_set", None)
     seed = options.pop("seed", None)
+    allowed = {"count", "size", "persons", "fixed"} if key == "ccp_composites" else {"ids"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(f"{key}: unknown option(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))}, "
+                         "class_set, seed)")
     if key == "ccp_composites":
         people, class_set = ccp_people(root, split, target)
         return CompositeDataset(people, class_set, int(options.get("count", len(people))),
-                                int(options.get("composite_seed", 0 if seed is None else seed)),
+                                0 if seed is None else int(seed),
                                 tuple(options.get("size", (288, 384))), transform,
                                 persons=tuple(options.get("persons", (1, 4))), fixed=bool(options.get("fixed", False)))
     lister = {"mhpv2": list_mhpv2, "cihp": list_cihp}[key]

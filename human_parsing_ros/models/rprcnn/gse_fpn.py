@@ -20,9 +20,14 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 LEVELS = ("p2", "p3", "p4", "p5", "p6")
 
 
-def conv_gn_relu(in_ch: int, out_ch: int, kernel: int, groups: int = 32) -> nn.Sequential:
-    conv = nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=False)
-    return nn.Sequential(conv, nn.GroupNorm(groups, out_ch), nn.ReLU(inplace=True))
+def gn_groups(channels: int) -> int:
+    return 32 if channels % 32 == 0 else 1
+
+
+def conv_gn_relu(in_ch: int, out_ch: int, kernel: int, dilation: int = 1) -> nn.Sequential:
+    """Conv (no bias, size kept) -> GroupNorm (32 groups where the width allows) -> ReLU."""
+    conv = nn.Conv2d(in_ch, out_ch, kernel, padding=dilation * (kernel // 2), dilation=dilation, bias=False)
+    return nn.Sequential(conv, nn.GroupNorm(gn_groups(out_ch), out_ch), nn.ReLU(inplace=True))
 
 
 class GlobalSemantic(nn.Module):

@@ -21,6 +21,7 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import MultiScaleRoIAlign, box_iou, roi_align
 
+from ...class_sets import IGNORE_INDEX
 from .. import register_architecture
 from ..encoders import build_encoder
 from .gse_fpn import GSEFPN
@@ -28,7 +29,6 @@ from .parsing_head import ParsingHead, ParsingRescoring
 
 LOSS_WEIGHTS = {"loss_objectness": 1.0, "loss_rpn_box_reg": 1.0, "loss_classifier": 1.0, "loss_box_reg": 1.0,
                 "loss_parsing": 2.0, "loss_semantic": 2.0, "loss_rescoring": 1.0}
-IGNORE = 255
 
 
 @register_architecture("rp_rcnn")
@@ -88,7 +88,7 @@ class RPRCNN(nn.Module):
             if semantic is not None:
                 labels = torch.stack([t["parts"] for t in targets]).long()
                 logits = F.interpolate(semantic, size=images.shape[-2:], mode="bilinear", align_corners=False)
-                losses["loss_semantic"] = F.cross_entropy(logits, labels, ignore_index=IGNORE)
+                losses["loss_semantic"] = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
             return losses
         return self._infer(levels["p2"], detections, semantic)
 
@@ -110,7 +110,7 @@ class RPRCNN(nn.Module):
         if target.numel() == 0:  # no person in the batch: keep the graph, add nothing
             zero = logits.sum() * 0.0
             return {"loss_parsing": zero, **({"loss_rescoring": zero} if self.rescoring is not None else {})}
-        losses = {"loss_parsing": F.cross_entropy(logits, target, ignore_index=IGNORE)}
+        losses = {"loss_parsing": F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)}
         if self.rescoring is not None:
             probabilities = logits.detach().softmax(1)
             achieved = instance_mean_iou(probabilities.argmax(1), target, self.num_classes)
@@ -164,14 +164,14 @@ def crop_person_parts(parts: torch.Tensor, persons: torch.Tensor, boxes: torch.T
     yc, xc = yi.clamp(0, height - 1), xi.clamp(0, width - 1)
     part = parts.long()[yc[:, :, None], xc[:, None, :]]
     owner = persons.long()[yc[:, :, None], xc[:, None, :]]
-    keep = inside & ((owner == person_ids.long()[:, None, None]) | (part == IGNORE))
+    keep = inside & ((owner == person_ids.long()[:, None, None]) | (part == IGNORE_INDEX))
     return torch.where(keep, part, torch.zeros_like(part))
 
 
 def instance_mean_iou(prediction: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Per map pair (N x H x W ids): the mean IoU over the classes in either map, background included (the
     MHP evaluation's pair score); pixels with target 255 are not counted."""
-    valid = target != IGNORE
+    valid = target != IGNORE_INDEX
     n = prediction.shape[0]
     pred = F.one_hot(prediction.clamp(0, num_classes - 1), num_classes).bool() & valid[..., None]
     true = F.one_hot(target.clamp(0, num_classes - 1), num_classes).bool() & valid[..., None]

@@ -15,16 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .gse_fpn import conv_gn_relu
-
-
-def _gn_groups(channels: int) -> int:
-    return 32 if channels % 32 == 0 else 1
-
-
-def conv_gn(in_ch: int, out_ch: int, kernel: int, dilation: int = 1) -> nn.Sequential:
-    conv = nn.Conv2d(in_ch, out_ch, kernel, padding=dilation * (kernel // 2), dilation=dilation, bias=False)
-    return nn.Sequential(conv, nn.GroupNorm(_gn_groups(out_ch), out_ch), nn.ReLU(inplace=True))
+from .gse_fpn import conv_gn_relu, gn_groups
 
 
 class NonLocal(nn.Module):
@@ -34,7 +25,7 @@ class NonLocal(nn.Module):
         super().__init__()
         inner = max(channels // 2, 1)
         self.theta, self.phi, self.g = (nn.Conv2d(channels, inner, 1) for _ in range(3))
-        self.out = nn.Sequential(nn.Conv2d(inner, channels, 1, bias=False), nn.GroupNorm(_gn_groups(channels),
+        self.out = nn.Sequential(nn.Conv2d(inner, channels, 1, bias=False), nn.GroupNorm(gn_groups(channels),
                                                                                        channels))
         nn.init.zeros_(self.out[1].weight)
 
@@ -53,9 +44,10 @@ class GCE(nn.Module):
 
     def __init__(self, in_ch: int, dim: int, dilations: tuple[int, ...] = (6, 12, 18)) -> None:
         super().__init__()
-        self.branches = nn.ModuleList([conv_gn(in_ch, dim, 1), *(conv_gn(in_ch, dim, 3, d) for d in dilations)])
+        self.branches = nn.ModuleList([conv_gn_relu(in_ch, dim, 1),
+                                       *(conv_gn_relu(in_ch, dim, 3, d) for d in dilations)])
         self.pooled = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_ch, dim, 1), nn.ReLU(inplace=True))
-        self.fuse = conv_gn(dim * (len(dilations) + 2), dim, 1)
+        self.fuse = conv_gn_relu(dim * (len(dilations) + 2), dim, 1)
         self.non_local = NonLocal(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +62,7 @@ class ParsingHead(nn.Module):
     def __init__(self, in_ch: int, dim: int, num_classes: int, convs: int = 4) -> None:
         super().__init__()
         self.gce = GCE(in_ch, dim)
-        self.convs = nn.Sequential(*(conv_gn(dim, dim, 3) for _ in range(convs)))
+        self.convs = nn.Sequential(*(conv_gn_relu(dim, dim, 3) for _ in range(convs)))
         self.deconv = nn.ConvTranspose2d(dim, num_classes, 4, stride=2, padding=1)
         self.num_classes = num_classes
 
@@ -90,8 +82,8 @@ class ParsingRescoring(nn.Module):
 
     def __init__(self, feature_ch: int, num_classes: int, dim: int = 128, hidden: int = 256) -> None:
         super().__init__()
-        self.convs = nn.Sequential(conv_gn_relu(feature_ch + num_classes, dim, 3, _gn_groups(dim)),
-                                   conv_gn_relu(dim, dim, 3, _gn_groups(dim)))
+        self.convs = nn.Sequential(conv_gn_relu(feature_ch + num_classes, dim, 3),
+                                   conv_gn_relu(dim, dim, 3))
         self.fc = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, hidden),
                                 nn.ReLU(inplace=True), nn.Linear(hidden, 1))
 
