@@ -46,10 +46,10 @@ class MergedPersons:
 
 
 def merge_persons(parts: torch.Tensor | Sequence[torch.Tensor], boxes: torch.Tensor, scores: torch.Tensor,
-                  semantic: torch.Tensor | None, height: int, width: int, min_score: float = 0.5,
+                  background: torch.Tensor | None, height: int, width: int, min_score: float = 0.5,
                   max_persons: int = 16) -> MergedPersons:
     """Merge N persons (``parts``: N x C x S x S probabilities, or N maps C x h x w; ``boxes`` N x 4 in frame
-    pixels; ``scores`` N) with the frame's semantic probabilities (C x H x W, or None) into frame-sized maps."""
+    pixels; ``scores`` N) over ``background``, the frame's semantic labels (H x W class ids, or None: 0)."""
     order = [int(i) for i in torch.argsort(scores, descending=True) if float(scores[i]) >= min_score]
     dropped = max(len(order) - max_persons, 0)
     order = order[:max_persons]
@@ -64,7 +64,7 @@ def merge_persons(parts: torch.Tensor | Sequence[torch.Tensor], boxes: torch.Ten
     instances = torch.zeros_like(owner)
     for k, rank in enumerate(visible, start=1):
         instances[owner == rank] = k
-    background = (semantic.argmax(0) if semantic is not None
-                  else torch.zeros((height, width), dtype=torch.int64, device=boxes.device))
-    labels = torch.where(person_labels != 0, person_labels, background)
+    if background is None:
+        background = torch.zeros((height, width), dtype=torch.int64, device=boxes.device)
+    labels = torch.where(person_labels != 0, person_labels, background.to(torch.int64))
     return MergedPersons(labels, instances, [order[rank] for rank in visible], dropped)

@@ -21,6 +21,7 @@ import torch
 from .class_sets import ClassSet
 from .inference import (
     ClassStatistics,
+    Placement,
     class_statistics,
     confidence_map,
     logits_to_labels,
@@ -30,7 +31,8 @@ from .inference import (
 )
 from .messages import Part
 from .models import SegmentationModel
-from .weights import WeightsError, WeightsInfo, check_input_size, load_weights
+from .multi_person import merge_persons
+from .weights import WeightsInfo, check_input_size, load_weights
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 RESIZE_MODES = ("letterbox", "stretch")
@@ -81,6 +83,20 @@ def check_flip_tta(flip_tta: bool) -> bool:
     return bool(flip_tta)
 
 
+def check_person_threshold(value: Any) -> float:
+    """``value`` as a score threshold in [0, 1]; ValueError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"person_threshold must be a number within 0..1, not {value!r}")
+    return float(value)
+
+
+def check_max_persons(value: Any) -> int:
+    """``value`` as a person cap (1..255: ids must fit a mono8 image); ValueError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= 255:
+        raise ValueError(f"max_persons must be an integer within 1..255, not {value!r}")
+    return int(value)
+
+
 def _compiled(network: Callable, compile_mode: str, device: torch.device) -> Callable:
     if compile_mode == "none":
         return network
@@ -91,6 +107,15 @@ def _compiled(network: Callable, compile_mode: str, device: torch.device) -> Cal
     return torch.compile(network, mode=compile_mode, dynamic=False)
 
 
+@dataclass(frozen=True)
+class PersonDetection:
+    """One person of a multi-person parse: its value in ``ParseResult.instances``, score and visible extent."""
+
+    instance: int  # k: the person's pixels are instances == k
+    score: float  # sqrt(box score x predicted part mIoU), RP R-CNN's
+    bbox: tuple[int, int, int, int]  # x_min, y_min, x_max, y_max of its pixels, inclusive
+
+
 @dataclass
 class ParseResult:
     labels: np.ndarray  # H x W uint8
@@ -98,6 +123,11 @@ class ParseResult:
     compute_statistics: Callable[[], ClassStatistics] | None = field(repr=False)  # dropped once used
     timings_ms: dict[str, float] = field(default_factory=dict)  # each step of the parse, ms
     _statistics: ClassStatistics | None = field(default=None, init=False, repr=False)
+    # multi-person weights only: H x W uint8 (0 = nobody, k = persons[k - 1]), the persons (best score
+    # first), and how many persons above the threshold the person cap left out
+    instances: np.ndarray | None = None
+    persons: list[PersonDetection] = field(default_factory=list)
+    dropped_persons: int = 0
 
     @property
     def statistics(self) -> ClassStatistics:
@@ -137,6 +167,27 @@ class ParseResult:
         """0/255 mono8 mask of one class."""
         return (self.labels == class_id).astype(np.uint8) * 255
 
+    def person_presence(self, person: PersonDetection, threshold: float) -> list[Part]:
+        """Every class, within one person: ``pixel_fraction`` is of the person's pixels, ``bbox`` in image
+        pixels, ``mean_confidence`` the person's score (the parser keeps no per-pixel part confidence)."""
+        if self.instances is None:
+            raise ValueError("person_presence needs a multi-person parse (rp_rcnn weights)")
+        ys, xs = np.nonzero(self.instances == person.instance)
+        ids = self.labels[ys, xs].astype(np.int64)
+        counts = np.bincount(ids, minlength=self.class_set.num_classes)
+        total = max(1, len(ids))
+        parts = []
+        for class_id, name in enumerate(self.class_set.names):
+            count = int(counts[class_id])
+            box = None
+            if count:
+                on = ids == class_id
+                box = (int(xs[on].min()), int(ys[on].min()), int(xs[on].max()), int(ys[on].max()))
+            fraction = count / total
+            parts.append(Part(class_id, name, count > 0 and fraction >= threshold, fraction, box,
+                              person.score if count else 0.0))
+        return parts
+
 
 class HumanParser:
     """Loads a weights file once and parses RGB images on CPU or GPU."""
@@ -150,12 +201,12 @@ class HumanParser:
         resize_mode: str = "letterbox",
         flip_tta: bool = False,
         compile_mode: str = "none",
+        person_threshold: float | None = None,
+        max_persons: int = 16,
     ) -> None:
         model, info = load_weights(weights)
-        if getattr(model, "multi_person", False):
-            raise WeightsError(f"{weights}: multi-person weights ({info.architecture}) cannot be served yet: "
-                               "HumanParser runs single-map parsers only (issue #13 adds the per-person path)")
-        self._setup(model, info, device, precision, input_size, resize_mode, flip_tta, compile_mode)
+        self._setup(model, info, device, precision, input_size, resize_mode, flip_tta, compile_mode,
+                    person_threshold, max_persons)
         self.weights_path = str(weights)
 
     @classmethod
@@ -168,8 +219,16 @@ class HumanParser:
 
     def _setup(self, model: SegmentationModel, info: WeightsInfo, device: str = "auto", precision: str = "fp32",
                input_size: tuple[int, int] | None = None, resize_mode: str = "letterbox",
-               flip_tta: bool = False, compile_mode: str = "none") -> None:
+               flip_tta: bool = False, compile_mode: str = "none", person_threshold: float | None = None,
+               max_persons: int = 16) -> None:
         self.info = info
+        self.multi_person = bool(getattr(model, "multi_person", False))
+        self.person_threshold = check_person_threshold(
+            info.recipe.get("min_score", 0.5) if person_threshold is None else person_threshold)
+        self.max_persons = check_max_persons(max_persons)
+        if self.multi_person and (flip_tta or compile_mode != "none"):
+            raise ValueError(f"{info.architecture}: flip TTA and compile modes are for single-map parsers; "
+                             "multi-person weights run with flip_tta false and compile_mode none")
         self.class_set = info.class_set()
         if self.class_set.num_classes > 256:
             raise ValueError(f"{self.class_set.num_classes} classes do not fit a mono8 label image")
@@ -186,7 +245,8 @@ class HumanParser:
         if compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, not '{compile_mode}'")
         self.compile_mode = compile_mode
-        self._network = _compiled(self.model.forward_lowres, compile_mode, self.device)
+        self._network = None if self.multi_person else _compiled(self.model.forward_lowres, compile_mode,
+                                                                   self.device)
         self._mean = torch.tensor(info.mean, device=self.device)
         self._std = torch.tensor(info.std, device=self.device)
         self._flip_perm = torch.tensor(self.class_set.flip_permutation(), device=self.device)
@@ -259,11 +319,13 @@ class HumanParser:
         if self.device.type == "cuda":
             pixels = pixels.pin_memory().to(self.device, non_blocking=True)
         network_in = network_input(pixels, self.network_hw, placement, self._mean, self._std, self.dtype)
+        out_hw = (height, width) if output_resolution == "input" else (placement.height, placement.width)
+        if self.multi_person:
+            return self._parse_persons(network_in, placement, out_hw, start)
         t_pre = time.perf_counter()
         logits = self.forward(network_in, flip_tta)
         self._sync()
         t_fwd = time.perf_counter()
-        out_hw = (height, width) if output_resolution == "input" else (placement.height, placement.width)
         labels, _ = logits_to_labels(logits, self.network_hw, placement, out_hw, with_confidence=False)
         labels_np = labels.to(torch.uint8).cpu().numpy()
         t_labels = time.perf_counter()
@@ -277,6 +339,42 @@ class HumanParser:
                 return ClassStatistics(stats.pixel_counts.cpu(), stats.confidence_sums.cpu(), stats.boxes.cpu())
 
         return ParseResult(labels_np, self.class_set, statistics, {key: value * 1e3 for key, value in timings.items()})
+
+    def _parse_persons(self, network_in: torch.Tensor, placement: Placement, out_hw: tuple[int, int],
+                       start: float) -> ParseResult:
+        """The multi-person parse: persons pasted at ``out_hw`` over the semantic map (``multi_person``)."""
+        t_pre = time.perf_counter()
+        result = self.model(network_in)[0]
+        self._sync()
+        t_fwd = time.perf_counter()
+        semantic = result["semantic"].float().clamp_min(1e-8).log()  # log-probabilities: softmax gives them back
+        background, _ = logits_to_labels(semantic, self.network_hw, placement, out_hw, with_confidence=False)
+        scale = torch.tensor([out_hw[1] / placement.width, out_hw[0] / placement.height] * 2,
+                             device=semantic.device)
+        offset = torch.tensor([placement.left, placement.top] * 2, device=semantic.device)
+        boxes = (result["boxes"].float() - offset) * scale
+        merged = merge_persons(result["parts"].float(), boxes, result["scores"].float(), background, *out_hw,
+                               self.person_threshold, self.max_persons)
+        labels = merged.labels.to(torch.uint8)
+        instances = merged.instances.to(torch.uint8).cpu().numpy()
+        persons = []
+        for k, index in enumerate(merged.persons, start=1):
+            ys, xs = np.nonzero(instances == k)
+            persons.append(PersonDetection(k, float(result["scores"][index]),
+                                           (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))))
+        t_labels = time.perf_counter()
+        timings = {"preprocess": t_pre - start, "forward": t_fwd - t_pre, "labels": t_labels - t_fwd}
+        num_classes, network_hw = self.num_classes, self.network_hw
+
+        def statistics() -> ClassStatistics:
+            with torch.inference_mode():
+                confidence = confidence_map(semantic, network_hw, placement, out_hw)
+                stats = class_statistics(labels, confidence, num_classes)
+                return ClassStatistics(stats.pixel_counts.cpu(), stats.confidence_sums.cpu(), stats.boxes.cpu())
+
+        return ParseResult(labels.cpu().numpy(), self.class_set, statistics,
+                           {key: value * 1e3 for key, value in timings.items()}, instances=instances,
+                           persons=persons, dropped_persons=merged.dropped)
 
     def warmup(self, iterations: int = 2) -> float:
         """Run dummy frames so the first real one is not slow; returns the last time in ms."""

@@ -9,6 +9,7 @@ import torch
 from human_parsing_ros.models import ARCHITECTURES
 from training.config import DEFAULTS, load_config, parse_overrides
 from training.datasets import DATASET_NAMES
+from training.instances import INSTANCE_DATASETS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "training" / "configs"
 CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if not p.name.startswith("protocol_"))
@@ -18,7 +19,8 @@ PROTOCOLS = sorted(CONFIG_DIR.glob("protocol_*.yaml"))
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_recipe_loads(path):
     config = load_config(path)
-    assert config["dataset"]["name"] in DATASET_NAMES
+    multi_person = getattr(ARCHITECTURES.get(config["model"]["architecture"]), "multi_person", False)
+    assert config["dataset"]["name"] in (INSTANCE_DATASETS if multi_person else DATASET_NAMES)
     assert config["stage1"]["cpa_epoch"] <= config["stage1"]["epochs"]
     assert config["stage2"]["sampling"] in ("pra", "prn", "none")
     if config["model"]["architecture"] not in ARCHITECTURES:
@@ -126,7 +128,7 @@ def test_numbers_in_scientific_notation_are_numbers(tmp_path):
     assert config["name"] == "v1e5"
 
 
-@pytest.mark.parametrize("override", ["stage2.reduction=mean", "stage2.prn_counts=regions", "optim.schedule=step",
+@pytest.mark.parametrize("override", ["stage2.reduction=mean", "stage2.prn_counts=regions", "optim.schedule=linear",
                                       "input.eval_labels=half", "stage1.loss=dice"])
 def test_bad_choices_are_refused_before_training_naming_the_key(override):
     from training.dtpr import check_losses

@@ -6,7 +6,8 @@ stage), ``cpa`` (PRA's scores, from the recipe's source), ``cpa_train`` (from th
 training data, always), ``pixel_counts`` and ``image_counts`` (per class over the
 training set: PRN's two readings; older checkpoints lack ``image_counts``), ``aggregated``
 (self-correction's aggregated model or None), ``rng`` (global
-RNG states), ``config`` and ``history`` (one record per epoch). It holds tensors
+RNG states), ``config`` and ``history`` (one record per epoch). A multi-person run's
+checkpoint has no ``stage``, CPA, counts or aggregated model. It holds tensors
 and plain Python values only, so ``torch.load(weights_only=True)`` reads it.
 """
 from __future__ import annotations
@@ -23,18 +24,25 @@ from human_parsing_ros.weights import non_finite_tensor
 CHECKPOINT_FORMAT = "dtpr-checkpoint/1"
 
 
+def plain_checkpoint(epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, rng: dict,
+                     config: dict, history: list[dict], **extra: Any) -> dict[str, Any]:
+    """The keys every run's checkpoint has (``model`` unwrapped from DDP), plus a kind of run's ``extra``."""
+    return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "rng": rng, "config": config, "history": history, **extra}
+
+
 def make_checkpoint(epoch: int, stage: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
                     cpa: torch.Tensor | None, cpa_train: torch.Tensor | None, counts: dict[str, torch.Tensor],
                     rng: dict, config: dict, history: list[dict],
                     aggregated: torch.nn.Module | None = None) -> dict[str, Any]:
-    """The checkpoint dict after ``epoch`` epochs (``model`` unwrapped from DDP; ``counts``: pixels, images;
-    ``aggregated``: self-correction's aggregated model, once the cycles began)."""
-    return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "stage": stage, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "cpa": cpa, "cpa_train": cpa_train, "pixel_counts": counts["pixels"], "image_counts": counts["images"],
-            "rng": rng, "config": config, "history": history,
-            "aggregated": None if aggregated is None else aggregated.state_dict()}
+    """A DTPR run's checkpoint after ``epoch`` epochs (``counts``: pixels, images; ``aggregated``:
+    self-correction's aggregated model, once the cycles began)."""
+    return plain_checkpoint(epoch, model, optimizer, scheduler, scaler, rng, config, history, stage=stage, cpa=cpa,
+                            cpa_train=cpa_train, pixel_counts=counts["pixels"], image_counts=counts["images"],
+                            aggregated=None if aggregated is None else aggregated.state_dict())
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:

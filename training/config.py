@@ -43,8 +43,11 @@ DEFAULTS: dict[str, Any] = {
     },
     "optim": {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 16, "workers": 2,
               "eval_batch_size": 1,
-              "schedule": "cosine",      # cosine | poly: lr x (1 - step / steps) ^ poly_power, per iteration
-              "poly_power": 0.9},
+              "schedule": "cosine",      # cosine | poly: lr x (1 - step / steps) ^ poly_power, per iteration |
+                                         # step: lr x 0.1 at each of ``milestones`` (fractions of the run)
+              "poly_power": 0.9,
+              "milestones": [0.78, 0.93],  # RP R-CNN's CIHP schedule: 105k and 125k of 135k iterations
+              "warmup_steps": 0},        # linear warm-up from lr / 3 over the first steps (detection recipes)
     "stage1": {
         "epochs": 70,
         "schedule_epochs": None,   # cosine length; None: epochs (more: stop early on a longer schedule)
@@ -69,6 +72,13 @@ DEFAULTS: dict[str, Any] = {
         "cycle_epochs": 10,        # SCHP: 10
         "lr": None,                # each cycle's starting lr; None: optim.lr / 2 (SCHP's)
     },
+    "multi_person": {            # RP R-CNN runs (architecture rp_rcnn; training/person_training.py)
+        "loss_weights": {},        # over the paper's (rp_rcnn LOSS_WEIGHTS: L_rpn + L_box + 2 L_par + 2 L_sem + L_res)
+        "short_sides": None,       # training resize: the short side drawn from this list (the paper: 512-864)
+        "max_size": 1400,          # the long side's cap
+        "min_score": 0.5,          # persons kept in the merged map (evaluation; written into the weights file)
+        "val_options": {},         # the validation dataset's options (composites: count, fixed frames)
+    },
     "losses": {"focal_gamma": 2.0, "cb_beta": 0.9999},
     "inter_class": {"weight": 0.0, "margin": 1.0, "stages": [2]},  # RIM's ILM (the paper: weight 1, stage 2)
     "eval_every": 1,
@@ -79,7 +89,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-_OPEN = ("args", "options")
+_OPEN = ("args", "options", "val_options", "loss_weights")
 
 
 class _RecipeLoader(yaml.SafeLoader):

@@ -16,7 +16,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, momentum: fl
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-SCHEDULES = ("cosine", "poly")
+SCHEDULES = ("cosine", "poly", "step")
 PRN_COUNTS = ("images", "pixels")
 EVAL_LABELS = ("original", "resized")
 
@@ -75,22 +75,27 @@ def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, schedule: str = "cosine",
-                   poly_power: float = 0.9, cycle_steps: int = 0,
-                   cycle_factor: float = 0.5) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-iteration learning-rate factor over one stage: cosine annealing to 0 (DTPR's CosineAnnealing), or
-    poly, (1 - step / total_steps) ** poly_power (C-DLinkNet's), over ``total_steps``; after them, with
-    ``cycle_steps``, self-correction's cyclical schedule: a cosine from ``cycle_factor`` to 0 every cycle."""
+                   poly_power: float = 0.9, cycle_steps: int = 0, cycle_factor: float = 0.5,
+                   milestones: Sequence[float] = (), warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-iteration learning-rate factor over one stage: cosine annealing to 0 (DTPR's CosineAnnealing),
+    poly, (1 - step / total_steps) ** poly_power (C-DLinkNet's), or step, x 0.1 at each milestone (fractions of
+    ``total_steps``; RP R-CNN's), over ``total_steps``; ``warmup_steps``: a linear ramp from 1/3 first. After
+    them, with ``cycle_steps``, self-correction's cyclical schedule: a cosine from ``cycle_factor`` to 0 every
+    cycle."""
     check_choice("optim.schedule", schedule, SCHEDULES)
     steps = max(1, total_steps)
 
     def main(step: int) -> float:
         if schedule == "poly":
             return (1.0 - min(step, steps) / steps) ** poly_power
+        if schedule == "step":
+            return 0.1 ** sum(step >= fraction * steps for fraction in milestones)
         return 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
 
     def factor(step: int) -> float:
         if not cycle_steps or step < steps:
-            return main(step)
+            ramp = 1.0 if step >= warmup_steps else 1 / 3 + (2 / 3) * step / warmup_steps
+            return ramp * main(step)
         within = (step - steps) % cycle_steps
         return cycle_factor * 0.5 * (1.0 + math.cos(math.pi * within / cycle_steps))
 
@@ -181,7 +186,7 @@ def make_stage(model: torch.nn.Module, stage: int, config: dict, steps_per_epoch
         epochs, lr = stage2["epochs"], stage_lr(config, 2)
     optimizer = make_optimizer(params, lr, optim["momentum"], optim["weight_decay"])
     scheduler = make_scheduler(optimizer, epochs * steps_per_epoch, optim["schedule"], optim["poly_power"],
-                               cycle_steps, cycle_lr_factor(config))
+                               cycle_steps, cycle_lr_factor(config), optim["milestones"], optim["warmup_steps"])
     return StageState(stage, optimizer, scheduler, make_stage_loss(config, stage, cpa, counts))
 
 

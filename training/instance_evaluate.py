@@ -47,11 +47,11 @@ def evaluate_instances(model: torch.nn.Module, dataset: InstanceDataset, min_sco
         predicted = [paste_parts(parts[i], boxes[i], height, width).numpy().astype(np.uint8)
                      for i in range(len(boxes))]
         evaluator.add(predicted, scores.tolist(), person_part_maps(labels, persons))
-        semantic = result["semantic"]
-        if semantic is not None:
-            semantic = F.interpolate(semantic[None].cpu(), size=(height, width), mode="bilinear",
-                                     align_corners=False)[0]
-        merged = merge_persons(parts, boxes, scores, semantic, height, width, min_score, max_persons)
+        background = result["semantic"]
+        if background is not None:
+            background = F.interpolate(background[None].cpu(), size=(height, width), mode="bilinear",
+                                       align_corners=False)[0].argmax(0)
+        merged = merge_persons(parts, boxes, scores, background, height, width, min_score, max_persons)
         confusion.update(merged.labels[None], torch.from_numpy(labels).long()[None])
         truth_boxes, _ = person_boxes(persons)
         annotated += len(truth_boxes)

@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from human_parsing_ros.class_mappings import mapping_table
 from human_parsing_ros.class_sets import IGNORE_INDEX, ClassSet, get_class_set
+from human_parsing_ros.weights import IMAGENET_MEAN, IMAGENET_STD
 
 from .composites import Person, compose, cut_person
 from .datasets import (
@@ -35,6 +37,7 @@ from .datasets import (
     read_label,
     require_dir,
 )
+from .transforms import flip_lookup, to_float_image
 
 INSTANCE_DATASETS = ("mhpv2", "cihp", "ccp_composites")
 
@@ -209,3 +212,58 @@ def person_boxes(persons: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, list
         ys, xs = torch.nonzero(persons == person, as_tuple=True)
         boxes[row] = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
     return boxes, ids
+
+
+class InstanceTrainTransform:
+    """Random short-side resize (one of ``short_sides``, the long side capped at ``max_size``), flip (left/right
+    part ids swapped by ``flip_permutation``), normalisation: (image, labels, persons) -> tensors.
+
+    Two numbers per call from ``generator``, so a run resumes bit-exactly.
+    """
+
+    def __init__(self, short_sides: Sequence[int] | None = None, max_size: int = 1400,
+                 flip_permutation: Sequence[int] | None = None, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD) -> None:
+        self.short_sides = [int(s) for s in short_sides] if short_sides else []
+        self.max_size = int(max_size)
+        self.flip_table = flip_lookup(flip_permutation)
+        self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+
+    def __call__(self, image: np.ndarray, labels: np.ndarray, persons: np.ndarray,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        draw = torch.rand(2, generator=generator)
+        x = to_float_image(image)
+        y = torch.from_numpy(np.ascontiguousarray(labels)).long()
+        p = torch.from_numpy(np.ascontiguousarray(persons)).long()
+        if self.short_sides:
+            side = self.short_sides[min(int(draw[0] * len(self.short_sides)), len(self.short_sides) - 1)]
+            height, width = y.shape
+            scale = min(side / min(height, width), self.max_size / max(height, width))
+            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+            y = F.interpolate(y[None, None].float(), size=size, mode="nearest")[0, 0].long()
+            p = F.interpolate(p[None, None].float(), size=size, mode="nearest")[0, 0].long()
+        if draw[1] < 0.5:
+            x, y, p = x.flip(-1), self.flip_table[y].flip(-1), p.flip(-1)
+        return (x - self.mean) / self.std, y, p
+
+
+def collate_instances(batch: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                      multiple: int = 32) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """Images padded to one size (a multiple of ``multiple``; padding is 0, the mean colour), and per image
+    the targets RP R-CNN reads: ``boxes``, ``persons`` renumbered 1..N in box order, ``parts`` (255 padded)."""
+    height = -(-max(x.shape[-2] for x, _, _ in batch) // multiple) * multiple
+    width = -(-max(x.shape[-1] for x, _, _ in batch) // multiple) * multiple
+    images = torch.zeros((len(batch), 3, height, width))
+    targets = []
+    for row, (x, labels, persons) in enumerate(batch):
+        h, w = labels.shape
+        images[row, :, :h, :w] = x
+        parts = torch.full((height, width), IGNORE_INDEX, dtype=torch.int64)
+        parts[:h, :w] = labels
+        boxes, ids = person_boxes(persons)
+        renumbered = torch.zeros((height, width), dtype=torch.int64)
+        for k, person in enumerate(ids, start=1):
+            renumbered[:h, :w][persons == person] = k
+        targets.append({"boxes": boxes, "persons": renumbered, "parts": parts})
+    return images, targets

@@ -1,6 +1,8 @@
 """Which images each rank sees, in which order: the training and evaluation loaders."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -19,12 +21,12 @@ def epoch_order(num_items: int, seed: int, epoch: int, dist_info: DistInfo, batc
 
 
 def make_train_loader(dataset: Dataset, batch_size: int, workers: int, seed: int, epoch: int,
-                      dist_info: DistInfo) -> DataLoader:
+                      dist_info: DistInfo, collate_fn: Callable | None = None) -> DataLoader:
     """This epoch's batches; ``dataset`` (with a ``set_epoch``) seeds each item's augmentation itself."""
     dataset.set_epoch(epoch)
     order = epoch_order(len(dataset), seed, epoch, dist_info, batch_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=workers, drop_last=True,
-                      persistent_workers=False)
+                      persistent_workers=False, collate_fn=collate_fn)
 
 
 def make_eval_loader(dataset: Dataset, batch_size: int, workers: int, dist_info: DistInfo) -> DataLoader:

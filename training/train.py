@@ -1,4 +1,4 @@
-"""Train a human parser with DTPR and write the node's weights file.
+"""Train a human parser with DTPR (or a multi-person parser, RP R-CNN) and write the node's weights file.
 
     python training/train.py --config training/configs/ccp_mobilenetv2.yaml
     python training/train.py --config ... --resume            # continue from runs/<name>/checkpoint.pt
@@ -18,6 +18,7 @@ if __name__ == "__main__" and not __package__:
     # root, so `import training` would fail: add the root. Script-only: never runs on import or with -m.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from human_parsing_ros.models import ARCHITECTURES
 from training.checkpoint import CheckpointError
 from training.config import load_config, parse_overrides
 from training.datasets import LabelIdError
@@ -44,7 +45,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     config = load_config(args.config, parse_overrides(args.overrides))
     try:
-        run(config, resume=args.resume, overwrite=args.overwrite)
+        if getattr(ARCHITECTURES.get(config["model"]["architecture"]), "multi_person", False):
+            from training.person_training import run_persons
+
+            run_persons(config, resume=args.resume, overwrite=args.overwrite)
+        else:
+            run(config, resume=args.resume, overwrite=args.overwrite)
     except USER_ERRORS as error:
         print(f"[dtpr] error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)

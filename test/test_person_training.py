@@ -1,0 +1,89 @@
+"""RP R-CNN through the trainer: training/train.py dispatches to the multi-person run, which resumes bit-exactly
+and writes a weights file the contract loads, with the paper's metrics recorded."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from human_parsing_ros.resources import SAMPLES
+from human_parsing_ros.weights import load_weights
+from training.config import load_config
+from training.dtpr import make_scheduler
+from training.person_training import loss_weights, run_persons
+
+SMALL = {"encoder": "mobilenet_v2", "encoder_weights": None, "channels": 64, "parsing_dim": 64, "parsing_convs": 1,
+         "parsing_rois": 4, "box_rois": 64, "box_dim": 64, "proposals": [50, 20], "detections": 10}
+
+
+def tiny(tmp_path, name="run"):
+    return {"name": name, "output_dir": str(tmp_path / name), "device": "cpu",
+            "dataset": {"name": "ccp_composites", "root": str(SAMPLES), "train_split": "all", "val_split": "test",
+                        "class_set": "hri", "options": {"count": 4, "size": [96, 128], "persons": [1, 3]}},
+            "model": {"architecture": "rp_rcnn", "args": SMALL},
+            "input": {"crop_size": [96, 128]},
+            "optim": {"lr": 0.005, "batch_size": 2, "workers": 0, "schedule": "step", "milestones": [0.75],
+                      "warmup_steps": 2},
+            "stage1": {"epochs": 2}, "stage2": {"epochs": 0}, "eval_every": 2, "keep_checkpoints": [1],
+            "multi_person": {"min_score": 0.05, "short_sides": [80, 96],
+                             "val_options": {"count": 2, "fixed": True, "size": [96, 128]}},
+            "log": {"tensorboard": False, "progress": False}}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    from training.train import main
+
+    tmp_path = tmp_path_factory.mktemp("persons")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(tiny(tmp_path)))
+    main(["--config", str(path)])
+    return tmp_path / "run", tmp_path
+
+
+def test_train_py_runs_a_multi_person_recipe_and_writes_its_weights(finished):
+    out, _ = finished
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(key in history[-1] for key in ("ap50", "ap_vol", "pcp50", "mean_iou", "person_recall"))
+    assert all(key in history[0] for key in ("loss_parsing", "loss_semantic", "loss_rescoring", "loss_objectness"))
+    assert history[0]["lr"] != history[1]["lr"]  # after the warm-up, then after the step at 3 of 4 steps
+    model, info = load_weights(out / "model.safetensors")
+    assert info.architecture == "rp_rcnn" and info.class_set_name == "hri" and model.multi_person
+    assert info.recipe["min_score"] == 0.05 and info.recipe["loss_weights"]["loss_parsing"] == 2.0
+    assert set(info.recipe["metrics"]["val"]) == {"ap50", "ap_vol", "pcp50", "mean_iou", "person_recall"}
+
+
+def test_a_resumed_multi_person_run_equals_the_uninterrupted_one(finished):
+    out, tmp_path = finished
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copyfile(out / "checkpoint_epoch01.pt", resumed / "checkpoint.pt")
+    config = load_config(overrides={**tiny(tmp_path, "resumed")})
+    run_persons(config, resume=True)
+    a, b = load_file(out / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((out / "history.json").read_text())[-1]["loss"] == \
+        json.loads((resumed / "history.json").read_text())[-1]["loss"]
+
+
+def test_loss_weights_are_the_papers_unless_the_recipe_changes_them(tmp_path):
+    config = load_config(overrides=tiny(tmp_path))
+    assert loss_weights(config)["loss_parsing"] == 2.0 and loss_weights(config)["loss_semantic"] == 2.0
+    config["multi_person"]["loss_weights"] = {"loss_rescoring": 0.0}
+    assert loss_weights(config)["loss_rescoring"] == 0.0
+    config["multi_person"]["loss_weights"] = {"loss_parse": 1.0}
+    with pytest.raises(ValueError, match="unknown loss loss_parse"):
+        loss_weights(config)
+
+
+def test_step_schedule_with_warmup():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.3)
+    scheduler = make_scheduler(optimizer, 10, "step", milestones=[0.5, 0.8], warmup_steps=3)
+    factors = [scheduler.lr_lambdas[0](step) for step in range(10)]
+    expected = [1 / 3, 1 / 3 + 2 / 9, 1 / 3 + 4 / 9, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01]
+    assert factors == pytest.approx(expected)
