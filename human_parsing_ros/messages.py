@@ -1,4 +1,4 @@
-"""The JSON carried on ``parts`` and ``class_info``, with typed decoders.
+"""The JSON carried on ``parts``, ``persons`` and ``class_info``, with typed decoders.
 
 A behaviour never parses these by hand::
 
@@ -16,11 +16,14 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for type hints only: this module stays free of torch and ROS
+    from collections.abc import Sequence
+
     from .parser import ParseResult
     from .weights import WeightsInfo
 
 PARTS_SCHEMA = "human_parsing_ros/parts/1"
 CLASS_INFO_SCHEMA = "human_parsing_ros/class_info/1"
+PERSONS_SCHEMA = "human_parsing_ros/persons/1"
 # Decimal places of the figures on the wire; Part.rounded applies them, PartsMessage.from_result calls it.
 PIXEL_FRACTION_DIGITS = 6
 CONFIDENCE_DIGITS = 4
@@ -98,15 +101,85 @@ class PartsMessage:
     def from_json(cls, text: str) -> PartsMessage:
         doc = _load(text, PARTS_SCHEMA)
         try:
-            parts = tuple(
-                Part(int(part["id"]), str(part["name"]), bool(part["present"]), float(part["pixel_fraction"]),
-                     tuple(part["bbox"]) if part["bbox"] is not None else None, float(part["mean_confidence"]))
-                for part in doc["parts"]
-            )
+            parts = tuple(_part_from_doc(part) for part in doc["parts"])
             return cls(Stamp(int(doc["stamp"]["sec"]), int(doc["stamp"]["nanosec"])), str(doc["frame_id"]),
                        int(doc["width"]), int(doc["height"]), float(doc["threshold"]), parts)
         except (KeyError, TypeError, ValueError) as err:
             raise SchemaError(f"bad {PARTS_SCHEMA} message: {err!r}") from None
+
+
+def _part_from_doc(part: dict) -> Part:
+    return Part(int(part["id"]), str(part["name"]), bool(part["present"]), float(part["pixel_fraction"]),
+                tuple(part["bbox"]) if part["bbox"] is not None else None, float(part["mean_confidence"]))
+
+
+@dataclass(frozen=True)
+class Person:
+    """One person of a frame (multi-person weights): ``parts`` are as on ``parts``, within this person
+    (``pixel_fraction`` of the person's pixels; ``mean_confidence`` the person's score)."""
+
+    id: int  # the same while the person stays in view (human_parsing_ros.tracking)
+    instance: int  # the person's value in this frame's ``instances`` image: its mask is instances == instance
+    score: float
+    bbox: tuple[int, int, int, int]  # x_min, y_min, x_max, y_max of its pixels, inclusive
+    pixel_fraction: float  # of the image
+    parts: tuple[Part, ...]
+
+    def get(self, name: str) -> Part:
+        for part in self.parts:
+            if part.name == name:
+                return part
+        raise KeyError(f"no part named '{name}'")
+
+
+@dataclass(frozen=True)
+class PersonsMessage:
+    stamp: Stamp
+    frame_id: str
+    width: int  # of the label and instance images
+    height: int
+    threshold: float  # part presence threshold
+    dropped: int  # persons above the score threshold left out by the node's max_persons
+    persons: tuple[Person, ...]
+
+    @classmethod
+    def from_result(cls, result: ParseResult, ids: Sequence[int], stamp: Stamp, frame_id: str,
+                    threshold: float) -> PersonsMessage:
+        """The message for one parsed frame; ``ids[k]`` is the tracked id of ``result.persons[k]``."""
+        height, width = result.labels.shape
+        total = max(1, height * width)
+        persons = []
+        for person_id, person in zip(ids, result.persons):
+            parts = tuple(part.rounded() for part in result.person_presence(person, threshold))
+            pixels = int((result.instances == person.instance).sum())
+            persons.append(Person(int(person_id), person.instance, round(person.score, CONFIDENCE_DIGITS),
+                                  tuple(int(v) for v in person.bbox), round(pixels / total, PIXEL_FRACTION_DIGITS),
+                                  parts))
+        return cls(stamp, frame_id, width, height, float(threshold), int(result.dropped_persons), tuple(persons))
+
+    def get(self, person_id: int) -> Person:
+        for person in self.persons:
+            if person.id == person_id:
+                return person
+        raise KeyError(f"no person with id {person_id}")
+
+    def to_json(self) -> str:
+        doc = {"schema": PERSONS_SCHEMA, **asdict(self)}
+        return json.dumps(doc, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> PersonsMessage:
+        doc = _load(text, PERSONS_SCHEMA)
+        try:
+            persons = tuple(
+                Person(int(p["id"]), int(p["instance"]), float(p["score"]), tuple(int(v) for v in p["bbox"]),
+                       float(p["pixel_fraction"]), tuple(_part_from_doc(part) for part in p["parts"]))
+                for p in doc["persons"]
+            )
+            return cls(Stamp(int(doc["stamp"]["sec"]), int(doc["stamp"]["nanosec"])), str(doc["frame_id"]),
+                       int(doc["width"]), int(doc["height"]), float(doc["threshold"]), int(doc["dropped"]), persons)
+        except (KeyError, TypeError, ValueError) as err:
+            raise SchemaError(f"bad {PERSONS_SCHEMA} message: {err!r}") from None
 
 
 @dataclass(frozen=True)

@@ -38,10 +38,11 @@ from std_msgs.msg import Header, String
 from . import render
 from .class_sets import ClassSet
 from .image_codec import MAX_PIXELS, ImageError, ImageTooLarge, decode_compressed, decode_raw, encode_like
-from .messages import ClassInfoMessage, PartsMessage, Stamp
+from .messages import ClassInfoMessage, PartsMessage, PersonsMessage, Stamp
 from .parser import COMPILE_MODES, OUTPUT_RESOLUTIONS, PRECISIONS, RESIZE_MODES, HumanParser, resolve_device
 from .resources import resolve_weights_path
 from .runtime import LatencyWindow, LatestSlot, RateMeter
+from .tracking import PersonTracker
 from .weights import WeightsError, check_input_size, load_weights
 
 NODE_NAME = "human_parser"
@@ -91,6 +92,12 @@ PARAMS = (
     Param("publish_overlay", True, "Publish overlay while it has subscribers"),
     Param("publish_masks", True, "Publish masks/<part> while they have subscribers"),
     Param("publish_parts", True, "Publish parts while it has subscribers"),
+    Param("publish_persons", True, "Multi-person weights: publish instances and persons while they have "
+          "subscribers"),
+    Param("person_threshold", 0.5, "Multi-person weights: persons scoring at least this are kept",
+          value_range=(0.0, 1.0)),
+    Param("max_persons", 16, "Multi-person weights: at most this many persons per frame (best first); the rest "
+          "are counted in diagnostics as persons_dropped", value_range=(1, 255)),
     Param("no_image_warning_s", 5.0, "Warn when no image has arrived for this long (s)", value_range=(0.5, 3600.0)),
     Param("stall_timeout_s", 3.0, "Diagnostics ERROR when frames arrive but none is published for this long (s)",
           value_range=(0.5, 600.0)),
@@ -177,6 +184,10 @@ class HumanParserNode(LifecycleNode):
         self._end_to_end_ms = LatencyWindow()
         self._warmup_ms = float("nan")
         self._dropped_reported = 0  # slot drops counted by the last diagnostics report
+        self._tracker = PersonTracker()  # multi-person weights: ids that last while a person stays in view
+        self._persons_last = 0  # persons in the last frame
+        self._persons_dropped = 0  # persons left out by max_persons, all frames
+        self._persons_dropped_reported = 0
         self._activated_at = time.monotonic()
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -253,6 +264,9 @@ class HumanParserNode(LifecycleNode):
             "overlay": self.create_lifecycle_publisher(Image, "overlay", reliable),
             "parts": self.create_lifecycle_publisher(String, "parts", reliable),
         }
+        if getattr(model, "multi_person", False):
+            self._pubs["instances"] = self.create_lifecycle_publisher(Image, "instances", reliable)
+            self._pubs["persons"] = self.create_lifecycle_publisher(String, "persons", reliable)
         self._mask_pubs = {
             class_id: self.create_lifecycle_publisher(Image, f"masks/{topic_token(class_set.names[class_id])}",
                                                       reliable)
@@ -279,7 +293,9 @@ class HumanParserNode(LifecycleNode):
                 copy.deepcopy(model), info, device=self.param("device"), precision=self.param("precision"),
                 input_size=None if size == [0, 0] else tuple(size),
                 resize_mode=self.param("resize_mode"), flip_tta=self.param("flip_tta"),
-                compile_mode=self.param("compile"))
+                compile_mode=self.param("compile"), person_threshold=self.param("person_threshold"),
+                max_persons=self.param("max_persons"))
+            self._tracker = PersonTracker()
             self._warmup_ms = self._parser.warmup()
         except (ValueError, RuntimeError) as err:
             self._parser = None
@@ -412,6 +428,9 @@ class HumanParserNode(LifecycleNode):
             self.get_logger().warning(f"dropped frame from {self._input_topic}: {err}", throttle_duration_sec=5.0)
             return
         start = time.perf_counter()
+        if parser.multi_person:  # the parser's own threshold and cap follow the parameters
+            parser.person_threshold = self.param("person_threshold")
+            parser.max_persons = self.param("max_persons")
         result = parser.parse(image, self.param("output_resolution"), resize_mode=self.param("resize_mode"),
                               flip_tta=self.param("flip_tta"))
         parsed = time.perf_counter()
@@ -434,6 +453,8 @@ class HumanParserNode(LifecycleNode):
             parts = PartsMessage.from_result(result, _stamp(header), header.frame_id,
                                              self.param("presence_threshold"))
             self._pubs["parts"].publish(String(data=parts.to_json()))
+        if result.instances is not None:
+            self._publish_persons(result, header)
         statistics_ms = result.timings_ms.get("statistics", 0.0)  # computed only for a parts subscriber
         timings = {"decode": (start - began) * 1e3, **result.timings_ms, "statistics": statistics_ms,
                    "publish": (time.perf_counter() - parsed) * 1e3 - statistics_ms}
@@ -441,6 +462,20 @@ class HumanParserNode(LifecycleNode):
             self._stage_ms[stage].add(ms)
         self._published.tick()
         self._end_to_end_ms.add(_age_ms(self, header))
+
+    def _publish_persons(self, result: Any, header: Any) -> None:
+        """Track every frame (ids must not jump when a subscriber arrives); publish while subscribed."""
+        ids = self._tracker.update([person.bbox for person in result.persons])
+        self._persons_last = len(result.persons)
+        self._persons_dropped += result.dropped_persons
+        if not self.param("publish_persons"):
+            return
+        if self._pubs["instances"].get_subscription_count():
+            self._pubs["instances"].publish(_image_msg(header, result.instances, "mono8"))
+        if self._pubs["persons"].get_subscription_count():
+            persons = PersonsMessage.from_result(result, ids, _stamp(header), header.frame_id,
+                                                 self.param("presence_threshold"))
+            self._pubs["persons"].publish(String(data=persons.to_json()))
 
     # ---- health -------------------------------------------------------------------------------
     def _warn_if_no_image(self) -> None:
@@ -458,8 +493,10 @@ class HumanParserNode(LifecycleNode):
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: human parsing",
                                   hardware_id=str(self._parser.device) if self._parser else "none")
         dropped_total = self._slot.dropped
-        status.level, status.message = self._health(dropped_total - self._dropped_reported)
+        status.level, status.message = self._health(dropped_total - self._dropped_reported,
+                                                     self._persons_dropped - self._persons_dropped_reported)
         self._dropped_reported = dropped_total
+        self._persons_dropped_reported = self._persons_dropped
         status.values = [KeyValue(key=key, value=str(value)) for key, value in self._figures(dropped_total).items()]
         self._diagnostics_pub.publish(DiagnosticArray(header=_now_header(self), status=[status]))
 
@@ -477,11 +514,14 @@ class HumanParserNode(LifecycleNode):
             "inference_ms_p50": f"{inference_p50:.1f}", "inference_ms_p99": f"{inference_p99:.1f}",
             "end_to_end_ms_p50": f"{end_to_end_p50:.1f}", "end_to_end_ms_p99": f"{end_to_end_p99:.1f}",
             "warmup_ms": f"{self._warmup_ms:.1f}", "weights": self._weights_path, "model": model,
+            **({"persons": self._persons_last, "persons_dropped": self._persons_dropped}
+               if parser is not None and parser.multi_person else {}),
             **{f"{stage}_ms_p50": f"{window.percentiles(50)[0]:.1f}" for stage, window in self._stage_ms.items()},
         }
 
-    def _health(self, dropped_recently: int) -> tuple[bytes, str]:
-        """Diagnostics level and message; only reads state (``dropped_recently``: drops since the last report)."""
+    def _health(self, dropped_recently: int, persons_dropped_recently: int = 0) -> tuple[bytes, str]:
+        """Diagnostics level and message; only reads state (``dropped_recently``: frame drops since the last
+        report; ``persons_dropped_recently``: persons beyond max_persons since then)."""
         if self.finalized.is_set():
             return DiagnosticStatus.STALE, "finalized (lifecycle shutdown): no more outputs"
         if self._error:
@@ -498,6 +538,9 @@ class HumanParserNode(LifecycleNode):
         if dropped_recently:
             return (DiagnosticStatus.WARN,
                     f"slow: dropped {dropped_recently} frames in the last second (camera faster than model)")
+        if persons_dropped_recently:
+            return (DiagnosticStatus.WARN, f"capped: {persons_dropped_recently} persons beyond max_persons "
+                    f"({self.param('max_persons')}) dropped in the last second")
         limit = self.param("max_latency_ms")
         if limit > 0 and self._end_to_end_ms.percentiles(50)[0] > limit:
             return DiagnosticStatus.WARN, f"slow: end-to-end p50 above {limit:.0f} ms"

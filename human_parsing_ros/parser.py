@@ -321,6 +321,8 @@ class HumanParser:
         network_in = network_input(pixels, self.network_hw, placement, self._mean, self._std, self.dtype)
         out_hw = (height, width) if output_resolution == "input" else (placement.height, placement.width)
         if self.multi_person:
+            if flip_tta:
+                raise ValueError(f"flip_tta is not available for multi-person weights ({self.info.architecture})")
             return self._parse_persons(network_in, placement, out_hw, start)
         t_pre = time.perf_counter()
         logits = self.forward(network_in, flip_tta)

@@ -1,34 +1,19 @@
 """HumanParser with multi-person (rp_rcnn) weights: persons, their instance map and per-person parts, on a real
-photo. The network is a real rp_rcnn whose output biases are set so that it finds people and paints them
-(an untrained one would find nothing to test), saved and loaded through the weights contract."""
+photo, through a weights file (test/person_weights.py); and the person tracker."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from person_weights import PAINTED, make_person_weights
 
-from human_parsing_ros.class_sets import get_class_set
-from human_parsing_ros.models import build_model
 from human_parsing_ros.parser import HumanParser
 from human_parsing_ros.samples import load_rgb, sample_photos
 from human_parsing_ros.tracking import PersonTracker, box_iou
-from human_parsing_ros.weights import WeightsInfo, save_weights
-
-ARGS = {"num_classes": 11, "channels": 64, "parsing_dim": 64, "parsing_convs": 1, "parsing_rois": 4,
-        "box_rois": 64, "box_dim": 64, "proposals": [50, 20], "detections": 5, "min_box_score": 0.0}
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_model("rp_rcnn", **ARGS)
-    with torch.no_grad():
-        model.roi_heads.box_predictor.cls_score.bias.copy_(torch.tensor([-4.0, 4.0]))  # every box is a person
-        model.parsing_head.deconv.bias.zero_()
-        model.parsing_head.deconv.bias[3] = 20.0  # and every person pixel is class 3 (headwear)
-        model.rescoring.fc[-1].bias.fill_(0.9)
-    info = WeightsInfo.for_class_set("rp_rcnn", ARGS, get_class_set("hri"), (160, 128), {"min_score": 0.3})
-    return save_weights(tmp_path_factory.mktemp("rp") / "persons.safetensors", model, info)
+    return make_person_weights(tmp_path_factory.mktemp("rp") / "persons.safetensors")
 
 
 def test_a_multi_person_parse_gives_persons_their_instances_and_parts(weights):
@@ -42,10 +27,11 @@ def test_a_multi_person_parse_gives_persons_their_instances_and_parts(weights):
     for person in result.persons:
         ys, xs = np.nonzero(result.instances == person.instance)
         assert person.bbox == (xs.min(), ys.min(), xs.max(), ys.max())
-        assert (result.labels[ys, xs] == 3).all()  # a person's pixels carry its parts
+        assert (result.labels[ys, xs] == PAINTED).all()  # a person's pixels carry its parts
         parts = result.person_presence(person, 0.01)
-        assert parts[3].present and parts[3].pixel_fraction == 1.0 and parts[3].mean_confidence == person.score
-        assert not any(part.present for part in parts if part.id != 3)
+        assert parts[PAINTED].present and parts[PAINTED].pixel_fraction == 1.0
+        assert parts[PAINTED].mean_confidence == person.score
+        assert not any(part.present for part in parts if part.id != PAINTED)
     assert int(result.instances.max()) == len(result.persons)
     assert result.statistics.pixel_counts.sum() == photo.shape[0] * photo.shape[1]
 
@@ -87,3 +73,21 @@ def test_tracker_keeps_ids_while_people_stay_and_never_reuses_them():
     assert box_iou(a, (5, 0, 15, 20)) == pytest.approx(50 / 150)
     with pytest.raises(ValueError, match="min_iou"):
         PersonTracker(min_iou=0.0)
+
+
+def test_persons_message_round_trip_and_schema(weights):
+    from human_parsing_ros.messages import PersonsMessage, SchemaError, Stamp
+
+    result = HumanParser(weights, device="cpu").parse(load_rgb(sample_photos()[0])[::4, ::4].copy())
+    ids = [10 + k for k in range(len(result.persons))]
+    message = PersonsMessage.from_result(result, ids, Stamp(3, 4), "cam", 0.01)
+    assert [p.id for p in message.persons] == ids and message.dropped == result.dropped_persons
+    assert message.persons[0].pixel_fraction == pytest.approx((result.instances == 1).mean(), abs=1e-6)
+    assert PersonsMessage.from_json(message.to_json()) == message
+    assert message.get(ids[0]).get("headwear").present
+    with pytest.raises(KeyError):
+        message.get(99)
+    with pytest.raises(SchemaError, match="human_parsing_ros/persons/1"):
+        PersonsMessage.from_json('{"schema": "human_parsing_ros/parts/1"}')
+    with pytest.raises(SchemaError, match="bad human_parsing_ros/persons/1"):
+        PersonsMessage.from_json('{"schema": "human_parsing_ros/persons/1", "persons": [{}]}')

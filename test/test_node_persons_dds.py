@@ -1,0 +1,111 @@
+"""The node with multi-person weights, over real DDS: instances and persons carry the input header, ids stay
+put over a sequence, a late subscriber is served, and the person cap shows in the message and diagnostics."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from person_weights import PAINTED, make_person_weights  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from human_parsing_ros.messages import PersonsMessage  # noqa: E402
+from human_parsing_ros.parser import HumanParser  # noqa: E402
+from human_parsing_ros.resources import share_file  # noqa: E402
+from human_parsing_ros.samples import load_rgb, sample_photos  # noqa: E402
+from human_parsing_ros.tools.harness import Client, NodeProcess, image_array, stamp_ns  # noqa: E402
+
+NS = "/persons_test"
+CAMERA = "/persons_cam/image_raw"
+
+
+@pytest.fixture(scope="module")
+def ros():
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return make_person_weights(tmp_path_factory.mktemp("w") / "persons.safetensors")
+
+
+def _matching(client, topic, msg):
+    """What ``topic`` published for the input ``msg`` (JSON messages carry the stamp in their body)."""
+    def stamp(out) -> int:
+        if isinstance(out, String):
+            decoded = PersonsMessage.from_json(out.data).stamp
+            return decoded.sec * 1_000_000_000 + decoded.nanosec
+        return stamp_ns(out.header)
+
+    return [m for m in client.received.get(topic) if stamp(m) == stamp_ns(msg.header)]
+
+
+def test_persons_and_instances_over_dds(ros, weights, tmp_path):
+    frame = load_rgb(sample_photos()[0])[::4, ::4].copy()
+    expected = HumanParser(weights, device="cpu", person_threshold=0.3).parse(frame)
+    above = len(expected.persons) + expected.dropped_persons
+    assert above >= 2  # the cap below must have something to drop
+    node = NodeProcess(share_file("config", "parser.yaml"), NS, {"image": CAMERA},
+                       {"weights": str(weights), "device": "cpu", "person_threshold": 0.3, "max_persons": 1},
+                       log_path=tmp_path / "node.log")
+    node.start()
+    client = Client(CAMERA, {"labels": Image, "instances": Image, "persons": String, "/diagnostics": DiagnosticArray},
+                    NS, name="persons_client")
+    late = None
+    try:
+        client.wait_for_node(60.0)
+        client.wait_for(lambda: all(s.get_publisher_count() for s in client.subs), 10.0, "outputs to match")
+        sent = []
+        for _ in range(4):
+            sent.append(client.image_msg(frame, frame_id="persons_optical_frame"))
+            client.publish(sent[-1])
+            time.sleep(0.7)
+        client.wait_for(lambda: _matching(client, "persons", sent[-1]), 30.0, "persons for the last frame")
+        ids = []
+        for msg in sent:
+            instances, persons = _matching(client, "instances", msg), _matching(client, "persons", msg)
+            if not (instances and persons):
+                continue  # superseded by a newer frame: the node keeps no backlog
+            image = instances[0]
+            assert image.encoding == "mono8" and image.header.frame_id == "persons_optical_frame"
+            assert (image.height, image.width) == frame.shape[:2]
+            decoded = PersonsMessage.from_json(persons[0].data)
+            assert decoded.frame_id == "persons_optical_frame" and (decoded.height, decoded.width) == frame.shape[:2]
+            assert len(decoded.persons) == 1 and decoded.dropped == above - 1  # max_persons 1
+            person = decoded.persons[0]
+            mask = image_array(image) == person.instance
+            assert mask.any() and person.get("headwear").present and person.get("headwear").pixel_fraction == 1.0
+            labels = _matching(client, "labels", msg)
+            if labels:
+                assert (image_array(labels[0])[mask] == PAINTED).all()
+            ids.append(person.id)
+        assert len(ids) >= 2 and len(set(ids)) == 1  # the same person keeps its id
+
+        late = Client(CAMERA, {"persons": String}, NS, name="persons_late_client")
+        late.wait_for(lambda: all(s.get_publisher_count() for s in late.subs), 10.0, "the late subscription")
+        again = client.image_msg(frame, frame_id="persons_optical_frame")
+        client.publish(again)
+        late.wait_for(lambda: _matching(late, "persons", again), 30.0, "persons for the late subscriber")
+        assert PersonsMessage.from_json(_matching(late, "persons", again)[0].data).persons[0].id == ids[0]
+
+        def dropped_reported() -> bool:
+            for array in client.received.get("/diagnostics"):
+                for status in array.status:
+                    values = {kv.key: kv.value for kv in status.values}
+                    if "persons_dropped" in values and int(values["persons_dropped"]) >= above - 1:
+                        return True
+            return False
+
+        client.wait_for(dropped_reported, 10.0, "persons_dropped in diagnostics")
+        assert node.alive()
+    finally:
+        if late is not None:
+            late.close()
+        client.close()
+        node.stop()
