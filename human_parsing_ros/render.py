@@ -73,3 +73,42 @@ def contact_sheet(pictures: Sequence[np.ndarray], columns: int = 3, height: int 
         top, left = (index // columns) * height, (index % columns) * cell
         sheet[top:top + height, left:left + picture.shape[1]] = picture
     return sheet
+
+
+# Distinct, saturated outline colours for persons, picked by id (so a person keeps its colour across frames).
+PERSON_COLOURS = ((255, 59, 48), (0, 122, 255), (255, 204, 0), (52, 199, 89), (175, 82, 222), (255, 149, 0),
+                  (90, 200, 250), (255, 45, 85))
+
+
+def person_colour(person_id: int) -> tuple[int, int, int]:
+    return PERSON_COLOURS[(int(person_id) - 1) % len(PERSON_COLOURS)]
+
+
+def outline_persons(picture: np.ndarray, instances: np.ndarray,
+                    persons: Sequence[tuple[int, int, tuple[int, int, int, int]]]) -> np.ndarray:
+    """``picture`` with each person, given as (its value in ``instances``, its id, its box), outlined in its
+    id's colour (2 px along the edge of its mask) and labelled ``#id`` above its box."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    if picture.shape[:2] != instances.shape:
+        raise ValueError(f"picture is {picture.shape[:2]}, instances {instances.shape}")
+    out = picture.copy()
+    for instance, person_id, _ in persons:
+        mask = instances == instance
+        inner = mask.copy()
+        inner[1:] &= mask[:-1]
+        inner[:-1] &= mask[1:]
+        inner[:, 1:] &= mask[:, :-1]
+        inner[:, :-1] &= mask[:, 1:]
+        edge = mask & ~inner
+        edge[1:] |= edge[:-1]  # two pixels wide
+        edge[:, 1:] |= edge[:, :-1]
+        out[edge & mask] = person_colour(person_id)
+    image = Image.fromarray(out)
+    draw, font = ImageDraw.Draw(image), ImageFont.load_default()
+    for _, person_id, (x_min, y_min, _, _) in persons:
+        text = f"#{person_id}"
+        top = max(0, y_min - 13)
+        draw.rectangle((x_min, top, x_min + int(font.getlength(text)) + 6, top + 12), fill=person_colour(person_id))
+        draw.text((x_min + 3, top), text, fill=(0, 0, 0), font=font)
+    return np.asarray(image)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from human_parsing_ros.models import ARCHITECTURES
+from human_parsing_ros.models import ARCHITECTURES, is_multi_person
 from training.config import DEFAULTS, load_config, parse_overrides
 from training.datasets import DATASET_NAMES
 from training.instances import INSTANCE_DATASETS
@@ -19,7 +19,7 @@ PROTOCOLS = sorted(CONFIG_DIR.glob("protocol_*.yaml"))
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_recipe_loads(path):
     config = load_config(path)
-    multi_person = getattr(ARCHITECTURES.get(config["model"]["architecture"]), "multi_person", False)
+    multi_person = is_multi_person(config["model"]["architecture"])
     assert config["dataset"]["name"] in (INSTANCE_DATASETS if multi_person else DATASET_NAMES)
     assert config["stage1"]["cpa_epoch"] <= config["stage1"]["epochs"]
     assert config["stage2"]["sampling"] in ("pra", "prn", "none")
@@ -68,10 +68,18 @@ PAPER_SETTINGS = {
              ("stage1", "epochs"): 100, ("stage1", "loss"): "ce_lovasz", ("stage2", "epochs"): 0,
              ("self_correction", "cycles"): 5, ("self_correction", "cycle_epochs"): 10,
              ("input", "eval_flip"): True, ("input", "eval_labels"): "original"},
+    # RP R-CNN (ECCV 2020, Sec. 3.5 and 4.1): ResNet-50-FPN, batch 16, lr 0.02, steps at 105k and 125k of 135k
+    # iterations, short side 512-864 with the long side <= 1400, 512 box and 16 parsing RoIs, the paper's loss
+    # weights (the architecture's LOSS_WEIGHTS, so no recipe change).
+    "rprcnn": {("model", "architecture"): "rp_rcnn", ("optim", "batch_size"): 16, ("optim", "lr"): 0.02,
+               ("optim", "schedule"): "step", ("optim", "milestones"): [0.778, 0.926],
+               ("multi_person", "short_sides"): list(range(512, 865, 32)), ("multi_person", "max_size"): 1400,
+               ("multi_person", "loss_weights"): {}, ("stage2", "epochs"): 0},
 }
 # Recipes that must claim a paper (so that dropping the claim cannot hide a drifted schedule).
 PAPER_RECIPES = {"mhpv2_pspnet_r50": "dtpr", "lip_mobilenetv2": "dtpr", "mhpv2_rim_pspnet_r50": "rim",
-                 "lip_cdlinknet_r101": "cdlinknet", "lip_schp": "schp"}
+                 "lip_cdlinknet_r101": "cdlinknet", "lip_schp": "schp", "cihp_rprcnn_r50": "rprcnn",
+                 "mhpv2_rprcnn_r50": "rprcnn"}
 
 
 def test_recipes_that_claim_a_paper_have_its_schedule():
@@ -84,6 +92,9 @@ def test_recipes_that_claim_a_paper_have_its_schedule():
         claims[path.stem] = config["paper"]
         for (section, key), value in PAPER_SETTINGS[config["paper"]].items():
             assert config[section][key] == value, f"{path.name}: {section}.{key} is {config[section][key]!r}"
+        if config["paper"] == "rprcnn":
+            args = config["model"]["args"]
+            assert args["encoder"] == "resnet50" and args["parsing_rois"] == 16 and args["box_rois"] == 512
         if config["paper"] == "cdlinknet":
             assert config["model"]["args"]["encoder"] == "resnet101"
             assert config["model"]["args"]["output_stride"] == 16

@@ -47,3 +47,36 @@ def test_the_demo_writes_overlays_with_legends_and_a_contact_sheet(tmp_path, cap
     assert overlays and Image.open(sheet).height >= 360
     photo_width = Image.open(overlays[0]).width
     assert photo_width > 550  # the photo (550 wide) plus its legend
+
+
+def test_person_outlines_take_each_persons_colour_along_its_edge_only():
+    picture = np.zeros((40, 60, 3), np.uint8)
+    instances = np.zeros((40, 60), np.uint8)
+    instances[20:38, 5:20], instances[20:38, 30:50] = 1, 2
+    out = render.outline_persons(picture, instances, [(1, 7, (5, 20, 19, 37)), (2, 3, (30, 20, 49, 37))])
+    assert tuple(out[30, 5]) == render.person_colour(7) and tuple(out[30, 49]) == render.person_colour(3)
+    assert (out[28:30, 10:15] == 0).all()  # inside a person: untouched
+    assert tuple(out[10, 8]) == render.person_colour(7)  # the "#7" tag above the box
+    assert (out[39, 55] == 0).all()
+
+
+def test_the_demo_outlines_each_person_with_multi_person_weights(tmp_path, capsys):
+    pytest.importorskip("rclpy")
+    from person_weights import make_person_weights
+
+    from human_parsing_ros.messages import PersonsMessage
+    from human_parsing_ros.tools import demo
+
+    weights = make_person_weights(tmp_path / "persons.safetensors")
+    with pytest.raises(SystemExit) as exit_code:
+        demo.main(["--out", str(tmp_path / "out"), "--weights", str(weights), "--device", "cpu", "--loops", "1"])
+    assert exit_code.value.code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("multi-person weights: persons per frame") for line in lines)
+    records = sorted((tmp_path / "out").glob("persons_*+*.json"))  # frames are pairs of photos
+    assert records
+    persons = PersonsMessage.from_json(records[-1].read_text()).persons
+    assert persons
+    overlay = np.asarray(Image.open(tmp_path / "out" / f"overlay_{records[-1].stem[len('persons_'):]}.png"))
+    colours = {tuple(c) for c in overlay.reshape(-1, 3).tolist()}
+    assert all(render.person_colour(p.id) in colours for p in persons)

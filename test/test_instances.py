@@ -126,8 +126,9 @@ def test_mhpv2_reader_keeps_each_persons_file_as_one_person(tmp_path):
 
 
 def test_cihp_reader_takes_persons_from_human_ids(tmp_path):
-    root = tmp_path / "CIHP" / "val"
-    (root).mkdir(parents=True)
+    published = tmp_path / "instance-level_human_parsing"
+    root = published / "Validation"  # CIHP's own layout: one folder per split
+    root.mkdir(parents=True)
     (root / "val_id.txt").write_text("0000001\n")
     _write_png(root / "Images" / "0000001.jpg", np.full((5, 6, 3), 50, np.uint8))
     parts = np.zeros((5, 6), np.uint8)
@@ -137,7 +138,7 @@ def test_cihp_reader_takes_persons_from_human_ids(tmp_path):
     humans[4, 0] = 2  # a person pixel without a part is not the person's
     _write_png(root / "Category_ids" / "0000001.png", parts)
     _write_png(root / "Human_ids" / "0000001.png", humans)
-    dataset = build_instance_dataset("cihp", root, "val", class_set="hri")
+    dataset = build_instance_dataset("cihp", published, "val", class_set="hri")
     _, labels, persons = dataset[0]
     assert persons[4, 0] == 0 and persons[1, 1] == 1 and persons[3, 4] == 2
     hri = get_class_set("hri")

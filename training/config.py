@@ -16,7 +16,8 @@ DEFAULTS: dict[str, Any] = {
     "amp": "none",               # none | bf16 | fp16 (fp16 uses a GradScaler)
     "max_nonfinite_steps": 0,    # steps per epoch with a NaN/Inf loss skipped before the run stops (fp16: a few)
     "deterministic": True,       # torch.use_deterministic_algorithms (warn only)
-    "paper": None,               # dtpr | rim | cdlinknet | schp: the recipe claims that paper's settings (tested)
+    "paper": None,               # dtpr | rim | cdlinknet | schp | rprcnn: the recipe claims that paper's settings
+                                 # (tested)
     "dataset": {
         "name": "ccp",
         "root": "../shared/data/ccp",

@@ -89,7 +89,13 @@ def list_mhpv2(root: Path, split: str, ids: Sequence[Any] | None = None) -> list
     return [InstanceSample(images / f"{i}.jpg", tuple(annos.get(i, ())), i) for i in chosen]
 
 
+CIHP_SPLIT_FOLDERS = {"train": "Training", "val": "Validation", "test": "Testing"}
+
+
 def list_cihp(root: Path, split: str, ids: Sequence[Any] | None = None) -> list[InstanceSample]:
+    """CIHP as published (``root/Training``, ``root/Validation``, ...) or one split's folder as ``root``."""
+    if (root / CIHP_SPLIT_FOLDERS.get(split, split)).is_dir():
+        root = root / CIHP_SPLIT_FOLDERS.get(split, split)
     chosen = choose_ids(ids, root / f"{split}_id.txt")
     images, parts = require_dir(root / "Images"), require_dir(root / "Category_ids")
     humans = require_dir(root / "Human_ids")

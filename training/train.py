@@ -18,7 +18,7 @@ if __name__ == "__main__" and not __package__:
     # root, so `import training` would fail: add the root. Script-only: never runs on import or with -m.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from human_parsing_ros.models import ARCHITECTURES
+from human_parsing_ros.models import is_multi_person
 from training.checkpoint import CheckpointError
 from training.config import load_config, parse_overrides
 from training.datasets import LabelIdError
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     config = load_config(args.config, parse_overrides(args.overrides))
     try:
-        if getattr(ARCHITECTURES.get(config["model"]["architecture"]), "multi_person", False):
+        if is_multi_person(config["model"]["architecture"]):
             from training.person_training import run_persons
 
             run_persons(config, resume=args.resume, overwrite=args.overwrite)

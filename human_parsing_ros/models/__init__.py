@@ -38,6 +38,11 @@ def semantic_architectures() -> list[str]:
                   if isinstance(cls, type) and issubclass(cls, SegmentationModel))
 
 
+def is_multi_person(name: str) -> bool:
+    """Whether architecture ``name`` parses each person apart (its parse has instances and persons)."""
+    return bool(getattr(ARCHITECTURES.get(name), "multi_person", False))
+
+
 def _register_all() -> None:
     """Import every architecture folder (one subpackage each); each registers itself."""
     import importlib
@@ -52,5 +57,5 @@ _register_all()
 
 __all__ = [
     "ARCHITECTURES", "ENCODERS", "SegmentationHead", "SegmentationModel",
-    "build_encoder", "build_model", "register_architecture", "semantic_architectures",
+    "build_encoder", "build_model", "is_multi_person", "register_architecture", "semantic_architectures",
 ]

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import render
-from ..messages import ClassInfoMessage, PartsMessage
+from ..messages import ClassInfoMessage, PartsMessage, PersonsMessage
+from ..models import is_multi_person
 from ..resources import DEFAULT_WEIGHTS, share_file
 from ..runtime import summary
 from ..samples import load_rgb, sample_photos
@@ -47,8 +48,8 @@ def run_demo(out: Path, weights: str | None = None, rate_hz: float = 4.0, loops:
     if untrained:
         print(f"{BANNER}\n!! UNTRAINED WEIGHTS: {weights_path} is a random initialisation.\n"
               f"!! The overlays below show the plumbing working, NOT real parses.\n{BANNER}", flush=True)
-    photos = sample_photos()
-    frames = [load_rgb(photo) for photo in photos]
+    multi_person = is_multi_person(read_weights_info(weights_path).architecture)
+    frames, names = demo_frames(multi_person)
     camera = "/demo/camera/image_raw"
     node = NodeProcess(share_file("config", "parser.yaml"), remaps={"image": camera},
                        params={"weights": str(weights_path), "device": device}, log_path=out / "node.log")
@@ -57,8 +58,10 @@ def run_demo(out: Path, weights: str | None = None, rate_hz: float = 4.0, loops:
     client = None
     try:
         node.start()
-        client = Client(camera, {"labels": Image, "overlay": Image, "parts": String, "class_info": String},
-                        name="human_parsing_demo")
+        outputs = {"labels": Image, "overlay": Image, "parts": String, "class_info": String}
+        if multi_person:
+            outputs.update({"instances": Image, "persons": String})
+        client = Client(camera, outputs, name="human_parsing_demo")
         client.wait_for(lambda: node.alive() is False or client.camera.get_subscription_count() > 0, timeout,
                         "the node to come up")
         if not node.alive():
@@ -68,7 +71,7 @@ def run_demo(out: Path, weights: str | None = None, rate_hz: float = 4.0, loops:
         sent: dict[int, str] = {}
         for i in range(loops * len(frames)):
             msg = client.image_msg(frames[i % len(frames)], frame_id="demo_camera")
-            sent[stamp_ns(msg.header)] = photos[i % len(photos)].stem
+            sent[stamp_ns(msg.header)] = names[i % len(names)]
             client.publish(msg)
             time.sleep(1.0 / rate_hz)
         client.wait_for(lambda: _done(client, sent), 30.0, "the last outputs")
@@ -78,6 +81,23 @@ def run_demo(out: Path, weights: str | None = None, rate_hz: float = 4.0, loops:
         node.stop()
         rclpy.try_shutdown()
     return _write_outputs(out, client, sent, weights_path, untrained, loops * len(frames))
+
+
+def demo_frames(multi_person: bool) -> tuple[list[np.ndarray], list[str]]:
+    """The bundled photos (and their names); for multi-person weights, pairs of them side by side, so that
+    every frame shows two people."""
+    photos = sample_photos()
+    frames = [load_rgb(photo) for photo in photos]
+    if not multi_person:
+        return frames, [photo.stem for photo in photos]
+    pairs, names = [], []
+    for i in range(len(frames)):
+        left, right = frames[i], frames[(i + 1) % len(frames)]
+        height = min(left.shape[0], right.shape[0])
+        fit = [render.resize_nearest(f, (height, round(f.shape[1] * height / f.shape[0]))) for f in (left, right)]
+        pairs.append(np.ascontiguousarray(np.concatenate(fit, axis=1)))
+        names.append(f"{photos[i].stem}+{photos[(i + 1) % len(photos)].stem}")
+    return pairs, names
 
 
 def _matched(client: Client) -> bool:
@@ -97,10 +117,21 @@ def _write_outputs(out: Path, client: Client, sent: dict[int, str], weights: Pat
     latencies = [(arrived - stamp_ns(msg.header) / 1e9) * 1e3 for arrived, msg in client.received.timed("labels")]
     info = [ClassInfoMessage.from_json(msg.data) for msg in client.received.get("class_info")]
     labels_by_stamp = {stamp_ns(msg.header): image_array(msg) for msg in client.received.get("labels")}
+    instances_by_stamp = {stamp_ns(msg.header): image_array(msg) for msg in client.received.get("instances")}
+    persons_by_stamp = {}
+    for msg in client.received.get("persons"):
+        persons = PersonsMessage.from_json(msg.data)
+        persons_by_stamp[persons.stamp.sec * 1_000_000_000 + persons.stamp.nanosec] = persons
+        (out / f"persons_{sent.get(persons.stamp.sec * 1_000_000_000 + persons.stamp.nanosec, 'unknown')}.json"
+         ).write_text(msg.data)
     pictures: dict[str, object] = {}  # per photo, its latest overlay with a legend
     for msg in client.received.get("overlay"):
         name = sent.get(stamp_ns(msg.header), "unknown")
         picture = image_array(msg)
+        instances, persons = instances_by_stamp.get(stamp_ns(msg.header)), persons_by_stamp.get(stamp_ns(msg.header))
+        if instances is not None and persons is not None and instances.shape == picture.shape[:2]:
+            picture = render.outline_persons(picture, instances,
+                                             [(p.instance, p.id, p.bbox) for p in persons.persons])
         labels = labels_by_stamp.get(stamp_ns(msg.header))
         if info and labels is not None:
             picture = render.with_legend(picture, labels, info[0].names, np.asarray(info[0].palette, np.uint8))
@@ -123,6 +154,8 @@ def _write_outputs(out: Path, client: Client, sent: dict[int, str], weights: Pat
         "latency_ms": summary(latencies), "untrained": untrained, "weights": str(weights),
         "top_parts": sorted(present.items(), key=lambda kv: -kv[1])[:5], "out": str(out),
         "contact_sheet": str(sheet) if pictures else None,
+        "persons": {sent.get(stamp, "unknown"): len(p.persons) for stamp, p in sorted(persons_by_stamp.items())}
+        if persons_by_stamp else None,
     }
     (out / "summary.json").write_text(json.dumps(result, indent=2))
     return result
@@ -144,5 +177,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{result['parts']} part reports in {result['out']}/, end-to-end p50 {lat['p50']:.0f} ms "
           f"p99 {lat['p99']:.0f} ms, class set {result['class_set']}, most present: {top}"
           + ("  [UNTRAINED WEIGHTS: not real parses]" if result["untrained"] else ""))
+    if result["persons"] is not None:
+        counts = sorted(set(result["persons"].values()))
+        print(f"multi-person weights: persons per frame {counts}, each outlined in its own colour with its id "
+              f"in the overlays; persons_<frame>.json hold the persons messages")
     print(f"contact sheet (every frame, with a legend): {result['contact_sheet']}")
     sys.exit(0 if result["labels"] > 0 else 1)
