@@ -12,6 +12,7 @@ PACKAGE = "human_parsing_ros"
 DATA = Path(__file__).resolve().parent / "data"
 DEFAULT_WEIGHTS = DATA / "weights" / "default.safetensors"  # the hri class set
 CCP59_WEIGHTS = DATA / "weights" / "ccp59_dtpr.safetensors"  # CCP's 59 classes: the DTPR study's shipped run
+PERSONS_WEIGHTS = DATA / "weights" / "persons_rprcnn.safetensors"  # hri, per person: RP R-CNN on CCP composites
 SAMPLES = DATA / "ccp"  # seven CCP photos with annotations (Apache-2.0; see its NOTICE.md)
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
 

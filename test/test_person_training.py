@@ -87,3 +87,18 @@ def test_step_schedule_with_warmup():
     factors = [scheduler.lr_lambdas[0](step) for step in range(10)]
     expected = [1 / 3, 1 / 3 + 2 / 9, 1 / 3 + 4 / 9, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01]
     assert factors == pytest.approx(expected)
+
+
+def test_shipping_multi_person_weights_records_the_test_metrics(tmp_path):
+    from person_weights import make_person_weights
+
+    from training.tools.ship_persons import ship
+
+    weights = make_person_weights(tmp_path / "run" / "model.safetensors", input_size=(96, 128))
+    result = ship(weights, tmp_path / "shipped.safetensors", SAMPLES, "test", count=2, seed=5,
+                  json_path=tmp_path / "persons.json")
+    _, info = load_weights(tmp_path / "shipped.safetensors")
+    assert info.recipe["metrics"]["test"] == json.loads((tmp_path / "persons.json").read_text()) == result
+    assert set(result["paper_metrics"]) == {"ap50", "ap_vol", "pcp50", "mean_iou", "person_recall"}
+    assert 0.0 <= result["serving"]["person_recall"] <= 1.0 and result["serving"]["person_threshold"] == 0.3
+    assert "test split" in result["test_set"]
