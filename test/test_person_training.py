@@ -81,6 +81,17 @@ def test_loss_weights_are_the_papers_unless_the_recipe_changes_them(tmp_path):
         loss_weights(config)
 
 
+def test_what_multi_person_runs_cannot_do_is_refused_in_one_line(tmp_path, finished):
+    from training.evaluate import evaluate_weights
+
+    config = load_config(overrides={**tiny(tmp_path), "export": {"onnx": "model.onnx"}})
+    with pytest.raises(ValueError, match="export.onnx: ONNX export is for single-map parsers"):
+        run_persons(config)
+    out, _ = finished
+    with pytest.raises(ValueError, match="multi-person weights .* --serving"):
+        evaluate_weights(out / "model.safetensors", "ccp", SAMPLES, "all")
+
+
 def test_step_schedule_with_warmup():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.3)
     scheduler = make_scheduler(optimizer, 10, "step", milestones=[0.5, 0.8], warmup_steps=3)

@@ -63,6 +63,9 @@ def evaluate_weights(weights: str | Path, dataset: str, root: str | Path, split:
     at their own resolution unless ``resize_labels``; ``flip``: flip test); ground truth mapped to the weights'
     class set when the dataset's differs."""
     model, info = load_weights(weights)
+    if getattr(model, "multi_person", False):
+        raise ValueError(f"{weights}: multi-person weights ({info.architecture}): evaluate the merged map with "
+                         "--serving, or persons with training/tools/ship_persons.py (AP^p, PCP)")
     model = model.to(device).to(memory_format=torch.channels_last)
     options = {**(options or {}), "class_set": info.class_set_name}
     flip_perm = get_class_set(info.class_set_name).flip_permutation() if flip else None

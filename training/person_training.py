@@ -97,6 +97,9 @@ def run_persons(config: dict, resume: bool = False, overwrite: bool = False) -> 
     """Train (or continue, ``resume``) the multi-person run that ``config`` describes."""
     torch.use_deterministic_algorithms(bool(config["deterministic"]), warn_only=True)
     weights = loss_weights(config)
+    if config["export"]["onnx"]:
+        raise ValueError("export.onnx: ONNX export is for single-map parsers; multi-person weights ship as "
+                         ".safetensors only")
     dist_info, device = setup_distributed(config["device"])
     out = Path(config["output_dir"])
     prepare_run_directory(config, out, resume, overwrite, delete=dist_info.is_main)
