@@ -247,10 +247,18 @@ def restore_aggregated(checkpoint: dict | None, config: dict, num_classes: int,
     """Self-correction's aggregated model from ``checkpoint`` (None before the cycles began)."""
     if not checkpoint or checkpoint.get("aggregated") is None:
         return None
-    args = {**config["model"]["args"], "encoder_weights": None}  # the checkpoint holds every weight
-    aggregated = make_model(config["model"]["architecture"], args, num_classes)
-    aggregated.load_state_dict(checkpoint["aggregated"])
+    aggregated = model_from_state(config, num_classes, checkpoint["aggregated"])
     return aggregated.to(device).to(memory_format=torch.channels_last).requires_grad_(False).eval()
+
+
+def model_from_state(config: dict, num_classes: int, state: dict[str, torch.Tensor]) -> SegmentationModel:
+    """The recipe's architecture holding ``state`` (no ImageNet download: the state has every weight)."""
+    args = dict(config["model"]["args"])
+    if "encoder_weights" in args:
+        args["encoder_weights"] = None
+    model = make_model(config["model"]["architecture"], args, num_classes)
+    model.load_state_dict(state)
+    return model
 
 
 # ---- the run directory ----------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import yaml
 from human_parsing_ros.class_sets import get_class_set
 from human_parsing_ros.weights import load_weights, save_weights
 from training.config import load_config, merge
-from training.dtpr import make_model, run
+from training.dtpr import model_from_state, run
 from training.evaluate import confusion_on_split, evaluate_weights
 from training.metrics import METRICS, cpa_for_sampling, to_jsonable
 from training.report import write_report
@@ -132,13 +132,9 @@ class SeedRuns:
     def _cpa_after(self, epoch: int, config: dict) -> torch.Tensor:
         """CPA on the validation split of the baseline after ``epoch`` epochs (the paper records epoch 3)."""
         state = torch.load(self.checkpoint(epoch), map_location="cpu", weights_only=True)
-        args = dict(config["model"]["args"])
-        if "encoder_weights" in args:
-            args["encoder_weights"] = None  # the checkpoint holds every weight
         data_spec = config["dataset"]
         num_classes = get_class_set(data_spec["class_set"] or data_spec["name"]).num_classes
-        model = make_model(config["model"]["architecture"], args, num_classes)
-        model.load_state_dict(state["model"])
+        model = model_from_state(config, num_classes, state["model"])
         size = config["input"]["eval_size"]
         return cpa_for_sampling(confusion_on_split(model, data_spec["name"], data_spec["root"], data_spec["val_split"],
                                                    tuple(size) if size else None, workers=0,
