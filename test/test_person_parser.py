@@ -91,3 +91,23 @@ def test_persons_message_round_trip_and_schema(weights):
         PersonsMessage.from_json('{"schema": "human_parsing_ros/parts/1"}')
     with pytest.raises(SchemaError, match="bad human_parsing_ros/persons/1"):
         PersonsMessage.from_json('{"schema": "human_parsing_ros/persons/1", "persons": [{}]}')
+
+
+def test_the_shipped_multi_person_weights_find_the_people_of_a_composite():
+    from human_parsing_ros.resources import PERSONS_WEIGHTS, SAMPLES
+    from training.composites import compose
+    from training.instances import ccp_people, person_boxes
+
+    parser = HumanParser(PERSONS_WEIGHTS, device="cpu")
+    assert parser.multi_person and parser.class_set.name == "hri"
+    test = parser.info.recipe["metrics"]["test"]
+    assert test["serving"]["person_recall"] >= 0.95 and "test split" in test["test_set"]
+    people, _ = ccp_people(SAMPLES, "all", "hri")
+    frame = compose(people, np.random.default_rng(11), (288, 384), (2, 2))
+    truth, _ = person_boxes(frame.persons)
+    result = parser.parse(frame.image)
+    assert len(result.persons) == len(truth) == 2
+    for person in result.persons:  # each found person overlaps an annotated one
+        x0, y0, x1, y1 = person.bbox
+        overlap = (frame.persons[y0:y1 + 1, x0:x1 + 1] > 0).mean()
+        assert overlap > 0.5
