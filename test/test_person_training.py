@@ -113,3 +113,27 @@ def test_shipping_multi_person_weights_records_the_test_metrics(tmp_path):
     assert set(result["paper_metrics"]) == {"ap50", "ap_vol", "pcp50", "mean_iou", "person_recall"}
     assert 0.0 <= result["serving"]["person_recall"] <= 1.0 and result["serving"]["person_threshold"] == 0.3
     assert "test split" in result["test_set"]
+
+
+def test_a_multi_person_run_on_two_ddp_processes(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("torch.distributed")
+    config = tiny(tmp_path, "ddp")
+    config["optim"]["batch_size"] = 1
+    config["stage1"]["epochs"] = 1
+    config["eval_every"] = 1
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    root = Path(__file__).resolve().parents[1]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run(torchrun + [str(root / "training" / "train.py"), "--config", str(path)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout
+    history = json.loads((tmp_path / "ddp" / "history.json").read_text())
+    assert len(history) == 1 and "ap_vol" in history[0] and history[0]["loss"] > 0
+    assert load_weights(tmp_path / "ddp" / "model.safetensors")[1].architecture == "rp_rcnn"
