@@ -149,3 +149,12 @@ def test_merge_puts_the_best_person_in_front_and_fills_the_rest_from_the_semanti
     assert capped.persons == [1] and capped.dropped == 1 and int(capped.instances.max()) == 1
     nobody = merge_persons(parts, boxes, scores, None, 4, 8, min_score=0.95)
     assert nobody.persons == [] and not nobody.instances.any() and not nobody.labels.any()
+
+
+def test_the_papers_resnet50_fpn_builds_with_the_papers_widths():
+    model = build_model("rp_rcnn", num_classes=20, encoder="resnet50")
+    assert model.neck.fpn.inner_blocks[0][0].in_channels == 256 and model.neck.out_channels == 256
+    assert model.parsing_head.deconv.in_channels == 512 and model.parsing_rois == 16
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 512
+    assert model.rescoring.convs[0][0].in_channels == 512 + 20 and model.rescoring.fc[-1].out_features == 1
+    assert len(model.neck.semantic.context) == 4 and model.neck.semantic.classifier.out_channels == 20
