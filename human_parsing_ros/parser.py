@@ -332,6 +332,12 @@ class HumanParser:
         labels_np = labels.to(torch.uint8).cpu().numpy()
         t_labels = time.perf_counter()
         timings = {"preprocess": t_pre - start, "forward": t_fwd - t_pre, "labels": t_labels - t_fwd}
+        return ParseResult(labels_np, self.class_set, self._statistics(logits, labels, placement, out_hw),
+                           {key: value * 1e3 for key, value in timings.items()})
+
+    def _statistics(self, logits: torch.Tensor, labels: torch.Tensor, placement: Placement,
+                    out_hw: tuple[int, int]) -> Callable[[], ClassStatistics]:
+        """The deferred per-class statistics of one parse (computed only if someone asks for them)."""
         num_classes, network_hw = self.num_classes, self.network_hw
 
         def statistics() -> ClassStatistics:
@@ -340,7 +346,7 @@ class HumanParser:
                 stats = class_statistics(labels, confidence, num_classes)
                 return ClassStatistics(stats.pixel_counts.cpu(), stats.confidence_sums.cpu(), stats.boxes.cpu())
 
-        return ParseResult(labels_np, self.class_set, statistics, {key: value * 1e3 for key, value in timings.items()})
+        return statistics
 
     def _parse_persons(self, network_in: torch.Tensor, placement: Placement, out_hw: tuple[int, int],
                        start: float) -> ParseResult:
@@ -366,15 +372,8 @@ class HumanParser:
                                            (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))))
         t_labels = time.perf_counter()
         timings = {"preprocess": t_pre - start, "forward": t_fwd - t_pre, "labels": t_labels - t_fwd}
-        num_classes, network_hw = self.num_classes, self.network_hw
-
-        def statistics() -> ClassStatistics:
-            with torch.inference_mode():
-                confidence = confidence_map(semantic, network_hw, placement, out_hw)
-                stats = class_statistics(labels, confidence, num_classes)
-                return ClassStatistics(stats.pixel_counts.cpu(), stats.confidence_sums.cpu(), stats.boxes.cpu())
-
-        return ParseResult(labels.cpu().numpy(), self.class_set, statistics,
+        return ParseResult(labels.cpu().numpy(), self.class_set,
+                           self._statistics(semantic, labels, placement, out_hw),
                            {key: value * 1e3 for key, value in timings.items()}, instances=instances,
                            persons=persons, dropped_persons=merged.dropped)
 
