@@ -24,6 +24,7 @@ VARIANTS = {
     "stdc": [("STDC1-Seg", {"variant": "stdc1"}), ("STDC2-Seg", {"variant": "stdc2"})],
     "cdlinknet": [("C-DLinkNet ResNet-101", {})],
     "ddrnet": [("DDRNet-23-slim", {"variant": "23-slim"}), ("DDRNet-23", {"variant": "23"})],
+    "ce2p": [("CE2P ResNet-101 (SCHP's)", {}), ("CE2P MobileNetV2", {"encoder": "mobilenet_v2"})],
 }
 
 
