@@ -143,3 +143,35 @@ def test_gains_are_paired_per_seed_against_the_chosen_reference():
     assert against_decoupled[2:] == ["| dtpr | 0.00 ± 0.00 (n=2) | 0.00 ± 0.00 (n=2) | 0.00 ± 0.00 (n=2) "
                                      "| 0.00 ± 1.41 (n=2) |"]
     assert format_gains(rows, ["dtpr"], ("test",), reference="focal") == []
+
+
+def test_an_own_budget_row_trains_from_scratch_and_references_are_reported_beside(tmp_path):
+    from training.protocol import main
+
+    first = write_protocol(tmp_path)
+    assert main(["--config", str(first), "--rows", "baseline", "--seeds", "0"]) == 0
+    protocol = yaml.safe_load(first.read_text())
+    protocol.update({
+        "results_dir": str(tmp_path / "sc_results"), "runs_dir": str(tmp_path / "sc_runs"), "seeds": [0],
+        "design": "Self-correction against a plain run.", "references": {"tiny": protocol["results_dir"]},
+        "models": {"sc": protocol["models"]["tiny"]}, "ablations": {},
+        "rows": {"baseline": {},
+                 "self_correction": {"own_budget": True, "stage1": {"epochs": 1}, "stage2": {"epochs": 0},
+                                     "self_correction": {"cycles": 1, "cycle_epochs": 1}}}})
+    second = tmp_path / "sc.yaml"
+    second.write_text(yaml.safe_dump(protocol))
+    assert main(["--config", str(second)]) == 0
+
+    runs = tmp_path / "sc_runs" / "sc" / "seed0"
+    recipe = read_weights_info(runs / "self_correction" / "model.safetensors").recipe
+    stage1 = recipe["stages"][0]
+    assert len(recipe["stages"]) == 1 and stage1["self_correction"] == {"cycles": 1, "cycle_epochs": 1}
+    assert stage1["epochs"] == 1 and stage1["schedule_epochs"] == 1  # the row's own schedule, not the protocol's
+    history = json.loads((runs / "self_correction" / "history.json").read_text())
+    assert [h["aggregated_models"] for h in history] == [1, 2]  # one main epoch, then one cycle
+    assert not (runs / "stage1_partial").exists()  # nothing branched from the baseline
+    table = (tmp_path / "sc_results" / "table.md").read_text()
+    assert "Self-correction against a plain run." in table
+    assert f"## tiny (from {tmp_path / 'results'})" in table and "| self_correction |" in table
+    reference = table.split("## tiny (from")[1].split("## sc")[0]
+    assert "| baseline |" in reference and "(n=1)" in reference and "dtpr" not in reference

@@ -7,7 +7,9 @@
 
 For every model and seed: the baseline trains N epochs normally; every other
 row starts from the baseline's own checkpoint after ``split_epoch`` epochs and
-spends the remaining epochs on its stage 2 (DTPR: frozen encoder, PRA pixels).
+spends the remaining epochs on its stage 2 (DTPR: frozen encoder, PRA pixels),
+except a row marked ``own_budget: true``, which trains from scratch with its
+recipe's own epochs (SCHP's main schedule and self-correction cycles).
 Each finished run leaves ``<results_dir>/<model>/seed<k>/<row>.json`` with its
 validation and test metrics, computed from the weights file it wrote
 (``training/evaluate.py`` gives the same numbers). Those files are the state:
@@ -57,8 +59,11 @@ def row_config(protocol: dict, model: str, seed: int, row: str, run_dir: Path) -
     """The trainer config of one run: the model's recipe, the protocol's budget, the row's changes."""
     epochs, split_epoch = protocol["epochs"], protocol["split_epoch"]
     model_spec = protocol["models"][model]
-    changes = {k: v for k, v in all_rows(protocol)[row].items() if k != "cpa_from_epoch"}
-    if row == "baseline":
+    spec = all_rows(protocol)[row]
+    changes = {k: v for k, v in spec.items() if k not in ("cpa_from_epoch", "own_budget")}
+    if spec.get("own_budget"):  # the recipe's own epochs (say, self-correction cycles), trained from scratch
+        budget: dict = {}
+    elif row == "baseline":
         budget = {"stage1": {"epochs": epochs, "schedule_epochs": epochs}, "stage2": {"epochs": 0}}
     else:
         budget = {"stage1": {"epochs": split_epoch, "schedule_epochs": epochs},
@@ -113,7 +118,8 @@ class SeedRuns:
         weights = folder / config["export"]["weights"]
         if weights.exists():
             return weights
-        if row != "baseline" and not (folder / "checkpoint.pt").exists():
+        branches = row != "baseline" and not all_rows(self.protocol)[row].get("own_budget")
+        if branches and not (folder / "checkpoint.pt").exists():
             folder.mkdir(parents=True, exist_ok=True)
             source = self.checkpoint(self.protocol["split_epoch"])
             start = torch.load(source, map_location="cpu", weights_only=True)

@@ -111,16 +111,29 @@ def group_gains(rows: dict[str, dict[int, dict]], pixels: list[float], split: st
     return out
 
 
+def reference_results(protocol: dict) -> dict[str, dict[str, dict[int, dict]]]:
+    """Rows of another protocol's models shown beside this one's (``references: {model: results_dir}``):
+    only the rows this protocol also has, read from the other's result files, never re-run."""
+    out = {}
+    for model, results_dir in (protocol.get("references") or {}).items():
+        rows = load_results(results_dir).get(model, {})
+        out[f"{model} (from {results_dir})"] = {r: seeds for r, seeds in rows.items() if r in protocol["rows"]}
+    return out
+
+
 def write_report(protocol: dict) -> Path:
     """``<results_dir>/table.md`` and, per model, the plots; returns the table's path."""
     out = Path(protocol["results_dir"])
     out.mkdir(parents=True, exist_ok=True)
     names = list(get_class_set(protocol["dataset"]).names)
-    results = load_results(out)
     rows_order, ablations = list(protocol["rows"]), list(protocol.get("ablations", {}))
-    intro = (f"N = {protocol['epochs']} epochs; rows other than the baseline train stage 2 for the last "
-             f"{protocol['epochs'] - protocol['split_epoch']} of them from the baseline's epoch-"
-             f"{protocol['split_epoch']} checkpoint. Percent, mean ± sample standard deviation over seeds. "
+    references = reference_results(protocol)
+    results = {**references, **load_results(out)}
+    design = protocol.get("design") or (
+        f"N = {protocol['epochs']} epochs; rows other than the baseline train stage 2 for the last "
+        f"{protocol['epochs'] - protocol['split_epoch']} of them from the baseline's epoch-"
+        f"{protocol['split_epoch']} checkpoint.")
+    intro = (f"{design} Percent, mean ± sample standard deviation over seeds. "
              "MPA is the paper's (mean class pixel accuracy = precision); mRecall is the mean of "
              "correct / ground-truth pixels (the usual mean accuracy); see training/metrics.py.")
     lines = [f"# {protocol['dataset'].upper()} protocol results", "", intro, ""]
@@ -133,7 +146,7 @@ def write_report(protocol: dict) -> Path:
             lines += ["Ablations (validation split only; the test split is not used for them):", "",
                       *format_table(rows, ["baseline", *ABLATION_REFERENCES, *ablations], ("val",)), "",
                       *format_gains(rows, [*ABLATION_REFERENCES, *ablations], ("val",)), ""]
-        if "baseline" not in rows:
+        if "baseline" not in rows or model in references:  # a reference's plots are in its own report
             continue
         first = rows["baseline"][min(rows["baseline"])]
         pixels = first["train_pixels"]
