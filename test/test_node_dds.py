@@ -37,13 +37,6 @@ PARAMS_FILE = share_file("config", "parser.yaml")
 
 
 @pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.try_shutdown()
-
-
-@pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     return make_random_weights(tmp_path_factory.mktemp("w") / "ccp.safetensors", "ccp", input_size=(128, 128))
 

@@ -24,13 +24,6 @@ CAMERA = "/persons_cam/image_raw"
 
 
 @pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.try_shutdown()
-
-
-@pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     return make_person_weights(tmp_path_factory.mktemp("w") / "persons.safetensors")
 
