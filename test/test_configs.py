@@ -30,15 +30,19 @@ def test_recipe_loads(path):
 @pytest.mark.parametrize("path", PROTOCOLS, ids=[p.stem for p in PROTOCOLS])
 def test_protocol_rows_give_valid_recipes_at_an_equal_budget(path, tmp_path):
     from training.dtpr import check_losses
-    from training.protocol import load_protocol, row_config
+    from training.protocol import all_rows, load_protocol, row_config
 
     protocol = load_protocol(path)
     for model in protocol["models"]:
         for row in [*protocol["rows"], *protocol.get("ablations", {})]:
             config = row_config(protocol, model, 0, row, tmp_path / row)
             check_losses(config)
-            assert config["stage1"]["epochs"] + config["stage2"]["epochs"] == protocol["epochs"]
-            assert config["stage1"]["schedule_epochs"] == protocol["epochs"]
+            cycles = config.get("self_correction") or {}
+            total = (config["stage1"]["epochs"] + cycles.get("cycles", 0) * cycles.get("cycle_epochs", 0)
+                     + config["stage2"]["epochs"])
+            assert total == protocol["epochs"], row
+            if not all_rows(protocol)[row].get("own_budget"):  # those keep their recipe's own main schedule
+                assert config["stage1"]["schedule_epochs"] == protocol["epochs"]
             assert config["model"]["architecture"] in ARCHITECTURES
 
 
