@@ -417,6 +417,28 @@ def test_ddp_on_two_cpu_processes_all_reduces_the_metrics(tmp_path):
     assert float(single["pixel_accuracy"]) == pytest.approx(metrics["pixel_accuracy"], abs=1e-6)
 
 
+def test_ce2p_self_correction_cycles_run_under_ddp_and_bf16(tmp_path):
+    """SCHP's training as a user would scale it: CE2P with its losses, one cycle, two gloo processes, bf16."""
+    pytest.importorskip("torch.distributed")
+    config = tiny_config(tmp_path / "sc", **{"stage1.epochs": 1, "stage1.loss": "ce_lovasz", "stage2.epochs": 0})
+    config["model"] = {"architecture": "ce2p", "args": {"encoder": "mobilenet_v2", "encoder_weights": None}}
+    config["self_correction"] = {"cycles": 1, "cycle_epochs": 1}
+    config.update(amp="bf16", log={"tensorboard": False, "progress": False})
+    config["optim"]["batch_size"] = 2  # the PSP bin of 1x1 needs two samples per BatchNorm
+    path = write_config(tmp_path / "sc.yaml", config)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run(torchrun + [str(ROOT / "training" / "train.py"), "--config", str(path)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout
+    history = json.loads((tmp_path / "sc" / "history.json").read_text())
+    assert [h["aggregated_models"] for h in history] == [1, 2]
+    assert all(math.isfinite(h["loss"]) for h in history)
+    last = torch.load(tmp_path / "sc" / "checkpoint.pt", weights_only=True)
+    shipped = _safetensors_contents(tmp_path / "sc" / "model.safetensors")["tensors"]
+    assert shipped and all(torch.equal(shipped[k], last["aggregated"][k]) for k in shipped)  # the aggregated model
+
+
 @pytest.mark.parametrize("changes", [
     {"stage1.loss": "focal"},
     {"stage1.loss": "class_balanced"},
