@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from trainer_cli import train_on_two_processes
 
 from human_parsing_ros.resources import SAMPLES
 from human_parsing_ros.weights import load_weights
@@ -116,11 +117,6 @@ def test_shipping_multi_person_weights_records_the_test_metrics(tmp_path):
 
 
 def test_a_multi_person_run_on_two_ddp_processes(tmp_path):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     pytest.importorskip("torch.distributed")
     config = tiny(tmp_path, "ddp")
     config["optim"]["batch_size"] = 1
@@ -128,12 +124,7 @@ def test_a_multi_person_run_on_two_ddp_processes(tmp_path):
     config["eval_every"] = 1
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(config))
-    root = Path(__file__).resolve().parents[1]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    proc = subprocess.run(torchrun + [str(root / "training" / "train.py"), "--config", str(path)],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "2 process(es)" in proc.stdout
+    train_on_two_processes(path)
     history = json.loads((tmp_path / "ddp" / "history.json").read_text())
     assert len(history) == 1 and "ap_vol" in history[0] and history[0]["loss"] > 0
     assert load_weights(tmp_path / "ddp" / "model.safetensors")[1].architecture == "rp_rcnn"

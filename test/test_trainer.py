@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from trainer_cli import train_cli, train_on_two_processes
 
 from human_parsing_ros.models import ARCHITECTURES, semantic_architectures
 from human_parsing_ros.parser import HumanParser
@@ -50,12 +51,6 @@ def tiny_config(out: Path, **changes) -> dict:
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def train_cli(config_path: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "training" / "train.py"), "--config", str(config_path),
-                           *extra], capture_output=True, text=True, env={**os.environ, **(env or {})},
-                          timeout=600)
 
 
 # Every command-line entry point of the trainer, as a file and as a module (repository root as cwd).
@@ -396,11 +391,7 @@ def test_ddp_on_two_cpu_processes_all_reduces_the_metrics(tmp_path):
     config["optim"]["batch_size"] = 1
     config["log"]["tensorboard"] = False
     path = write_config(tmp_path / "ddp.yaml", config)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    proc = subprocess.run(torchrun + [str(ROOT / "training" / "train.py"), "--config", str(path)],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "2 process(es)" in proc.stdout
+    train_on_two_processes(path)
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     # The same weights evaluated by one process give the same all-reduced confusion matrix.
     from human_parsing_ros.weights import load_weights
@@ -426,11 +417,7 @@ def test_ce2p_self_correction_cycles_run_under_ddp_and_bf16(tmp_path):
     config.update(amp="bf16", log={"tensorboard": False, "progress": False})
     config["optim"]["batch_size"] = 2  # the PSP bin of 1x1 needs two samples per BatchNorm
     path = write_config(tmp_path / "sc.yaml", config)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    proc = subprocess.run(torchrun + [str(ROOT / "training" / "train.py"), "--config", str(path)],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "2 process(es)" in proc.stdout
+    train_on_two_processes(path)
     history = json.loads((tmp_path / "sc" / "history.json").read_text())
     assert [h["aggregated_models"] for h in history] == [1, 2]
     assert all(math.isfinite(h["loss"]) for h in history)
