@@ -48,14 +48,16 @@ def test_protocol_rows_give_valid_recipes_at_an_equal_budget(path, tmp_path):
 
 # What each paper states about its training, as (section, key): value. DTPR (Sensors 2022, Sec. 4.1 and
 # 4.4): 400x400, batch 16, SGD lr 0.01, cosine over the 100-epoch baseline, DTPR branching at epoch 70
-# for 30 epochs of stage 2 with PRA, CPA of the training data after epoch 3, rotation +-10 degrees.
+# for 30 epochs of stage 2 with PRA and Eq. 1's summed loss, CPA of the training data after epoch 3,
+# rotation +-10 degrees.
 # RIM (Computer Science 2023, Sec. 3-4): DTPR's schedule, RBSM = PRA on the training CPA, ILM with
 # margin 1 and lambda 1 in stage 2 only. C-DLinkNet (Sec. 3.2): ResNet-101, 256x192 for training and
 # testing, poly from 0.002, 120 epochs, batch 16, scale 0.5-1.5, flip test.
 DTPR = {("input", "crop_size"): [400, 400], ("optim", "batch_size"): 16, ("optim", "lr"): 0.01,
         ("optim", "schedule"): "cosine", ("stage1", "epochs"): 70, ("stage1", "schedule_epochs"): 100,
         ("stage2", "epochs"): 30, ("stage1", "cpa_epoch"): 3, ("stage1", "cpa_source"): "train",
-        ("stage2", "sampling"): "pra", ("input", "max_rotation"): 10.0, ("input", "eval_labels"): "original"}
+        ("stage2", "sampling"): "pra", ("stage2", "reduction"): "sum", ("input", "max_rotation"): 10.0,
+        ("input", "eval_labels"): "original"}
 PAPER_SETTINGS = {
     "dtpr": DTPR,
     "rim": {**DTPR, ("inter_class", "weight"): 1.0, ("inter_class", "margin"): 1.0,
