@@ -30,6 +30,39 @@ def test_lovasz_softmax_hand_case():
     assert float(empty.detach()) == 0.0 and empty.requires_grad
 
 
+def _lovasz_one_class_at_a_time(logits, labels):
+    """The Lovász-softmax written plainly: one sort per present class, the Jaccard gradient by hand."""
+    probs = logits.softmax(1).permute(0, 2, 3, 1).reshape(-1, logits.shape[1])
+    labels = labels.reshape(-1)
+    probs, labels = probs[labels != IGNORE_INDEX], labels[labels != IGNORE_INDEX]
+    losses = []
+    for c in labels.unique():
+        foreground = (labels == c).double()
+        errors, order = (foreground - probs[:, c].double()).abs().sort(descending=True)
+        flags = foreground[order]
+        jaccard = [torch.zeros((), dtype=torch.float64)]  # J(first i pixels predicted foreground), i = 0..P
+        for i in range(1, len(flags) + 1):
+            intersection = flags.sum() - flags[:i].sum()
+            jaccard.append(1 - intersection / (flags.sum() + (1 - flags[:i]).sum()))
+        gradient = torch.stack([jaccard[i + 1] - jaccard[i] for i in range(len(flags))])
+        losses.append(torch.dot(errors, gradient))
+    return torch.stack(losses).mean()
+
+
+def test_lovasz_softmax_sorting_all_classes_at_once_matches_one_class_at_a_time():
+    """Several classes, ignored pixels, two images: value and gradient equal the plain per-class loop."""
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 5, 4, 6, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 4, (2, 4, 6), generator=generator)  # class 4 never present
+    labels[0, 0, :3] = IGNORE_INDEX
+    fast_input, plain_input = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    fast, plain = schp.lovasz_softmax(fast_input, labels), _lovasz_one_class_at_a_time(plain_input, labels)
+    fast.backward()
+    plain.backward()
+    assert float(fast) == pytest.approx(float(plain), abs=1e-12)
+    assert torch.allclose(fast_input.grad, plain_input.grad, atol=1e-12) and fast_input.grad.abs().sum() > 0
+
+
 def test_edge_targets_mark_a_band_along_label_changes():
     """Columns 0-1 of class 0, 2-4 of class 1: the change between columns 1 and 2, widened by 3x3."""
     labels = torch.zeros(1, 5, 5, dtype=torch.long)
