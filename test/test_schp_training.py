@@ -106,6 +106,24 @@ def test_consistency_between_parsing_implied_and_predicted_edges():
     assert float(schp.consistency_loss(parsing, edge, labels)) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_parsing_edge_probability_equals_the_plain_eight_neighbour_comparison():
+    """Random distributions, odd sizes: value and gradient equal comparing every pixel with its 8 neighbours
+    (replicate padding) and taking the largest distance."""
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 4, 5, 7, generator=generator, dtype=torch.float64)
+    fast_input, plain_input = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    fast = schp.parsing_edge_probability(fast_input.softmax(1))
+    probs = plain_input.softmax(1)
+    padded = torch.nn.functional.pad(probs, (1, 1, 1, 1), mode="replicate")
+    plain = 0.5 * torch.stack([(probs - padded[..., 1 + dy:6 + dy, 1 + dx:8 + dx]).abs().sum(1)
+                               for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]).amax(0)
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-12)
+    weights = torch.randn(fast.shape, generator=generator, dtype=torch.float64)
+    (fast * weights).sum().backward()
+    (plain * weights).sum().backward()
+    torch.testing.assert_close(fast_input.grad, plain_input.grad, rtol=0, atol=1e-12)
+
+
 def test_soft_targets_and_their_kl():
     """After m = 1 cycle the target is half the teacher's softmax, half the one-hot label; m = 3: 3/4, 1/4."""
     teacher = _logits([[0.6, 0.4], [0.1, 0.9]])
