@@ -8,7 +8,7 @@ Every random draw here is seeded from (seed, epoch, step, rank)
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +99,22 @@ def compute_loss(logits: torch.Tensor, target: torch.Tensor, loss: StageLoss,
     return value, mask
 
 
+def aux_loss_terms(model: torch.nn.Module) -> list[tuple[float, Callable]]:
+    """(weight, loss function) of each auxiliary head of ``model`` (DDP-wrapped or not), in output order."""
+    base = unwrap_ddp(model)
+    return [(weight, AUX_LOSSES[name]) for weight, name in zip(base.aux_weights, base.aux_losses)]
+
+
+def batch_loss(logits: torch.Tensor, aux: list[torch.Tensor], target: torch.Tensor, loss: StageLoss,
+               aux_terms: list[tuple[float, Callable]], generator: torch.Generator | None,
+               soft: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``compute_loss`` on the main output plus each auxiliary head's weighted loss (``aux_loss_terms``)."""
+    value, mask = compute_loss(logits.float(), target, loss, generator, soft)
+    for (weight, aux_loss), aux_logits in zip(aux_terms, aux):
+        value = value + weight * aux_loss(aux_logits.float(), target, logits.float())
+    return value, mask
+
+
 def loss_is_finite(loss: torch.Tensor, dist_info: DistInfo) -> bool:
     """True when the loss is finite on every rank (all ranks must agree to skip a step, or DDP hangs)."""
     bad = (~torch.isfinite(loss.detach())).to(torch.float64).reshape(1)
@@ -118,7 +134,7 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, state: StageStat
     steps in this epoch, ``NonFiniteError`` names the step (nothing of this epoch is saved).
     Returns ``loss`` (mean over finite steps), ``lr`` (at the end), ``train_confusion``,
     ``kept`` and ``total`` (per-class pixels the sampler kept / saw, CPU), ``sampling_s``
-    (this rank's seconds spent in the loss and sampling) and ``nonfinite_steps``.
+    (this rank's seconds spent in the losses, auxiliary heads' included, and sampling) and ``nonfinite_steps``.
     """
     model.train()
     torch.manual_seed(mix_seed(seed, epoch, dist_info.rank, 0xD80))  # dropout
@@ -126,8 +142,7 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, state: StageStat
     kept = torch.zeros(num_classes, dtype=torch.long, device=device)
     total = torch.zeros(num_classes, dtype=torch.long, device=device)
     loss_sum, steps, sampling_s, skipped = 0.0, 0, 0.0, 0
-    base = unwrap_ddp(model)
-    aux_terms = [(weight, AUX_LOSSES[name]) for weight, name in zip(base.aux_weights, base.aux_losses)]
+    aux_terms = aux_loss_terms(model)
     batches = _progress(loader, progress and dist_info.is_main, f"epoch {epoch + 1} stage {state.stage}")
     for step, (images, target) in enumerate(batches):
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -140,10 +155,8 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, state: StageStat
                 soft = soft_targets(teacher(images).float(), target, cycle)
         generator = seeded_generator(seed, epoch, step, dist_info.rank, device=device)
         started = time.perf_counter()
-        loss, mask = compute_loss(logits.float(), target, state.loss, generator, soft)
+        loss, mask = batch_loss(logits, aux, target, state.loss, aux_terms, generator, soft)
         sampling_s += time.perf_counter() - started
-        for (weight, aux_loss), aux_logits in zip(aux_terms, aux):
-            loss = loss + weight * aux_loss(aux_logits.float(), target, logits.float())
         state.optimizer.zero_grad(set_to_none=True)
         if not loss_is_finite(loss, dist_info):
             skipped += 1
