@@ -72,6 +72,19 @@ def test_a_resumed_multi_person_run_equals_the_uninterrupted_one(finished):
         json.loads((resumed / "history.json").read_text())[-1]["loss"]
 
 
+def test_a_multi_person_run_fine_tunes_from_a_weights_file(tmp_path, finished):
+    """model.init with lr 0: every learned tensor of the new file is the finished run's (not this seed's start)."""
+    out, _ = finished
+    config = tiny(tmp_path, "tuned")
+    config["model"]["init"] = str(out / "model.safetensors")
+    config["optim"]["lr"] = 0.0
+    config["stage1"]["epochs"], config["eval_every"], config["keep_checkpoints"] = 1, 1, []
+    run_persons(load_config(overrides=config))
+    start, tuned = load_file(out / "model.safetensors"), load_file(tmp_path / "tuned" / "model.safetensors")
+    learned = [key for key in start if not key.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert start.keys() == tuned.keys() and all(torch.equal(start[key], tuned[key]) for key in learned)
+
+
 def test_loss_weights_are_the_papers_unless_the_recipe_changes_them(tmp_path):
     config = load_config(overrides=tiny(tmp_path))
     assert loss_weights(config)["loss_parsing"] == 2.0 and loss_weights(config)["loss_semantic"] == 2.0

@@ -21,8 +21,9 @@ from trainer_cli import train_cli, train_on_two_processes
 
 from human_parsing_ros.models import ARCHITECTURES, semantic_architectures
 from human_parsing_ros.parser import HumanParser
+from human_parsing_ros.resources import DEFAULT_WEIGHTS
 from human_parsing_ros.samples import SAMPLES, load_rgb, sample_photos
-from human_parsing_ros.weights import read_weights_info
+from human_parsing_ros.weights import WeightsError, read_weights_info
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_IDS = [880, 900, 920, 940, 960, 980]
@@ -496,6 +497,35 @@ def test_the_node_loads_what_the_trainer_wrote(tmp_path):
         client.close()
         node.stop()
         rclpy.try_shutdown()
+
+
+def test_fine_tuning_starts_from_a_weights_file_and_refuses_one_that_does_not_fit(tmp_path):
+    """model.init: with lr 0 every parameter of the exported file is the shipped default's (BatchNorm statistics
+    moved: the epoch ran); a file whose classes or tensors are not the run's is refused in one line."""
+    from training.config import load_config
+    from training.dtpr import run
+
+    info = read_weights_info(DEFAULT_WEIGHTS)
+    config = tiny_config(tmp_path / "tuned", **{"stage1.epochs": 1, "stage2.epochs": 0})
+    config["dataset"]["class_set"] = info.class_set_name
+    config["model"] = {"architecture": info.architecture, "init": str(DEFAULT_WEIGHTS),
+                       "args": {**info.architecture_args, "encoder_weights": None}}
+    config["optim"]["lr"] = 0.0
+    config["log"]["tensorboard"] = False
+    start, tuned = load_file(DEFAULT_WEIGHTS), load_file(run(load_config(overrides=config))["weights"])
+    assert start.keys() == tuned.keys()
+    statistics = [key for key in start if key.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert all(torch.equal(start[key], tuned[key]) for key in start if key not in statistics)
+    assert any(not torch.equal(start[key], tuned[key]) for key in statistics)
+
+    other_classes = {**config, "output_dir": str(tmp_path / "ccp"), "dataset": {**config["dataset"], "class_set": None}}
+    with pytest.raises(WeightsError, match=rf"{DEFAULT_WEIGHTS}: classes of 'hri' \(11\), the run trains 'ccp' \(59\)"):
+        run(load_config(overrides=other_classes))
+    narrow = {**config, "output_dir": str(tmp_path / "narrow"),
+              "model": {**config["model"], "args": {**config["model"]["args"], "decoder_channels": 16}}}
+    with pytest.raises(WeightsError, match=rf"{DEFAULT_WEIGHTS}: tensors do not fit model.args") as refused:
+        run(load_config(overrides=narrow))
+    assert "\n" not in str(refused.value)
 
 
 # The ResNet-101 networks train here on MobileNetV2 (same decoder code, a fraction of the time).

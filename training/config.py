@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "model": {
         "architecture": "deeplabv3plus",
         "args": {},                # the architecture's keyword arguments (recipes set encoder_weights: imagenet)
+        "init": None,              # a weights file to fine-tune from (same architecture, args and classes)
     },
     "input": {
         "crop_size": [400, 400],   # the paper's crop

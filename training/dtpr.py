@@ -24,7 +24,7 @@ import torch
 
 from human_parsing_ros.class_sets import ClassSet, get_class_set
 from human_parsing_ros.models import SegmentationModel, build_model
-from human_parsing_ros.weights import non_finite_tensor
+from human_parsing_ros.weights import WeightsError, load_weights, non_finite_tensor
 from training.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from training.datasets import ConcatParsingDataset, ParsingDataset, build_dataset, check_label_ids, class_statistics
 from training.distributed import DistInfo, barrier, setup_distributed, unwrap_ddp, wrap_ddp
@@ -56,6 +56,22 @@ def make_model(architecture: str, args: dict[str, Any], num_classes: int) -> Seg
         raise RuntimeError(
             f"building {architecture} failed: {err}. Offline? Put torchvision's checkpoint in "
             "$TORCH_HOME/hub/checkpoints/ or set model.args.encoder_weights: null") from None
+
+
+def init_from_weights(model: SegmentationModel, path: str | Path, architecture: str, class_set: ClassSet) -> None:
+    """Start ``model`` from the tensors of weights file ``path`` (fine-tuning); WeightsError names the file
+    when its architecture, arguments or classes are not the run's."""
+    net, info = load_weights(path)
+    if info.architecture != architecture:
+        raise WeightsError(f"{path}: architecture '{info.architecture}', the run trains '{architecture}'")
+    if tuple(info.class_names) != tuple(class_set.names):
+        raise WeightsError(f"{path}: classes of '{info.class_set_name}' ({len(info.class_names)}), the run trains "
+                           f"'{class_set.name}' ({class_set.num_classes}); set dataset.class_set to match")
+    try:
+        model.load_state_dict(net.state_dict())
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+        raise WeightsError(f"{path}: tensors do not fit model.args {info.architecture_args} ({first})") from None
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, momentum: float,
@@ -338,6 +354,8 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
     model = model.to(device).to(memory_format=torch.channels_last)
     checkpoint_path = out / "checkpoint.pt"
     checkpoint = load_checkpoint(checkpoint_path) if resume and checkpoint_path.exists() else None
+    if not checkpoint and config["model"]["init"]:
+        init_from_weights(model, config["model"]["init"], config["model"]["architecture"], class_set)
     start_epoch = checkpoint["epoch"] if checkpoint else 0
     cpa = checkpoint["cpa"] if checkpoint else None
     cpa_train = checkpoint.get("cpa_train") if checkpoint else None

@@ -23,7 +23,14 @@ from human_parsing_ros.models.rprcnn.model import LOSS_WEIGHTS
 from human_parsing_ros.weights import WeightsInfo, save_weights
 from training.checkpoint import load_checkpoint, plain_checkpoint, save_checkpoint
 from training.distributed import DistInfo, barrier, setup_distributed, sum_over_ranks, unwrap_ddp, wrap_ddp
-from training.dtpr import check_finite_model, make_model, make_optimizer, make_scheduler, prepare_run_directory
+from training.dtpr import (
+    check_finite_model,
+    init_from_weights,
+    make_model,
+    make_optimizer,
+    make_scheduler,
+    prepare_run_directory,
+)
 from training.engine import NonFiniteError, autocast, loss_is_finite
 from training.instance_evaluate import evaluate_instances
 from training.instances import InstanceDataset, InstanceTrainTransform, build_instance_dataset, collate_instances
@@ -127,6 +134,8 @@ def run_persons(config: dict, resume: bool = False, overwrite: bool = False) -> 
         scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
         restore_rng_states(checkpoint["rng"])
+    elif config["model"]["init"]:
+        init_from_weights(model, config["model"]["init"], config["model"]["architecture"], class_set)
     if dist_info.is_main:
         print(f"[persons] {config['name']}: {len(train_set)} train / {len(val_set)} val images, "
               f"{class_set.num_classes} classes ({class_set.name}), {epochs} epochs, "

@@ -19,6 +19,7 @@ if __name__ == "__main__" and not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from human_parsing_ros.models import is_multi_person
+from human_parsing_ros.weights import WeightsError
 from training.checkpoint import CheckpointError
 from training.config import load_config, parse_overrides
 from training.datasets import LabelIdError
@@ -27,7 +28,7 @@ from training.dtpr import RunDirectoryError, run
 from training.engine import NonFiniteError
 
 # Errors that say what is wrong in one line (a file, a step, a value): no traceback for these.
-USER_ERRORS = (CheckpointError, LabelIdError, NonFiniteError, RunDirectoryError)
+USER_ERRORS = (CheckpointError, LabelIdError, NonFiniteError, RunDirectoryError, WeightsError)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
