@@ -150,6 +150,7 @@ def test_an_own_budget_row_trains_from_scratch_and_references_are_reported_besid
 
     first = write_protocol(tmp_path)
     assert main(["--config", str(first), "--rows", "baseline", "--seeds", "0"]) == 0
+    assert not (tmp_path / "results" / "tiny_head_tail.png").exists()  # a baseline alone: no gains to draw
     protocol = yaml.safe_load(first.read_text())
     protocol.update({
         "results_dir": str(tmp_path / "sc_results"), "runs_dir": str(tmp_path / "sc_runs"), "seeds": [0],
@@ -175,3 +176,6 @@ def test_an_own_budget_row_trains_from_scratch_and_references_are_reported_besid
     assert f"## tiny (from {tmp_path / 'results'})" in table and "| self_correction |" in table
     reference = table.split("## tiny (from")[1].split("## sc")[0]
     assert "| baseline |" in reference and "(n=1)" in reference and "dtpr" not in reference
+    # plots only of what exists: no DTPR row, so no IoU-by-frequency figure or link
+    assert "sc_head_tail.png" in table and (tmp_path / "sc_results" / "sc_head_tail.png").is_file()
+    assert "iou_by_frequency" not in table and not list((tmp_path / "sc_results").glob("*iou_by_frequency*"))

@@ -152,21 +152,24 @@ def write_report(protocol: dict) -> Path:
         pixels = first["train_pixels"]
         plot_cpa_vs_pixels(first["cpa_recorded"], pixels, names, out / f"{model}_cpa_vs_pixels.png",
                            protocol.get("cpa_epoch", 3))
+        images = [f"![CPA vs pixels]({model}_cpa_vs_pixels.png)"]
         if "dtpr" in rows:
             plot_iou_by_frequency(names, pixels, mean_per_class(rows["baseline"], "test", "iou"),
                                   mean_per_class(rows["dtpr"], "test", "iou"), out / f"{model}_iou_by_frequency.png")
+            images.append(f"![IoU by frequency]({model}_iou_by_frequency.png)")
         gains = {key: group_gains(rows, pixels, "test", key) for key in ("iou", "class_pixel_accuracy")}
-        plot_group_gains(gains, out / f"{model}_head_tail.png")
-        lines += [("Per-class test gains over the baseline by class frequency (classes with training "
-                   "pixels, thirds, most frequent first), mean over seeds, points:"), "",
-                  "| row | IoU head | IoU middle | IoU tail | CPA head | CPA middle | CPA tail |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
-        for row in gains["iou"]:
-            cells = [f"{100 * v:+.2f}" for key in ("iou", "class_pixel_accuracy") for v in gains[key][row]]
-            lines.append(f"| {row} | " + " | ".join(cells) + " |")
-        lines += ["", f"![CPA vs pixels]({model}_cpa_vs_pixels.png)",
-                  f"![IoU by frequency]({model}_iou_by_frequency.png)", f"![head and tail]({model}_head_tail.png)",
-                  ""]
+        if gains["iou"]:  # rows besides the baseline with test results
+            plot_group_gains(gains, out / f"{model}_head_tail.png")
+            images.append(f"![head and tail]({model}_head_tail.png)")
+            lines += [("Per-class test gains over the baseline by class frequency (classes with training "
+                       "pixels, thirds, most frequent first), mean over seeds, points:"), "",
+                      "| row | IoU head | IoU middle | IoU tail | CPA head | CPA middle | CPA tail |",
+                      "|---|---:|---:|---:|---:|---:|---:|"]
+            for row in gains["iou"]:
+                cells = [f"{100 * v:+.2f}" for key in ("iou", "class_pixel_accuracy") for v in gains[key][row]]
+                lines.append(f"| {row} | " + " | ".join(cells) + " |")
+            lines.append("")
+        lines += [*images, ""]
     table = out / "table.md"
     table.write_text("\n".join(lines) + "\n")
     print(f"[protocol] wrote {table}", flush=True)
