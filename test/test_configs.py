@@ -27,6 +27,17 @@ def test_recipe_loads(path):
         pytest.skip(f"{config['model']['architecture']} is not implemented yet (the model-zoo issue)")
 
 
+@pytest.mark.parametrize("path", [p for p in CONFIGS if load_config(p)["model"]["init"]],
+                         ids=lambda p: p.stem)
+def test_a_recipe_that_fine_tunes_starts_from_another_recipes_output_with_its_network(path):
+    """model.init names a recipe's exported file (runs/<name>/<weights>), and the network and classes match."""
+    config = load_config(path)
+    sources = [load_config(p) for p in CONFIGS]
+    source = next(c for c in sources if config["model"]["init"] == f"{c['output_dir']}/{c['export']['weights']}")
+    assert source["model"] == {**config["model"], "init": None}
+    assert source["dataset"]["class_set"] == config["dataset"]["class_set"]
+
+
 @pytest.mark.parametrize("path", PROTOCOLS, ids=[p.stem for p in PROTOCOLS])
 def test_protocol_rows_give_valid_recipes_at_an_equal_budget(path, tmp_path):
     from training.dtpr import check_losses
