@@ -512,7 +512,9 @@ def test_fine_tuning_starts_from_a_weights_file_and_refuses_one_that_does_not_fi
                        "args": {**info.architecture_args, "encoder_weights": None}}
     config["optim"]["lr"] = 0.0
     config["log"]["tensorboard"] = False
-    start, tuned = load_file(DEFAULT_WEIGHTS), load_file(run(load_config(overrides=config))["weights"])
+    weights = run(load_config(overrides=config))["weights"]
+    assert read_weights_info(weights).recipe["init"] == str(DEFAULT_WEIGHTS)  # the file says where it started
+    start, tuned = load_file(DEFAULT_WEIGHTS), load_file(weights)
     assert start.keys() == tuned.keys()
     statistics = [key for key in start if key.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     assert all(torch.equal(start[key], tuned[key]) for key in start if key not in statistics)

@@ -34,7 +34,8 @@ def recipe_summary(config: dict, metrics: dict, stage2_default: str = "decoder")
             "splits": {"train": config["dataset"]["train_split"], "val": config["dataset"]["val_split"]},
             "recipe": config["name"], "stages": stages, "sampling": stage2["sampling"] if stage2["epochs"] else "none",
             "crop_size": list(config["input"]["crop_size"]), "batch_size": config["optim"]["batch_size"],
-            "lr": config["optim"]["lr"], "seed": config["seed"], "metrics": {"val": metrics}}
+            "lr": config["optim"]["lr"], "seed": config["seed"], "metrics": {"val": metrics},
+            **({"init": str(config["model"]["init"])} if config["model"]["init"] else {})}  # fine-tuned from
 
 
 def export_weights(model: SegmentationModel, config: dict, class_set: ClassSet, metrics: dict,
