@@ -58,7 +58,7 @@ def make_model(architecture: str, args: dict[str, Any], num_classes: int) -> Seg
             "$TORCH_HOME/hub/checkpoints/ or set model.args.encoder_weights: null") from None
 
 
-def init_from_weights(model: SegmentationModel, path: str | Path, architecture: str, class_set: ClassSet) -> None:
+def init_from_weights(model: torch.nn.Module, path: str | Path, architecture: str, class_set: ClassSet) -> None:
     """Start ``model`` from the tensors of weights file ``path`` (fine-tuning); WeightsError names the file
     when its architecture, arguments or classes are not the run's."""
     net, info = load_weights(path)
