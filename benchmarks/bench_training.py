@@ -1,7 +1,8 @@
 """Trainer benchmark: stage-1 step, stage-2 step and PRA sampling time, one model and size, one run.
 
     .venv/bin/python benchmarks/bench_training.py [--size 400 --batch 16 --device cuda --amp bf16]
-    .venv/bin/python benchmarks/bench_training.py --architecture ce2p --loss ce_lovasz --size 256 --batch 8
+    .venv/bin/python benchmarks/bench_training.py --architecture ce2p --encoder mobilenet_v2 --loss ce_lovasz \
+        --size 256 --batch 8
 
 The stage-1 step is the trainer's: the main output's loss plus every auxiliary head's (CE2P: the parsing
 branch's CE + Lovász, the edge and consistency losses); stage 2 trains the main output only.
@@ -59,7 +60,7 @@ def median(values: list[float]) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--architecture", default="deeplabv3plus", help="a zoo architecture (default: %(default)s)")
-    parser.add_argument("--encoder", default="mobilenet_v2", help="its encoder (default: %(default)s)")
+    parser.add_argument("--encoder", default=None, help="its encoder (default: the architecture's own)")
     parser.add_argument("--loss", default="ce", choices=("ce", "ce_lovasz"),
                         help="the stage-1 loss of the main output (default: %(default)s)")
     parser.add_argument("--size", type=int, default=400)
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = build_model(args.architecture, num_classes=args.classes, encoder=args.encoder).to(device)
+    encoder = {"encoder": args.encoder} if args.encoder else {}
+    model = build_model(args.architecture, num_classes=args.classes, **encoder).to(device)
     model = model.to(memory_format=torch.channels_last).train()
     images = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(
         memory_format=torch.channels_last)
@@ -104,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
         sample_ms.append((time.perf_counter() - start) * 1e3)
 
     step1, step2, sampling = median(stage1_ms), median(stage2_ms), median(sample_ms)
-    print(f"{args.architecture}/{args.encoder}, stage-1 loss {args.loss} + aux heads {list(model.aux_losses)}, "
+    print(f"{args.architecture}/{args.encoder or 'its own encoder'}, stage-1 loss {args.loss} "
+          f"+ aux heads {list(model.aux_losses)}, "
           f"{args.classes} classes, batch {args.batch} x {args.size}x{args.size}, {device}, amp {args.amp}, "
           f"torch threads {torch.get_num_threads()}, stage 2 trains {args.trains}")
     print(f"stage-1 step    {step1:8.1f} ms (median of {len(stage1_ms)})")

@@ -83,6 +83,7 @@ def test_a_multi_person_run_fine_tunes_from_a_weights_file(tmp_path, finished):
     start, tuned = load_file(out / "model.safetensors"), load_file(tmp_path / "tuned" / "model.safetensors")
     learned = [key for key in start if not key.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     assert start.keys() == tuned.keys() and all(torch.equal(start[key], tuned[key]) for key in learned)
+    assert load_weights(tmp_path / "tuned" / "model.safetensors")[1].recipe["init"] == config["model"]["init"]
 
 
 def test_loss_weights_are_the_papers_unless_the_recipe_changes_them(tmp_path):

@@ -499,7 +499,7 @@ def test_the_node_loads_what_the_trainer_wrote(tmp_path):
         rclpy.try_shutdown()
 
 
-def test_fine_tuning_starts_from_a_weights_file_and_refuses_one_that_does_not_fit(tmp_path):
+def test_fine_tuning_starts_from_a_weights_file_and_refuses_one_that_does_not_fit(tmp_path, monkeypatch):
     """model.init: with lr 0 every parameter of the exported file is the shipped default's (BatchNorm statistics
     moved: the epoch ran); a file whose classes or tensors are not the run's is refused in one line."""
     from training.config import load_config
@@ -508,8 +508,15 @@ def test_fine_tuning_starts_from_a_weights_file_and_refuses_one_that_does_not_fi
     info = read_weights_info(DEFAULT_WEIGHTS)
     config = tiny_config(tmp_path / "tuned", **{"stage1.epochs": 1, "stage2.epochs": 0})
     config["dataset"]["class_set"] = info.class_set_name
+    # encoder_weights: imagenet as a recipe has it: with model.init torchvision is never asked for them
+    import torchvision.models._api
+
+    def no_fetch(url, *args, **kwargs):
+        raise AssertionError(f"fetched {url}")
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", no_fetch)
     config["model"] = {"architecture": info.architecture, "init": str(DEFAULT_WEIGHTS),
-                       "args": {**info.architecture_args, "encoder_weights": None}}
+                       "args": {**info.architecture_args, "encoder_weights": "imagenet"}}
     config["optim"]["lr"] = 0.0
     config["log"]["tensorboard"] = False
     weights = run(load_config(overrides=config))["weights"]
@@ -525,9 +532,19 @@ def test_fine_tuning_starts_from_a_weights_file_and_refuses_one_that_does_not_fi
         run(load_config(overrides=other_classes))
     narrow = {**config, "output_dir": str(tmp_path / "narrow"),
               "model": {**config["model"], "args": {**config["model"]["args"], "decoder_channels": 16}}}
-    with pytest.raises(WeightsError, match=rf"{DEFAULT_WEIGHTS}: tensors do not fit model.args") as refused:
+    with pytest.raises(WeightsError, match=rf"{DEFAULT_WEIGHTS}: model.args differ: decoder_channels 128 \(file\) "
+                                           r"vs 16 \(run\)$"):
         run(load_config(overrides=narrow))
-    assert "\n" not in str(refused.value)
+    # same tensor shapes, another network: output stride 8 is refused too, not loaded silently
+    strided = {**config, "output_dir": str(tmp_path / "strided"),
+               "model": {**config["model"], "args": {**config["model"]["args"], "output_stride": 8}}}
+    with pytest.raises(WeightsError, match=r"model.args differ: output_stride 16 \(file\) vs 8 \(run\)$"):
+        run(load_config(overrides=strided))
+    other_network = {**config, "output_dir": str(tmp_path / "pspnet"),
+                     "model": {**config["model"], "architecture": "pspnet"}}
+    with pytest.raises(WeightsError, match=rf"{DEFAULT_WEIGHTS}: architecture 'deeplabv3plus', the run trains "
+                                           r"'pspnet'$"):
+        run(load_config(overrides=other_network))
 
 
 # The ResNet-101 networks train here on MobileNetV2 (same decoder code, a fraction of the time).

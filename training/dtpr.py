@@ -12,6 +12,7 @@ from its last epoch checkpoint repeats the uninterrupted run bit for bit.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import shutil
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 
 from human_parsing_ros.class_sets import ClassSet, get_class_set
-from human_parsing_ros.models import SegmentationModel, build_model
+from human_parsing_ros.models import ARCHITECTURES, SegmentationModel, build_model
 from human_parsing_ros.weights import WeightsError, load_weights, non_finite_tensor
 from training.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from training.datasets import ConcatParsingDataset, ParsingDataset, build_dataset, check_label_ids, class_statistics
@@ -58,20 +59,48 @@ def make_model(architecture: str, args: dict[str, Any], num_classes: int) -> Seg
             "$TORCH_HOME/hub/checkpoints/ or set model.args.encoder_weights: null") from None
 
 
-def init_from_weights(model: torch.nn.Module, path: str | Path, architecture: str, class_set: ClassSet) -> None:
-    """Start ``model`` from the tensors of weights file ``path`` (fine-tuning); WeightsError names the file
-    when its architecture, arguments or classes are not the run's."""
+def architecture_args(architecture: str, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` with the architecture's defaults filled in (not ``encoder_weights``/``num_classes``): two
+    argument dicts build the same network exactly when these agree."""
+    signature = inspect.signature(ARCHITECTURES[architecture].__init__)
+    defaults = {name: p.default for name, p in signature.parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    return {k: v for k, v in {**defaults, **args}.items() if k not in ("encoder_weights", "num_classes")}
+
+
+def init_from_weights(model: torch.nn.Module, path: str | Path, architecture: str, args: dict[str, Any],
+                      class_set: ClassSet) -> None:
+    """Start ``model`` (built from ``architecture`` and ``args``) from the tensors of weights file ``path``
+    (fine-tuning); WeightsError names the file and what differs when its network or classes are not the run's."""
     net, info = load_weights(path)
     if info.architecture != architecture:
         raise WeightsError(f"{path}: architecture '{info.architecture}', the run trains '{architecture}'")
+    theirs, ours = architecture_args(architecture, info.architecture_args), architecture_args(architecture, args)
+    differ = [f"{key} {theirs.get(key)!r} (file) vs {ours.get(key)!r} (run)" for key in sorted(theirs | ours)
+              if theirs.get(key) != ours.get(key)]
+    if differ:
+        raise WeightsError(f"{path}: model.args differ: {'; '.join(differ)}")
     if tuple(info.class_names) != tuple(class_set.names):
         raise WeightsError(f"{path}: classes of '{info.class_set_name}' ({len(info.class_names)}), the run trains "
                            f"'{class_set.name}' ({class_set.num_classes}); set dataset.class_set to match")
-    try:
-        model.load_state_dict(net.state_dict())
-    except RuntimeError as err:
-        first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
-        raise WeightsError(f"{path}: tensors do not fit model.args {info.architecture_args} ({first})") from None
+    model.load_state_dict(net.state_dict())
+
+
+def without_download(args: dict[str, Any]) -> dict[str, Any]:
+    """Architecture ``args`` that build the network without fetching ImageNet encoder weights."""
+    return {**args, "encoder_weights": None} if "encoder_weights" in args else dict(args)
+
+
+def start_weights_args(config: dict) -> dict[str, Any]:
+    """The run's model.args, without an ImageNet download when ``model.init`` replaces every tensor anyway."""
+    return without_download(config["model"]["args"]) if config["model"]["init"] else dict(config["model"]["args"])
+
+
+def start_description(config: dict, start_epoch: int) -> str:
+    """How a run starts, for its first log line."""
+    if start_epoch:
+        return f"resuming after epoch {start_epoch}"
+    return f"from {config['model']['init']}" if config["model"]["init"] else "from scratch"
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, momentum: float,
@@ -269,10 +298,7 @@ def restore_aggregated(checkpoint: dict | None, config: dict, num_classes: int,
 
 def model_from_state(config: dict, num_classes: int, state: dict[str, torch.Tensor]) -> SegmentationModel:
     """The recipe's architecture holding ``state`` (no ImageNet download: the state has every weight)."""
-    args = dict(config["model"]["args"])
-    if "encoder_weights" in args:
-        args["encoder_weights"] = None
-    model = make_model(config["model"]["architecture"], args, num_classes)
+    model = make_model(config["model"]["architecture"], without_download(config["model"]["args"]), num_classes)
     model.load_state_dict(state)
     return model
 
@@ -350,12 +376,13 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
                                             dist_info))
 
     torch.manual_seed(config["seed"])
-    model = make_model(config["model"]["architecture"], config["model"]["args"], num_classes)
+    model = make_model(config["model"]["architecture"], start_weights_args(config), num_classes)
     model = model.to(device).to(memory_format=torch.channels_last)
     checkpoint_path = out / "checkpoint.pt"
     checkpoint = load_checkpoint(checkpoint_path) if resume and checkpoint_path.exists() else None
     if not checkpoint and config["model"]["init"]:
-        init_from_weights(model, config["model"]["init"], config["model"]["architecture"], class_set)
+        init_from_weights(model, config["model"]["init"], config["model"]["architecture"], config["model"]["args"],
+                          class_set)
     start_epoch = checkpoint["epoch"] if checkpoint else 0
     cpa = checkpoint["cpa"] if checkpoint else None
     cpa_train = checkpoint.get("cpa_train") if checkpoint else None
@@ -387,7 +414,7 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
     if dist_info.is_main:
         print(f"[dtpr] {config['name']}: {len(train_set)} train / {len(val_set)} val images, "
               f"{num_classes} classes ({class_set.name}), stage 1 {stage1_epochs} + stage 2 {stage2_epochs} epochs, "
-              f"{'resuming after epoch ' + str(start_epoch) if start_epoch else 'from scratch'}, {device}, "
+              f"{start_description(config, start_epoch)}, {device}, "
               f"{dist_info.world_size} process(es)", flush=True)
     if dist_info.is_main:
         trim_kept_pixels(out / "kept_pixels.csv", start_epoch)

@@ -30,6 +30,8 @@ from training.dtpr import (
     make_optimizer,
     make_scheduler,
     prepare_run_directory,
+    start_description,
+    start_weights_args,
 )
 from training.engine import NonFiniteError, autocast, loss_is_finite
 from training.instance_evaluate import evaluate_instances
@@ -118,7 +120,7 @@ def run_persons(config: dict, resume: bool = False, overwrite: bool = False) -> 
     steps_per_epoch = len(make_train_loader(train_set, optim["batch_size"], optim["workers"], config["seed"], 0,
                                             dist_info, collate_instances))
     torch.manual_seed(config["seed"])
-    model = make_model(config["model"]["architecture"], config["model"]["args"], class_set.num_classes).to(device)
+    model = make_model(config["model"]["architecture"], start_weights_args(config), class_set.num_classes).to(device)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], optim["lr"], optim["momentum"],
                                optim["weight_decay"])
     scheduler = make_scheduler(optimizer, epochs * steps_per_epoch, optim["schedule"], optim["poly_power"],
@@ -135,11 +137,12 @@ def run_persons(config: dict, resume: bool = False, overwrite: bool = False) -> 
         scaler.load_state_dict(checkpoint["scaler"])
         restore_rng_states(checkpoint["rng"])
     elif config["model"]["init"]:
-        init_from_weights(model, config["model"]["init"], config["model"]["architecture"], class_set)
+        init_from_weights(model, config["model"]["init"], config["model"]["architecture"], config["model"]["args"],
+                          class_set)
     if dist_info.is_main:
         print(f"[persons] {config['name']}: {len(train_set)} train / {len(val_set)} val images, "
               f"{class_set.num_classes} classes ({class_set.name}), {epochs} epochs, "
-              f"{'resuming after epoch ' + str(start_epoch) if start_epoch else 'from scratch'}, {device}, "
+              f"{start_description(config, start_epoch)}, {device}, "
               f"{dist_info.world_size} process(es)", flush=True)
     net = wrap_ddp(model, dist_info, device)
     settings = config["multi_person"]
@@ -186,7 +189,8 @@ def export_person_weights(model: torch.nn.Module, config: dict, class_set: Class
               "splits": {"train": spec["train_split"], "val": spec["val_split"]}, "epochs": config["stage1"]["epochs"],
               "schedule": config["optim"]["schedule"], "batch_size": config["optim"]["batch_size"],
               "lr": config["optim"]["lr"], "seed": config["seed"], "loss_weights": loss_weights(config),
-              "min_score": config["multi_person"]["min_score"], "metrics": {"val": metrics}}
+              "min_score": config["multi_person"]["min_score"], "metrics": {"val": metrics},
+              **({"init": str(config["model"]["init"])} if config["model"]["init"] else {})}
     size = config["export"]["input_size"] or config["input"]["crop_size"]
     info = WeightsInfo.for_class_set(config["model"]["architecture"], args, class_set, tuple(size), recipe)
     return save_weights(path, model, info)
