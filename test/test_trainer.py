@@ -501,16 +501,18 @@ def test_the_node_loads_what_the_trainer_wrote(tmp_path):
 
 def test_fine_tuning_starts_from_a_weights_file_and_refuses_one_that_does_not_fit(tmp_path, monkeypatch):
     """model.init: with lr 0 every parameter of the exported file is the shipped default's (BatchNorm statistics
-    moved: the epoch ran); a file whose classes or tensors are not the run's is refused in one line."""
+    moved: the epoch ran); a file whose classes, model.args or architecture are not the run's is refused in one
+    line."""
+    import torchvision.models._api
+
     from training.config import load_config
     from training.dtpr import run
 
     info = read_weights_info(DEFAULT_WEIGHTS)
     config = tiny_config(tmp_path / "tuned", **{"stage1.epochs": 1, "stage2.epochs": 0})
     config["dataset"]["class_set"] = info.class_set_name
-    # encoder_weights: imagenet as a recipe has it: with model.init torchvision is never asked for them
-    import torchvision.models._api
 
+    # encoder_weights: imagenet as a recipe has it: with model.init torchvision is never asked for them
     def no_fetch(url, *args, **kwargs):
         raise AssertionError(f"fetched {url}")
 

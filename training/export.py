@@ -10,6 +10,11 @@ from human_parsing_ros.models import SegmentationModel
 from human_parsing_ros.weights import WeightsInfo, save_weights
 
 
+def init_record(config: dict) -> dict[str, str]:
+    """``{"init": file}`` for a run fine-tuned from a weights file (``model.init``), else nothing."""
+    return {"init": str(config["model"]["init"])} if config["model"]["init"] else {}
+
+
 def recipe_summary(config: dict, metrics: dict, stage2_default: str = "decoder") -> dict:
     """What the weights file says about how it was made (DESIGN section 2)."""
     stage1, stage2 = config["stage1"], config["stage2"]
@@ -34,8 +39,7 @@ def recipe_summary(config: dict, metrics: dict, stage2_default: str = "decoder")
             "splits": {"train": config["dataset"]["train_split"], "val": config["dataset"]["val_split"]},
             "recipe": config["name"], "stages": stages, "sampling": stage2["sampling"] if stage2["epochs"] else "none",
             "crop_size": list(config["input"]["crop_size"]), "batch_size": config["optim"]["batch_size"],
-            "lr": config["optim"]["lr"], "seed": config["seed"], "metrics": {"val": metrics},
-            **({"init": str(config["model"]["init"])} if config["model"]["init"] else {})}  # fine-tuned from
+            "lr": config["optim"]["lr"], "seed": config["seed"], "metrics": {"val": metrics}, **init_record(config)}
 
 
 def export_weights(model: SegmentationModel, config: dict, class_set: ClassSet, metrics: dict,

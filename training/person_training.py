@@ -34,6 +34,7 @@ from training.dtpr import (
     start_weights_args,
 )
 from training.engine import NonFiniteError, autocast, loss_is_finite
+from training.export import init_record
 from training.instance_evaluate import evaluate_instances
 from training.instances import InstanceDataset, InstanceTrainTransform, build_instance_dataset, collate_instances
 from training.loaders import make_train_loader
@@ -189,8 +190,7 @@ def export_person_weights(model: torch.nn.Module, config: dict, class_set: Class
               "splits": {"train": spec["train_split"], "val": spec["val_split"]}, "epochs": config["stage1"]["epochs"],
               "schedule": config["optim"]["schedule"], "batch_size": config["optim"]["batch_size"],
               "lr": config["optim"]["lr"], "seed": config["seed"], "loss_weights": loss_weights(config),
-              "min_score": config["multi_person"]["min_score"], "metrics": {"val": metrics},
-              **({"init": str(config["model"]["init"])} if config["model"]["init"] else {})}
+              "min_score": config["multi_person"]["min_score"], "metrics": {"val": metrics}, **init_record(config)}
     size = config["export"]["input_size"] or config["input"]["crop_size"]
     info = WeightsInfo.for_class_set(config["model"]["architecture"], args, class_set, tuple(size), recipe)
     return save_weights(path, model, info)
