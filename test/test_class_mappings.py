@@ -97,7 +97,8 @@ def test_datasets_mapped_to_one_class_set_train_together(tmp_path):
 
     from training.config import load_config
     from training.datasets import ConcatParsingDataset, build_dataset, class_statistics
-    from training.dtpr import make_datasets
+    from training.dtpr import make_datasets, validation_is_trained_on
+    from training.export import recipe_summary
 
     lip = np.zeros((12, 8), np.uint8)
     lip[2:5, 2:6] = get_class_set("lip").index("hair")
@@ -125,3 +126,10 @@ def test_datasets_mapped_to_one_class_set_train_together(tmp_path):
     bad = load_config(overrides={"dataset": {**config["dataset"], "extra": [{"name": "lip", "path": "x"}]}})
     with pytest.raises(ValueError, match="needs name and root"):
         make_datasets(bad, get_class_set("hri"))
+    # the weights file says what it trained on; training on the validation split itself is flagged
+    assert recipe_summary(config, {})["splits"] == {"train": "all", "val": "all", "extra": ["lip:train"]}
+    assert not validation_is_trained_on(config)
+    with_val = load_config(overrides={"dataset": {**config["dataset"], "extra": [{"name": "ccp", "root": "r",
+                                                                                    "split": "all"}]}})
+    assert validation_is_trained_on(with_val)
+    assert "extra" not in recipe_summary(load_config(), {})["splits"]

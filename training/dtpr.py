@@ -103,6 +103,13 @@ def start_description(config: dict, start_epoch: int) -> str:
     return f"from {config['model']['init']}" if config["model"]["init"] else "from scratch"
 
 
+def validation_is_trained_on(config: dict) -> bool:
+    """True when a ``dataset.extra`` entry is the validation split itself (a final model on train + val)."""
+    data = config["dataset"]
+    return any(spec["name"] == data["name"] and spec.get("split", "train") == data["val_split"]
+               for spec in data["extra"])
+
+
 def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, momentum: float,
                    weight_decay: float) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -416,6 +423,9 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
               f"{num_classes} classes ({class_set.name}), stage 1 {stage1_epochs} + stage 2 {stage2_epochs} epochs, "
               f"{start_description(config, start_epoch)}, {device}, "
               f"{dist_info.world_size} process(es)", flush=True)
+        if validation_is_trained_on(config):
+            print(f"[dtpr] warning: dataset.extra trains on the validation split '{config['dataset']['val_split']}'"
+                  f" too, so the validation figures of this run are not held out", flush=True)
     if dist_info.is_main:
         trim_kept_pixels(out / "kept_pixels.csv", start_epoch)
     writer = _tensorboard(config["log"]["tensorboard"] and dist_info.is_main, out, start_epoch)

@@ -15,6 +15,15 @@ def init_record(config: dict) -> dict[str, str]:
     return {"init": str(config["model"]["init"])} if config["model"]["init"] else {}
 
 
+def training_splits(config: dict) -> dict:
+    """The splits a run trained and validated on; ``extra`` lists the ``dataset.extra`` data as ``name:split``."""
+    data = config["dataset"]
+    splits = {"train": data["train_split"], "val": data["val_split"]}
+    if data["extra"]:
+        splits["extra"] = [f"{spec['name']}:{spec.get('split', 'train')}" for spec in data["extra"]]
+    return splits
+
+
 def recipe_summary(config: dict, metrics: dict, stage2_default: str = "decoder") -> dict:
     """What the weights file says about how it was made (DESIGN section 2)."""
     stage1, stage2 = config["stage1"], config["stage2"]
@@ -36,7 +45,7 @@ def recipe_summary(config: dict, metrics: dict, stage2_default: str = "decoder")
         stages[0]["self_correction"] = {"cycles": cycles, "cycle_epochs": config["self_correction"]["cycle_epochs"]}
     return {"untrained": False, "dataset": config["dataset"]["name"], "paper": config["paper"],
             "schedule": config["optim"]["schedule"], "eval_labels": config["input"]["eval_labels"],
-            "splits": {"train": config["dataset"]["train_split"], "val": config["dataset"]["val_split"]},
+            "splits": training_splits(config),
             "recipe": config["name"], "stages": stages, "sampling": stage2["sampling"] if stage2["epochs"] else "none",
             "crop_size": list(config["input"]["crop_size"]), "batch_size": config["optim"]["batch_size"],
             "lr": config["optim"]["lr"], "seed": config["seed"], "metrics": {"val": metrics}, **init_record(config)}
