@@ -96,6 +96,11 @@ def check_forward_backward(name: str, args: dict[str, Any], sizes: Iterable[tupl
         expected = F.interpolate(low, size=size, mode="bilinear", align_corners=False)
         torch.testing.assert_close(full, expected)
 
+    # The trainer runs networks channels-last; the losses get NCHW logits (their softmax is 2-3x faster so).
+    model.to(memory_format=torch.channels_last).train()
+    logits, aux = model(_images(batch, size, seed=0).contiguous(memory_format=torch.channels_last), with_aux=True)
+    assert all(out.is_contiguous() for out in (logits, *aux)), f"{name}: channels-last logits from forward()"
+
 
 def check_weights_round_trip(name: str, args: dict[str, Any], tmp_path: Path, size: tuple[int, int] = (64, 48)) -> None:
     """save_weights -> load_weights rebuilds the same network: identical tensors, identical eval outputs."""
