@@ -18,7 +18,7 @@ from torch import nn
 from human_parsing_ros.class_sets import voc_palette
 from human_parsing_ros.models import build_model
 from human_parsing_ros.weights import WeightsInfo, load_weights, read_weights_info, save_weights
-from training.losses import AUX_LOSSES
+from training.losses import AUX_LOSSES, AuxContext
 
 DEFAULT_SIZES = ((64, 48), (65, 47), (48, 64))
 
@@ -75,7 +75,7 @@ def check_forward_backward(name: str, args: dict[str, Any], sizes: Iterable[tupl
             assert extra.shape == (batch, channels, *size), f"{name}: aux logits {tuple(extra.shape)} at {size}"
 
         target = _targets(batch, size, num_classes, seed=index)
-        loss = F.cross_entropy(logits, target) + sum(AUX_LOSSES[kind](extra, target, logits)
+        loss = F.cross_entropy(logits, target) + sum(AUX_LOSSES[kind](extra, target, AuxContext((logits,)))
                                                      for extra, kind in zip(aux, model.aux_losses))
         loss.backward()
         missing = [key for key, p in model.named_parameters() if p.requires_grad and p.grad is None]

@@ -77,8 +77,13 @@ def test_the_console_script_refuses_bad_files_in_one_line(tmp_path):
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint at all")
     atr = fake_schp_checkpoint(tmp_path / "atr.pth", num_classes=18)
+    stemless = fake_schp_checkpoint(tmp_path / "stemless.pth")
+    checkpoint = torch.load(stemless, weights_only=True)
+    del checkpoint["state_dict"]["module.conv1.weight"]
+    torch.save(checkpoint, stemless)
     for source, dataset, expected in ((garbage, "lip", "not a readable checkpoint"),
-                                      (atr, "lip", "18 classes, but SCHP's lip has 20: wrong --dataset?")):
+                                      (atr, "lip", "18 classes, but SCHP's lip has 20: wrong --dataset?"),
+                                      (stemless, "lip", "no 4-D tensor conv1.weight")):
         result = subprocess.run([*script, str(source), str(tmp_path / "out.safetensors"), "--dataset", dataset],
                                 capture_output=True, text=True, timeout=300)
         lines = result.stderr.strip().splitlines()

@@ -64,15 +64,42 @@ def test_lovasz_softmax_sorting_all_classes_at_once_matches_one_class_at_a_time(
 
 
 def test_edge_targets_mark_a_band_along_label_changes():
-    """Columns 0-1 of class 0, 2-4 of class 1: the change between columns 1 and 2, widened by 3x3."""
+    """Columns 0-1 of class 0, 2-4 of class 1: both sides of the change are marked (columns 1 and 2), widened by
+    3x3 to columns 0-3. The same boundary turned horizontal gives rows 0-3: SCHP marks the upper side of the
+    diagonal pairs, so a horizontal boundary is as wide as a vertical one."""
     labels = torch.zeros(1, 5, 5, dtype=torch.long)
     labels[..., 2:] = 1
     edges = schp.edge_targets(labels)
     assert edges.dtype == torch.long and edges[0, :, :4].eq(1).all() and edges[0, :, 4].eq(0).all()
+    rows = schp.edge_targets(labels.transpose(1, 2).contiguous())
+    assert rows[0, :4].eq(1).all() and rows[0, 4].eq(0).all()
     assert not schp.edge_targets(torch.zeros(1, 5, 5, dtype=torch.long)).any()
     ignored = torch.zeros(1, 5, 5, dtype=torch.long)
     ignored[..., 3:] = IGNORE_INDEX  # labelled next to ignored is not an edge
     assert not schp.edge_targets(ignored).any()
+
+
+def _schp_marks(labels):
+    """SCHP's rule pixel by pixel, before the dilation: marked where the label differs from the pixel above,
+    the one to the right, the lower-right or the lower-left one (both labelled)."""
+    n, h, w = labels.shape
+    marks = torch.zeros_like(labels, dtype=torch.bool)
+    for i in range(n):
+        for y in range(h):
+            for x in range(w):
+                for dy, dx in ((-1, 0), (0, 1), (1, 1), (1, -1)):
+                    if 0 <= y + dy < h and 0 <= x + dx < w:
+                        a, b = int(labels[i, y, x]), int(labels[i, y + dy, x + dx])
+                        marks[i, y, x] |= a != b and IGNORE_INDEX not in (a, b)
+    return marks
+
+
+def test_edge_targets_equal_schps_rule_on_random_labels():
+    generator = torch.Generator().manual_seed(11)
+    labels = torch.randint(0, 3, (2, 6, 7), generator=generator)
+    labels[0, :2, :3] = IGNORE_INDEX
+    expected = torch.nn.functional.max_pool2d(_schp_marks(labels)[:, None].float(), 3, stride=1, padding=1)[:, 0]
+    torch.testing.assert_close(schp.edge_targets(labels), expected.long())
 
 
 def test_edge_loss_weighs_edges_by_the_non_edge_share():
@@ -83,9 +110,8 @@ def test_edge_loss_weighs_edges_by_the_non_edge_share():
     edges = torch.tensor([[[1, 0, 0, 0]]])
     a, b = math.log(1 + math.exp(-2)), math.log(2)
     expected = (0.75 * a + 3 * 0.25 * b) / 1.5
-    assert float(schp.edge_loss(logits, edges, torch.zeros(1, 1, 4, dtype=torch.long))) == pytest.approx(expected)
-    everywhere = schp.edge_loss(logits.requires_grad_(), torch.ones(1, 1, 4, dtype=torch.long),
-                                torch.zeros(1, 1, 4, dtype=torch.long))
+    assert float(schp.edge_loss(logits, edges)) == pytest.approx(expected)
+    everywhere = schp.edge_loss(logits.requires_grad_(), torch.ones(1, 1, 4, dtype=torch.long))
     assert float(everywhere.detach()) == 0.0 and everywhere.requires_grad  # nothing to balance: no NaN
 
 
@@ -139,6 +165,20 @@ def test_soft_targets_and_their_kl():
     assert float(schp.soft_target_kl(student, one, labels)) == pytest.approx(expected, abs=1e-6)
 
 
+def test_refined_targets_mix_the_teachers_parsing_and_edges_with_the_labels():
+    """Cycle 1: half the teacher's softmax, half the one-hot labels, for the parsing classes and for the
+    edges of the labels (a 1x4 strip labelled 0 0 1 1: SCHP marks pixel 1, the left one of the changing pair;
+    dilated, the edges are 1 1 1 0)."""
+    teacher = _logits([[0.6, 0.4], [0.6, 0.4], [0.2, 0.8], [0.2, 0.8]])
+    teacher_edges = _logits([[0.9, 0.1]] * 4)
+    labels = torch.tensor([[[0, 0, 1, 1]]])
+    refined = schp.refined_targets(teacher, teacher_edges, labels, cycle=1)
+    torch.testing.assert_close(refined.parsing[0, :, 0].t(), torch.tensor([[0.8, 0.2], [0.8, 0.2], [0.1, 0.9],
+                                                                            [0.1, 0.9]]))
+    torch.testing.assert_close(refined.edges[0, :, 0].t(), torch.tensor([[0.45, 0.55]] * 3 + [[0.95, 0.05]]))
+    assert schp.refined_targets(teacher, None, labels, cycle=1).edges is None
+
+
 def test_online_aggregation_is_the_running_mean_of_the_cycle_models():
     models = []
     for seed in range(3):
@@ -164,3 +204,32 @@ def test_batchnorm_reestimation_averages_the_batch_statistics():
     torch.testing.assert_close(model[0].running_mean, torch.stack([b.mean(0) for b in batches]).mean(0))
     torch.testing.assert_close(model[0].running_var, torch.stack([b.var(0) for b in batches]).mean(0))
     assert model[0].momentum == 0.1 and not model.training
+
+
+def test_ce2p_batch_loss_refines_every_output_and_checks_both_parsing_outputs_against_the_edges():
+    """The trainer's loss for CE2P's three outputs, summed from the pieces tested above: outside the cycles
+    the parsing outputs take CE + Lovász and the edges the balanced loss; during a cycle both parsing outputs
+    take the KL towards the same refined labels and the edges the KL towards the refined edges; in both, the
+    consistency term compares the edges with the fusion output and with the parsing branch (SCHP's code)."""
+    from training.engine import StageLoss, batch_loss
+    from training.losses import CONSISTENCY_WEIGHT, ce_lovasz
+
+    generator = torch.Generator().manual_seed(2)
+    fusion, branch = (torch.randn(2, 4, 6, 5, generator=generator) for _ in range(2))
+    edge, teacher, teacher_edge = (torch.randn(2, c, 6, 5, generator=generator) for c in (2, 4, 2))
+    labels = torch.randint(0, 4, (2, 6, 5), generator=generator)
+    labels[1, :2] = IGNORE_INDEX
+    terms, loss = [(1.0, "ce_lovasz"), (1.0, "edge")], StageLoss("ce_lovasz")
+    consistency = sum(schp.consistency_loss(p, edge, labels) for p in (fusion, branch))
+
+    plain, _ = batch_loss(fusion, [branch, edge], labels, loss, terms, None)
+    expected = (ce_lovasz(fusion, labels) + ce_lovasz(branch, labels)
+                + schp.edge_loss(edge, schp.edge_targets(labels)) + CONSISTENCY_WEIGHT * consistency)
+    torch.testing.assert_close(plain, expected)
+
+    soft = schp.refined_targets(teacher, teacher_edge, labels, cycle=2)
+    refined, _ = batch_loss(fusion, [branch, edge], labels, loss, terms, None, soft)
+    expected = sum(0.5 * schp.soft_target_kl(p, soft.parsing, labels) + 0.5 * schp.lovasz_softmax(p, labels)
+                   for p in (fusion, branch))
+    expected = expected + schp.soft_target_kl(edge, soft.edges, labels) + CONSISTENCY_WEIGHT * consistency
+    torch.testing.assert_close(refined, expected)

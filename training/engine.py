@@ -8,7 +8,7 @@ Every random draw here is seeded from (seed, epoch, step, rank)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +18,20 @@ from torch.utils.data import DataLoader
 
 from human_parsing_ros.inference import merge_flipped
 from training.distributed import DistInfo, sum_over_ranks, unwrap_ddp
-from training.losses import AUX_LOSSES, REDUCTIONS, ce_lovasz, focal_loss, inter_class_loss, masked_cross_entropy
+from training.losses import (
+    AUX_LOSSES,
+    PARSING_LOSSES,
+    REDUCTIONS,
+    AuxContext,
+    ce_lovasz,
+    focal_loss,
+    inter_class_loss,
+    masked_cross_entropy,
+    parsing_loss,
+)
 from training.metrics import ConfusionMatrix
 from training.sampling import PixelSampler, kept_pixel_counts
-from training.schp import lovasz_softmax, soft_target_kl, soft_targets
+from training.schp import SoftTargets, refined_targets
 from training.seeding import mix_seed, seeded_generator
 
 STAGE_LOSSES = ("ce", "focal", "class_balanced", "ce_lovasz")
@@ -72,7 +82,7 @@ def autocast(amp: str, device: torch.device) -> torch.autocast:
 
 def compute_loss(logits: torch.Tensor, target: torch.Tensor, loss: StageLoss,
                  generator: torch.Generator | None,
-                 soft: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 soft: SoftTargets | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The stage's loss of one batch and, with a sampler, the PRA/PRN pixel mask (drawn from ``generator``).
 
     The inter-class term sees every valid pixel: RIM feeds its ILM the heat maps and the ground truth,
@@ -81,8 +91,7 @@ def compute_loss(logits: torch.Tensor, target: torch.Tensor, loss: StageLoss,
     """
     mask = None
     if soft is not None:
-        kl = soft_target_kl(logits, soft, target)
-        value = kl if loss.name == "ce" else 0.5 * kl + 0.5 * lovasz_softmax(logits, target)
+        value = parsing_loss(logits, target, loss.name, soft)
     elif loss.sampler is not None:
         mask = loss.sampler(target, generator)
         value = masked_cross_entropy(logits, target, mask, reduction=loss.reduction)
@@ -99,20 +108,33 @@ def compute_loss(logits: torch.Tensor, target: torch.Tensor, loss: StageLoss,
     return value, mask
 
 
-def aux_loss_terms(model: torch.nn.Module) -> list[tuple[float, Callable]]:
-    """(weight, loss function) of each auxiliary head of ``model`` (DDP-wrapped or not), in output order."""
+def aux_loss_terms(model: torch.nn.Module) -> list[tuple[float, str]]:
+    """(weight, loss name in ``AUX_LOSSES``) of each auxiliary head of ``model`` (DDP-wrapped or not), in order."""
     base = unwrap_ddp(model)
-    return [(weight, AUX_LOSSES[name]) for weight, name in zip(base.aux_weights, base.aux_losses)]
+    return list(zip(base.aux_weights, base.aux_losses))
 
 
 def batch_loss(logits: torch.Tensor, aux: list[torch.Tensor], target: torch.Tensor, loss: StageLoss,
-               aux_terms: list[tuple[float, Callable]], generator: torch.Generator | None,
-               soft: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+               aux_terms: list[tuple[float, str]], generator: torch.Generator | None,
+               soft: SoftTargets | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``compute_loss`` on the main output plus each auxiliary head's weighted loss (``aux_loss_terms``)."""
-    value, mask = compute_loss(logits.float(), target, loss, generator, soft)
-    for (weight, aux_loss), aux_logits in zip(aux_terms, aux):
-        value = value + weight * aux_loss(aux_logits.float(), target, logits.float())
+    logits, aux = logits.float(), [extra.float() for extra in aux]
+    value, mask = compute_loss(logits, target, loss, generator, soft)
+    parsing = (logits, *(extra for (_, name), extra in zip(aux_terms, aux) if name in PARSING_LOSSES))
+    context = AuxContext(parsing, soft)
+    for (weight, name), extra in zip(aux_terms, aux):
+        value = value + weight * AUX_LOSSES[name](extra, target, context)
     return value, mask
+
+
+def teacher_targets(teacher: torch.nn.Module, images: torch.Tensor, target: torch.Tensor, cycle: int,
+                    amp: str, device: torch.device) -> SoftTargets:
+    """Self-correction's refined labels for cycle ``cycle`` from the aggregated model ``teacher`` (eval mode)."""
+    with torch.no_grad(), autocast(amp, device):
+        logits, aux = teacher(images, with_aux=True)
+    names = unwrap_ddp(teacher).aux_losses
+    edges = next((extra.float() for extra, name in zip(aux, names) if name == "edge"), None)
+    return refined_targets(logits.float(), edges, target, cycle)
 
 
 def loss_is_finite(loss: torch.Tensor, dist_info: DistInfo) -> bool:
@@ -127,8 +149,9 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, state: StageStat
                     teacher: torch.nn.Module | None = None, cycle: int = 0) -> dict[str, Any]:
     """One epoch of ``state``'s stage; loss, kept pixels and the training confusion summed over ranks.
 
-    ``teacher`` (self-correction's aggregated model, in eval mode) and ``cycle`` m >= 1: the main output
-    learns from ``schp.soft_targets`` (m/(m+1) x the teacher's prediction + 1/(m+1) x the labels).
+    ``teacher`` (self-correction's aggregated model, in eval mode) and ``cycle`` m >= 1: the parsing outputs
+    learn from ``schp.soft_targets`` (m/(m+1) x the teacher's prediction + 1/(m+1) x the labels), an edge
+    output from the teacher's edges refined alike (``schp.refined_targets``).
 
     A step whose loss is NaN/Inf is skipped (no update); after ``max_nonfinite_steps`` such
     steps in this epoch, ``NonFiniteError`` names the step (nothing of this epoch is saved).
@@ -149,10 +172,7 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, state: StageStat
         target = target.to(device, non_blocking=True)
         with autocast(amp, device):
             logits, aux = model(images, with_aux=True) if state.stage == 1 else (model(images), [])
-        soft = None
-        if teacher is not None:
-            with torch.no_grad(), autocast(amp, device):
-                soft = soft_targets(teacher(images).float(), target, cycle)
+        soft = None if teacher is None else teacher_targets(teacher, images, target, cycle, amp, device)
         generator = seeded_generator(seed, epoch, step, dist_info.rank, device=device)
         started = time.perf_counter()
         loss, mask = batch_loss(logits, aux, target, state.loss, aux_terms, generator, soft)

@@ -9,12 +9,13 @@ Baselines and extras: ``focal_loss``, ``class_balanced_weights``,
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from human_parsing_ros.class_sets import IGNORE_INDEX
-from training.schp import consistency_loss, edge_loss, edge_targets, lovasz_softmax
+from training.schp import SoftTargets, consistency_loss, edge_loss, edge_targets, lovasz_softmax, soft_target_kl
 
 
 def _masked_mean(per_pixel: torch.Tensor, keep: torch.Tensor,
@@ -168,22 +169,48 @@ def ce_lovasz(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 0.5 * masked_cross_entropy(logits, target, None) + 0.5 * lovasz_softmax(logits, target)
 
 
+PARSING_LOSSES = ("ce", "ce_lovasz")  # the losses self-correction refines: their CE becomes a soft-target KL
+
+
+def parsing_loss(logits: torch.Tensor, target: torch.Tensor, name: str, soft: SoftTargets | None) -> torch.Tensor:
+    """``name`` ("ce" or "ce_lovasz") on parsing ``logits``; with self-correction's ``soft`` targets the
+    cross-entropy is the KL towards them (the Lovász term keeps the labels, as SCHP's)."""
+    if soft is None:
+        cross_entropy = masked_cross_entropy(logits, target, None)
+    else:
+        cross_entropy = soft_target_kl(logits, soft.parsing, target)
+    return cross_entropy if name == "ce" else 0.5 * cross_entropy + 0.5 * lovasz_softmax(logits, target)
+
+
+@dataclass(frozen=True)
+class AuxContext:
+    """What an auxiliary loss may read beside its own logits and the labels: every parsing output of the
+    batch (the main one first) and self-correction's soft targets (None outside its cycles)."""
+
+    parsing: tuple[torch.Tensor, ...]
+    soft: SoftTargets | None = None
+
+
 CONSISTENCY_WEIGHT = 0.1  # SCHP's lambda_c
 
 
-def schp_edge_loss(edge_logits: torch.Tensor, target: torch.Tensor, parsing_logits: torch.Tensor) -> torch.Tensor:
-    """SCHP's edge terms for CE2P's edge logits: the balanced edge loss against the labels' edges, plus
-    ``CONSISTENCY_WEIGHT`` x the consistency with the edges implied by ``parsing_logits`` (the fusion output,
-    the one the node runs; SCHP adds this term for its parsing branch too)."""
-    edges = edge_loss(edge_logits, edge_targets(target), target)
-    return edges + CONSISTENCY_WEIGHT * consistency_loss(parsing_logits, edge_logits, target)
+def schp_edge_loss(edge_logits: torch.Tensor, target: torch.Tensor, context: AuxContext) -> torch.Tensor:
+    """SCHP's edge terms for CE2P's edge logits: the balanced edge loss against the labels' edges (during
+    self-correction the KL towards the refined edges), plus ``CONSISTENCY_WEIGHT`` x the consistency with the
+    edges implied by each parsing output (CE2P: the fusion output and the parsing branch, as SCHP)."""
+    if context.soft is None or context.soft.edges is None:
+        edges = edge_loss(edge_logits, edge_targets(target))
+    else:
+        edges = soft_target_kl(edge_logits, context.soft.edges, target)
+    consistency = sum(consistency_loss(parsing, edge_logits, target) for parsing in context.parsing)
+    return edges + CONSISTENCY_WEIGHT * consistency
 
 
 # Losses an auxiliary head may name (``SegmentationModel.add_aux_head(..., loss=name)``), called as
-# loss(aux_logits, labels, main_logits); the main logits matter to the edge loss's consistency term only.
+# loss(aux_logits, labels, AuxContext).
 AUX_LOSSES = {
-    "ce": lambda logits, target, main: masked_cross_entropy(logits, target, None),
-    "ce_lovasz": lambda logits, target, main: ce_lovasz(logits, target),
-    "detail": lambda logits, target, main: detail_loss(logits, target),
+    "ce": lambda logits, target, context: parsing_loss(logits, target, "ce", context.soft),
+    "ce_lovasz": lambda logits, target, context: parsing_loss(logits, target, "ce_lovasz", context.soft),
+    "detail": lambda logits, target, context: detail_loss(logits, target),
     "edge": schp_edge_loss,
 }

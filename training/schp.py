@@ -4,11 +4,11 @@ Facts from SCHP's code (utils/criterion.py, utils/schp.py, train.py); the code i
 code and its description differ, the docstrings say which we follow:
 
 * ``edge_targets``: a pixel is an edge where its label differs from a neighbour's (both labelled),
-  widened by a 3x3 dilation, as SCHP generates them from the parsing labels.
+  marked on the side SCHP marks and widened by a 3x3 dilation, as SCHP generates them from the labels.
 * ``lovasz_softmax``: the Lovász extension of the Jaccard loss over the classes present in the batch
   (SCHP weighs it 0.5 beside 0.5 cross-entropy on the parsing and fusion outputs).
 * ``edge_loss``: cross-entropy on the two edge classes, each weighted by the other's share of the
-  batch's pixels (edges are rare, so they weigh more).
+  batch's pixels (edges are rare, so they weigh more); unlabelled pixels count as non-edge, as in SCHP.
 * ``consistency_loss``: SCHP's code compares argmaxes on the pixels where *both* maps say edge, which
   is identically zero with no gradient; we take what it describes: on the union of pixels where either
   the parsing-implied edge or the predicted edge is likely, a smooth L1 between the two probabilities
@@ -18,12 +18,15 @@ code and its description differ, the docstrings say which we follow:
   m/(m+1) x the aggregated model's probabilities + 1/(m+1) x the one-hot labels after m cycles, averaged
   over valid pixels and classes as SCHP's ``F.kl_div`` does. (SCHP mixes its logits, not probabilities,
   with the one-hot labels before a softmax; we mix probabilities, the formula it publishes.)
+  ``refined_targets``: as SCHP, the aggregated model's final parsing output refines the labels of every
+  parsing output, and its edge output the edge maps.
 * ``aggregate_weights`` / ``reestimate_batchnorm``: online model aggregation w_m = m/(m+1) w_{m-1} +
   1/(m+1) w, then the BatchNorm statistics of the aggregated model recomputed over the training data.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -33,14 +36,18 @@ from human_parsing_ros.class_sets import IGNORE_INDEX
 
 
 def edge_targets(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX, width: int = 3) -> torch.Tensor:
-    """Edge map (int64 [N, H, W], 1 = edge) of the label maps ``labels`` [N, H, W]."""
+    """Edge map (int64 [N, H, W], 1 = edge) of the label maps ``labels`` [N, H, W].
+
+    As SCHP's ``generate_edge_tensor``: of each pair of differently labelled neighbours (both labelled) one
+    pixel is marked, the lower one of a vertical pair, the left one of a horizontal pair, the upper one of
+    a diagonal pair, so both sides of any boundary get marks; then a ``width`` x ``width`` dilation."""
     valid = labels != ignore_index
     edge = torch.zeros_like(labels, dtype=torch.bool)
-    # each neighbour pair once: below, right, below-right, below-left; the pair's second pixel is marked
+    # (marked pixel, its neighbour): below/above, left/right, upper-left/lower-right, upper-right/lower-left
     pairs = (((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
-             ((slice(None), slice(1, None)), (slice(None), slice(None, -1))),
-             ((slice(1, None), slice(1, None)), (slice(None, -1), slice(None, -1))),
-             ((slice(1, None), slice(None, -1)), (slice(None, -1), slice(1, None))))
+             ((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
+             ((slice(None, -1), slice(None, -1)), (slice(1, None), slice(1, None))),
+             ((slice(None, -1), slice(1, None)), (slice(1, None), slice(None, -1))))
     for (rows_a, cols_a), (rows_b, cols_b) in pairs:
         a, b = (..., rows_a, cols_a), (..., rows_b, cols_b)
         edge[a] |= (labels[a] != labels[b]) & valid[a] & valid[b]
@@ -76,17 +83,15 @@ def lovasz_softmax(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
     return (errors * lovasz_grad(foreground.gather(1, order))).sum(1).mean()
 
 
-def edge_loss(edge_logits: torch.Tensor, edges: torch.Tensor, labels: torch.Tensor,
-              ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+def edge_loss(edge_logits: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     """Balanced cross-entropy on the 2-class ``edge_logits``: non-edge pixels weigh the edge share of the
-    batch, edge pixels the non-edge share. Pixels whose label is ``ignore_index`` do not count."""
-    valid = labels != ignore_index
-    positive = (edges.bool() & valid).sum().to(edge_logits.dtype)
-    total = valid.sum().clamp(min=1).to(edge_logits.dtype)
+    batch, edge pixels the non-edge share. As SCHP, every pixel counts, unlabelled ones as non-edge (its edge
+    maps have no ignore value), so the branch also learns that padding has no edges."""
+    positive = edges.sum().to(edge_logits.dtype)
+    total = torch.tensor(edges.numel(), dtype=edge_logits.dtype, device=edges.device)
     class_weight = torch.stack([positive / total, (total - positive) / total])
-    target = torch.where(valid, edges, 0)
-    per_pixel = F.cross_entropy(edge_logits, target, reduction="none")
-    weight = torch.where(valid, class_weight[target], 0)
+    per_pixel = F.cross_entropy(edge_logits, edges, reduction="none")
+    weight = class_weight[edges]
     # a batch that is all edge (or all non-edge) weighs nothing: a connected zero, not 0 / 0
     return (weight * per_pixel).sum() / weight.sum().clamp(min=torch.finfo(per_pixel.dtype).tiny)
 
@@ -179,6 +184,25 @@ def soft_target_kl(logits: torch.Tensor, targets: torch.Tensor, labels: torch.Te
     valid = labels != ignore_index
     log_probs = logits.log_softmax(1).permute(0, 2, 3, 1)[valid]
     return F.kl_div(log_probs, targets.permute(0, 2, 3, 1)[valid], reduction="sum") / max(1, log_probs.numel())
+
+
+@dataclass(frozen=True)
+class SoftTargets:
+    """Self-correction's refined labels for one batch: ``parsing`` [N, C, H, W] for every parsing output,
+    ``edges`` [N, 2, H, W] for an edge output (None when the network has none)."""
+
+    parsing: torch.Tensor
+    edges: torch.Tensor | None = None
+
+
+def refined_targets(teacher_logits: torch.Tensor, teacher_edge_logits: torch.Tensor | None, labels: torch.Tensor,
+                    cycle: int) -> SoftTargets:
+    """``soft_targets`` of the aggregated model's main output (for every parsing output) and, when it has
+    one, of its edge output against ``edge_targets(labels)``."""
+    edges = None
+    if teacher_edge_logits is not None:
+        edges = soft_targets(teacher_edge_logits, edge_targets(labels), cycle)
+    return SoftTargets(soft_targets(teacher_logits, labels, cycle), edges)
 
 
 @torch.no_grad()

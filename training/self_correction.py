@@ -5,8 +5,9 @@ After stage 1's main schedule (``stage1.epochs``), ``self_correction.cycles`` cy
 from ``self_correction.lr``, default half the peak, to 0 in every cycle). At the end of the main
 schedule the aggregated model starts as a copy of the network (w_0); at the end of cycle m it
 becomes m/(m+1) w_{m-1} + 1/(m+1) w, and its BatchNorm statistics are re-estimated over that
-epoch's training batches. During cycle m the main output learns from soft targets, m/(m+1) x the
-aggregated model's prediction + 1/(m+1) x the one-hot labels (KL term), as SCHP refines its labels.
+epoch's training batches. During cycle m every parsing output learns from soft targets, m/(m+1) x the
+aggregated model's prediction + 1/(m+1) x the one-hot labels (KL term), and an edge output (CE2P) from
+the edges refined alike, as SCHP refines its labels.
 After the last cycle the network *is* the aggregated model (SCHP ships it): the export, and DTPR's
 stage 2 if the recipe has one, start from it (stage 2 then retrains the decoder on the aggregated
 encoder, which is the better feature extractor of the cycles).
@@ -21,9 +22,8 @@ import torch
 from torch import nn
 
 from training.distributed import DistInfo, sum_over_ranks
+from training.losses import PARSING_LOSSES
 from training.schp import aggregate_weights, reestimate_batchnorm
-
-SELF_CORRECTION_LOSSES = ("ce", "ce_lovasz")  # the stage-1 losses whose CE term becomes the soft-target KL
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,9 @@ def cycle_plan(config: dict) -> CyclePlan:
         if stage1["schedule_epochs"] not in (None, stage1["epochs"]):
             raise ValueError("self_correction needs stage 1's main schedule to end: stage1.schedule_epochs must be "
                              "unset or equal stage1.epochs")
-        if stage1["loss"] not in SELF_CORRECTION_LOSSES:
+        if stage1["loss"] not in PARSING_LOSSES:
             raise ValueError(f"self_correction refines the cross-entropy: stage1.loss must be one of "
-                             f"{', '.join(SELF_CORRECTION_LOSSES)}, not '{stage1['loss']}'")
+                             f"{', '.join(PARSING_LOSSES)}, not '{stage1['loss']}'")
     return plan
 
 

@@ -67,7 +67,11 @@ def convert_schp_state(state: dict[str, torch.Tensor], path: str | os.PathLike =
         if ours is None:
             raise SchpImportError(f"{path}: tensor {key} is not part of SCHP's CE2P network")
         converted[ours] = value
-    converted["encoder.conv1.weight"] = converted["encoder.conv1.weight"].flip(1)
+    first = converted.get("encoder.conv1.weight")
+    if first is None or first.dim() != 4:
+        raise SchpImportError(f"{path}: no 4-D tensor conv1.weight (the first convolution): not an SCHP CE2P "
+                              "checkpoint")
+    converted["encoder.conv1.weight"] = first.flip(1)
     return converted
 
 
