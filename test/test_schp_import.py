@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import model_tester
 import numpy as np
 import pytest
 import torch
@@ -102,3 +103,9 @@ def test_the_console_script_refuses_bad_files_in_one_line(tmp_path):
                         capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0 and "atr classes, input 512x512" in ok.stdout
     assert np.array_equal(HumanParser(tmp_path / "atr.safetensors", device="cpu").network_hw, (512, 512))
+
+
+def test_schps_resnet101_network_exports_to_onnx(tmp_path):
+    """The network imported files run (SCHP's stem, dilated layer4) through the zoo's ONNX check, not only the
+    MobileNetV2 variant that test_models.py uses."""
+    model_tester.check_onnx_export("ce2p", {"num_classes": 20, "encoder": "resnet101_schp"}, tmp_path)

@@ -635,3 +635,34 @@ def test_self_correction_aggregates_refines_and_resumes_bit_exactly(tmp_path):
     config["output_dir"] = str(resumed)
     run(load_config(overrides=config), resume=True)
     assert_same_outputs(whole, resumed)
+
+
+def test_ce2p_resumes_mid_cycle_bit_exactly_and_stage2_starts_from_the_aggregated_model(tmp_path):
+    """CE2P with SCHP's losses: 1 epoch, one cycle of 2 epochs, then DTPR stage 2. Resumed after epoch 2 (in the
+    middle of the cycle, with the teacher's refined labels in use) the run ends with the same files; at the end
+    of the cycle the network becomes the aggregated model, and stage 2 keeps its encoder frozen."""
+    from training.config import load_config
+    from training.dtpr import run
+
+    config = tiny_config(tmp_path / "whole", **{"stage1.epochs": 1, "stage1.loss": "ce_lovasz"})
+    config["model"] = {"architecture": "ce2p", "args": {"encoder": "mobilenet_v2", "encoder_weights": None}}
+    config["self_correction"] = {"cycles": 1, "cycle_epochs": 2}
+    config["keep_checkpoints"] = [2, 3]
+    config["log"]["tensorboard"] = False
+    result = run(load_config(overrides=config))
+    assert [h["stage"] for h in result["history"]] == [1, 1, 1, 2]
+    assert [h.get("aggregated_models") for h in result["history"]] == [1, None, 2, None]
+    whole = tmp_path / "whole"
+    cycle_end = torch.load(whole / "checkpoint_epoch03.pt", weights_only=True)
+    shipped = _safetensors_contents(whole / "model.safetensors")["tensors"]
+    encoder = [k for k in shipped if k.startswith("encoder.")]
+    assert encoder and all(torch.equal(shipped[k], cycle_end["aggregated"][k]) for k in encoder)
+    assert any(not torch.equal(shipped[k], cycle_end["aggregated"][k]) for k in shipped if k.startswith("decoder."))
+
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copyfile(whole / "checkpoint_epoch02.pt", resumed / "checkpoint.pt")
+    shutil.copyfile(whole / "checkpoint_epoch02.pt", resumed / "checkpoint_epoch02.pt")
+    config["output_dir"] = str(resumed)
+    run(load_config(overrides=config), resume=True)
+    assert_same_outputs(whole, resumed)
