@@ -666,3 +666,29 @@ def test_ce2p_resumes_mid_cycle_bit_exactly_and_stage2_starts_from_the_aggregate
     config["output_dir"] = str(resumed)
     run(load_config(overrides=config), resume=True)
     assert_same_outputs(whole, resumed)
+
+
+def test_schps_schedule_warm_up_floor_and_cycles():
+    """SCHP's: a warm-up from 1/100 (it multiplies the cosine), the cosine down to 1/100, then cycles from one
+    half down to 1/100. Without the new options the schedule is the one above, unchanged."""
+    from training.dtpr import make_scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = make_scheduler(optimizer, 4, cycle_steps=2, cycle_factor=0.5, warmup_steps=2, warmup_start=0.01,
+                               min_lr_factor=0.01)
+    factors = [scheduler.lr_lambdas[0](step) for step in range(7)]
+    cosine = [1.0, 0.853553, 0.5, 0.146447]
+    expected = [0.01 * 1.0, 0.505 * (0.01 + 0.99 * cosine[1]), 0.01 + 0.99 * 0.5, 0.01 + 0.99 * cosine[3],
+                0.5, 0.01 + 0.49 * 0.5, 0.5]
+    assert factors == pytest.approx(expected, abs=1e-6)
+
+
+def test_schedule_options_are_checked_before_training(tmp_path):
+    from training.config import load_config
+    from training.dtpr import run
+
+    for changes, message in (({"optim.warmup_steps": 10, "optim.warmup_epochs": 1}, "not both"),
+                             ({"optim.min_lr_factor": 1.5}, "min_lr_factor must be in")):
+        with pytest.raises(ValueError, match=message):
+            run(load_config(overrides=tiny_config(tmp_path / "bad", **changes)))
+    assert not (tmp_path / "bad" / "checkpoint.pt").exists()

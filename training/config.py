@@ -49,7 +49,10 @@ DEFAULTS: dict[str, Any] = {
                                          # step: lr x 0.1 at each of ``milestones`` (fractions of the run)
               "poly_power": 0.9,
               "milestones": [0.78, 0.93],  # RP R-CNN's CIHP schedule: 105k and 125k of 135k iterations
-              "warmup_steps": 0},        # linear warm-up from lr / 3 over the first steps (detection recipes)
+              "warmup_steps": 0,         # linear warm-up from lr / 3 over the first steps (detection recipes)
+              "warmup_epochs": 0,        # the same in epochs (SCHP: 10), whatever the processes' steps per epoch
+              "warmup_start": None,      # the warm-up's first factor; None: 1/3 (SCHP: 0.01)
+              "min_lr_factor": 0.0},     # where the schedules and self-correction's cycles end (SCHP: 0.01)
     "stage1": {
         "epochs": 70,
         "schedule_epochs": None,   # cosine length; None: epochs (more: stop early on a longer schedule)

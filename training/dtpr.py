@@ -128,14 +128,18 @@ def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, schedule: str = "cosine",
                    poly_power: float = 0.9, cycle_steps: int = 0, cycle_factor: float = 0.5,
-                   milestones: Sequence[float] = (), warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-iteration learning-rate factor over one stage: cosine annealing to 0 (DTPR's CosineAnnealing),
+                   milestones: Sequence[float] = (), warmup_steps: int = 0, warmup_start: float | None = None,
+                   min_lr_factor: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-iteration learning-rate factor over one stage: cosine annealing (DTPR's CosineAnnealing),
     poly, (1 - step / total_steps) ** poly_power (C-DLinkNet's), or step, x 0.1 at each milestone (fractions of
-    ``total_steps``; RP R-CNN's), over ``total_steps``; ``warmup_steps``: a linear ramp from 1/3 first. After
-    them, with ``cycle_steps``, self-correction's cyclical schedule: a cosine from ``cycle_factor`` to 0 every
-    cycle."""
+    ``total_steps``; RP R-CNN's), over ``total_steps``, from 1 down to ``min_lr_factor`` (SCHP: 0.01);
+    ``warmup_steps``: first a linear ramp from ``warmup_start`` (default 1/3) that multiplies the schedule.
+    After them, with ``cycle_steps``, self-correction's cyclical schedule: a cosine from ``cycle_factor`` to
+    ``min_lr_factor`` every cycle (SCHP's)."""
     check_choice("optim.schedule", schedule, SCHEDULES)
     steps = max(1, total_steps)
+    start, rise = (1 / 3, 2 / 3) if warmup_start is None else (warmup_start, 1 - warmup_start)
+    floor = min_lr_factor
 
     def main(step: int) -> float:
         if schedule == "poly":
@@ -146,10 +150,10 @@ def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, schedule:
 
     def factor(step: int) -> float:
         if not cycle_steps or step < steps:
-            ramp = 1.0 if step >= warmup_steps else 1 / 3 + (2 / 3) * step / warmup_steps
-            return ramp * main(step)
+            ramp = 1.0 if step >= warmup_steps else start + rise * step / warmup_steps
+            return ramp * (floor + (1 - floor) * main(step))
         within = (step - steps) % cycle_steps
-        return cycle_factor * 0.5 * (1.0 + math.cos(math.pi * within / cycle_steps))
+        return floor + (cycle_factor - floor) * 0.5 * (1.0 + math.cos(math.pi * within / cycle_steps))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -170,7 +174,13 @@ def check_losses(config: dict) -> None:
         raise ValueError(f"stage2.loss '{stage2['loss']}' needs stage2.sampling: none (PRA/PRN sample for CE)")
     check_choice("stage2.reduction", stage2["reduction"], REDUCTIONS)
     check_choice("stage2.prn_counts", stage2["prn_counts"], PRN_COUNTS)
-    check_choice("optim.schedule", config["optim"]["schedule"], SCHEDULES)
+    optim = config["optim"]
+    check_choice("optim.schedule", optim["schedule"], SCHEDULES)
+    if optim["warmup_steps"] and optim["warmup_epochs"]:
+        raise ValueError("optim: set warmup_steps or warmup_epochs, not both")
+    if not 0 <= optim["min_lr_factor"] < 1 or not 0 <= (optim["warmup_start"] or 0) <= 1:
+        raise ValueError(f"optim: min_lr_factor must be in [0, 1) and warmup_start in [0, 1], not "
+                         f"{optim['min_lr_factor']} and {optim['warmup_start']}")
     check_choice("input.eval_labels", config["input"]["eval_labels"], EVAL_LABELS)
     cycle_plan(config)
 
@@ -237,8 +247,10 @@ def make_stage(model: torch.nn.Module, stage: int, config: dict, steps_per_epoch
         params = base.freeze_for_stage2(None if stage2["trains"] == "auto" else stage2["trains"])
         epochs, lr = stage2["epochs"], stage_lr(config, 2)
     optimizer = make_optimizer(params, lr, optim["momentum"], optim["weight_decay"])
+    warmup_steps = optim["warmup_steps"] or round(optim["warmup_epochs"] * steps_per_epoch)
     scheduler = make_scheduler(optimizer, epochs * steps_per_epoch, optim["schedule"], optim["poly_power"],
-                               cycle_steps, cycle_lr_factor(config), optim["milestones"], optim["warmup_steps"])
+                               cycle_steps, cycle_lr_factor(config), optim["milestones"], warmup_steps,
+                               optim["warmup_start"], optim["min_lr_factor"])
     return StageState(stage, optimizer, scheduler, make_stage_loss(config, stage, cpa, counts))
 
 
