@@ -109,3 +109,32 @@ def test_schps_resnet101_network_exports_to_onnx(tmp_path):
     """The network imported files run (SCHP's stem, dilated layer4) through the zoo's ONNX check, not only the
     MobileNetV2 variant that test_models.py uses."""
     model_tester.check_onnx_export("ce2p", {"num_classes": 20, "encoder": "resnet101_schp"}, tmp_path)
+
+
+def test_ce2p_trains_from_schps_imagenet_resnet101_file(tmp_path):
+    """``encoder_weights`` = the path of SCHP's resnet101-imagenet.pth (its keys: the three-convolution stem,
+    layer1..4, fc): every encoder tensor comes from the file, the first convolution reversed to RGB. Files of
+    another network, torchvision's "imagenet" and unreadable files are refused naming what is wrong."""
+    import torchvision
+
+    from human_parsing_ros.models.ce2p.encoder import SCHPResNet
+
+    torch.manual_seed(4)
+    state = {k: v for k, v in SCHPResNet().state_dict().items() if not k.endswith("num_batches_tracked")}
+    state.update({"fc.weight": torch.randn(1000, 2048), "fc.bias": torch.randn(1000)})
+    path = tmp_path / "resnet101-imagenet.pth"
+    torch.save(state, path)
+    model = build_model("ce2p", num_classes=20, encoder="resnet101_schp", encoder_weights=str(path))
+    encoder = model.encoder.state_dict()
+    assert torch.equal(encoder["conv1.weight"], state["conv1.weight"].flip(1))
+    assert all(torch.equal(encoder[k], v) for k, v in state.items() if k != "conv1.weight" and not k.startswith("fc"))
+
+    torchvision_file = tmp_path / "torchvision.pth"
+    torch.save(torchvision.models.resnet101().state_dict(), torchvision_file)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"no")
+    for weights, message in ((torchvision_file, "not SCHP's ResNet-101"), (garbage, "not a readable"),
+                             ("imagenet", "no torchvision weights")):
+        with pytest.raises(ValueError, match=message) as error:
+            build_model("ce2p", num_classes=20, encoder="resnet101_schp", encoder_weights=str(weights))
+        assert len(str(error.value).splitlines()) == 1

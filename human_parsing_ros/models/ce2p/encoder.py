@@ -1,13 +1,18 @@
 """The ResNet-101 that SCHP trains: a three-convolution stem (64, 64, 128 channels) and layer4 dilated by 2.
 
 Module names follow SCHP's (``conv1``..``bn3``, ``layer1``..``layer4``), so its checkpoints import by
-prefix. Its ImageNet initialisation is SCHP's own file, not torchvision's: ``weights`` must be None.
+prefix. Its ImageNet initialisation is SCHP's own file (``resnet101-imagenet.pth``, the path in ``weights``),
+not torchvision's.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck
+
+from ...errors import one_line
 
 
 class SCHPResNet(nn.Module):
@@ -17,9 +22,6 @@ class SCHPResNet(nn.Module):
 
     def __init__(self, layers: tuple[int, int, int, int] = (3, 4, 23, 3), weights: str | None = None) -> None:
         super().__init__()
-        if weights is not None:
-            raise ValueError("encoder 'resnet101_schp' has no torchvision weights: start from an imported SCHP "
-                             "checkpoint (human_parsing_import_schp) or from scratch (encoder_weights: null)")
         self.conv1, self.bn1 = nn.Conv2d(3, 64, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(64)
         self.conv2, self.bn2 = nn.Conv2d(64, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64)
         self.conv3, self.bn3 = nn.Conv2d(64, 128, 3, padding=1, bias=False), nn.BatchNorm2d(128)
@@ -30,6 +32,8 @@ class SCHPResNet(nn.Module):
         for index, (count, width, stride, dilation) in enumerate(zip(layers, widths, strides, dilations), start=1):
             setattr(self, f"layer{index}", _layer(in_channels, width, count, stride, dilation))
             in_channels = width * Bottleneck.expansion
+        if weights is not None:
+            self.load_state_dict(schp_imagenet_state(weights, self.state_dict()))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.relu(self.bn1(self.conv1(x)))
@@ -40,6 +44,38 @@ class SCHPResNet(nn.Module):
             x = layer(x)
             features.append(x)
         return features
+
+
+def schp_imagenet_state(path: str | os.PathLike, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of SCHP's ImageNet ResNet-101 file ``path`` for a ``SCHPResNet`` whose state is ``expected``:
+    its classifier (``fc.*``) dropped, and the first convolution's input channels reversed because SCHP feeds
+    the file BGR and this project feeds RGB (the same numbers as SCHP's training, whichever order the file
+    learnt ImageNet in). Loaded with ``weights_only=True``; ValueError naming the file for anything else."""
+    if str(path) == "imagenet":
+        raise ValueError("encoder 'resnet101_schp' has no torchvision weights: set encoder_weights to the path of "
+                         "SCHP's resnet101-imagenet.pth, start from an imported SCHP checkpoint "
+                         "(human_parsing_import_schp, model.init) or from scratch (encoder_weights: null)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # missing, truncated, pickled code: one line naming the file
+        raise ValueError(f"{path}: not a readable ImageNet ResNet-101 file ({one_line(error)})") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: holds no state_dict of tensors")
+    state = {key.removeprefix("module."): value for key, value in state.items() if not key.startswith(("fc.",
+                                                                                                      "module.fc."))}
+    for key, value in expected.items():  # files saved before BatchNorm counted its batches
+        if key.endswith("num_batches_tracked"):
+            state.setdefault(key, torch.zeros_like(value))
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{path}: not SCHP's ResNet-101 (three-convolution stem): tensors missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
+    for key, value in state.items():
+        if value.shape != expected[key].shape:
+            raise ValueError(f"{path}: tensor {key} has shape {list(value.shape)}, expected "
+                             f"{list(expected[key].shape)}")
+    return {**state, "conv1.weight": state["conv1.weight"].flip(1)}
 
 
 def _layer(in_channels: int, width: int, count: int, stride: int, dilation: int) -> nn.Sequential:
