@@ -692,3 +692,23 @@ def test_schedule_options_are_checked_before_training(tmp_path):
         with pytest.raises(ValueError, match=message):
             run(load_config(overrides=tiny_config(tmp_path / "bad", **changes)))
     assert not (tmp_path / "bad" / "checkpoint.pt").exists()
+
+
+def test_ce2p_self_correction_cycles_train_under_fp16_with_loss_scaling(tmp_path):
+    """fp16 autocast and the gradient scaler through a cycle (CPU autocast here; the same code path on a GPU):
+    the losses stay finite, the scaler's state is checkpointed, and the shipped model is the aggregated one."""
+    from training.config import load_config
+    from training.dtpr import run
+
+    config = tiny_config(tmp_path / "fp16", **{"stage1.epochs": 1, "stage1.loss": "ce_lovasz", "stage2.epochs": 0})
+    config["model"] = {"architecture": "ce2p", "args": {"encoder": "mobilenet_v2", "encoder_weights": None}}
+    config["self_correction"] = {"cycles": 1, "cycle_epochs": 1}
+    config.update(amp="fp16")
+    config["log"]["tensorboard"] = False
+    result = run(load_config(overrides=config))
+    assert [h["aggregated_models"] for h in result["history"]] == [1, 2]
+    assert all(math.isfinite(h["loss"]) for h in result["history"])
+    last = torch.load(tmp_path / "fp16" / "checkpoint.pt", weights_only=True)
+    assert last["scaler"]["scale"] > 0
+    shipped = _safetensors_contents(tmp_path / "fp16" / "model.safetensors")["tensors"]
+    assert all(torch.equal(shipped[k], last["aggregated"][k]) for k in shipped)
