@@ -4,10 +4,10 @@ After stage 1's main schedule (``stage1.epochs``), ``self_correction.cycles`` cy
 ``cycle_epochs`` each keep training the whole network with a cyclical learning rate (a cosine
 from ``self_correction.lr``, default half the peak, to ``optim.min_lr_factor`` x the peak, default 0,
 in every cycle). At the end of the main schedule the aggregated model starts as a copy of the
-network (w_0); at the end of cycle m it becomes m/(m+1) w_{m-1} + 1/(m+1) w, and its BatchNorm statistics are re-estimated over that
-epoch's training batches. During cycle m every parsing output learns from soft targets, m/(m+1) x the
-aggregated model's prediction + 1/(m+1) x the one-hot labels (KL term), and an edge output (CE2P) from
-the edges refined alike, as SCHP refines its labels.
+network (w_0); at the end of cycle m it becomes m/(m+1) w_{m-1} + 1/(m+1) w, and its BatchNorm
+statistics are re-estimated over that epoch's training batches. During cycle m every parsing output
+learns from soft targets, m/(m+1) x the aggregated model's prediction + 1/(m+1) x the one-hot labels
+(KL term), and an edge output (CE2P) from the edges refined alike, as SCHP refines its labels.
 After the last cycle the network *is* the aggregated model (SCHP ships it): the export, and DTPR's
 stage 2 if the recipe has one, start from it (stage 2 then retrains the decoder on the aggregated
 encoder, which is the better feature extractor of the cycles).
