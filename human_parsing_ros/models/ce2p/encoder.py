@@ -62,8 +62,8 @@ def schp_imagenet_state(path: str | os.PathLike, expected: dict[str, torch.Tenso
     state = state.get("state_dict", state) if isinstance(state, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: holds no state_dict of tensors")
-    state = {key.removeprefix("module."): value for key, value in state.items() if not key.startswith(("fc.",
-                                                                                                      "module.fc."))}
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    state = {key: value for key, value in state.items() if not key.startswith("fc.")}  # the ImageNet classifier
     for key, value in expected.items():  # files saved before BatchNorm counted its batches
         if key.endswith("num_batches_tracked"):
             state.setdefault(key, torch.zeros_like(value))
