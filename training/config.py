@@ -50,7 +50,8 @@ DEFAULTS: dict[str, Any] = {
               "poly_power": 0.9,
               "milestones": [0.78, 0.93],  # RP R-CNN's CIHP schedule: 105k and 125k of 135k iterations
               "warmup_steps": 0,         # linear warm-up from lr / 3 over the first steps (detection recipes)
-              "warmup_epochs": 0,        # the same in epochs (SCHP: 10), whatever the processes' steps per epoch
+              "warmup_epochs": 0,        # the same in epochs (SCHP: 10), whatever the processes' steps per epoch;
+                                         # either warm-up applies to each stage's schedule (stage 2 too)
               "warmup_start": None,      # the warm-up's first factor; None: 1/3 (SCHP: 0.01)
               "min_lr_factor": 0.0},     # where the schedules and self-correction's cycles end (SCHP: 0.01)
     "stage1": {
