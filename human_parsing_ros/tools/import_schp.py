@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from ..class_sets import get_class_set
-from ..errors import one_line
 from ..models import build_model
+from ..models.ce2p.state import match_state, read_state
 from ..weights import WeightsInfo, save_weights
 
 # SCHP dataset name -> (our class set, the input size SCHP evaluates at: height, width)
@@ -49,14 +49,7 @@ def ce2p_key(schp_key: str) -> str | None:
 
 def read_schp_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of an SCHP checkpoint, ``module.`` stripped; SchpImportError naming the file otherwise."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, not a zip, pickled code: one line naming the file
-        raise SchpImportError(f"{path}: not a readable checkpoint ({one_line(error)})") from None
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise SchpImportError(f"{path}: holds no state_dict of tensors")
-    return {key.removeprefix("module."): value for key, value in state.items()}
+    return read_state(path, "checkpoint", SchpImportError)
 
 
 def convert_schp_state(state: dict[str, torch.Tensor], path: str | os.PathLike = "<state>") -> dict[str, torch.Tensor]:
@@ -90,18 +83,7 @@ def import_schp(source: str | os.PathLike, output: str | os.PathLike, dataset: s
                               f"{class_set.num_classes}: wrong --dataset?")
     converted = convert_schp_state(state, source)
     model = build_model("ce2p", num_classes=class_set.num_classes, encoder="resnet101_schp")
-    expected = model.state_dict()
-    for key, value in expected.items():  # SCHP's in-place ABN keeps no batch counter
-        if key.endswith("num_batches_tracked") and key not in converted:
-            converted[key] = torch.zeros_like(value)
-    missing, unexpected = sorted(set(expected) - set(converted)), sorted(set(converted) - set(expected))
-    if missing or unexpected:
-        raise SchpImportError(f"{source}: tensors missing {missing[:3]} or unexpected {unexpected[:3]}")
-    for key, value in converted.items():
-        if value.shape != expected[key].shape:
-            raise SchpImportError(f"{source}: tensor {key} has shape {list(value.shape)}, "
-                                  f"CE2P expects {list(expected[key].shape)}")
-    model.load_state_dict(converted)
+    model.load_state_dict(match_state(source, converted, model.state_dict(), "SCHP's CE2P network", SchpImportError))
     recipe = {"untrained": False, "source": "SCHP (Self-Correction for Human Parsing)", "dataset": dataset,
               "imported_from": Path(source).name, "stages": [], "sampling": "none"}
     info = WeightsInfo.for_class_set("ce2p", {"num_classes": class_set.num_classes, "encoder": "resnet101_schp"},

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
-from ...errors import one_line
+from .state import match_state, read_state
 
 
 class SCHPResNet(nn.Module):
@@ -55,26 +55,9 @@ def schp_imagenet_state(path: str | os.PathLike, expected: dict[str, torch.Tenso
         raise ValueError("encoder 'resnet101_schp' has no torchvision weights: set encoder_weights to the path of "
                          "SCHP's resnet101-imagenet.pth, start from an imported SCHP checkpoint "
                          "(human_parsing_import_schp, model.init) or from scratch (encoder_weights: null)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # missing, truncated, pickled code: one line naming the file
-        raise ValueError(f"{path}: not a readable ImageNet ResNet-101 file ({one_line(error)})") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: holds no state_dict of tensors")
-    state = {key.removeprefix("module."): value for key, value in state.items()}
+    state = read_state(path, "ImageNet ResNet-101 file")
     state = {key: value for key, value in state.items() if not key.startswith("fc.")}  # the ImageNet classifier
-    for key, value in expected.items():  # files saved before BatchNorm counted its batches
-        if key.endswith("num_batches_tracked"):
-            state.setdefault(key, torch.zeros_like(value))
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ValueError(f"{path}: not SCHP's ResNet-101 (three-convolution stem): tensors missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}")
-    for key, value in state.items():
-        if value.shape != expected[key].shape:
-            raise ValueError(f"{path}: tensor {key} has shape {list(value.shape)}, expected "
-                             f"{list(expected[key].shape)}")
+    state = match_state(path, state, expected, "SCHP's ResNet-101 (three-convolution stem)")
     return {**state, "conv1.weight": state["conv1.weight"].flip(1)}
 
 
