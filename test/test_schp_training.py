@@ -132,9 +132,11 @@ def test_consistency_between_parsing_implied_and_predicted_edges():
     assert float(schp.consistency_loss(parsing, edge, labels)) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_parsing_edge_probability_equals_the_plain_eight_neighbour_comparison():
+@pytest.mark.parametrize("reached", [1.0, 0.1])
+def test_parsing_edge_probability_equals_the_plain_eight_neighbour_comparison(reached):
     """Random distributions, odd sizes: value and gradient equal comparing every pixel with its 8 neighbours
-    (replicate padding) and taking the largest distance."""
+    (replicate padding) and taking the largest distance, whether the loss reaches every pixel or, as the
+    consistency loss, a few (the backward visits only the neighbour pairs a non-zero gradient reaches)."""
     generator = torch.Generator().manual_seed(5)
     logits = torch.randn(2, 4, 5, 7, generator=generator, dtype=torch.float64)
     fast_input, plain_input = logits.clone().requires_grad_(), logits.clone().requires_grad_()
@@ -145,6 +147,7 @@ def test_parsing_edge_probability_equals_the_plain_eight_neighbour_comparison():
                                for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]).amax(0)
     torch.testing.assert_close(fast, plain, rtol=0, atol=1e-12)
     weights = torch.randn(fast.shape, generator=generator, dtype=torch.float64)
+    weights *= torch.rand(fast.shape, generator=generator, dtype=torch.float64) < reached
     (fast * weights).sum().backward()
     (plain * weights).sum().backward()
     torch.testing.assert_close(fast_input.grad, plain_input.grad, rtol=0, atol=1e-12)
