@@ -668,6 +668,34 @@ def test_ce2p_resumes_mid_cycle_bit_exactly_and_stage2_starts_from_the_aggregate
     assert_same_outputs(whole, resumed)
 
 
+def test_a_resumed_run_no_longer_needs_its_imagenet_file(tmp_path):
+    """A run that started from an ImageNet encoder file (SCHP's ResNet-101 layout here) resumes after the file
+    is gone, to the same outputs: the checkpoint replaces every tensor, so the network is built without it."""
+    from human_parsing_ros.models.ce2p.encoder import SCHPResNet
+    from training.config import load_config
+    from training.dtpr import run
+
+    torch.manual_seed(4)
+    imagenet = tmp_path / "resnet101-imagenet.pth"
+    torch.save({k: v for k, v in SCHPResNet().state_dict().items() if not k.endswith("num_batches_tracked")},
+               imagenet)
+    config = tiny_config(tmp_path / "whole", **{"stage1.epochs": 2, "stage2.epochs": 0})
+    config["model"] = {"architecture": "ce2p",
+                       "args": {"encoder": "resnet101_schp", "encoder_weights": str(imagenet)}}
+    config["keep_checkpoints"] = [1]
+    config["log"]["tensorboard"] = False
+    run(load_config(overrides=config))
+    whole = tmp_path / "whole"
+    imagenet.unlink()
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copyfile(whole / "checkpoint_epoch01.pt", resumed / "checkpoint.pt")
+    shutil.copyfile(whole / "checkpoint_epoch01.pt", resumed / "checkpoint_epoch01.pt")
+    config["output_dir"] = str(resumed)
+    run(load_config(overrides=config), resume=True)
+    assert_same_outputs(whole, resumed)
+
+
 def test_schps_schedule_warm_up_floor_and_cycles():
     """SCHP's: a warm-up from 1/100 (it multiplies the cosine), the cosine down to 1/100, then cycles from one
     half down to 1/100. Without the new options the schedule is the one above, unchanged."""

@@ -91,9 +91,11 @@ def without_download(args: dict[str, Any]) -> dict[str, Any]:
     return {**args, "encoder_weights": None} if "encoder_weights" in args else dict(args)
 
 
-def start_weights_args(config: dict) -> dict[str, Any]:
-    """The run's model.args, without an ImageNet download when ``model.init`` replaces every tensor anyway."""
-    return without_download(config["model"]["args"]) if config["model"]["init"] else dict(config["model"]["args"])
+def start_weights_args(config: dict, resuming: bool) -> dict[str, Any]:
+    """The run's model.args, without ImageNet encoder weights when a checkpoint (``resuming``) or
+    ``model.init`` replaces every tensor anyway: a resumed run needs neither the network nor the file."""
+    args = config["model"]["args"]
+    return without_download(args) if resuming or config["model"]["init"] else dict(args)
 
 
 def start_description(config: dict, start_epoch: int) -> str:
@@ -394,11 +396,12 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
     steps_per_epoch = len(make_train_loader(train_set, optim["batch_size"], optim["workers"], config["seed"], 0,
                                             dist_info))
 
-    torch.manual_seed(config["seed"])
-    model = make_model(config["model"]["architecture"], start_weights_args(config), num_classes)
-    model = model.to(device).to(memory_format=torch.channels_last)
     checkpoint_path = out / "checkpoint.pt"
     checkpoint = load_checkpoint(checkpoint_path) if resume and checkpoint_path.exists() else None
+    torch.manual_seed(config["seed"])
+    model = make_model(config["model"]["architecture"], start_weights_args(config, checkpoint is not None),
+                       num_classes)
+    model = model.to(device).to(memory_format=torch.channels_last)
     if not checkpoint and config["model"]["init"]:
         init_from_weights(model, config["model"]["init"], config["model"]["architecture"], config["model"]["args"],
                           class_set)

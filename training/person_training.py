@@ -120,15 +120,16 @@ def run_persons(config: dict, resume: bool = False, overwrite: bool = False) -> 
     train_set, val_set = make_person_datasets(config, class_set)
     steps_per_epoch = len(make_train_loader(train_set, optim["batch_size"], optim["workers"], config["seed"], 0,
                                             dist_info, collate_instances))
+    checkpoint_path = out / "checkpoint.pt"
+    checkpoint = load_checkpoint(checkpoint_path) if resume and checkpoint_path.exists() else None
     torch.manual_seed(config["seed"])
-    model = make_model(config["model"]["architecture"], start_weights_args(config), class_set.num_classes).to(device)
+    model = make_model(config["model"]["architecture"], start_weights_args(config, checkpoint is not None),
+                       class_set.num_classes).to(device)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], optim["lr"], optim["momentum"],
                                optim["weight_decay"])
     scheduler = make_scheduler(optimizer, epochs * steps_per_epoch, optim["schedule"], optim["poly_power"],
                                milestones=optim["milestones"], warmup_steps=optim["warmup_steps"])
     scaler = torch.amp.GradScaler(device.type, enabled=config["amp"] == "fp16")
-    checkpoint_path = out / "checkpoint.pt"
-    checkpoint = load_checkpoint(checkpoint_path) if resume and checkpoint_path.exists() else None
     history: list[dict] = checkpoint["history"] if checkpoint else []
     start_epoch = checkpoint["epoch"] if checkpoint else 0
     if checkpoint:
