@@ -1,6 +1,8 @@
 """Class-set mappings (to the HRI set): total by construction, applied on load, in training and in evaluation."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -129,7 +131,11 @@ def test_datasets_mapped_to_one_class_set_train_together(tmp_path):
     # the weights file says what it trained on; training on the validation split itself is flagged
     assert recipe_summary(config, {})["splits"] == {"train": "all", "val": "all", "extra": ["lip:train"]}
     assert not validation_is_trained_on(config)
-    with_val = load_config(overrides={"dataset": {**config["dataset"], "extra": [{"name": "ccp", "root": "r",
-                                                                                    "split": "all"}]}})
-    assert validation_is_trained_on(with_val)
+    def with_extra(root: Path) -> dict:
+        extra = [{"name": "ccp", "root": str(root), "split": "all"}]
+        return load_config(overrides={"dataset": {**config["dataset"], "extra": extra}})
+
+    assert validation_is_trained_on(with_extra(Path(config["dataset"]["root"]) / "." / ".."
+                                               / Path(config["dataset"]["root"]).name))
+    assert not validation_is_trained_on(with_extra(tmp_path))  # another copy of the dataset: not its val split
     assert "extra" not in recipe_summary(load_config(), {})["splits"]

@@ -106,10 +106,11 @@ def start_description(config: dict, start_epoch: int) -> str:
 
 
 def validation_is_trained_on(config: dict) -> bool:
-    """True when a ``dataset.extra`` entry is the validation split itself (a final model on train + val)."""
+    """True when a ``dataset.extra`` entry is the validation split itself, the same dataset at the same root
+    (a final model on train + val)."""
     data = config["dataset"]
     return any(spec["name"] == data["name"] and spec.get("split", "train") == data["val_split"]
-               for spec in data["extra"])
+               and Path(spec["root"]).resolve() == Path(data["root"]).resolve() for spec in data["extra"])
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, momentum: float,
