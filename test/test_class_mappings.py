@@ -99,8 +99,8 @@ def test_datasets_mapped_to_one_class_set_train_together(tmp_path):
 
     from training.config import load_config
     from training.datasets import ConcatParsingDataset, build_dataset, class_statistics
-    from training.dtpr import make_datasets, validation_is_trained_on
-    from training.export import recipe_summary
+    from training.dtpr import make_datasets
+    from training.export import recipe_summary, validation_is_trained_on
 
     lip = np.zeros((12, 8), np.uint8)
     lip[2:5, 2:6] = get_class_set("lip").index("hair")
@@ -135,7 +135,8 @@ def test_datasets_mapped_to_one_class_set_train_together(tmp_path):
         extra = [{"name": "ccp", "root": str(root), "split": "all"}]
         return load_config(overrides={"dataset": {**config["dataset"], "extra": extra}})
 
-    assert validation_is_trained_on(with_extra(Path(config["dataset"]["root"]) / "." / ".."
-                                               / Path(config["dataset"]["root"]).name))
+    same = with_extra(Path(config["dataset"]["root"]) / "." / ".." / Path(config["dataset"]["root"]).name)
+    assert validation_is_trained_on(same)
+    assert recipe_summary(same, {})["splits"]["val_held_out"] is False
     assert not validation_is_trained_on(with_extra(tmp_path))  # another copy of the dataset: not its val split
     assert "extra" not in recipe_summary(load_config(), {})["splits"]

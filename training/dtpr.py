@@ -30,7 +30,7 @@ from training.checkpoint import load_checkpoint, make_checkpoint, save_checkpoin
 from training.datasets import ConcatParsingDataset, ParsingDataset, build_dataset, check_label_ids, class_statistics
 from training.distributed import DistInfo, barrier, setup_distributed, unwrap_ddp, wrap_ddp
 from training.engine import STAGE_LOSSES, NonFiniteError, StageLoss, StageState, evaluate, train_one_epoch
-from training.export import export_weights
+from training.export import export_weights, validation_is_trained_on
 from training.loaders import make_eval_loader, make_train_loader
 from training.losses import REDUCTIONS, class_balanced_weights
 from training.metrics import METRICS, cpa_for_sampling, format_summary, write_class_table
@@ -103,14 +103,6 @@ def start_description(config: dict, start_epoch: int) -> str:
     if start_epoch:
         return f"resuming after epoch {start_epoch}"
     return f"from {config['model']['init']}" if config["model"]["init"] else "from scratch"
-
-
-def validation_is_trained_on(config: dict) -> bool:
-    """True when a ``dataset.extra`` entry is the validation split itself, the same dataset at the same root
-    (a final model on train + val)."""
-    data = config["dataset"]
-    return any(spec["name"] == data["name"] and spec.get("split", "train") == data["val_split"]
-               and Path(spec["root"]).resolve() == Path(data["root"]).resolve() for spec in data["extra"])
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, momentum: float,

@@ -15,12 +15,23 @@ def init_record(config: dict) -> dict[str, str]:
     return {"init": str(config["model"]["init"])} if config["model"]["init"] else {}
 
 
+def validation_is_trained_on(config: dict) -> bool:
+    """True when a ``dataset.extra`` entry is the validation split itself, the same dataset at the same root
+    (a final model on train + val)."""
+    data = config["dataset"]
+    return any(spec["name"] == data["name"] and spec.get("split", "train") == data["val_split"]
+               and Path(spec["root"]).resolve() == Path(data["root"]).resolve() for spec in data["extra"])
+
+
 def training_splits(config: dict) -> dict:
-    """The splits a run trained and validated on; ``extra`` lists the ``dataset.extra`` data as ``name:split``."""
+    """The splits a run trained and validated on; ``extra`` lists the ``dataset.extra`` data as ``name:split``,
+    and ``val_held_out`` is false when one of them is the validation split (its figures are then not held out)."""
     data = config["dataset"]
     splits = {"train": data["train_split"], "val": data["val_split"]}
     if data["extra"]:
         splits["extra"] = [f"{spec['name']}:{spec.get('split', 'train')}" for spec in data["extra"]]
+    if validation_is_trained_on(config):
+        splits["val_held_out"] = False
     return splits
 
 
