@@ -18,7 +18,8 @@ def test_default_weights_are_hri_and_say_how_they_were_made():
     recipe = info.recipe
     assert recipe["dataset"] == "ccp" and "ccp_hri_refine_mobilenetv2" in recipe["selected"]
     # the final file trained on train + validation (the recipe was chosen on validation beforehand)
-    assert recipe["splits"] == {"train": "train", "val": "val", "extra": ["ccp:val"]} and recipe["train_seconds"] > 0
+    assert recipe["splits"] == {"train": "train", "val": "val", "extra": ["ccp:val"], "val_held_out": False}
+    assert recipe["train_seconds"] > 0
     assert recipe["init"] == "runs/ccp_hri_trainval_mobilenetv2/model.safetensors"
     # the refinement: 0.5 CE + 0.5 Lovász, then RIM's stage 2 (PRA + the inter-class margin loss)
     first, second = recipe["stages"]

@@ -20,7 +20,11 @@ def validation_is_trained_on(config: dict) -> bool:
     (a final model on train + val)."""
     data = config["dataset"]
     return any(spec["name"] == data["name"] and spec.get("split", "train") == data["val_split"]
-               and Path(spec["root"]).resolve() == Path(data["root"]).resolve() for spec in data["extra"])
+               and _same_path(spec["root"], data["root"]) for spec in data["extra"])
+
+
+def _same_path(a: str, b: str) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def training_splits(config: dict) -> dict:
