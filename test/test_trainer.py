@@ -637,6 +637,20 @@ def test_self_correction_aggregates_refines_and_resumes_bit_exactly(tmp_path):
     assert_same_outputs(whole, resumed)
 
 
+def resume_from_kept_checkpoint(whole: Path, epoch: int, config: dict, out: Path) -> None:
+    """Resume ``config``'s run in ``out`` from the checkpoint that the finished run ``whole`` kept after
+    ``epoch`` (what a kill after that epoch leaves) and check that every output equals ``whole``'s."""
+    from training.config import load_config
+    from training.dtpr import run
+
+    out.mkdir()
+    kept = whole / f"checkpoint_epoch{epoch:02d}.pt"
+    shutil.copyfile(kept, out / "checkpoint.pt")
+    shutil.copyfile(kept, out / kept.name)
+    run(load_config(overrides={**config, "output_dir": str(out)}), resume=True)
+    assert_same_outputs(whole, out)
+
+
 def test_ce2p_resumes_mid_cycle_bit_exactly_and_stage2_starts_from_the_aggregated_model(tmp_path):
     """CE2P with SCHP's losses: 1 epoch, one cycle of 2 epochs, then DTPR stage 2. Resumed after epoch 2 (in the
     middle of the cycle, with the teacher's refined labels in use) the run ends with the same files; at the end
@@ -659,13 +673,7 @@ def test_ce2p_resumes_mid_cycle_bit_exactly_and_stage2_starts_from_the_aggregate
     assert encoder and all(torch.equal(shipped[k], cycle_end["aggregated"][k]) for k in encoder)
     assert any(not torch.equal(shipped[k], cycle_end["aggregated"][k]) for k in shipped if k.startswith("decoder."))
 
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    shutil.copyfile(whole / "checkpoint_epoch02.pt", resumed / "checkpoint.pt")
-    shutil.copyfile(whole / "checkpoint_epoch02.pt", resumed / "checkpoint_epoch02.pt")
-    config["output_dir"] = str(resumed)
-    run(load_config(overrides=config), resume=True)
-    assert_same_outputs(whole, resumed)
+    resume_from_kept_checkpoint(whole, 2, config, tmp_path / "resumed")
 
 
 def test_a_resumed_run_no_longer_needs_its_imagenet_file(tmp_path):
@@ -687,13 +695,7 @@ def test_a_resumed_run_no_longer_needs_its_imagenet_file(tmp_path):
     run(load_config(overrides=config))
     whole = tmp_path / "whole"
     imagenet.unlink()
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    shutil.copyfile(whole / "checkpoint_epoch01.pt", resumed / "checkpoint.pt")
-    shutil.copyfile(whole / "checkpoint_epoch01.pt", resumed / "checkpoint_epoch01.pt")
-    config["output_dir"] = str(resumed)
-    run(load_config(overrides=config), resume=True)
-    assert_same_outputs(whole, resumed)
+    resume_from_kept_checkpoint(whole, 1, config, tmp_path / "resumed")
 
 
 def test_schps_schedule_warm_up_floor_and_cycles():
