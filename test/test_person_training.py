@@ -59,13 +59,22 @@ def test_train_py_runs_a_multi_person_recipe_and_writes_its_weights(finished):
     assert set(info.recipe["metrics"]["val"]) == {"ap50", "ap_vol", "pcp50", "mean_iou", "person_recall"}
 
 
-def test_a_resumed_multi_person_run_equals_the_uninterrupted_one(finished):
+def test_a_resumed_multi_person_run_equals_the_uninterrupted_one(finished, monkeypatch):
+    """The resumed recipe asks for ImageNet encoder weights that cannot be loaded: the checkpoint replaces every
+    tensor, so the resumed run builds its network without them."""
+    from torchvision.models._api import WeightsEnum
+
+    def unavailable(*args, **kwargs):
+        raise AssertionError("a resumed run loaded ImageNet encoder weights")
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", unavailable)
     out, tmp_path = finished
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     shutil.copyfile(out / "checkpoint_epoch01.pt", resumed / "checkpoint.pt")
-    config = load_config(overrides={**tiny(tmp_path, "resumed")})
-    run_persons(config, resume=True)
+    recipe = tiny(tmp_path, "resumed")
+    recipe["model"]["args"] = {**SMALL, "encoder_weights": "imagenet"}
+    run_persons(load_config(overrides=recipe), resume=True)
     a, b = load_file(out / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((out / "history.json").read_text())[-1]["loss"] == \
