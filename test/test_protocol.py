@@ -143,6 +143,7 @@ def test_gains_are_paired_per_seed_against_the_chosen_reference():
     assert against_decoupled[2:] == ["| dtpr | 0.00 ± 0.00 (n=2) | 0.00 ± 0.00 (n=2) | 0.00 ± 0.00 (n=2) "
                                      "| 0.00 ± 1.41 (n=2) |"]
     assert format_gains(rows, ["dtpr"], ("test",), reference="focal") == []
+    assert format_gains({"baseline": rows["baseline"]}, ["baseline", "dtpr"], ("test",)) == []  # nothing to compare
 
 
 def test_an_own_budget_row_trains_from_scratch_and_references_are_reported_beside(tmp_path):
@@ -155,7 +156,7 @@ def test_an_own_budget_row_trains_from_scratch_and_references_are_reported_besid
     protocol.update({
         "results_dir": str(tmp_path / "sc_results"), "runs_dir": str(tmp_path / "sc_runs"), "seeds": [0],
         "design": "Self-correction against a plain run.", "references": {"tiny": protocol["results_dir"]},
-        "models": {"sc": protocol["models"]["tiny"]}, "ablations": {},
+        "models": {"sc": protocol["models"]["tiny"]}, "ablations": {}, "per_seed": ["baseline", "self_correction"],
         "rows": {"baseline": {},
                  "self_correction": {"own_budget": True, "stage1": {"epochs": 1}, "stage2": {"epochs": 0},
                                      "self_correction": {"cycles": 1, "cycle_epochs": 1}}}})
@@ -176,6 +177,8 @@ def test_an_own_budget_row_trains_from_scratch_and_references_are_reported_besid
     assert f"## tiny (from {tmp_path / 'results'})" in table and "| self_correction |" in table
     reference = table.split("## tiny (from")[1].split("## sc")[0]
     assert "| baseline |" in reference and "(n=1)" in reference and "dtpr" not in reference
+    assert "row - baseline" not in reference  # the reference has no other row: no empty gains table
+    assert "| self_correction | 0 |" in table.split("## sc")[1]  # the per-seed rows the protocol asks for
     # plots only of what exists: no DTPR row, so no IoU-by-frequency figure or link
     assert "sc_head_tail.png" in table and (tmp_path / "sc_results" / "sc_head_tail.png").is_file()
     assert "iou_by_frequency" not in table and not list((tmp_path / "sc_results").glob("*iou_by_frequency*"))

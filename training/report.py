@@ -56,13 +56,12 @@ def format_gains(rows: dict[str, dict[int, dict]], order: list[str], splits: tup
                  reference: str = "baseline") -> list[str]:
     """Each row minus ``reference`` of the same seed: the baseline is the comparison the protocol is
     about; ``decoupled_ce`` separates what a stage-2 method adds from retraining the decoder at all."""
-    if reference not in rows:
+    compared = [row for row in order if row in rows and row not in ("baseline", reference)]
+    if reference not in rows or not compared:
         return []
     header = " | ".join(f"{split} Δ{LABELS[m]}" for split in splits for m in METRICS)
     lines = [f"| row - {reference} (same seed) | {header} |", "|---|" + "---:|" * (len(splits) * len(METRICS))]
-    for row in order:
-        if row in ("baseline", reference) or row not in rows:
-            continue
+    for row in compared:
         cells = [mean_spread(paired_gain(rows[row], rows[reference], split, m)) for split in splits for m in METRICS]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return lines
@@ -127,6 +126,7 @@ def write_report(protocol: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     names = list(get_class_set(protocol["dataset"]).names)
     rows_order, ablations = list(protocol["rows"]), list(protocol.get("ablations", {}))
+    per_seed = list(protocol.get("per_seed", ["baseline", "dtpr"]))
     references = reference_results(protocol)
     results = {**references, **load_results(out)}
     design = protocol.get("design") or (
@@ -141,7 +141,7 @@ def write_report(protocol: dict) -> Path:
         lines += [f"## {model}", "", *format_table(rows, rows_order, ("val", "test")), "",
                   *format_gains(rows, rows_order, ("val", "test")), "",
                   *format_gains(rows, rows_order, ("val", "test"), reference="decoupled_ce"), "",
-                  "Per seed (test):", "", *format_per_seed(rows, ["baseline", "dtpr"], "test"), ""]
+                  "Per seed (test):", "", *format_per_seed(rows, per_seed, "test"), ""]
         if any(r in rows for r in ablations):
             lines += ["Ablations (validation split only; the test split is not used for them):", "",
                       *format_table(rows, ["baseline", *ABLATION_REFERENCES, *ablations], ("val",)), "",
