@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import array
 import copy
+import ctypes
+import functools
 import gc
+import math
 import re
 import sys
 import threading
@@ -24,13 +27,14 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import (
     InvalidParameterTypeException,
     InvalidParameterValueException,
+    ParameterException,
     ParameterUninitializedException,
 )
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.qos_overriding_options import InvalidQosOverridesError, QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
@@ -229,10 +233,22 @@ class HumanParserNode(LifecycleNode):
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         for param in params:
-            reason = check_value(param.name, param.value)
+            reason = check_value(param.name, param.value) or self._refused_now(param.name, param.value)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
+
+    def _refused_now(self, name: str, value: Any) -> str | None:
+        """Why ``value``, valid in itself, cannot be set with the weights loaded and the parser active now."""
+        if name != "flip_tta" or value == self.param("flip_tta"):
+            return None
+        if value and self._loaded is not None and getattr(self._loaded[0], "multi_person", False):
+            return "flip_tta: multi-person weights run without flip TTA"
+        parser = self._parser
+        if parser is not None and parser.compile_mode != "none":
+            return (f"flip_tta: the network is compiled ({parser.compile_mode}) for one batch size; changing it "
+                    "would recompile on the frame path: deactivate, set it, activate")
+        return None
 
     def _after_set_parameters(self, params: list[Parameter]) -> None:
         for param in params:  # a good value replaces a refused start-up one: configure may succeed now
@@ -295,11 +311,15 @@ class HumanParserNode(LifecycleNode):
                 resize_mode=self.param("resize_mode"), flip_tta=self.param("flip_tta"),
                 compile_mode=self.param("compile"), person_threshold=self.param("person_threshold"),
                 max_persons=self.param("max_persons"))
-            self._tracker = PersonTracker()
             self._warmup_ms = self._parser.warmup()
-        except (ValueError, RuntimeError) as err:
-            self._parser = None
+            self._activated_at = time.monotonic()  # what was received or published before counts no more
+            # a bad qos_overrides value in the parameter file fails here
+            self._subscription, qos = self._subscribe()
+        except (ValueError, RuntimeError, ParameterException, InvalidQosOverridesError) as err:
+            self._release_parser()  # the device memory too: a failed activate holds nothing
             return self._fail(f"activate failed: {err}")
+        self._tracker.reset()  # new tracks, but ids keep increasing: an id never names two persons
+        self._error = ""  # an earlier failed activate is over
         if self._parser.precision_note:
             self.get_logger().warning(self._parser.precision_note)
         # Everything alive now (torch, rclpy, the model: ~350k objects) lives as long as the node: move it out
@@ -307,8 +327,6 @@ class HumanParserNode(LifecycleNode):
         # lands in the middle of a frame.
         gc.collect()
         gc.freeze()
-        self._subscription, qos = self._subscribe()
-        self._activated_at = time.monotonic()
         input_type = "CompressedImage" if self.param("input_transport") == "compressed" else "Image"
         self.get_logger().info(
             f"active: {self._parser.describe()}; warm-up {self._warmup_ms:.1f} ms/frame; "
@@ -478,10 +496,15 @@ class HumanParserNode(LifecycleNode):
             self._pubs["persons"].publish(String(data=persons.to_json()))
 
     # ---- health -------------------------------------------------------------------------------
+    def _since_activated(self, meter: RateMeter) -> float | None:
+        """When ``meter`` last ticked, if it has since the last activate (time spent inactive is no silence)."""
+        last = meter.last
+        return last if last is not None and last >= self._activated_at else None
+
     def _warn_if_no_image(self) -> None:
         if self._parser is None:
             return
-        last = self._received.last
+        last = self._since_activated(self._received)
         silent_for = time.monotonic() - (last if last is not None else self._activated_at)
         if silent_for >= self.param("no_image_warning_s"):
             self.get_logger().warning(
@@ -529,7 +552,7 @@ class HumanParserNode(LifecycleNode):
         if self._parser is None:
             return DiagnosticStatus.OK, "inactive"
         now = time.monotonic()
-        last_in, last_out = self._received.last, self._published.last
+        last_in, last_out = self._since_activated(self._received), self._since_activated(self._published)
         stall = self.param("stall_timeout_s")
         if last_in is not None and now - last_in < stall and now - (last_out or self._activated_at) > stall:
             return DiagnosticStatus.ERROR, f"stalled: frames arriving, none published for {stall:.0f} s"
@@ -586,23 +609,73 @@ def command_line_params(argv: list[str], node_name: str = NODE_NAME) -> dict[str
     return values
 
 
+# rcl's YAML value parser (rcl_yaml_param_parser, get_value): these plain scalars are booleans; then a whole
+# C strtol(base 0) number is an integer, a whole strtod number a double, anything else a string.
+_RCL_TRUE = frozenset(("Y", "y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"))
+_RCL_FALSE = frozenset(("N", "n", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"))
+_RCL_SPECIAL_FLOATS = {f"{sign}.{word}": float(f"{sign}{word[:3]}") for sign in ("", "+", "-")
+                       for word in ("inf", "Inf", "INF")} | {word: math.nan for word in (".nan", ".NaN", ".NAN")}
+
+
 def parameter_value(text: str) -> Any:
-    """A ``-p`` value's text as rcl types it: integer, then floating point ("1e-3" too), then true/false,
-    then a YAML list; anything else is a string."""
-    for kind in (int, float):
+    """A ``-p`` value's text typed as rcl types it (so that a value rcl accepted is never called wrong):
+    "yes"/"on"/"True" ... are booleans, "010" is 8 and "0x10" 16 (C's strtol), "1e-3" a double (strtod),
+    a quoted scalar a string, "[...]" a list of such values; anything else is a string."""
+    text = text.strip()
+    if text[:1] in ("'", '"'):
         try:
-            return kind(text)
-        except ValueError:
-            pass
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    if text.strip().startswith("["):
-        try:
-            value = yaml.safe_load(text)
+            quoted = yaml.safe_load(text)
         except yaml.YAMLError:
             return text
-        return value if isinstance(value, list) else text
+        return quoted if isinstance(quoted, str) else text
+    if text.startswith("["):
+        try:
+            items = yaml.load(text, Loader=yaml.BaseLoader)  # every item a string, typed below as rcl does
+        except yaml.YAMLError:
+            return text
+        if isinstance(items, list) and all(isinstance(item, str) for item in items):
+            return [_rcl_scalar(item) for item in items]
+        return text
+    return _rcl_scalar(text)
+
+
+def _rcl_scalar(text: str) -> Any:
+    if text in _RCL_TRUE or text in _RCL_FALSE:
+        return text in _RCL_TRUE
+    if text in _RCL_SPECIAL_FLOATS:
+        return _RCL_SPECIAL_FLOATS[text]
+    for convert in (_c_strtol, _c_strtod):
+        number = convert(text)
+        if number is not None:
+            return number
     return text
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)  # the C library this process (and rcl in it) already uses
+    end = ctypes.POINTER(ctypes.c_void_p)
+    libc.strtol.argtypes, libc.strtol.restype = (ctypes.c_char_p, end, ctypes.c_int), ctypes.c_long
+    libc.strtod.argtypes, libc.strtod.restype = (ctypes.c_char_p, end), ctypes.c_double
+    return libc
+
+
+def _whole_c_number(parse: Callable[..., Any], text: str, *base: int) -> Any:
+    """``parse``'s (strtol, strtod) value of ``text`` if it reads all of it without a range error, else None."""
+    data = ctypes.create_string_buffer(text.encode())
+    end = ctypes.c_void_p()
+    ctypes.set_errno(0)
+    value = parse(data, ctypes.byref(end), *base)
+    read = (end.value or 0) - ctypes.addressof(data)
+    return value if text and read == len(data.value) and ctypes.get_errno() == 0 else None
+
+
+def _c_strtol(text: str) -> int | None:
+    return _whole_c_number(_libc().strtol, text, 0)
+
+
+def _c_strtod(text: str) -> float | None:
+    return _whole_c_number(_libc().strtod, text)
 
 
 def _plain(value: Any) -> Any:

@@ -557,3 +557,92 @@ def test_start_up_values_are_read_as_rcl_reads_them(ros, args, error):
             assert node.param("presence_threshold") == 0.005 and node.param("autostart") is True  # values kept
     finally:
         node.destroy_node()
+
+
+@pytest.mark.parametrize("value, name, expected", [
+    ("no", "autostart", False), ("on", "flip_tta", True), ("Off", "publish_masks", False),  # YAML 1.1 booleans
+    ("010", "max_persons", 8), ("0x10", "max_persons", 16),  # C's strtol, base 0
+    ("'5'", "weights", "5"),  # a quoted scalar is a string (unquoted, 5 would be an integer: refused)
+])
+def test_every_form_rcl_accepts_is_a_valid_start_up_value(ros, value, name, expected):
+    from human_parsing_ros.node import HumanParserNode
+
+    cli = ["--ros-args", "--params-file", str(PARAMS_FILE), "-p", f"{name}:={value}"]
+    node = HumanParserNode(argv=["parser_node", *cli], cli_args=cli)
+    try:
+        assert node.param(name) == expected
+        assert node._error == "", node._error
+    finally:
+        node.destroy_node()
+
+
+# ---- lifecycle transitions in process (the node's own callbacks, real rclpy, no executor) ----------------------
+def in_process_node(weights: Path, ns: str, *args: str):
+    from human_parsing_ros.node import HumanParserNode
+
+    cli = ["--ros-args", "--params-file", str(PARAMS_FILE), "-r", f"__ns:={ns}", "-r", f"image:={ns}/cam",
+           "-p", f"weights:={weights}", "-p", "device:=cpu", "-p", "autostart:=false", *args]
+    return HumanParserNode(argv=["parser_node", *cli], cli_args=cli)
+
+
+def test_a_bad_qos_override_fails_activate_in_one_line_and_holds_nothing(ros, weights):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    node = in_process_node(weights, "/qos_ns", "-p", "qos_overrides./qos_ns/cam.subscription.reliability:=bogus")
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.FAILURE
+        assert "activate failed" in node._error and "bogus" in node._error and "\n" not in node._error
+        assert node._parser is None and node._subscription is None  # the model left the device
+    finally:
+        node.destroy_node()
+
+
+def test_a_failed_activate_releases_the_model_and_a_retry_clears_its_error(ros, weights, monkeypatch):
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from human_parsing_ros.parser import HumanParser
+
+    warmed = []
+    real_warmup = HumanParser.warmup
+
+    def out_of_memory_once(parser, *args, **kwargs):  # a GPU's out-of-memory error: no GPU here
+        warmed.append(parser)
+        if len(warmed) == 1:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real_warmup(parser, *args, **kwargs)
+
+    monkeypatch.setattr(HumanParser, "warmup", out_of_memory_once)
+    node = in_process_node(weights, "/retry_ns")
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.FAILURE
+        assert node._parser is None and warmed[0].model is None  # released, not left on the device
+        assert node._health(0) == (DiagnosticStatus.ERROR, node._error) and "out of memory" in node._error
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        level, message = node._health(0)
+        assert level != DiagnosticStatus.ERROR and node._error == "", message
+    finally:
+        node.destroy_node()
+
+
+def test_time_spent_inactive_is_neither_silence_nor_a_stall(ros, weights):
+    """Frames received and published before a deactivate do not count after the next activate: a frame that
+    arrives then is not reported as a stall because the last output is from before the pause."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    node = in_process_node(weights, "/pause_ns", "-p", "stall_timeout_s:=0.5")
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        node._received.tick()
+        node._published.tick()  # a frame in, its outputs out
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        time.sleep(0.7)  # longer than stall_timeout_s
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        node._received.tick()  # the first frame after the pause, being parsed
+        assert node._health(0)[0] != DiagnosticStatus.ERROR, node._health(0)
+    finally:
+        node.destroy_node()

@@ -102,3 +102,29 @@ def test_persons_and_instances_over_dds(ros, weights, tmp_path):
             late.close()
         client.close()
         node.stop()
+
+
+def test_ids_stay_unique_across_a_pause_and_flip_tta_is_refused(ros, weights):
+    """In process (the node's own lifecycle callbacks): after deactivate and activate the tracks are new but
+    the ids keep increasing, so an id never names two persons; flip TTA, which multi-person weights do not
+    run, is refused when set rather than failing every frame."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from human_parsing_ros.node import HumanParserNode
+
+    cli = ["--ros-args", "--params-file", str(share_file("config", "parser.yaml")), "-r", "__ns:=/pause_persons",
+           "-p", f"weights:={weights}", "-p", "device:=cpu", "-p", "autostart:=false"]
+    node = HumanParserNode(argv=["parser_node", *cli], cli_args=cli)
+    box = (10.0, 10.0, 50.0, 90.0)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        refused = node.set_parameters([Parameter("flip_tta", value=True)])[0]
+        assert not refused.successful and "multi-person" in refused.reason and node.param("flip_tta") is False
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert node._tracker.update([box]) == [1] and node._tracker.update([box]) == [1]
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert node._tracker.update([box]) == [2]  # a new track (who is there now is not known), a new id
+    finally:
+        node.destroy_node()
