@@ -111,7 +111,7 @@ def test_datasets_mapped_to_one_class_set_train_together(tmp_path):
     Image.fromarray(lip).save(tmp_path / "train_segmentations" / "a.png")
     (tmp_path / "train_id.txt").write_text("a\n")
     config = load_config(overrides={"dataset": {
-        "name": "ccp", "root": str(SAMPLES), "train_split": "all", "val_split": "all", "class_set": "hri",
+        "name": "ccp", "root": str(SAMPLES), "train_split": "all", "val_split": "test", "class_set": "hri",
         "extra": [{"name": "lip", "root": str(tmp_path), "split": "train"}]}})
     train_set, _ = make_datasets(config, get_class_set("hri"))
     ccp = build_dataset("ccp", SAMPLES, "all", class_set="hri")
@@ -129,14 +129,17 @@ def test_datasets_mapped_to_one_class_set_train_together(tmp_path):
     with pytest.raises(ValueError, match="needs name and root"):
         make_datasets(bad, get_class_set("hri"))
     # the weights file says what it trained on; training on the validation split itself is flagged
-    assert recipe_summary(config, {})["splits"] == {"train": "all", "val": "all", "extra": ["lip:train"]}
-    assert not validation_is_trained_on(config)
+    assert recipe_summary(config, {})["splits"] == {"train": "all", "val": "test", "extra": ["lip:train"]}
+    assert validation_is_trained_on(config) is None
     def with_extra(root: Path) -> dict:
-        extra = [{"name": "ccp", "root": str(root), "split": "all"}]
+        extra = [{"name": "ccp", "root": str(root), "split": "test"}]
         return load_config(overrides={"dataset": {**config["dataset"], "extra": extra}})
 
     same = with_extra(Path(config["dataset"]["root"]) / "." / ".." / Path(config["dataset"]["root"]).name)
     assert validation_is_trained_on(same)
     assert recipe_summary(same, {})["splits"]["val_held_out"] is False
     assert not validation_is_trained_on(with_extra(tmp_path))  # another copy of the dataset: not its val split
+    for changes in ({"val_split": "all"}, {"options": {"ids": [880, 900]}}):  # the same images on both sides
+        both = load_config(overrides={"dataset": {**config["dataset"], **changes}})
+        assert recipe_summary(both, {})["splits"]["val_held_out"] is False, changes
     assert "extra" not in recipe_summary(load_config(), {})["splits"]

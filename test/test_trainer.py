@@ -468,6 +468,52 @@ def test_stage2_refuses_a_loss_that_pixel_sampling_cannot_use(tmp_path):
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+@pytest.mark.parametrize("changes, message", [
+    ({"stage2.sampling": "PRA"}, "stage2.sampling 'PRA'"),
+    ({"stage2.trains": "decoders"}, "stage2.trains 'decoders'"),
+    ({"stage1.cpa_source": "validation"}, "stage1.cpa_source 'validation'"),
+    ({"stage2.eta": "avg"}, "stage2 eta 'avg'"),
+    ({"stage2.floor": 2.0}, "floor 2.0"),
+    ({"stage1.cpa_epoch": 0}, "stage1.cpa_epoch must be 1 or more"),
+    ({"run.eval_every": 0}, "eval_every must be a whole number"),
+], ids=["sampling", "trains", "cpa_source", "eta", "floor", "cpa_epoch", "eval_every"])
+def test_settings_that_would_fail_after_stage_1_are_refused_before_it(tmp_path, changes, message):
+    """Stage 2's settings are used only after all of stage 1 (70 epochs in the paper's recipes): a typo must
+    stop the run before its first step, naming the key, not days later or (a sampling) never."""
+    from training.config import load_config
+    from training.dtpr import run
+
+    config = tiny_config(tmp_path / "run")
+    for key, value in changes.items():
+        section, name = key.split(".")
+        (config if section == "run" else config[section])[name] = value
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run(load_config(overrides=config))
+    assert not (tmp_path / "run").exists()
+
+
+def test_fp16_resumes_across_the_stage_boundary_and_a_run_may_switch_to_fp16(tmp_path):
+    """The gradient scaler carries over from stage 1 to stage 2 in an uninterrupted run, so a run resumed at that
+    boundary restores it too (same files); a run that did not use fp16 saved no scaler state, and resumed with
+    amp fp16 it starts a fresh scaler instead of failing."""
+    from training.config import load_config
+    from training.dtpr import run
+
+    config = tiny_config(tmp_path / "whole", **{"stage1.epochs": 1})
+    config.update(amp="fp16", keep_checkpoints=[1], log={"tensorboard": False, "progress": False})
+    run(load_config(overrides=config))
+    resume_from_kept_checkpoint(tmp_path / "whole", 1, config, tmp_path / "resumed")
+
+    plain = {**config, "amp": "none", "output_dir": str(tmp_path / "plain")}
+    run(load_config(overrides=plain))
+    switched = tmp_path / "switched"
+    switched.mkdir()
+    shutil.copyfile(tmp_path / "plain" / "checkpoint_epoch01.pt", switched / "checkpoint.pt")
+    result = run(load_config(overrides={**config, "output_dir": str(switched)}), resume=True)
+    assert math.isfinite(result["history"][-1]["loss"])
+    assert torch.load(switched / "checkpoint.pt", weights_only=True)["scaler"]["scale"] > 0
+
+
 def test_the_node_loads_what_the_trainer_wrote(tmp_path):
     pytest.importorskip("rclpy")
     import rclpy

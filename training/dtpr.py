@@ -112,6 +112,9 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, momentum: fl
 
 SCHEDULES = ("cosine", "poly", "step")
 PRN_COUNTS = ("images", "pixels")
+SAMPLINGS = ("pra", "prn", "none")
+STAGE2_TRAINS = ("auto", "decoder", "classifier")
+CPA_SOURCES = ("val", "train")
 EVAL_LABELS = ("original", "resized")
 
 
@@ -169,6 +172,19 @@ def check_losses(config: dict) -> None:
         raise ValueError(f"stage2.loss '{stage2['loss']}' needs stage2.sampling: none (PRA/PRN sample for CE)")
     check_choice("stage2.reduction", stage2["reduction"], REDUCTIONS)
     check_choice("stage2.prn_counts", stage2["prn_counts"], PRN_COUNTS)
+    check_choice("stage2.sampling", stage2["sampling"], SAMPLINGS)
+    check_choice("stage2.trains", stage2["trains"], STAGE2_TRAINS)
+    check_choice("stage1.cpa_source", config["stage1"]["cpa_source"], CPA_SOURCES)
+    if stage2["sampling"] != "none":  # found now, not after all of stage 1
+        try:
+            keep_probabilities(torch.ones(2), stage2["eta"], stage2["floor"])
+        except ValueError as err:
+            raise ValueError(f"stage2 eta {stage2['eta']!r} / floor {stage2['floor']!r}: {err}") from None
+    if stage2["sampling"] == "pra" and stage2["epochs"] and config["stage1"]["cpa_epoch"] < 1:
+        raise ValueError("stage2.sampling pra needs CPA: stage1.cpa_epoch must be 1 or more")
+    if not isinstance(config["eval_every"], int) or config["eval_every"] < 1:
+        raise ValueError(f"eval_every must be a whole number of epochs, 1 or more, not {config['eval_every']!r} "
+                         "(the last epoch is always evaluated)")
     optim = config["optim"]
     check_choice("optim.schedule", optim["schedule"], SCHEDULES)
     if optim["warmup_steps"] and optim["warmup_epochs"]:
@@ -417,11 +433,15 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
     current = make_stage(model, stage, config, steps_per_epoch, cpa, counts) \
         if start_epoch < total_epochs else None
     scaler = torch.amp.GradScaler(device.type, enabled=config["amp"] == "fp16")
-    if checkpoint and current is not None and checkpoint["stage"] == stage:
+    if checkpoint and current is not None:
+        # the scaler and the RNG carry over a stage boundary, as in an uninterrupted run; a run that did not
+        # use fp16 saved an empty scaler state, so one that switches to fp16 starts its scaler afresh
+        if checkpoint["scaler"]:
+            scaler.load_state_dict(checkpoint["scaler"])
+        restore_rng_states(checkpoint["rng"])
+    if checkpoint and current is not None and checkpoint["stage"] == stage:  # else the new stage starts its own
         current.optimizer.load_state_dict(checkpoint["optimizer"])
         current.scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        restore_rng_states(checkpoint["rng"])
         old_lr = apply_lr_change(current, stage_lr(config, stage))
         if old_lr is not None and dist_info.is_main:
             print(f"[dtpr] stage {stage} peak lr {old_lr:g} -> {stage_lr(config, stage):g} from the resumed step on",
@@ -431,9 +451,9 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
               f"{num_classes} classes ({class_set.name}), stage 1 {stage1_epochs} + stage 2 {stage2_epochs} epochs, "
               f"{start_description(config, start_epoch)}, {device}, "
               f"{dist_info.world_size} process(es)", flush=True)
-        if validation_is_trained_on(config):
-            print(f"[dtpr] warning: dataset.extra trains on the validation split '{config['dataset']['val_split']}'"
-                  f" too, so the validation figures of this run are not held out", flush=True)
+        overlap = validation_is_trained_on(config)
+        if overlap:
+            print(f"[dtpr] warning: {overlap}, so the validation figures of this run are not held out", flush=True)
     if dist_info.is_main:
         trim_kept_pixels(out / "kept_pixels.csv", start_epoch)
     writer = _tensorboard(config["log"]["tensorboard"] and dist_info.is_main, out, start_epoch)

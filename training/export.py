@@ -15,12 +15,19 @@ def init_record(config: dict) -> dict[str, str]:
     return {"init": str(config["model"]["init"])} if config["model"]["init"] else {}
 
 
-def validation_is_trained_on(config: dict) -> bool:
-    """True when a ``dataset.extra`` entry is the validation split itself, the same dataset at the same root
-    (a final model on train + val)."""
+def validation_is_trained_on(config: dict) -> str | None:
+    """Why the run also trains on its validation images (its validation figures are then not held out), or
+    None: ``dataset.options.ids`` picks the same images for both, both splits have one name, or a
+    ``dataset.extra`` entry is the validation split itself, the same dataset at the same root."""
     data = config["dataset"]
-    return any(spec["name"] == data["name"] and spec.get("split", "train") == data["val_split"]
-               and _same_path(spec["root"], data["root"]) for spec in data["extra"])
+    if "ids" in data["options"]:
+        return "dataset.options.ids picks the same images for training and validation"
+    if data["train_split"] == data["val_split"]:
+        return f"train_split and val_split are both '{data['val_split']}'"
+    if any(spec["name"] == data["name"] and spec.get("split", "train") == data["val_split"]
+           and _same_path(spec["root"], data["root"]) for spec in data["extra"]):
+        return f"dataset.extra trains on the validation split '{data['val_split']}' too"
+    return None
 
 
 def _same_path(a: str, b: str) -> bool:
@@ -29,7 +36,7 @@ def _same_path(a: str, b: str) -> bool:
 
 def training_splits(config: dict) -> dict:
     """The splits a run trained and validated on; ``extra`` lists the ``dataset.extra`` data as ``name:split``,
-    and ``val_held_out`` is false when one of them is the validation split (its figures are then not held out)."""
+    and ``val_held_out`` is false when the run also trains on its validation images (``validation_is_trained_on``)."""
     data = config["dataset"]
     splits = {"train": data["train_split"], "val": data["val_split"]}
     if data["extra"]:

@@ -55,6 +55,8 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction '{reduction}' is not one of {', '.join(REDUCTIONS)}")
     keep = _valid_mask(target, mask, ignore_index)
+    if weight is not None:  # class weights are made on the CPU from the dataset's counts
+        weight = weight.to(logits.device)
     per_pixel = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
                                 reduction="none")
     if reduction == "sum":

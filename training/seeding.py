@@ -36,5 +36,6 @@ def capture_rng_states() -> dict[str, torch.Tensor | list[torch.Tensor]]:
 def restore_rng_states(states: dict) -> None:
     """Undo ``capture_rng_states`` (the CUDA states only where CUDA is available)."""
     torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    if "cuda" in states and torch.cuda.is_available():  # a machine with fewer GPUs restores those it has
+        for index, state in enumerate(states["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, index)
