@@ -16,6 +16,9 @@ Sections of the JSON:
   trainer      stage-1 and stage-2 step time with bf16 AMP, and data-loader images/s with 16 workers, for
                the default and PSPNet-R50: data-bound when the loader delivers fewer images/s than the steps
                take
+  runs         training/dtpr.py's whole run on this device, tiny, on the bundled CCP photos, for what the
+               test suite trains on a CPU only: class-balanced CE then PRA stage 2 (bf16), and CE2P with
+               SCHP's losses through a self-correction cycle (fp16 loss scaling); each run's losses or error
 A dry run (--dry-run, any device) uses small sizes, few iterations and two networks: it checks that every
 section runs and writes its figures, and is what the test suite runs.
 """
@@ -51,12 +54,12 @@ from human_parsing_ros.weights import WeightsInfo, load_weights
 RESULTS = Path(__file__).resolve().parent / "results" / "gpu"
 FULL = {"sizes": [(640, 480), (1280, 720), (1920, 1200)], "iterations": 30, "photos": 4, "net_input": None,
         "node_frame": (1920, 1200), "node_hz": 30.0, "node_frames": 90, "train_size": 473, "train_batch": 16,
-        "train_iterations": 10, "workers": 16, "peak": (960, 544)}
+        "train_iterations": 10, "workers": 16, "peak": (960, 544), "run_crop": 256}
 # DRY's camera runs at 2 Hz: the node drops frames that arrive while it parses, and at 5 Hz a 2-core CPU busy with
 # other work (CI beside a training run) received 3 of 8 (2 of 8 at 2 Hz under heavier load).
 DRY = {"sizes": [(160, 120)], "iterations": 3, "photos": 1, "net_input": (96, 96), "node_frame": (160, 120),
        "node_hz": 2.0, "node_frames": 8, "train_size": 64, "train_batch": 2, "train_iterations": 2, "workers": 2,
-       "peak": (160, 96)}
+       "peak": (160, 96), "run_crop": 64}
 # (label, architecture, arguments): the default's architecture is listed by its weights file instead.
 ZOO = [("BiSeNetV2", "bisenetv2", {}), ("C-DLinkNet R101", "cdlinknet", {}), ("DANet R50", "danet", {}),
        ("DDRNet-23-slim", "ddrnet", {"variant": "23-slim"}), ("PSPNet R50", "pspnet", {}),
@@ -246,6 +249,41 @@ def measure_trainer(device: torch.device, plan: dict) -> dict[str, Any]:
     return out
 
 
+# (label, config changes): the runs of the "runs" section
+TRAINING_RUNS = (
+    ("class_balanced + PRA, bf16", {"amp": "bf16", "stage1": {"epochs": 1, "loss": "class_balanced"},
+                                    "stage2": {"epochs": 1, "sampling": "pra"}}),
+    ("CE2P + self-correction, fp16", {"amp": "fp16", "stage1": {"epochs": 1, "loss": "ce_lovasz"},
+                                      "stage2": {"epochs": 0}, "self_correction": {"cycles": 1, "cycle_epochs": 1},
+                                      "model": {"architecture": "ce2p",
+                                                "args": {"encoder": "mobilenet_v2", "encoder_weights": None}}}),
+)
+
+
+def check_training_runs(device: torch.device, plan: dict, workdir: Path) -> dict[str, Any]:
+    """Each of ``TRAINING_RUNS`` through the trainer on ``device``: its epochs' losses, or the error it raised."""
+    from training.config import load_config, merge
+    from training.dtpr import run
+
+    base = {"name": "suite", "seed": 0, "device": str(device),
+            "dataset": {"name": "ccp", "root": str(SAMPLES), "train_split": "all", "val_split": "all"},
+            "model": {"architecture": "deeplabv3plus", "args": {"encoder_weights": None}},
+            "input": {"crop_size": [plan["run_crop"]] * 2, "eval_size": [plan["run_crop"], plan["run_crop"] * 3 // 4]},
+            "optim": {"batch_size": 2, "workers": 0, "eval_batch_size": 2},
+            "stage1": {"cpa_epoch": 1, "cpa_source": "train"}, "log": {"tensorboard": False, "progress": False}}
+    out: dict[str, Any] = {}
+    for index, (label, changes) in enumerate(TRAINING_RUNS):
+        config = merge(load_config(overrides={**base, "output_dir": str(workdir / f"run{index}")}), changes)
+        began = time.perf_counter()
+        try:
+            history = run(config)["history"]
+            out[label] = {"losses": [h["loss"] for h in history], "seconds": time.perf_counter() - began}
+        except Exception as error:  # the figure is whether it runs: keep the others going
+            out[label] = {"error": f"{type(error).__name__}: {error}"}
+        print(f"[runs] {label}: {out[label]}", flush=True)
+    return out
+
+
 def _loader_images_per_s(size: int, batch: int, workers: int, batches: int) -> float:
     """The trainer's own dataset and augmentation over the bundled CCP photos, sampled with replacement."""
     from torch.utils.data import DataLoader, RandomSampler
@@ -283,7 +321,8 @@ def run_suite(device: torch.device, dry_run: bool, out_path: Path) -> dict[str, 
     sections = {"correctness": lambda: check_correctness(nets, device, photos),
                 "latency": lambda: measure_latency(nets, device, plan),
                 "node": lambda: measure_node(device, plan, Path(workdir)),
-                "trainer": lambda: measure_trainer(device, plan)}
+                "trainer": lambda: measure_trainer(device, plan),
+                "runs": lambda: check_training_runs(device, plan, Path(workdir))}
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hp_gpu_suite_") as workdir:
         for name, section in sections.items():

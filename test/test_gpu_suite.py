@@ -19,8 +19,9 @@ def test_the_gpu_suite_dry_run_writes_every_section(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["dry_run"] and report["torch"]
-    assert not [name for name in ("correctness", "latency", "node", "trainer") if "error" in report[name]], report
-    assert set(report["section_seconds"]) == {"correctness", "latency", "node", "trainer"}
+    sections = {"correctness", "latency", "node", "trainer", "runs"}
+    assert not [name for name in sections if "error" in report[name]], report
+    assert set(report["section_seconds"]) == sections
     assert set(report["correctness"]) == {"default", "BiSeNetV2"}
     for figures in report["correctness"].values():
         assert figures["agreement"]["fp32"] == 1.0  # the same precision on the same device: identical labels
@@ -43,6 +44,11 @@ def test_the_gpu_suite_dry_run_writes_every_section(tmp_path):
         figures = trainer[label]
         assert figures["stage2_step_ms"] > 0 and figures["stage1_step_ms"] > 0
         assert figures["data_bound"] == (trainer["loader_images_per_s"] < figures["stage1_images_per_s"])
+    runs = report["runs"]
+    assert len(runs) == 2  # class-balanced + PRA (bf16), CE2P + self-correction (fp16)
+    for label, figures in runs.items():  # every run trained its epochs to finite losses on this device
+        assert "error" not in figures, (label, figures)
+        assert len(figures["losses"]) == 2 and all(0 < loss < 100 for loss in figures["losses"]), (label, figures)
 
 
 def test_the_gpu_suite_refuses_cuda_where_there_is_none():
