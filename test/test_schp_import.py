@@ -73,6 +73,26 @@ def test_bgr_to_rgb_is_the_first_convolution_reversed(tmp_path):
     assert torch.equal(model.aux_heads[0].weight, schp["module.decoder.conv4.weight"])
 
 
+def test_batchnorms_compute_what_schps_in_place_abn_computes(tmp_path):
+    """SCHP's in-place ABN scales by |w| + eps, not by w (its CPU and CUDA kernels alike), so a channel trained
+    to a negative weight acts as |w|: every imported BatchNorm computes that, written out here by hand."""
+    source = fake_schp_checkpoint(tmp_path / "schp.pth")  # about half of its BatchNorm weights are negative
+    model, _ = load_weights(import_schp(source, tmp_path / "w.safetensors", "lip"))
+    schp = {k.removeprefix("module."): v for k, v in torch.load(source, weights_only=True)["state_dict"].items()}
+    ours = model.state_dict()
+    batchnorms = [key.removesuffix(".running_mean") for key in schp if key.endswith(".running_mean")]
+    assert len(batchnorms) > 100 and (schp["bn1.weight"] < 0).any()
+    for prefix in batchnorms:
+        assert torch.equal(ours[ce2p_key(f"{prefix}.weight")], schp[f"{prefix}.weight"].abs() + 1e-5), prefix
+        assert torch.equal(ours[ce2p_key(f"{prefix}.bias")], schp[f"{prefix}.bias"]), prefix
+    x = torch.randn(2, 64, 5, 7, generator=torch.Generator().manual_seed(1))
+    weight, bias, mean, var = (schp[f"bn1.{name}"].view(1, -1, 1, 1)
+                               for name in ("weight", "bias", "running_mean", "running_var"))
+    abn = (x - mean) * torch.rsqrt(var + 1e-5) * (weight.abs() + 1e-5) + bias  # SCHP's forward, eval mode
+    with torch.no_grad():
+        torch.testing.assert_close(model.encoder.bn1.eval()(x), abn, rtol=1e-5, atol=1e-6)
+
+
 def test_the_console_script_refuses_bad_files_in_one_line(tmp_path):
     script = [sys.executable, "-m", "human_parsing_ros.tools.import_schp"]
     garbage = tmp_path / "garbage.pth"
@@ -121,13 +141,18 @@ def test_ce2p_trains_from_schps_imagenet_resnet101_file(tmp_path):
 
     torch.manual_seed(4)
     state = {k: v for k, v in SCHPResNet().state_dict().items() if not k.endswith("num_batches_tracked")}
+    batchnorm_weights = {k.replace("running_mean", "weight") for k in state if k.endswith("running_mean")}
+    state.update({k: torch.randn_like(state[k]) for k in batchnorm_weights})  # some negative
     state.update({"fc.weight": torch.randn(1000, 2048), "fc.bias": torch.randn(1000)})
     path = tmp_path / "resnet101-imagenet.pth"
     torch.save(state, path)
     model = build_model("ce2p", num_classes=20, encoder="resnet101_schp", encoder_weights=str(path))
     encoder = model.encoder.state_dict()
     assert torch.equal(encoder["conv1.weight"], state["conv1.weight"].flip(1))
-    assert all(torch.equal(encoder[k], v) for k, v in state.items() if k != "conv1.weight" and not k.startswith("fc"))
+    # SCHP loads the file into in-place ABN, which scales by |w| + eps: the BatchNorms start from that
+    assert all(torch.equal(encoder[k], state[k].abs() + 1e-5) for k in batchnorm_weights)
+    assert all(torch.equal(encoder[k], v) for k, v in state.items()
+               if k != "conv1.weight" and k not in batchnorm_weights and not k.startswith("fc"))
 
     torchvision_file = tmp_path / "torchvision.pth"
     torch.save(torchvision.models.resnet101().state_dict(), torchvision_file)

@@ -6,7 +6,8 @@ SCHP's files hold a dict whose ``state_dict`` keys carry DataParallel's ``module
 are read with ``torch.load(weights_only=True)``: tensors only, no pickled code ever runs. The
 network is the zoo's ``ce2p`` with SCHP's ResNet-101; the result parses exactly as SCHP's own
 network does: SCHP feeds BGR, the node RGB, so the first convolution's input channels are reversed
-and the normalisation is stored in RGB order.
+and the normalisation is stored in RGB order; SCHP's in-place ABN scales by |weight| + eps, so each
+BatchNorm weight is stored that way.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import torch
 
 from ..class_sets import get_class_set
 from ..models import build_model
-from ..models.ce2p.state import match_state, read_state
+from ..models.ce2p.state import abn_as_batchnorm, match_state, read_state
 from ..weights import WeightsInfo, save_weights
 
 # SCHP dataset name -> (our class set, the input size SCHP evaluates at: height, width)
@@ -53,7 +54,8 @@ def read_schp_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def convert_schp_state(state: dict[str, torch.Tensor], path: str | os.PathLike = "<state>") -> dict[str, torch.Tensor]:
-    """SCHP's tensors under ``ce2p``'s names, first convolution turned from BGR to RGB input."""
+    """SCHP's tensors under ``ce2p``'s names, first convolution turned from BGR to RGB input, BatchNorm weights
+    as SCHP's in-place ABN applies them (|w| + eps)."""
     converted = {}
     for key, value in state.items():
         ours = ce2p_key(key)
@@ -65,7 +67,7 @@ def convert_schp_state(state: dict[str, torch.Tensor], path: str | os.PathLike =
         raise SchpImportError(f"{path}: no 4-D tensor conv1.weight (the first convolution): not an SCHP CE2P "
                               "checkpoint")
     converted["encoder.conv1.weight"] = first.flip(1)
-    return converted
+    return abn_as_batchnorm(converted)
 
 
 def import_schp(source: str | os.PathLike, output: str | os.PathLike, dataset: str) -> Path:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
-from .state import match_state, read_state
+from .state import abn_as_batchnorm, match_state, read_state
 
 
 class SCHPResNet(nn.Module):
@@ -48,16 +48,17 @@ class SCHPResNet(nn.Module):
 
 def schp_imagenet_state(path: str | os.PathLike, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The tensors of SCHP's ImageNet ResNet-101 file ``path`` for a ``SCHPResNet`` whose state is ``expected``:
-    its classifier (``fc.*``) dropped, and the first convolution's input channels reversed because SCHP feeds
-    the file BGR and this project feeds RGB (the same numbers as SCHP's training, whichever order the file
-    learnt ImageNet in). Loaded with ``weights_only=True``; ValueError naming the file for anything else."""
+    its classifier (``fc.*``) dropped, the first convolution's input channels reversed because SCHP feeds
+    the file BGR and this project feeds RGB, and the BatchNorm weights as SCHP's in-place ABN applies them
+    (|w| + eps): the network SCHP's training starts from, whichever order the file learnt ImageNet in. Loaded
+    with ``weights_only=True``; ValueError naming the file for anything else."""
     if str(path) == "imagenet":
         raise ValueError("encoder 'resnet101_schp' has no torchvision weights: set encoder_weights to the path of "
                          "SCHP's resnet101-imagenet.pth, start from an imported SCHP checkpoint "
                          "(human_parsing_import_schp, model.init) or from scratch (encoder_weights: null)")
     state = read_state(path, "ImageNet ResNet-101 file")
     state = {key: value for key, value in state.items() if not key.startswith("fc.")}  # the ImageNet classifier
-    state = match_state(path, state, expected, "SCHP's ResNet-101 (three-convolution stem)")
+    state = abn_as_batchnorm(match_state(path, state, expected, "SCHP's ResNet-101 (three-convolution stem)"))
     return {**state, "conv1.weight": state["conv1.weight"].flip(1)}
 
 

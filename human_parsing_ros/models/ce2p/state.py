@@ -7,6 +7,10 @@ import torch
 
 from ...errors import one_line
 
+# Every BatchNorm of SCHP's network is in-place ABN, which scales by |weight| + eps (its eps, 1e-5), not by the
+# stored weight: a channel trained to a negative weight acts as its absolute value.
+ABN_EPS = 1e-5
+
 
 def read_state(path: str | os.PathLike, what: str, error: type[ValueError] = ValueError) -> dict[str, torch.Tensor]:
     """The tensors of ``path`` (a state dict, or a dict holding one under ``state_dict``), ``module.`` stripped,
@@ -35,3 +39,13 @@ def match_state(path: str | os.PathLike, state: dict[str, torch.Tensor], expecte
             raise error(f"{path}: tensor {key} has shape {list(value.shape)}, {what} has "
                         f"{list(expected[key].shape)}")
     return state
+
+
+def abn_as_batchnorm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` (SCHP's names or ours) with every BatchNorm weight w replaced by |w| + ``ABN_EPS``: the weight
+    with which a plain BatchNorm computes what SCHP's in-place ABN computes from w."""
+    out = dict(state)
+    for key in state:
+        if key.endswith("running_mean") and (weight := key.removesuffix("running_mean") + "weight") in out:
+            out[weight] = out[weight].abs() + ABN_EPS
+    return out
