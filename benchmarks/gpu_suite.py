@@ -17,8 +17,9 @@ Sections of the JSON:
                the default and PSPNet-R50: data-bound when the loader delivers fewer images/s than the steps
                take
   runs         training/dtpr.py's whole run on this device, tiny, on the bundled CCP photos, for what the
-               test suite trains on a CPU only: class-balanced CE then PRA stage 2 (bf16), and CE2P with
-               SCHP's losses through a self-correction cycle (fp16 loss scaling); each run's losses or error
+               test suite trains on a CPU only: class-balanced CE then PRA stage 2 (bf16) exported to ONNX, and
+               CE2P with SCHP's losses through a self-correction cycle (fp16 loss scaling); each run's losses
+               or error
 A dry run (--dry-run, any device) uses small sizes, few iterations and two networks: it checks that every
 section runs and writes its figures, and is what the test suite runs.
 """
@@ -251,8 +252,9 @@ def measure_trainer(device: torch.device, plan: dict) -> dict[str, Any]:
 
 # (label, config changes): the runs of the "runs" section
 TRAINING_RUNS = (
-    ("class_balanced + PRA, bf16", {"amp": "bf16", "stage1": {"epochs": 1, "loss": "class_balanced"},
-                                    "stage2": {"epochs": 1, "sampling": "pra"}}),
+    ("class_balanced + PRA, bf16, ONNX", {"amp": "bf16", "stage1": {"epochs": 1, "loss": "class_balanced"},
+                                          "stage2": {"epochs": 1, "sampling": "pra"},
+                                          "export": {"onnx": "model.onnx"}}),
     ("CE2P + self-correction, fp16", {"amp": "fp16", "stage1": {"epochs": 1, "loss": "ce_lovasz"},
                                       "stage2": {"epochs": 0}, "self_correction": {"cycles": 1, "cycle_epochs": 1},
                                       "model": {"architecture": "ce2p",

@@ -42,9 +42,14 @@ class ClassSet:
             object.__setattr__(self, "palette", voc_palette(len(self.names)))
         if self.palette.shape != (len(self.names), 3):
             raise ValueError(f"class set {self.name}: palette does not match {len(self.names)} classes")
+        paired: set[int] = set()
         for left, right in self.flip_pairs:
             if not (0 <= left < len(self.names) and 0 <= right < len(self.names)):
                 raise ValueError(f"class set {self.name}: flip pair ({left}, {right}) out of range")
+            if left == right or left in paired or right in paired:  # else flip_permutation is no permutation
+                raise ValueError(f"class set {self.name}: flip pair ({left}, {right}) pairs a class with itself "
+                                 "or a class already paired")
+            paired.update((left, right))
 
     @property
     def num_classes(self) -> int:

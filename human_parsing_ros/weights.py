@@ -9,6 +9,7 @@ metrics, ...). Loading never unpickles anything.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -75,9 +76,11 @@ class WeightsInfo:
 
     def class_set(self) -> ClassSet:
         """The class set as this file defines it (names, palette and pairs travel with the weights)."""
+        palette = np.asarray(self.palette)
+        if palette.dtype.kind not in "iu" or palette.size and not 0 <= palette.min() <= palette.max() <= 255:
+            raise ValueError("palette values must be whole numbers in 0..255")
         return ClassSet(self.class_set_name, tuple(self.class_names),
-                        tuple(tuple(pair) for pair in self.flip_pairs),
-                        palette=np.asarray(self.palette, dtype=np.uint8))
+                        tuple(tuple(pair) for pair in self.flip_pairs), palette=palette.astype(np.uint8))
 
     @property
     def untrained(self) -> bool:
@@ -114,7 +117,8 @@ class WeightsInfo:
                 tuple(values["input_size"]), tuple(values["mean"]), tuple(values["std"]),
                 dict(values.get("recipe", {})),
             )
-            info.class_set()  # validates palette size and pair ranges
+            info.class_set()  # validates the palette and the flip pairs
+            check_normalisation(info.mean, info.std)
         except KeyError as err:
             raise WeightsError(f"{path}: metadata lacks {err}") from None
         except (TypeError, ValueError) as err:
@@ -123,6 +127,15 @@ class WeightsInfo:
         if reason:
             raise WeightsError(f"{path}: {reason}")
         return info
+
+
+def check_normalisation(mean: tuple, std: tuple) -> None:
+    """ValueError unless ``mean`` and ``std`` are three finite numbers each (RGB), every std above 0."""
+    values = [*mean, *std]
+    if len(mean) != 3 or len(std) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        raise ValueError(f"mean {list(mean)} and std {list(std)} must be three finite numbers each (RGB)")
+    if min(std) <= 0:
+        raise ValueError(f"std {list(std)} must be above 0")
 
 
 def save_weights(path: str | os.PathLike, model: SegmentationModel, info: WeightsInfo) -> Path:

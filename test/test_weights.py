@@ -253,6 +253,23 @@ def test_metadata_input_size_checked_by_the_same_rule(tmp_path, weights_file):
     assert message.endswith(check_input_size([8, 96]))
 
 
+@pytest.mark.parametrize("key, value, words", [
+    ("palette", lambda p: [[300, 0, 0], *p[1:]], ["palette", "0..255"]),
+    ("palette", lambda p: [[-1, 0, 0], *p[1:]], ["palette", "0..255"]),
+    ("std", lambda s: [0, 0, 0], ["std", "above 0"]),
+    ("mean", lambda m: [0.5], ["mean", "three finite numbers"]),
+    ("std", lambda s: [float("nan"), 1, 1], ["three finite numbers"]),
+    ("flip_pairs", lambda f: [[14, 15], [15, 16]], ["flip pair (15, 16)", "already paired"]),
+    ("flip_pairs", lambda f: [[14, 14]], ["flip pair (14, 14)", "itself"]),
+], ids=["palette_300", "palette_negative", "std_zero", "mean_short", "std_nan", "pairs_overlap", "pair_self"])
+def test_metadata_that_would_parse_wrongly_is_refused_in_one_line(tmp_path, weights_file, key, value, words):
+    """Values that would load and then give NaN inputs, every frame failing, or a flip TTA that drops a class."""
+    def edit(metadata):
+        metadata[key] = json.dumps(value(json.loads(metadata[key])))
+
+    _refused(_rewrite(weights_file, tmp_path / f"{key}.safetensors", edit), *words)
+
+
 def test_metadata_missing_key(tmp_path, weights_file):
     path = _rewrite(weights_file, tmp_path / "key.safetensors", lambda m: m.pop("class_names"))
     _refused(path, "class_names")

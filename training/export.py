@@ -88,7 +88,7 @@ def export_onnx(model: SegmentationModel, path: str | Path, input_hw: tuple[int,
     """ONNX with a dynamic batch and image size; outputs full-resolution logits."""
     path = Path(path)
     model = model.eval().float().to(memory_format=torch.contiguous_format)
-    dummy = torch.zeros(1, 3, *input_hw)
+    dummy = torch.zeros(1, 3, *input_hw, device=next(model.parameters()).device)  # a GPU run's model stays there
     torch.onnx.export(model, (dummy,), str(path), input_names=["image"], output_names=["logits"],
                       dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
                                     "logits": {0: "batch", 2: "height", 3: "width"}},
