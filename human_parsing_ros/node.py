@@ -189,6 +189,7 @@ class HumanParserNode(LifecycleNode):
         self._warmup_ms = float("nan")
         self._dropped_reported = 0  # slot drops counted by the last diagnostics report
         self._tracker = PersonTracker()  # multi-person weights: ids that last while a person stays in view
+        self._tracked_resolution = ""  # the output_resolution of the tracker's boxes
         self._persons_last = 0  # persons in the last frame
         self._persons_dropped = 0  # persons left out by max_persons, all frames
         self._persons_dropped_reported = 0
@@ -483,7 +484,12 @@ class HumanParserNode(LifecycleNode):
 
     def _publish_persons(self, result: Any, header: Any) -> None:
         """Track every frame (ids must not jump when a subscriber arrives); publish while subscribed."""
-        ids = self._tracker.update([person.bbox for person in result.persons])
+        resolution = self.param("output_resolution")
+        if resolution != self._tracked_resolution:  # the boxes change scale with it: no old track can match
+            self._tracker.reset()
+            self._tracked_resolution = resolution
+        # pixel edges, not the inclusive last pixel: a one-pixel-wide person still overlaps itself
+        ids = self._tracker.update([(x0, y0, x1 + 1, y1 + 1) for x0, y0, x1, y1 in (p.bbox for p in result.persons)])
         self._persons_last = len(result.persons)
         self._persons_dropped += result.dropped_persons
         if not self.param("publish_persons"):

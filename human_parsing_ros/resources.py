@@ -6,6 +6,7 @@ everything else asks here.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 PACKAGE = "human_parsing_ros"
@@ -34,7 +35,8 @@ def resolve_weights_path(spec: str | os.PathLike) -> Path:
 
 
 def share_file(*parts: str) -> Path:
-    """A file installed under share/human_parsing_ros (colcon), or the same file in the source tree (pip -e)."""
+    """A file installed under share/human_parsing_ros (colcon through ament's index; pip under the environment's
+    prefix), or the same file in the source tree (pip -e)."""
     try:
         from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 
@@ -46,7 +48,8 @@ def share_file(*parts: str) -> Path:
             pass
     except ImportError:
         pass
-    source = _SOURCE_ROOT.joinpath(*parts)
-    if source.exists():
-        return source
+    # the source tree first: an editable install runs from it, a plain one (site-packages) has no config/ there
+    for candidate in (_SOURCE_ROOT.joinpath(*parts), Path(sys.prefix, "share", PACKAGE, *parts)):
+        if candidate.exists():
+            return candidate
     raise FileNotFoundError(f"{'/'.join(parts)} is neither installed (share/{PACKAGE}) nor in the source tree")

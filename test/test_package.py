@@ -16,8 +16,11 @@ def test_package_xml_is_format_3_ament_python_with_runtime_deps():
     assert root.findtext("name") == "human_parsing_ros"
     assert root.find("export/build_type").text == "ament_python"
     deps = {e.text for e in root.findall("exec_depend")}
-    assert {"rclpy", "sensor_msgs", "std_msgs", "diagnostic_msgs", "cv_bridge", "python3-numpy",
-            "python3-torch"} <= deps
+    # rosdep keys only (rosdep stops at an unknown one: safetensors has none, pip installs it); no cv_bridge,
+    # which the node does not use (it decodes images itself)
+    assert deps == {"rclpy", "sensor_msgs", "std_msgs", "diagnostic_msgs", "lifecycle_msgs", "ament_index_python",
+                    "launch", "launch_ros", "python3-numpy", "python3-pil", "python3-yaml", "python3-torch",
+                    "python3-torchvision", "python3-scipy"}
     assert (ROOT / "resource" / "human_parsing_ros").is_file()
 
 
@@ -77,3 +80,21 @@ def test_readme_documents_every_parameter_and_topic():
     assert not missing, f"README lacks parameters {missing}"
     for topic in ("`labels`", "`labels/color`", "`overlay`", "`masks/<part>`", "`parts`", "`class_info`"):
         assert topic in readme
+
+
+def test_share_files_are_found_where_a_plain_pip_install_puts_them(tmp_path, monkeypatch):
+    """``pip install .`` (not -e) copies config/ and launch/ to <prefix>/share/human_parsing_ros, and the package
+    to site-packages, which holds no config/: the files are found under the prefix, without ament's index."""
+    import sys
+
+    from human_parsing_ros import resources
+
+    installed = tmp_path / "prefix" / "share" / "human_parsing_ros" / "config" / "parser.yaml"
+    installed.parent.mkdir(parents=True)
+    installed.write_text((ROOT / "config" / "parser.yaml").read_text())
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix"))
+    monkeypatch.setattr(resources, "_SOURCE_ROOT", tmp_path / "site-packages")
+    monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)
+    assert resources.share_file("config", "parser.yaml") == installed
+    with pytest.raises(FileNotFoundError, match="config/absent.yaml"):
+        resources.share_file("config", "absent.yaml")
