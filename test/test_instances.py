@@ -194,12 +194,14 @@ class _Oracle(torch.nn.Module):
 
     def __init__(self, dataset, num_classes, skip=False):
         super().__init__()
-        self.dataset, self.num_classes, self.skip, self.calls = dataset, num_classes, skip, 0
+        self.dataset, self.num_classes, self.skip, self.calls, self.sizes = dataset, num_classes, skip, 0, []
 
     def forward(self, images):
         _, labels, persons = self.dataset.load(self.calls)
         self.calls += 1
+        self.sizes.append(tuple(images.shape[-2:]))
         boxes, ids = person_boxes(persons)
+        scale = torch.tensor([images.shape[-1] / labels.shape[1], images.shape[-2] / labels.shape[0]] * 2)
         if self.skip:
             boxes, ids = boxes[:-1], ids[:-1]
         parts = []
@@ -208,8 +210,8 @@ class _Oracle(torch.nn.Module):
             crop = np.where(persons[y1:y2, x1:x2] == person, labels[y1:y2, x1:x2], 0)
             parts.append(torch.nn.functional.one_hot(torch.from_numpy(crop).long(), self.num_classes)
                          .permute(2, 0, 1).float())
-        n = len(parts)
-        return [{"boxes": boxes, "scores": torch.ones(n), "parts": parts, "semantic": None}]
+        n = len(parts)  # boxes in the pixels of the image it was given
+        return [{"boxes": boxes * scale, "scores": torch.ones(n), "parts": parts, "semantic": None}]
 
 
 def test_evaluation_of_a_perfect_parser_scores_one_and_a_missed_person_costs_recall():
@@ -226,3 +228,10 @@ def test_evaluation_of_a_perfect_parser_scores_one_and_a_missed_person_costs_rec
     assert missing["person_recall"] == pytest.approx((persons - 3) / persons)
     assert missing["ap50"] == pytest.approx((persons - 3) / persons)  # precision 1 up to that recall
     assert missing["mean_iou"] < 1.0
+    # the paper's single test scale: the network sees the short side at 192 (twice these frames), its boxes
+    # are scaled back and the frame is scored at its own size: still perfect
+    oracle = _Oracle(dataset, 11)
+    scaled = evaluate_instances(oracle, dataset, short_side=192, max_size=1400)
+    assert oracle.sizes == [(192, 256)] * 3
+    assert scaled["ap50"] == pytest.approx(1.0) and scaled["mean_iou"] == pytest.approx(1.0)
+    assert scaled["person_recall"] == 1.0

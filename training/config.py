@@ -81,7 +81,8 @@ DEFAULTS: dict[str, Any] = {
     "multi_person": {            # RP R-CNN runs (architecture rp_rcnn; training/person_training.py)
         "loss_weights": {},        # over the paper's (rp_rcnn LOSS_WEIGHTS: L_rpn + L_box + 2 L_par + 2 L_sem + L_res)
         "short_sides": None,       # training resize: the short side drawn from this list (the paper: 512-864)
-        "max_size": 1400,          # the long side's cap
+        "max_size": 1400,          # the long side's cap (training and test resize)
+        "test_short_side": None,   # evaluation: the network sees the short side at this (the paper: 800); None: as is
         "min_score": 0.5,          # persons kept in the merged map (evaluation; written into the weights file)
         "val_options": {},         # the validation dataset's options (composites: count, fixed frames)
     },

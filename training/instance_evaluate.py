@@ -19,7 +19,7 @@ from human_parsing_ros.multi_person import merge_persons, paste_parts
 from human_parsing_ros.weights import IMAGENET_MEAN, IMAGENET_STD
 
 from .instance_metrics import InstanceEvaluator, person_part_maps
-from .instances import InstanceDataset, person_boxes
+from .instances import InstanceDataset, person_boxes, resize_image, short_side_size
 from .metrics import ConfusionMatrix
 
 
@@ -31,8 +31,13 @@ def normalised(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch
 
 @torch.no_grad()
 def evaluate_instances(model: torch.nn.Module, dataset: InstanceDataset, min_score: float = 0.5,
-                       max_persons: int = 16, device: str = "cpu") -> dict[str, Any]:
-    """The paper's metrics of ``model`` (eval mode) over every item of ``dataset`` (raw items, no transform)."""
+                       max_persons: int = 16, device: str = "cpu", short_side: int | None = None,
+                       max_size: int = 1400) -> dict[str, Any]:
+    """The paper's metrics of ``model`` (eval mode) over every item of ``dataset`` (raw items, no transform).
+
+    ``short_side``: the network sees each image resized to it (the long side at most ``max_size``), as the
+    paper tests at one scale; the boxes are scaled back and everything is scored at the image's own size.
+    None: the network sees each image as it is."""
     num_classes = dataset.class_set.num_classes
     evaluator = InstanceEvaluator(num_classes)
     confusion = ConfusionMatrix(num_classes, device="cpu")
@@ -41,8 +46,13 @@ def evaluate_instances(model: torch.nn.Module, dataset: InstanceDataset, min_sco
     for index in range(len(dataset)):
         image, labels, persons = dataset.load(index)
         height, width = labels.shape
-        result = model(normalised(image).to(device))[0]
+        x = normalised(image)
+        size = short_side_size(labels.shape, short_side, max_size) if short_side else (height, width)
+        if size != (height, width):
+            x = resize_image(x, size)
+        result = model(x.to(device))[0]
         boxes, scores = result["boxes"].cpu(), result["scores"].cpu()
+        boxes = boxes * torch.tensor([width / size[1], height / size[0]] * 2)  # back to the image's pixels
         parts = [person.cpu() for person in result["parts"]]
         predicted = [paste_parts(parts[i], boxes[i], height, width).numpy().astype(np.uint8)
                      for i in range(len(boxes))]

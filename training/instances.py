@@ -220,6 +220,19 @@ def person_boxes(persons: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, list
     return boxes, ids
 
 
+def short_side_size(shape: Sequence[int], short_side: int, max_size: int) -> tuple[int, int]:
+    """(height, width) of an image of ``shape`` resized so that its short side is ``short_side``, unless its
+    long side would then exceed ``max_size`` (then that is the limit)."""
+    height, width = shape[-2:]
+    scale = min(short_side / min(height, width), max_size / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_image(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """N x 3 x H x W float images at ``size``, as training resizes them (bilinear, antialiased)."""
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
 class InstanceTrainTransform:
     """Random short-side resize (one of ``short_sides``, the long side capped at ``max_size``), flip (left/right
     part ids swapped by ``flip_permutation``), normalisation: (image, labels, persons) -> tensors.
@@ -243,10 +256,8 @@ class InstanceTrainTransform:
         p = torch.from_numpy(np.ascontiguousarray(persons)).long()
         if self.short_sides:
             side = self.short_sides[min(int(draw[0] * len(self.short_sides)), len(self.short_sides) - 1)]
-            height, width = y.shape
-            scale = min(side / min(height, width), self.max_size / max(height, width))
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+            size = short_side_size(y.shape, side, self.max_size)
+            x = resize_image(x[None], size)[0]
             y = F.interpolate(y[None, None].float(), size=size, mode="nearest")[0, 0].long()
             p = F.interpolate(p[None, None].float(), size=size, mode="nearest")[0, 0].long()
         if draw[1] < 0.5:

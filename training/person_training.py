@@ -157,7 +157,8 @@ def run_persons(config: dict, resume: bool = False, overwrite: bool = False) -> 
                                                            config["max_nonfinite_steps"])}
         record["seconds"] = time.perf_counter() - began
         if dist_info.is_main and ((epoch + 1) % config["eval_every"] == 0 or epoch + 1 == epochs):
-            metrics = evaluate_instances(unwrap_ddp(net), val_set, settings["min_score"], device=str(device))
+            metrics = evaluate_instances(unwrap_ddp(net), val_set, settings["min_score"], device=str(device),
+                                         short_side=settings["test_short_side"], max_size=settings["max_size"])
             record.update({key: float(metrics[key]) for key in EVAL_KEYS})
         check_finite_model(model, epoch + 1)
         history.append(record)
@@ -191,7 +192,9 @@ def export_person_weights(model: torch.nn.Module, config: dict, class_set: Class
               "splits": {"train": spec["train_split"], "val": spec["val_split"]}, "epochs": config["stage1"]["epochs"],
               "schedule": config["optim"]["schedule"], "batch_size": config["optim"]["batch_size"],
               "lr": config["optim"]["lr"], "seed": config["seed"], "loss_weights": loss_weights(config),
-              "min_score": config["multi_person"]["min_score"], "metrics": {"val": metrics}, **init_record(config)}
+              "min_score": config["multi_person"]["min_score"],
+              "test_short_side": config["multi_person"]["test_short_side"], "metrics": {"val": metrics},
+              **init_record(config)}
     size = config["export"]["input_size"] or config["input"]["crop_size"]
     info = WeightsInfo.for_class_set(config["model"]["architecture"], args, class_set, tuple(size), recipe)
     return save_weights(path, model, info)
