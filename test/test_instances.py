@@ -123,6 +123,12 @@ def test_mhpv2_reader_keeps_each_persons_file_as_one_person(tmp_path):
     assert np.array_equal(persons, expected)
     assert np.array_equal(labels, np.where(expected == 2, 5, np.where(expected == 1, 3, 0)))
     assert [m.max() for m in person_part_maps(labels, persons)] == [3, 5]
+    # evaluation scores each person against its own file, as MHP's evaluation does: the first person keeps
+    # the pixels the second overlaps in the merged map
+    own = dataset.truth_parts(0, labels, persons)
+    assert np.array_equal(own[0], np.where(first[..., 0] == 3, 3, 0)) and int((own[0] == 3).sum()) == 12
+    assert np.array_equal(own[1], np.where(second[..., 0] == 5, 5, 0))
+    assert int((person_part_maps(labels, persons)[0] == 3).sum()) == 10  # the merged map lost two of them
 
 
 def test_cihp_reader_takes_persons_from_human_ids(tmp_path):

@@ -18,7 +18,7 @@ from torchvision.ops import box_iou
 from human_parsing_ros.multi_person import merge_persons, paste_parts
 from human_parsing_ros.weights import IMAGENET_MEAN, IMAGENET_STD
 
-from .instance_metrics import InstanceEvaluator, person_part_maps
+from .instance_metrics import InstanceEvaluator
 from .instances import InstanceDataset, person_boxes, resize_image, short_side_size
 from .metrics import ConfusionMatrix
 
@@ -56,7 +56,7 @@ def evaluate_instances(model: torch.nn.Module, dataset: InstanceDataset, min_sco
         parts = [person.cpu() for person in result["parts"]]
         predicted = [paste_parts(parts[i], boxes[i], height, width).numpy().astype(np.uint8)
                      for i in range(len(boxes))]
-        evaluator.add(predicted, scores.tolist(), person_part_maps(labels, persons))
+        evaluator.add(predicted, scores.tolist(), dataset.truth_parts(index, labels, persons))
         background = result["semantic"]
         if background is not None:
             background = F.interpolate(background[None].cpu(), size=(height, width), mode="bilinear",

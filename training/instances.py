@@ -37,6 +37,7 @@ from .datasets import (
     read_label,
     require_dir,
 )
+from .instance_metrics import person_part_maps
 from .transforms import flip_lookup, to_float_image
 
 INSTANCE_DATASETS = ("mhpv2", "cihp", "ccp_composites")
@@ -125,6 +126,20 @@ class InstanceDataset(Dataset):
         if self.label_table is not None:
             labels = self.label_table[labels]
         return image, labels, persons
+
+    def truth_parts(self, index: int, labels: np.ndarray, persons: np.ndarray) -> list[np.ndarray]:
+        """Each annotated person's part map over the whole image (``labels``, ``persons``: ``load(index)``'s),
+        for evaluation. A dataset with one file per person (MHPv2) gives each person its own file, as its
+        official evaluation does: where two files overlap, the merged map keeps only the later person."""
+        item = self.items[index] if index < len(self.items) else None
+        if item is None or item.humans is not None or len(item.labels) < 2:
+            return person_part_maps(labels, persons)
+        maps = []
+        for path in item.labels:
+            own = read_label(path)
+            own = np.where((own != 0) & (own != IGNORE_INDEX), own, 0).astype(np.uint8)
+            maps.append(own if self.label_table is None else self.label_table[own])
+        return maps
 
     def __getitem__(self, index: int) -> Any:
         image, labels, persons = self.load(index)
