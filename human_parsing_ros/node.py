@@ -627,25 +627,21 @@ def parameter_value(text: str) -> Any:
     """A ``-p`` value's text typed as rcl types it (so that a value rcl accepted is never called wrong):
     "yes"/"on"/"True" ... are booleans, "010" is 8 and "0x10" 16 (C's strtol), "1e-3" a double (strtod),
     a quoted scalar a string, "[...]" a list of such values; anything else is a string."""
-    text = text.strip()
-    if text[:1] in ("'", '"'):
-        try:
-            quoted = yaml.safe_load(text)
-        except yaml.YAMLError:
-            return text
-        return quoted if isinstance(quoted, str) else text
-    if text.startswith("["):
-        try:
-            items = yaml.load(text, Loader=yaml.BaseLoader)  # every item a string, typed below as rcl does
-        except yaml.YAMLError:
-            return text
-        if isinstance(items, list) and all(isinstance(item, str) for item in items):
-            return [_rcl_scalar(item) for item in items]
+    try:
+        node = yaml.compose(text)  # YAML's nodes keep what a loader loses: whether a scalar was quoted
+    except yaml.YAMLError:
         return text
-    return _rcl_scalar(text)
+    if isinstance(node, yaml.ScalarNode):
+        return _rcl_scalar(node)
+    if isinstance(node, yaml.SequenceNode) and all(isinstance(item, yaml.ScalarNode) for item in node.value):
+        return [_rcl_scalar(item) for item in node.value]
+    return text
 
 
-def _rcl_scalar(text: str) -> Any:
+def _rcl_scalar(node: yaml.ScalarNode) -> Any:
+    text = node.value
+    if node.style:  # quoted: a string, whatever it looks like
+        return text
     if text in _RCL_TRUE or text in _RCL_FALSE:
         return text in _RCL_TRUE
     if text in _RCL_SPECIAL_FLOATS:
@@ -658,8 +654,13 @@ def _rcl_scalar(text: str) -> Any:
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL:
-    libc = ctypes.CDLL(None, use_errno=True)  # the C library this process (and rcl in it) already uses
+def _libc() -> ctypes.CDLL | None:
+    """The C library this process (and rcl in it) already uses; None where it cannot be opened by that name
+    (Windows), where Python's own number parsing stands in."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except (OSError, TypeError):
+        return None
     end = ctypes.POINTER(ctypes.c_void_p)
     libc.strtol.argtypes, libc.strtol.restype = (ctypes.c_char_p, end, ctypes.c_int), ctypes.c_long
     libc.strtod.argtypes, libc.strtod.restype = (ctypes.c_char_p, end), ctypes.c_double
@@ -677,11 +678,23 @@ def _whole_c_number(parse: Callable[..., Any], text: str, *base: int) -> Any:
 
 
 def _c_strtol(text: str) -> int | None:
-    return _whole_c_number(_libc().strtol, text, 0)
+    libc = _libc()
+    if libc is not None:
+        return _whole_c_number(libc.strtol, text, 0)
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def _c_strtod(text: str) -> float | None:
-    return _whole_c_number(_libc().strtod, text)
+    libc = _libc()
+    if libc is not None:
+        return _whole_c_number(libc.strtod, text)
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _plain(value: Any) -> Any:

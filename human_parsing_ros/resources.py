@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import sysconfig
 from pathlib import Path
 
 PACKAGE = "human_parsing_ros"
@@ -48,8 +49,11 @@ def share_file(*parts: str) -> Path:
             pass
     except ImportError:
         pass
-    # the source tree first: an editable install runs from it, a plain one (site-packages) has no config/ there
-    for candidate in (_SOURCE_ROOT.joinpath(*parts), Path(sys.prefix, "share", PACKAGE, *parts)):
+    # the source tree first: an editable install runs from it, a plain one (site-packages) has no config/ there;
+    # then where pip puts data files: the environment's prefix, the platform's scheme (Debian: /usr/local),
+    # the user's (pip install --user)
+    prefixes = (sys.prefix, sysconfig.get_path("data"), sysconfig.get_path("data", f"{os.name}_user"))
+    for candidate in (_SOURCE_ROOT.joinpath(*parts), *(Path(prefix, "share", PACKAGE, *parts) for prefix in prefixes)):
         if candidate.exists():
             return candidate
     raise FileNotFoundError(f"{'/'.join(parts)} is neither installed (share/{PACKAGE}) nor in the source tree")

@@ -142,4 +142,6 @@ def test_datasets_mapped_to_one_class_set_train_together(tmp_path):
     for changes in ({"val_split": "all"}, {"options": {"ids": [880, 900]}}):  # the same images on both sides
         both = load_config(overrides={"dataset": {**config["dataset"], **changes}})
         assert recipe_summary(both, {})["splits"]["val_held_out"] is False, changes
+    lip_ids = {"name": "lip", "train_split": "train", "val_split": "val", "options": {"ids": ["77_2"]}, "extra": []}
+    assert validation_is_trained_on(load_config(overrides={"dataset": lip_ids})) is None  # a folder per split
     assert "extra" not in recipe_summary(load_config(), {})["splits"]

@@ -563,6 +563,7 @@ def test_start_up_values_are_read_as_rcl_reads_them(ros, args, error):
     ("no", "autostart", False), ("on", "flip_tta", True), ("Off", "publish_masks", False),  # YAML 1.1 booleans
     ("010", "max_persons", 8), ("0x10", "max_persons", 16),  # C's strtol, base 0
     ("'5'", "weights", "5"),  # a quoted scalar is a string (unquoted, 5 would be an integer: refused)
+    ("['on', '010']", "mask_parts", ["on", "010"]),  # quoted items too (unquoted: [True, 8], refused)
 ])
 def test_every_form_rcl_accepts_is_a_valid_start_up_value(ros, value, name, expected):
     from human_parsing_ros.node import HumanParserNode
@@ -574,6 +575,15 @@ def test_every_form_rcl_accepts_is_a_valid_start_up_value(ros, value, name, expe
         assert node._error == "", node._error
     finally:
         node.destroy_node()
+
+
+def test_start_up_numbers_without_the_c_library_fall_back_to_pythons_parsing(monkeypatch):
+    """Where the C library cannot be opened by ctypes (Windows), integers and doubles still come out typed."""
+    from human_parsing_ros import node
+
+    monkeypatch.setattr(node, "_libc", lambda: None)
+    assert node.parameter_value("16") == 16 and node.parameter_value("1e-3") == 0.001
+    assert node.parameter_value("abc") == "abc" and node.parameter_value("[1, 2]") == [1, 2]
 
 
 # ---- lifecycle transitions in process (the node's own callbacks, real rclpy, no executor) ----------------------

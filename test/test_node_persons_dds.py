@@ -126,5 +126,18 @@ def test_ids_stay_unique_across_a_pause_and_flip_tta_is_refused(ros, weights):
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         assert node._tracker.update([box]) == [2]  # a new track (who is there now is not known), a new id
+        # a frame the size of the network's input: its boxes are the same at either output_resolution, yet
+        # a change of resolution starts new tracks (in general the boxes change scale with it)
+        frame = load_rgb(sample_photos()[0])[:160, :128].copy()
+        header = Image().header
+        result = node._parser.parse(frame, "input")
+        assert result.persons, "the painted weights find persons"
+        node._publish_persons(result, header)
+        first = set(node._tracker._tracks)
+        node._publish_persons(node._parser.parse(frame, "input"), header)
+        assert set(node._tracker._tracks) == first  # the same persons keep their ids
+        assert node.set_parameters([Parameter("output_resolution", value="network")])[0].successful
+        node._publish_persons(node._parser.parse(frame, "network"), header)
+        assert not set(node._tracker._tracks) & first
     finally:
         node.destroy_node()

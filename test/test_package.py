@@ -82,17 +82,22 @@ def test_readme_documents_every_parameter_and_topic():
         assert topic in readme
 
 
-def test_share_files_are_found_where_a_plain_pip_install_puts_them(tmp_path, monkeypatch):
-    """``pip install .`` (not -e) copies config/ and launch/ to <prefix>/share/human_parsing_ros, and the package
-    to site-packages, which holds no config/: the files are found under the prefix, without ament's index."""
+@pytest.mark.parametrize("where", ["prefix", "scheme", "user"])
+def test_share_files_are_found_where_a_plain_pip_install_puts_them(tmp_path, monkeypatch, where):
+    """``pip install .`` (not -e) copies config/ and launch/ to <data>/share/human_parsing_ros, <data> being the
+    environment's prefix (a venv), the platform scheme's (Debian's system pip: /usr/local) or the user's
+    (--user), and the package to site-packages, which holds no config/: found there, without ament's index."""
     import sys
+    import sysconfig
 
     from human_parsing_ros import resources
 
-    installed = tmp_path / "prefix" / "share" / "human_parsing_ros" / "config" / "parser.yaml"
+    data = {name: tmp_path / name for name in ("prefix", "scheme", "user")}
+    installed = data[where] / "share" / "human_parsing_ros" / "config" / "parser.yaml"
     installed.parent.mkdir(parents=True)
     installed.write_text((ROOT / "config" / "parser.yaml").read_text())
-    monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix"))
+    monkeypatch.setattr(sys, "prefix", str(data["prefix"]))
+    monkeypatch.setattr(sysconfig, "get_path", lambda name, scheme=None: str(data["user" if scheme else "scheme"]))
     monkeypatch.setattr(resources, "_SOURCE_ROOT", tmp_path / "site-packages")
     monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)
     assert resources.share_file("config", "parser.yaml") == installed

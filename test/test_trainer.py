@@ -504,12 +504,13 @@ def test_fp16_resumes_across_the_stage_boundary_and_a_run_may_switch_to_fp16(tmp
     run(load_config(overrides=config))
     resume_from_kept_checkpoint(tmp_path / "whole", 1, config, tmp_path / "resumed")
 
-    plain = {**config, "amp": "none", "output_dir": str(tmp_path / "plain")}
+    two_epochs = {**config["stage1"], "epochs": 2}  # resumed after epoch 1: in the middle of stage 1
+    plain = {**config, "amp": "none", "stage1": two_epochs, "output_dir": str(tmp_path / "plain")}
     run(load_config(overrides=plain))
     switched = tmp_path / "switched"
     switched.mkdir()
     shutil.copyfile(tmp_path / "plain" / "checkpoint_epoch01.pt", switched / "checkpoint.pt")
-    result = run(load_config(overrides={**config, "output_dir": str(switched)}), resume=True)
+    result = run(load_config(overrides={**plain, "amp": "fp16", "output_dir": str(switched)}), resume=True)
     assert math.isfinite(result["history"][-1]["loss"])
     assert torch.load(switched / "checkpoint.pt", weights_only=True)["scaler"]["scale"] > 0
 

@@ -380,6 +380,11 @@ def _paired(ids: list[str], images: Path, labels: Path, label_suffix: str = ".pn
     return [Sample(images / f"{i}.jpg", (labels / f"{i}{label_suffix}",), i) for i in ids]
 
 
+# Datasets whose splits read one image folder, so that an id names the same image in every split (LIP and MHPv2
+# keep a folder per split).
+SHARED_IMAGE_FOLDER = ("ccp", "atr", "cihp")
+
+
 def _build_lip(root: Path, split: str, ids: Sequence[Any] | None = None) -> tuple[list[Sample], dict]:
     _check_split("lip", split, ("train", "val"))
     chosen = choose_ids(ids, root / f"{split}_id.txt")

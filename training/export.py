@@ -8,6 +8,7 @@ import torch
 from human_parsing_ros.class_sets import ClassSet
 from human_parsing_ros.models import SegmentationModel
 from human_parsing_ros.weights import WeightsInfo, save_weights
+from training.datasets import SHARED_IMAGE_FOLDER
 
 
 def init_record(config: dict) -> dict[str, str]:
@@ -17,10 +18,11 @@ def init_record(config: dict) -> dict[str, str]:
 
 def validation_is_trained_on(config: dict) -> str | None:
     """Why the run also trains on its validation images (its validation figures are then not held out), or
-    None: ``dataset.options.ids`` picks the same images for both, both splits have one name, or a
+    None: ``dataset.options.ids`` picks the same images for both (where the splits share one image folder),
+    both splits have one name, or a
     ``dataset.extra`` entry is the validation split itself, the same dataset at the same root."""
     data = config["dataset"]
-    if "ids" in data["options"]:
+    if "ids" in data["options"] and data["name"] in SHARED_IMAGE_FOLDER:
         return "dataset.options.ids picks the same images for training and validation"
     if data["train_split"] == data["val_split"]:
         return f"train_split and val_split are both '{data['val_split']}'"

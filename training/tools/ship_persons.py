@@ -58,7 +58,8 @@ def ship(weights: Path, destination: Path, root: Path, split: str = "test", coun
     height, width = info.input_size
     dataset = build_instance_dataset("ccp_composites", root, split, class_set=info.class_set_name, seed=seed,
                                      count=count, size=(height, width), fixed=True)
-    paper = evaluate_instances(model, dataset, min_score=info.recipe.get("min_score", 0.5))
+    paper = evaluate_instances(model, dataset, min_score=info.recipe.get("min_score", 0.5),
+                               short_side=info.recipe.get("test_short_side"))
     serving = serving_metrics(weights, dataset)
     result = {"test_set": f"{count} CCP composites of the {split} split's photos, seed {seed}, {height}x{width}, "
                           f"{paper['persons']} persons",
