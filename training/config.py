@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
         "eval_size": None,         # network input for validation; None: each image's own size (batch 1)
         "eval_labels": "original", # original: logits upsampled to each label's own resolution (as papers report;
                                    # batch 1) | resized: labels resized to eval_size too (faster, not comparable)
-        "eval_flip": False,        # flip test: mean of the softmax of the image and its mirror (left/right swapped)
+        "eval_flip": False,        # flip test: mean of the logits of the image and its mirror (left/right swapped)
     },
     "optim": {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 16, "workers": 2,
               "eval_batch_size": 1,
