@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import array
 import copy
-import ctypes
-import functools
 import gc
-import math
 import re
 import sys
 import threading
@@ -21,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import rclpy
-import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import (
@@ -44,6 +40,7 @@ from .class_sets import ClassSet
 from .image_codec import MAX_PIXELS, ImageError, ImageTooLarge, decode_compressed, decode_raw, encode_like
 from .messages import ClassInfoMessage, PartsMessage, PersonsMessage, Stamp
 from .parser import COMPILE_MODES, OUTPUT_RESOLUTIONS, PRECISIONS, RESIZE_MODES, HumanParser, resolve_device
+from .rcl_values import command_line_params
 from .resources import resolve_weights_path
 from .runtime import LatencyWindow, LatestSlot, RateMeter
 from .tracking import PersonTracker
@@ -597,104 +594,6 @@ def _age_ms(node: LifecycleNode, header: Any) -> float:
     """Now minus the input stamp: the end-to-end latency users see (clocks must agree)."""
     now = node.get_clock().now().nanoseconds
     return (now - (header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)) / 1e6
-
-
-def command_line_params(argv: list[str], node_name: str = NODE_NAME) -> dict[str, Any]:
-    """The ``-p name:=value`` start-up values for node ``node_name`` in ``argv``, read as rcl reads them."""
-    values: dict[str, Any] = {}
-    in_ros_args = False
-    words = iter(argv)
-    for word in words:
-        if word in ("--ros-args", "--"):
-            in_ros_args = word == "--ros-args"
-        elif in_ros_args and word in ("-p", "--param"):
-            name, assign, text = next(words, "").partition(":=")
-            node, _, name = name.rpartition(":")  # "human_parser:name" targets one node by name
-            if assign and node in ("", node_name):
-                values[name] = parameter_value(text)
-    return values
-
-
-# rcl's YAML value parser (rcl_yaml_param_parser, get_value): these plain scalars are booleans; then a whole
-# C strtol(base 0) number is an integer, a whole strtod number a double, anything else a string.
-_RCL_TRUE = frozenset(("Y", "y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"))
-_RCL_FALSE = frozenset(("N", "n", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"))
-_RCL_SPECIAL_FLOATS = {f"{sign}.{word}": float(f"{sign}{word[:3]}") for sign in ("", "+", "-")
-                       for word in ("inf", "Inf", "INF")} | {word: math.nan for word in (".nan", ".NaN", ".NAN")}
-
-
-def parameter_value(text: str) -> Any:
-    """A ``-p`` value's text typed as rcl types it (so that a value rcl accepted is never called wrong):
-    "yes"/"on"/"True" ... are booleans, "010" is 8 and "0x10" 16 (C's strtol), "1e-3" a double (strtod),
-    a quoted scalar a string, "[...]" a list of such values; anything else is a string."""
-    try:
-        node = yaml.compose(text)  # YAML's nodes keep what a loader loses: whether a scalar was quoted
-    except yaml.YAMLError:
-        return text
-    if isinstance(node, yaml.ScalarNode):
-        return _rcl_scalar(node)
-    if isinstance(node, yaml.SequenceNode) and all(isinstance(item, yaml.ScalarNode) for item in node.value):
-        return [_rcl_scalar(item) for item in node.value]
-    return text
-
-
-def _rcl_scalar(node: yaml.ScalarNode) -> Any:
-    text = node.value
-    if node.style:  # quoted: a string, whatever it looks like
-        return text
-    if text in _RCL_TRUE or text in _RCL_FALSE:
-        return text in _RCL_TRUE
-    if text in _RCL_SPECIAL_FLOATS:
-        return _RCL_SPECIAL_FLOATS[text]
-    for convert in (_c_strtol, _c_strtod):
-        number = convert(text)
-        if number is not None:
-            return number
-    return text
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    """The C library this process (and rcl in it) already uses; None where it cannot be opened by that name
-    (Windows), where Python's own number parsing stands in."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except (OSError, TypeError):
-        return None
-    end = ctypes.POINTER(ctypes.c_void_p)
-    libc.strtol.argtypes, libc.strtol.restype = (ctypes.c_char_p, end, ctypes.c_int), ctypes.c_long
-    libc.strtod.argtypes, libc.strtod.restype = (ctypes.c_char_p, end), ctypes.c_double
-    return libc
-
-
-def _whole_c_number(parse: Callable[..., Any], text: str, *base: int) -> Any:
-    """``parse``'s (strtol, strtod) value of ``text`` if it reads all of it without a range error, else None."""
-    data = ctypes.create_string_buffer(text.encode())
-    end = ctypes.c_void_p()
-    ctypes.set_errno(0)
-    value = parse(data, ctypes.byref(end), *base)
-    read = (end.value or 0) - ctypes.addressof(data)
-    return value if text and read == len(data.value) and ctypes.get_errno() == 0 else None
-
-
-def _c_strtol(text: str) -> int | None:
-    libc = _libc()
-    if libc is not None:
-        return _whole_c_number(libc.strtol, text, 0)
-    try:
-        return int(text)
-    except ValueError:
-        return None
-
-
-def _c_strtod(text: str) -> float | None:
-    libc = _libc()
-    if libc is not None:
-        return _whole_c_number(libc.strtod, text)
-    try:
-        return float(text)
-    except ValueError:
-        return None
 
 
 def _plain(value: Any) -> Any:

@@ -577,15 +577,6 @@ def test_every_form_rcl_accepts_is_a_valid_start_up_value(ros, value, name, expe
         node.destroy_node()
 
 
-def test_start_up_numbers_without_the_c_library_fall_back_to_pythons_parsing(monkeypatch):
-    """Where the C library cannot be opened by ctypes (Windows), integers and doubles still come out typed."""
-    from human_parsing_ros import node
-
-    monkeypatch.setattr(node, "_libc", lambda: None)
-    assert node.parameter_value("16") == 16 and node.parameter_value("1e-3") == 0.001
-    assert node.parameter_value("abc") == "abc" and node.parameter_value("[1, 2]") == [1, 2]
-
-
 # ---- lifecycle transitions in process (the node's own callbacks, real rclpy, no executor) ----------------------
 def in_process_node(weights: Path, ns: str, *args: str):
     from human_parsing_ros.node import HumanParserNode
