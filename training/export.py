@@ -19,8 +19,8 @@ def init_record(config: dict) -> dict[str, str]:
 def validation_is_trained_on(config: dict) -> str | None:
     """Why the run also trains on its validation images (its validation figures are then not held out), or
     None: ``dataset.options.ids`` picks the same images for both (where the splits share one image folder),
-    both splits have one name, or a
-    ``dataset.extra`` entry is the validation split itself, the same dataset at the same root."""
+    both splits have one name, or a ``dataset.extra`` entry is the validation split itself, the same dataset
+    at the same root."""
     data = config["dataset"]
     if "ids" in data["options"] and data["name"] in SHARED_IMAGE_FOLDER:
         return "dataset.options.ids picks the same images for training and validation"
