@@ -135,7 +135,9 @@ def decode_compressed(fmt: str, data: ImageBytes, max_pixels: int = MAX_PIXELS) 
             check_pixels(img.width, img.height, min(max_pixels, MAX_PIXELS), "compressed image")
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                return np.repeat((np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8)[..., None], 3, axis=2)
+                # 16-bit grey, or Pillow's 32-bit signed "I": clipped to 16 bits first, never wrapped around
+                grey = np.clip(np.asarray(img, dtype=np.int64), 0, 65535) >> 8
+                return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
             return np.asarray(img.convert("RGB"))
     except ImageError:
         raise

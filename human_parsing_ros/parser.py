@@ -305,8 +305,9 @@ class HumanParser:
         ``resize_mode`` and ``flip_tta`` None: the constructor's choice; any other value is
         checked like the constructor's (ValueError naming it).
         """
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image must be H x W x 3 uint8 RGB, got {image.dtype} {list(image.shape)}")
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape[:2]:
+            raise ValueError(f"image must be H x W x 3 uint8 RGB, at least 1 x 1, got {image.dtype} "
+                             f"{list(image.shape)}")
         if output_resolution not in OUTPUT_RESOLUTIONS:
             raise ValueError(f"output resolution must be 'input' or 'network', not '{output_resolution}'")
         resize_mode = self._resize_mode if resize_mode is None else check_resize_mode(resize_mode)

@@ -264,6 +264,15 @@ def test_png_16bit_grey(photo):
         np.testing.assert_array_equal(out[..., c], photo[..., 0])
 
 
+def test_32_bit_grey_is_clipped_to_16_bits_not_wrapped():
+    """Pillow's mode "I" (32-bit signed, e.g. a TIFF): above 65535 is white, below 0 black, never wrapped."""
+    values = np.array([[70000, -5, 65535, 256]], dtype=np.int32)
+    buffer = io.BytesIO()
+    Image.fromarray(values, mode="I").save(buffer, format="TIFF")
+    out = decode_compressed("tiff", buffer.getvalue())
+    assert out[0, :, 0].tolist() == [255, 0, 255, 1]
+
+
 def test_jpeg(photo):
     data = _encode(photo, "JPEG", quality=95)
     out = decode_compressed("rgb8; jpeg compressed bgr8", bytearray(data))

@@ -82,7 +82,8 @@ def test_network_resolution_is_the_letterboxed_size(parser, photo):
 
 
 def test_bad_images_refused(parser, photo):
-    for bad in (photo[..., 0], photo.astype(np.float32), photo[..., :2], np.dstack([photo, photo[..., :1]])):
+    for bad in (photo[..., 0], photo.astype(np.float32), photo[..., :2], np.dstack([photo, photo[..., :1]]),
+                photo[:0], photo[:, :0]):  # and no pixel at all
         with pytest.raises(ValueError, match="uint8 RGB"):
             parser.parse(bad)
 
