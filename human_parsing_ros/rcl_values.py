@@ -8,7 +8,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
-from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -61,8 +60,8 @@ def _rcl_scalar(node: yaml.ScalarNode) -> Any:
         return text in _RCL_TRUE
     if text in _RCL_SPECIAL_FLOATS:
         return _RCL_SPECIAL_FLOATS[text]
-    for convert in (_c_strtol, _c_strtod):
-        number = convert(text)
+    for integer in (True, False):
+        number = _c_number(text, integer)
         if number is not None:
             return number
     return text
@@ -82,31 +81,19 @@ def _libc() -> ctypes.CDLL | None:
     return libc
 
 
-def _whole_c_number(parse: Callable[..., Any], text: str, *base: int) -> Any:
-    """``parse``'s (strtol, strtod) value of ``text`` if it reads all of it without a range error, else None."""
+def _c_number(text: str, integer: bool) -> int | float | None:
+    """C's strtol (base 0) value of the whole of ``text`` if ``integer``, else its strtod value; None where it
+    reads less than all of it or overflows. Python's ``int``/``float`` stand in without a C library."""
+    libc = _libc()
+    if libc is None:
+        try:
+            return int(text) if integer else float(text)
+        except ValueError:
+            return None
+    parse, base = (libc.strtol, (0,)) if integer else (libc.strtod, ())
     data = ctypes.create_string_buffer(text.encode())
     end = ctypes.c_void_p()
     ctypes.set_errno(0)
     value = parse(data, ctypes.byref(end), *base)
     read = (end.value or 0) - ctypes.addressof(data)
     return value if text and read == len(data.value) and ctypes.get_errno() == 0 else None
-
-
-def _c_strtol(text: str) -> int | None:
-    libc = _libc()
-    if libc is not None:
-        return _whole_c_number(libc.strtol, text, 0)
-    try:
-        return int(text)
-    except ValueError:
-        return None
-
-
-def _c_strtod(text: str) -> float | None:
-    libc = _libc()
-    if libc is not None:
-        return _whole_c_number(libc.strtod, text)
-    try:
-        return float(text)
-    except ValueError:
-        return None
