@@ -116,7 +116,7 @@ def _part_from_doc(part: dict) -> Part:
 @dataclass(frozen=True)
 class Person:
     """One person of a frame (multi-person weights): ``parts`` are as on ``parts``, within this person
-    (``pixel_fraction`` of the person's pixels; ``mean_confidence`` the person's score)."""
+    (``pixel_fraction`` of the person's pixels; ``mean_confidence`` of the person's part probabilities)."""
 
     id: int  # the same while the person stays in view (human_parsing_ros.tracking)
     instance: int  # the person's value in this frame's ``instances`` image: its mask is instances == instance

@@ -128,6 +128,8 @@ class ParseResult:
     instances: np.ndarray | None = None
     persons: list[PersonDetection] = field(default_factory=list)
     dropped_persons: int = 0
+    # float64 [persons + 1, C]: row k sums the part probability of person k's pixels of each class
+    person_confidence_sums: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def statistics(self) -> ClassStatistics:
@@ -169,13 +171,14 @@ class ParseResult:
 
     def person_presence(self, person: PersonDetection, threshold: float) -> list[Part]:
         """Every class, within one person: ``pixel_fraction`` is of the person's pixels, ``bbox`` in image
-        pixels, ``mean_confidence`` the person's score (the parser keeps no per-pixel part confidence)."""
-        if self.instances is None:
+        pixels, ``mean_confidence`` the mean of the person's part probability over the class's pixels."""
+        if self.instances is None or self.person_confidence_sums is None:
             raise ValueError("person_presence needs a multi-person parse (rp_rcnn weights)")
         ys, xs = np.nonzero(self.instances == person.instance)
         ids = self.labels[ys, xs].astype(np.int64)
         counts = np.bincount(ids, minlength=self.class_set.num_classes)
         total = max(1, len(ids))
+        sums = self.person_confidence_sums[person.instance]
         parts = []
         for class_id, name in enumerate(self.class_set.names):
             count = int(counts[class_id])
@@ -185,7 +188,7 @@ class ParseResult:
                 box = (int(xs[on].min()), int(ys[on].min()), int(xs[on].max()), int(ys[on].max()))
             fraction = count / total
             parts.append(Part(class_id, name, count > 0 and fraction >= threshold, fraction, box,
-                              person.score if count else 0.0))
+                              float(sums[class_id]) / count if count else 0.0))
         return parts
 
 
@@ -337,13 +340,18 @@ class HumanParser:
                            {key: value * 1e3 for key, value in timings.items()})
 
     def _statistics(self, logits: torch.Tensor, labels: torch.Tensor, placement: Placement,
-                    out_hw: tuple[int, int]) -> Callable[[], ClassStatistics]:
-        """The deferred per-class statistics of one parse (computed only if someone asks for them)."""
+                    out_hw: tuple[int, int], person_confidence: torch.Tensor | None = None,
+                    ) -> Callable[[], ClassStatistics]:
+        """The deferred per-class statistics of one parse (computed only if someone asks for them); with
+        ``person_confidence`` (H x W, 0 where nobody is), persons' pixels take it rather than the semantic
+        map's confidence."""
         num_classes, network_hw = self.num_classes, self.network_hw
 
         def statistics() -> ClassStatistics:
             with torch.inference_mode():
                 confidence = confidence_map(logits, network_hw, placement, out_hw)
+                if person_confidence is not None:
+                    confidence = torch.where(person_confidence > 0, person_confidence, confidence)
                 stats = class_statistics(labels, confidence, num_classes)
                 return ClassStatistics(stats.pixel_counts.cpu(), stats.confidence_sums.cpu(), stats.boxes.cpu())
 
@@ -366,6 +374,10 @@ class HumanParser:
                                self.person_threshold, self.max_persons)
         labels = merged.labels.to(torch.uint8)
         instances = merged.instances.to(torch.uint8).cpu().numpy()
+        cells = (len(merged.persons) + 1) * self.num_classes
+        person_sums = torch.bincount((merged.instances * self.num_classes + merged.labels).reshape(-1),
+                                     weights=merged.confidence.reshape(-1).double(), minlength=cells)
+        person_sums = person_sums[:cells].reshape(-1, self.num_classes).cpu().numpy()
         persons = []
         for k, index in enumerate(merged.persons, start=1):
             ys, xs = np.nonzero(instances == k)
@@ -374,9 +386,9 @@ class HumanParser:
         t_labels = time.perf_counter()
         timings = {"preprocess": t_pre - start, "forward": t_fwd - t_pre, "labels": t_labels - t_fwd}
         return ParseResult(labels.cpu().numpy(), self.class_set,
-                           self._statistics(semantic, labels, placement, out_hw),
+                           self._statistics(semantic, labels, placement, out_hw, merged.confidence),
                            {key: value * 1e3 for key, value in timings.items()}, instances=instances,
-                           persons=persons, dropped_persons=merged.dropped)
+                           persons=persons, dropped_persons=merged.dropped, person_confidence_sums=person_sums)
 
     def warmup(self, iterations: int = 2) -> float:
         """Run dummy frames so the first real one is not slow; returns the last time in ms."""

@@ -30,10 +30,17 @@ def test_a_multi_person_parse_gives_persons_their_instances_and_parts(weights):
         assert (result.labels[ys, xs] == PAINTED).all()  # a person's pixels carry its parts
         parts = result.person_presence(person, 0.01)
         assert parts[PAINTED].present and parts[PAINTED].pixel_fraction == 1.0
-        assert parts[PAINTED].mean_confidence == person.score
+        assert 0.99 < parts[PAINTED].mean_confidence <= 1.0  # the weights paint PAINTED with logit 20
         assert not any(part.present for part in parts if part.id != PAINTED)
     assert int(result.instances.max()) == len(result.persons)
     assert result.statistics.pixel_counts.sum() == photo.shape[0] * photo.shape[1]
+    # persons' pixels count in the frame's statistics with their part probability (near 1 here), not the
+    # untrained semantic map's (about 0.16); the rest of the class's sum comes from the semantic map's pixels
+    painted_sum = float(result.statistics.confidence_sums[PAINTED])
+    on_persons = int((result.instances > 0).sum())
+    outside = int((result.labels[result.instances == 0] == PAINTED).sum())
+    assert painted_sum >= 0.99 * on_persons
+    assert 0.0 <= painted_sum - result.person_confidence_sums[1:, PAINTED].sum() <= outside + 1e-3
 
 
 def test_nobody_above_the_threshold_gives_empty_persons_never_an_error(weights):

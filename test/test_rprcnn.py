@@ -13,7 +13,7 @@ from human_parsing_ros.models.rprcnn.model import (
     instance_mean_iou,
     sample_parsing_rois,
 )
-from human_parsing_ros.multi_person import merge_persons, paste_parts
+from human_parsing_ros.multi_person import merge_persons, paste_parts, paste_parts_with_confidence
 from human_parsing_ros.resources import SAMPLES
 from human_parsing_ros.weights import WeightsInfo, load_weights, save_weights
 from training.instance_metrics import class_ious
@@ -131,6 +131,10 @@ def test_paste_parts_fills_the_box_only():
     expected[1:5, 2:4], expected[1:5, 4:6] = 1, 2
     assert torch.equal(ids, expected)
     assert not paste_parts(probabilities, torch.tensor([20.0, 1.0, 30.0, 5.0]), 6, 8).any()
+    probabilities[1, :, :2] = 0.75  # the pasted confidence is the winning class's sampled probability
+    ids, confidence = paste_parts_with_confidence(probabilities, torch.tensor([2.0, 1.0, 6.0, 5.0]), 6, 8)
+    assert torch.equal(ids, expected)
+    assert torch.equal(confidence, (expected == 1) * 0.75 + (expected == 2) * 1.0)
 
 
 def test_merge_puts_the_best_person_in_front_and_fills_the_rest_from_the_semantic_map():
@@ -145,6 +149,7 @@ def test_merge_puts_the_best_person_in_front_and_fills_the_rest_from_the_semanti
     assert merged.persons == [1, 0] and merged.dropped == 0
     assert merged.instances[0].tolist() == [2, 2, 1, 1, 1, 1, 0, 0]  # person 1 (best) in front of person 0
     assert merged.labels[0].tolist() == [1, 1, 2, 2, 2, 2, 0, 2]
+    assert merged.confidence[0].tolist() == [1.0] * 6 + [0.0] * 2  # the owner's probability; 0 off persons
     capped = merge_persons(parts, boxes, scores, None, 4, 8, min_score=0.5, max_persons=1)
     assert capped.persons == [1] and capped.dropped == 1 and int(capped.instances.max()) == 1
     nobody = merge_persons(parts, boxes, scores, None, 4, 8, min_score=0.95)
