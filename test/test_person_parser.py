@@ -65,6 +65,10 @@ def test_bad_person_options_are_refused_naming_them(weights):
         HumanParser(weights, device="cpu", max_persons=0)
     with pytest.raises(ValueError, match="flip TTA"):
         HumanParser(weights, device="cpu", flip_tta=True)
+    with pytest.raises(ValueError, match="compile modes"):
+        HumanParser(weights, device="cpu", compile_mode="default")
+    with pytest.raises(ValueError, match="flip_tta is not available for multi-person weights"):
+        HumanParser(weights, device="cpu").parse(np.zeros((32, 32, 3), np.uint8), flip_tta=True)
 
 
 def test_tracker_keeps_ids_while_people_stay_and_never_reuses_them():
