@@ -72,10 +72,10 @@ def merge_persons(parts: torch.Tensor | Sequence[torch.Tensor], boxes: torch.Ten
     owner = torch.full((height, width), -1, dtype=torch.int64, device=boxes.device)
     for rank in reversed(range(len(order))):
         ids, confidence = paste_parts_with_confidence(parts[order[rank]], boxes[order[rank]], height, width)
-        on = ids != 0
-        person_labels[on] = ids[on]
-        person_confidence[on] = confidence[on]
-        owner[on] = rank
+        on = ids != 0  # torch.where, not masked assignment: no device sync per person
+        person_labels = torch.where(on, ids, person_labels)
+        person_confidence = torch.where(on, confidence, person_confidence)
+        owner = torch.where(on, rank, owner)
     visible = [rank for rank in range(len(order)) if bool((owner == rank).any())]
     instances = torch.zeros_like(owner)
     for k, rank in enumerate(visible, start=1):

@@ -340,20 +340,24 @@ class HumanParser:
                            {key: value * 1e3 for key, value in timings.items()})
 
     def _statistics(self, logits: torch.Tensor, labels: torch.Tensor, placement: Placement,
-                    out_hw: tuple[int, int], person_confidence: torch.Tensor | None = None,
+                    out_hw: tuple[int, int], persons: tuple[torch.Tensor, np.ndarray] | None = None,
                     ) -> Callable[[], ClassStatistics]:
-        """The deferred per-class statistics of one parse (computed only if someone asks for them); with
-        ``person_confidence`` (H x W, 0 where nobody is), persons' pixels take it rather than the semantic
-        map's confidence."""
+        """The deferred per-class statistics of one parse (computed only if someone asks for them).
+
+        With ``persons`` (the H x W mask of pixels nobody owns, and the persons' confidence sums per class),
+        the semantic map's confidence counts only where nobody is and the persons' sums are added."""
         num_classes, network_hw = self.num_classes, self.network_hw
 
         def statistics() -> ClassStatistics:
             with torch.inference_mode():
                 confidence = confidence_map(logits, network_hw, placement, out_hw)
-                if person_confidence is not None:
-                    confidence = torch.where(person_confidence > 0, person_confidence, confidence)
+                if persons is not None:
+                    confidence = confidence * persons[0]
                 stats = class_statistics(labels, confidence, num_classes)
-                return ClassStatistics(stats.pixel_counts.cpu(), stats.confidence_sums.cpu(), stats.boxes.cpu())
+                sums = stats.confidence_sums.cpu()
+                if persons is not None:
+                    sums = (sums.double() + torch.from_numpy(persons[1])).float()
+                return ClassStatistics(stats.pixel_counts.cpu(), sums, stats.boxes.cpu())
 
         return statistics
 
@@ -378,6 +382,7 @@ class HumanParser:
         person_sums = torch.bincount((merged.instances * self.num_classes + merged.labels).reshape(-1),
                                      weights=merged.confidence.reshape(-1).double(), minlength=cells)
         person_sums = person_sums[:cells].reshape(-1, self.num_classes).cpu().numpy()
+        nobody = merged.instances == 0
         persons = []
         for k, index in enumerate(merged.persons, start=1):
             ys, xs = np.nonzero(instances == k)
@@ -386,7 +391,7 @@ class HumanParser:
         t_labels = time.perf_counter()
         timings = {"preprocess": t_pre - start, "forward": t_fwd - t_pre, "labels": t_labels - t_fwd}
         return ParseResult(labels.cpu().numpy(), self.class_set,
-                           self._statistics(semantic, labels, placement, out_hw, merged.confidence),
+                           self._statistics(semantic, labels, placement, out_hw, (nobody, person_sums.sum(0))),
                            {key: value * 1e3 for key, value in timings.items()}, instances=instances,
                            persons=persons, dropped_persons=merged.dropped, person_confidence_sums=person_sums)
 
