@@ -104,6 +104,9 @@ PARAMS = (
           value_range=(0.5, 600.0)),
     Param("max_latency_ms", 0.0, "Diagnostics WARN when end-to-end p50 latency exceeds this (0 = off)",
           value_range=(0.0, 60000.0)),
+    Param("min_output_rate_hz", 0.0, "Diagnostics WARN when the output rate stays below this (0 = off); "
+          "dropped frames alone are expected (the newest frame wins) and only counted",
+          value_range=(0.0, 1000.0)),
     Param("max_input_pixels", DEFAULT_MAX_INPUT_PIXELS,
           "Frames with more pixels (width x height) are refused before decoding, with a warning, and counted "
           "in frames_rejected; bounds memory and time per frame (default 3840 x 2160)",
@@ -180,13 +183,16 @@ class HumanParserNode(LifecycleNode):
         self._received = RateMeter()
         self._published = RateMeter()
         self._rejected = 0
+        self._last_rejection: tuple[float, str] | None = None  # when and why the last frame was refused
+        self._last_input = ""  # encoding and size of the last frame taken for parsing
+        self._pending_since: float | None = None  # first frame received since the last output
         self._inference_ms = LatencyWindow()
         self._stage_ms = {stage: LatencyWindow() for stage in FRAME_STAGES}  # where a frame's time goes
         self._end_to_end_ms = LatencyWindow()
         self._warmup_ms = float("nan")
         self._dropped_reported = 0  # slot drops counted by the last diagnostics report
         self._tracker = PersonTracker()  # multi-person weights: ids that last while a person stays in view
-        self._tracked_resolution = ""  # the output_resolution of the tracker's boxes
+        self._tracked_resolution: tuple = ()  # output_resolution and label size of the tracker's boxes
         self._persons_last = 0  # persons in the last frame
         self._persons_dropped = 0  # persons left out by max_persons, all frames
         self._persons_dropped_reported = 0
@@ -311,6 +317,7 @@ class HumanParserNode(LifecycleNode):
                 max_persons=self.param("max_persons"))
             self._warmup_ms = self._parser.warmup()
             self._activated_at = time.monotonic()  # what was received or published before counts no more
+            self._pending_since = None
             # a bad qos_overrides value in the parameter file fails here
             self._subscription, qos = self._subscribe()
         except (ValueError, RuntimeError, ParameterException, InvalidQosOverridesError) as err:
@@ -400,7 +407,10 @@ class HumanParserNode(LifecycleNode):
 
     # ---- frame path ---------------------------------------------------------------------------
     def _on_image(self, msg: Any) -> None:
-        self._received.tick()
+        now = time.monotonic()
+        self._received.tick(now)
+        if self._pending_since is None:
+            self._pending_since = now
         self._slot.put(msg)
 
     def serve(self, keep_going: Callable[[], bool]) -> None:
@@ -417,8 +427,7 @@ class HumanParserNode(LifecycleNode):
                 try:
                     self._process(msg)
                 except Exception as err:  # a bad frame must never stop the frame loop
-                    self._rejected += 1
-                    self.get_logger().error(f"frame failed: {type(err).__name__}: {err}",
+                    self.get_logger().error(self._reject(f"frame failed: {type(err).__name__}: {err}"),
                                             throttle_duration_sec=5.0)
 
     def _decode(self, msg: Any) -> tuple[np.ndarray, str]:
@@ -437,11 +446,13 @@ class HumanParserNode(LifecycleNode):
         if parser is None:
             return
         began = time.perf_counter()
+        self._last_input = (f"compressed {msg.format}" if isinstance(msg, CompressedImage)
+                            else f"{msg.encoding} {msg.width}x{msg.height}")
         try:
             image, encoding = self._decode(msg)
         except ImageError as err:
-            self._rejected += 1
-            self.get_logger().warning(f"dropped frame from {self._input_topic}: {err}", throttle_duration_sec=5.0)
+            self.get_logger().warning(self._reject(f"dropped frame from {self._input_topic}: {err}"),
+                                      throttle_duration_sec=5.0)
             return
         start = time.perf_counter()
         if parser.multi_person:  # the parser's own threshold and cap follow the parameters
@@ -477,11 +488,18 @@ class HumanParserNode(LifecycleNode):
         for stage, ms in timings.items():
             self._stage_ms[stage].add(ms)
         self._published.tick()
+        self._pending_since = None
         self._end_to_end_ms.add(_age_ms(self, header))
+
+    def _reject(self, reason: str) -> str:
+        """Count a refused frame and keep why (diagnostics show it); returns ``reason``."""
+        self._rejected += 1
+        self._last_rejection = (time.monotonic(), reason)
+        return reason
 
     def _publish_persons(self, result: Any, header: Any) -> None:
         """Track every frame (ids must not jump when a subscriber arrives); publish while subscribed."""
-        resolution = self.param("output_resolution")
+        resolution = (self.param("output_resolution"), result.labels.shape)
         if resolution != self._tracked_resolution:  # the boxes change scale with it: no old track can match
             self._tracker.reset()
             self._tracked_resolution = resolution
@@ -536,7 +554,8 @@ class HumanParserNode(LifecycleNode):
             "input_topic": self._input_topic, "input_rate_hz": f"{self._received.rate():.2f}",
             "output_rate_hz": f"{self._published.rate():.2f}", "frames_received": self._received.total,
             "frames_published": self._published.total, "frames_dropped": dropped_total,
-            "frames_rejected": self._rejected,
+            "frames_rejected": self._rejected, "last_input": self._last_input,
+            "last_rejection": self._last_rejection[1] if self._last_rejection else "",
             "inference_ms_p50": f"{inference_p50:.1f}", "inference_ms_p99": f"{inference_p99:.1f}",
             "end_to_end_ms_p50": f"{end_to_end_p50:.1f}", "end_to_end_ms_p99": f"{end_to_end_p99:.1f}",
             "warmup_ms": f"{self._warmup_ms:.1f}", "weights": self._weights_path, "model": model,
@@ -555,15 +574,26 @@ class HumanParserNode(LifecycleNode):
         if self._parser is None:
             return DiagnosticStatus.OK, "inactive"
         now = time.monotonic()
-        last_in, last_out = self._since_activated(self._received), self._since_activated(self._published)
+        last_in = self._since_activated(self._received)
         stall = self.param("stall_timeout_s")
-        if last_in is not None and now - last_in < stall and now - (last_out or self._activated_at) > stall:
+        # waiting: since the first frame that arrived after the last output (a camera that pauses and
+        # resumes is not a stall, nor is a frame that arrives late after activate)
+        pending = self._pending_since
+        waiting = now - max(pending, self._activated_at) if pending is not None else 0.0
+        if last_in is not None and now - last_in < stall and waiting > stall:
+            rejection = self._last_rejection
+            if rejection is not None and rejection[0] >= now - waiting:
+                return (DiagnosticStatus.ERROR,
+                        f"rejecting frames, none published for {stall:.0f} s: {rejection[1]}")
             return DiagnosticStatus.ERROR, f"stalled: frames arriving, none published for {stall:.0f} s"
         if last_in is None or now - last_in > self.param("no_image_warning_s"):
             return DiagnosticStatus.WARN, f"no image on {self._input_topic}"
-        if dropped_recently:
-            return (DiagnosticStatus.WARN,
-                    f"slow: dropped {dropped_recently} frames in the last second (camera faster than model)")
+        minimum = self.param("min_output_rate_hz")
+        if minimum > 0 and now - self._activated_at >= self._published.window_s:
+            rate = self._published.rate(now)
+            if rate < minimum:
+                return (DiagnosticStatus.WARN, f"slow: output {rate:.1f} Hz, below min_output_rate_hz "
+                        f"({minimum:g}); dropped {dropped_recently} frames in the last second")
         if persons_dropped_recently:
             return (DiagnosticStatus.WARN, f"capped: {persons_dropped_recently} persons beyond max_persons "
                     f"({self.param('max_persons')}) dropped in the last second")

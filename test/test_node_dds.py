@@ -184,6 +184,9 @@ def test_hostile_inputs_are_dropped_and_the_node_keeps_answering(running, frames
         time.sleep(0.3)  # one at a time, so none is superseded before the node sees it
     client.wait_for(lambda: int(diagnostics_value(client, "frames_rejected")) >= rejected_before + len(hostile),
                     15.0, "the rejections to be counted")
+    # diagnostics say what the last frame was and why it was refused (the odd-width yuv422 one)
+    client.wait_for(lambda: diagnostics_value(client, "last_input") == f"yuv422 {w - 1}x{h}", 5.0, "last_input")
+    assert "dropped frame from /test_cam/image_raw" in diagnostics_value(client, "last_rejection")
     assert node.alive()
     # Still answering, including the 16-bit and 4-channel encodings users send.
     for encoding, pixels in (("rgb8", good), ("bgra8", np.dstack([good[..., ::-1], np.full((h, w), 255, np.uint8)])),
@@ -624,6 +627,51 @@ def test_a_failed_activate_releases_the_model_and_a_retry_clears_its_error(ros, 
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         level, message = node._health(0)
         assert level != DiagnosticStatus.ERROR and node._error == "", message
+    finally:
+        node.destroy_node()
+
+
+def _rgb_image(height: int, width: int, encoding: str = "rgb8") -> Image:
+    msg = Image(height=height, width=width, encoding=encoding, step=width * 3)
+    msg.data = array.array("B", bytes(height * width * 3))
+    return msg
+
+
+def test_stalls_count_from_the_first_waiting_frame_and_name_refused_frames(ros, weights):
+    """A camera that pauses and resumes is no stall (the wait starts at the first frame since the last
+    output); frames that keep arriving unpublished are, and when they are refused the ERROR says why.
+    Dropped frames alone are healthy; min_output_rate_hz makes a slow output a WARN."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    node = in_process_node(weights, "/resume_ns", "-p", "stall_timeout_s:=0.5")
+    good = _rgb_image(32, 48)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        node._on_image(good)
+        node._process(good)  # parsed and published: nothing waits
+        assert node._health(5) == (DiagnosticStatus.OK, "running")  # 5 frames dropped: still healthy
+        time.sleep(0.7)  # the camera pauses longer than stall_timeout_s ...
+        node._on_image(good)  # ... and resumes: this frame is being parsed
+        assert node._health(0)[0] == DiagnosticStatus.OK, node._health(0)
+        time.sleep(0.7)
+        node._on_image(good)  # frames keep arriving, none published since the first of them
+        level, message = node._health(0)
+        assert level == DiagnosticStatus.ERROR and message.startswith("stalled"), message
+        depth = _rgb_image(32, 48, "16UC1")
+        node._process(depth)  # refused
+        level, message = node._health(0)
+        assert level == DiagnosticStatus.ERROR and message.startswith("rejecting frames") and "16UC1" in message
+        assert node._figures(0)["last_input"] == "16UC1 48x32" and "16UC1" in node._figures(0)["last_rejection"]
+        node._process(good)
+        assert node._health(0) == (DiagnosticStatus.OK, "running")
+        node.set_parameters([Parameter("min_output_rate_hz", value=1000.0)])
+        node._activated_at -= node._published.window_s  # as if active for a whole rate window
+        node._process(good)
+        level, message = node._health(0)
+        assert level == DiagnosticStatus.WARN and "below min_output_rate_hz (1000)" in message, message
     finally:
         node.destroy_node()
 
