@@ -157,13 +157,18 @@ def _raw(client: Client, encoding: str, height: int, width: int, step: int, data
     return msg
 
 
-def diagnostics_value(client: Client, key: str) -> str:
-    for array_msg in reversed(client.received.get("/diagnostics")):
-        for status in array_msg.status:
-            for kv in status.values:
-                if kv.key == key:
-                    return kv.value
-    raise KeyError(key)
+def diagnostics_value(client: Client, key: str, timeout: float = 5.0) -> str:
+    """The newest reported value of ``key`` (waiting for a first report that has it)."""
+    def newest() -> str | None:
+        for array_msg in reversed(client.received.get("/diagnostics")):
+            for status in array_msg.status:
+                for kv in status.values:
+                    if kv.key == key:
+                        return kv.value
+        return None
+
+    client.wait_for(lambda: newest() is not None, timeout, f"diagnostics to report {key}")
+    return newest()
 
 
 def test_hostile_inputs_are_dropped_and_the_node_keeps_answering(running, frames):
