@@ -346,6 +346,15 @@ def test_a_diverging_loss_stops_the_run_at_its_step_and_resume_continues(tmp_pat
     assert read_weights_info(tmp_path / "run" / "model.safetensors").recipe["metrics"]["val"]
 
 
+def test_a_missing_dataset_is_refused_in_one_line_naming_it(tmp_path):
+    config = tiny_config(tmp_path / "run")
+    config["dataset"]["root"] = str(tmp_path / "no_such_dataset")
+    refused = train_cli(write_config(tmp_path / "c.yaml", config))
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    assert refused.stderr.strip().splitlines()[-1].startswith("[dtpr] error: ")
+    assert str(tmp_path / "no_such_dataset") in refused.stderr
+
+
 def test_tolerated_non_finite_steps_are_skipped_and_counted():
     """A class weight of NaN makes exactly the batches holding that class non-finite: those steps are skipped
     (the model is not touched) up to max_nonfinite_steps, and the next one stops the epoch naming its step."""
@@ -758,6 +767,37 @@ def test_schps_schedule_warm_up_floor_and_cycles():
     expected = [0.01 * 1.0, 0.505 * (0.01 + 0.99 * cosine[1]), 0.01 + 0.99 * 0.5, 0.01 + 0.99 * cosine[3],
                 0.5, 0.01 + 0.49 * 0.5, 0.5]
     assert factors == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_resume_with_other_steps_per_epoch_continues_at_the_same_fraction_of_the_stage():
+    """A new batch size (or number of processes) on --resume: the restored step count is rescaled so that the
+    schedule resumes where the stage was (it would otherwise jump ahead or back); the change is reported."""
+    from training.dtpr import continue_schedule, make_scheduler
+    from training.engine import StageState
+
+    parameter = torch.nn.Parameter(torch.zeros(1))
+
+    def stage(steps_per_epoch: int) -> StageState:
+        optimizer = torch.optim.SGD([parameter], lr=0.1)
+        scheduler = make_scheduler(optimizer, 28 * steps_per_epoch)
+        return StageState(1, optimizer, scheduler, None, {"steps_per_epoch": steps_per_epoch,
+                                                          "steps": 28 * steps_per_epoch, "schedule": "cosine"})
+
+    before = stage(88)
+    for _ in range(10 * 88):  # ten epochs of 88 steps
+        before.optimizer.step()
+        before.scheduler.step()
+    lr_then = before.optimizer.param_groups[0]["lr"]
+    for steps_per_epoch, expected_changes in ((44, ["steps_per_epoch 88 -> 44", "steps 2464 -> 1232"]), (88, [])):
+        resumed = stage(steps_per_epoch)
+        resumed.optimizer.load_state_dict(before.optimizer.state_dict())
+        resumed.scheduler.load_state_dict(before.scheduler.state_dict())
+        assert continue_schedule(resumed, before.schedule) == expected_changes
+        assert resumed.scheduler.last_epoch == 10 * steps_per_epoch
+        assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(lr_then)
+    old = stage(44)  # a checkpoint from before the schedule was kept: the position is left as restored
+    old.scheduler.load_state_dict(before.scheduler.state_dict())
+    assert continue_schedule(old, {}) == [] and old.scheduler.last_epoch == 880
 
 
 def test_schedule_options_are_checked_before_training(tmp_path):

@@ -5,7 +5,8 @@ Keys: ``format`` (``CHECKPOINT_FORMAT``), ``epoch`` (epochs done), ``stage``,
 stage), ``cpa`` (PRA's scores, from the recipe's source), ``cpa_train`` (from the
 training data, always), ``pixel_counts`` and ``image_counts`` (per class over the
 training set: PRN's two readings; older checkpoints lack ``image_counts``), ``aggregated``
-(self-correction's aggregated model or None), ``rng`` (global
+(self-correction's aggregated model or None), ``schedule`` (the current stage's
+schedule shape: steps per epoch, length, kind; older checkpoints lack it), ``rng`` (global
 RNG states), ``config`` and ``history`` (one record per epoch). A multi-person run's
 checkpoint has no ``stage``, CPA, counts or aggregated model. It holds tensors
 and plain Python values only, so ``torch.load(weights_only=True)`` reads it.
@@ -37,18 +38,23 @@ def make_checkpoint(epoch: int, stage: int, model: torch.nn.Module, optimizer: t
                     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
                     cpa: torch.Tensor | None, cpa_train: torch.Tensor | None, counts: dict[str, torch.Tensor],
                     rng: dict, config: dict, history: list[dict],
-                    aggregated: torch.nn.Module | None = None) -> dict[str, Any]:
+                    aggregated: torch.nn.Module | None = None, schedule: dict | None = None) -> dict[str, Any]:
     """A DTPR run's checkpoint after ``epoch`` epochs (``counts``: pixels, images; ``aggregated``:
-    self-correction's aggregated model, once the cycles began)."""
+    self-correction's aggregated model, once the cycles began; ``schedule``: the stage's schedule shape)."""
     return plain_checkpoint(epoch, model, optimizer, scheduler, scaler, rng, config, history, stage=stage, cpa=cpa,
                             cpa_train=cpa_train, pixel_counts=counts["pixels"], image_counts=counts["images"],
-                            aggregated=None if aggregated is None else aggregated.state_dict())
+                            aggregated=None if aggregated is None else aggregated.state_dict(),
+                            schedule=schedule or {})
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
-    """Atomic: a crash while writing leaves the previous checkpoint intact."""
+    """Atomic: a crash while writing leaves the previous checkpoint intact (synced before the rename, so a
+    power loss cannot leave an empty file in its place either)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(checkpoint, tmp)
+    with open(tmp, "wb") as file:
+        torch.save(checkpoint, file)
+        file.flush()
+        os.fsync(file.fileno())
     os.replace(tmp, path)
 
 

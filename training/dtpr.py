@@ -262,7 +262,28 @@ def make_stage(model: torch.nn.Module, stage: int, config: dict, steps_per_epoch
     scheduler = make_scheduler(optimizer, epochs * steps_per_epoch, optim["schedule"], optim["poly_power"],
                                cycle_steps, cycle_lr_factor(config), optim["milestones"], warmup_steps,
                                optim["warmup_start"], optim["min_lr_factor"])
-    return StageState(stage, optimizer, scheduler, make_stage_loss(config, stage, cpa, counts))
+    schedule = {"steps_per_epoch": steps_per_epoch, "steps": epochs * steps_per_epoch, "schedule": optim["schedule"],
+                "cycle_steps": cycle_steps, "warmup_steps": warmup_steps, "warmup_start": optim["warmup_start"],
+                "min_lr_factor": optim["min_lr_factor"],
+                **({"poly_power": optim["poly_power"]} if optim["schedule"] == "poly" else {}),
+                **({"milestones": list(optim["milestones"])} if optim["schedule"] == "step" else {})}
+    return StageState(stage, optimizer, scheduler, make_stage_loss(config, stage, cpa, counts), schedule)
+
+
+def continue_schedule(current: StageState, saved: dict[str, Any]) -> list[str]:
+    """Fit a resumed stage's restored schedule position to this run's steps per epoch (a new batch size or
+    number of processes: the schedule resumes at the same fraction of the stage, not the same step count);
+    returns how the schedule's shape differs from the checkpoint's (``saved``; empty for older checkpoints)."""
+    changes = [f"{key} {saved[key]} -> {value}" for key, value in current.schedule.items()
+               if key in saved and saved[key] != value]
+    old_steps, new_steps = saved.get("steps_per_epoch"), current.schedule["steps_per_epoch"]
+    if old_steps and old_steps != new_steps:
+        scheduler = current.scheduler
+        step = round(scheduler.last_epoch * new_steps / old_steps)
+        scheduler.last_epoch = step
+        for group, factor, base_lr in zip(current.optimizer.param_groups, scheduler.lr_lambdas, scheduler.base_lrs):
+            group["lr"] = base_lr * factor(step)
+    return changes
 
 
 EXTRA_KEYS = ("name", "root", "split", "options")
@@ -446,6 +467,10 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
         if old_lr is not None and dist_info.is_main:
             print(f"[dtpr] stage {stage} peak lr {old_lr:g} -> {stage_lr(config, stage):g} from the resumed step on",
                   flush=True)
+        changes = continue_schedule(current, checkpoint.get("schedule") or {})
+        if changes and dist_info.is_main:
+            print(f"[dtpr] stage {stage} schedule changed since {checkpoint_path} ({', '.join(changes)}): it "
+                  f"continues at step {current.scheduler.last_epoch} of the new one", flush=True)
     if dist_info.is_main:
         print(f"[dtpr] {config['name']}: {len(train_set)} train / {len(val_set)} val images, "
               f"{num_classes} classes ({class_set.name}), stage 1 {stage1_epochs} + stage 2 {stage2_epochs} epochs, "
@@ -458,6 +483,7 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
         trim_kept_pixels(out / "kept_pixels.csv", start_epoch)
     writer = _tensorboard(config["log"]["tensorboard"] and dist_info.is_main, out, start_epoch)
     net = wrap_ddp(model, dist_info, device)
+    del checkpoint  # restored into the model and optimizer: no second copy for the whole run
     for epoch in range(start_epoch, total_epochs):
         if epoch == stage1_epochs and current.stage == 1:
             current = make_stage(model, 2, config, steps_per_epoch, cpa, counts)
@@ -503,12 +529,12 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
         history.append(record)
         if dist_info.is_main:
             _log_epoch(writer, record)
-            save_checkpoint(make_checkpoint(epoch + 1, current.stage, model, current.optimizer, current.scheduler,
-                                            scaler, cpa, cpa_train, counts, capture_rng_states(), config,
-                                            history, aggregated),
-                            checkpoint_path)
-            if epoch + 1 in config["keep_checkpoints"]:
-                shutil.copyfile(checkpoint_path, out / f"checkpoint_epoch{epoch + 1:02d}.pt")
+            state = make_checkpoint(epoch + 1, current.stage, model, current.optimizer, current.scheduler, scaler,
+                                    cpa, cpa_train, counts, capture_rng_states(), config, history, aggregated,
+                                    current.schedule)
+            if epoch + 1 in config["keep_checkpoints"]:  # first: a run killed between the two resumes after it
+                save_checkpoint(state, out / f"checkpoint_epoch{epoch + 1:02d}.pt")
+            save_checkpoint(state, checkpoint_path)
         barrier(dist_info)
     return _finish(model, val_loader, class_set, config, cpa, counts["pixels"], history, device, dist_info, out)
 

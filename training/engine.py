@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -69,6 +69,7 @@ class StageState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     loss: StageLoss
+    schedule: dict[str, Any] = field(default_factory=dict)  # the schedule's shape, kept in the checkpoint
 
 
 def autocast(amp: str, device: torch.device) -> torch.autocast:

@@ -27,8 +27,9 @@ from training.distributed import teardown_distributed
 from training.dtpr import RunDirectoryError, run
 from training.engine import NonFiniteError
 
-# Errors that say what is wrong in one line (a file, a step, a value): no traceback for these.
-USER_ERRORS = (CheckpointError, LabelIdError, NonFiniteError, RunDirectoryError, WeightsError)
+# Errors that say what is wrong in one line (a file, a step, a value): no traceback for these. (Every
+# FileNotFoundError the trainer raises names the missing path.)
+USER_ERRORS = (CheckpointError, FileNotFoundError, LabelIdError, NonFiniteError, RunDirectoryError, WeightsError)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
