@@ -1,6 +1,7 @@
 """Dataset loaders against fixtures written in each dataset's on-disk layout, and against real files."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -379,3 +380,21 @@ def test_out_of_range_label_id_is_refused_by_the_first_pass_naming_file_and_ids(
     label[0, :4] = 0  # only 255 left: accepted
     savemat(bad, {"groundtruth": label})
     assert class_pixel_counts(dataset).shape == (59,)
+
+
+def test_validation_never_scores_a_sample_in_place_of_an_unreadable_one(tmp_path):
+    """The trainer's validation set: where the dataset skips unreadable samples (MHPv2) the broken one is left
+    out, not replaced by the next (which would count twice); elsewhere the run stops naming the file."""
+    from training.datasets import UnreadableDataError
+    from training.dtpr import validation_statistics
+
+    root = copy_ccp_samples(tmp_path / "ccp")
+    broken = root / "annotations" / "0900.mat"
+    broken.write_bytes(b"MATLAB 5.0 MAT-file, but the rest is garbage" * 3)
+    skipping = build_dataset("ccp", root, "all", skip_unreadable=True)
+    ids = [item.id for item in skipping.items]
+    with pytest.warns(UserWarning, match="0900"):
+        stats = validation_statistics(skipping, "all")
+    assert stats["skipped"] == ["0900"] and [item.id for item in skipping.items] == [i for i in ids if i != "0900"]
+    with pytest.raises(UnreadableDataError, match=re.escape(f"validation split 'all': {broken}")):
+        validation_statistics(build_dataset("ccp", root, "all"), "all")

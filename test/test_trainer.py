@@ -100,8 +100,9 @@ def test_two_stage_run_writes_weights_that_the_parser_loads(tmp_path):
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert set(ckpt) == {"format", "epoch", "stage", "model", "optimizer", "scheduler", "scaler", "cpa",
                          "cpa_train", "pixel_counts", "image_counts", "rng", "config", "history",
-                         "aggregated"} and \
+                         "aggregated", "schedule"} and \
         ckpt["format"] == "dtpr-checkpoint/1"
+    assert ckpt["schedule"]["steps"] == ckpt["scheduler"]["last_epoch"]  # stage 2's whole schedule, done
     assert ckpt["epoch"] == 3 and ckpt["stage"] == 2 and ckpt["cpa"].shape == (59,)
     for name in ("val_classes.csv", "val_classes.md", "kept_pixels.csv", "cpa_vs_pixels.png", "metrics.json"):
         assert (out / name).is_file(), name

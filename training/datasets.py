@@ -314,6 +314,11 @@ class LabelIdError(ValueError):
     """Label files holding ids that are neither a class of the class set nor the ignore index."""
 
 
+class UnreadableDataError(ValueError):
+    """A validation file that cannot be read (the message names it): validation never substitutes another
+    sample, which would score that one twice."""
+
+
 def _bad_ids(counts: np.ndarray, num_classes: int) -> list[int]:
     return [int(v) for v in np.flatnonzero(counts) if v >= num_classes and v != IGNORE_INDEX]
 

@@ -27,7 +27,15 @@ from human_parsing_ros.class_sets import ClassSet, get_class_set
 from human_parsing_ros.models import ARCHITECTURES, SegmentationModel, build_model
 from human_parsing_ros.weights import WeightsError, load_weights, non_finite_tensor
 from training.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from training.datasets import ConcatParsingDataset, ParsingDataset, build_dataset, check_label_ids, class_statistics
+from training.datasets import (
+    ConcatParsingDataset,
+    LabelIdError,
+    ParsingDataset,
+    UnreadableDataError,
+    build_dataset,
+    check_label_ids,
+    class_statistics,
+)
 from training.distributed import DistInfo, barrier, setup_distributed, unwrap_ddp, wrap_ddp
 from training.engine import STAGE_LOSSES, NonFiniteError, StageLoss, StageState, evaluate, train_one_epoch
 from training.export import export_weights, validation_is_trained_on
@@ -316,9 +324,24 @@ def make_datasets(config: dict, class_set: ClassSet) -> tuple[ParsingDataset, Pa
     eval_size = tuple(input_spec["eval_size"]) if input_spec["eval_size"] else None
     resize_labels = eval_labels_resized(config)
     val_set = build_dataset(data_spec["name"], data_spec["root"], data_spec["val_split"],
-                            EvalTransform(eval_size, resize_labels=resize_labels),
-                            skip_unreadable=True, **options)
+                            EvalTransform(eval_size, resize_labels=resize_labels), **options)
     return train_set, val_set
+
+
+def validation_statistics(val_set: ParsingDataset, split: str) -> dict[str, Any]:
+    """``class_statistics`` of the validation split. A dataset that skips unreadable samples (MHPv2) has
+    those left out of validation (substituting the next one would score that one twice); in any other an
+    unreadable label stops the run naming the file."""
+    try:
+        stats = class_statistics(val_set)
+    except LabelIdError:
+        raise
+    except (OSError, ValueError) as error:
+        raise UnreadableDataError(f"validation split '{split}': {error}") from None
+    if stats["skipped"]:
+        skipped = set(stats["skipped"])
+        val_set.items = [item for item in val_set.items if item.id not in skipped]
+    return stats
 
 
 def eval_labels_resized(config: dict) -> bool:
@@ -415,6 +438,11 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
     class_set = get_class_set(data_spec["class_set"] or data_spec["name"])
     num_classes = class_set.num_classes
     train_set, val_set = make_datasets(config, class_set)
+    val_stats = validation_statistics(val_set, data_spec["val_split"])  # before its loader
+    check_label_ids(val_stats, num_classes)
+    if val_stats["skipped"] and dist_info.is_main:
+        print(f"[dtpr] warning: validation leaves out {len(val_stats['skipped'])} unreadable sample(s): "
+              f"{', '.join(val_stats['skipped'][:5])}{' ...' if len(val_stats['skipped']) > 5 else ''}", flush=True)
     plan = cycle_plan(config)
     stage1_epochs, stage2_epochs = plan.epochs, config["stage2"]["epochs"]
     total_epochs = stage1_epochs + stage2_epochs
@@ -444,8 +472,6 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
         stats = class_statistics(train_set)
         check_label_ids(stats, num_classes)
         counts = train_counts(stats)
-        if not checkpoint:
-            check_label_ids(class_statistics(val_set), num_classes)
     history: list[dict] = checkpoint["history"] if checkpoint else []
     stage = 1 if start_epoch < stage1_epochs else 2
     if checkpoint:

@@ -22,14 +22,15 @@ from human_parsing_ros.models import is_multi_person
 from human_parsing_ros.weights import WeightsError
 from training.checkpoint import CheckpointError
 from training.config import load_config, parse_overrides
-from training.datasets import LabelIdError
+from training.datasets import LabelIdError, UnreadableDataError
 from training.distributed import teardown_distributed
 from training.dtpr import RunDirectoryError, run
 from training.engine import NonFiniteError
 
 # Errors that say what is wrong in one line (a file, a step, a value): no traceback for these. (Every
 # FileNotFoundError the trainer raises names the missing path.)
-USER_ERRORS = (CheckpointError, FileNotFoundError, LabelIdError, NonFiniteError, RunDirectoryError, WeightsError)
+USER_ERRORS = (CheckpointError, FileNotFoundError, LabelIdError, NonFiniteError, RunDirectoryError,
+               UnreadableDataError, WeightsError)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
