@@ -29,7 +29,6 @@ from human_parsing_ros.weights import WeightsError, load_weights, non_finite_ten
 from training.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from training.datasets import (
     ConcatParsingDataset,
-    LabelIdError,
     ParsingDataset,
     UnreadableDataError,
     build_dataset,
@@ -333,9 +332,7 @@ def validation_statistics(val_set: ParsingDataset, split: str) -> dict[str, Any]
     those left out of validation (substituting the next one would score that one twice); in any other an
     unreadable label stops the run naming the file."""
     try:
-        stats = class_statistics(val_set)
-    except LabelIdError:
-        raise
+        stats = class_statistics(val_set)  # records out-of-range ids rather than raising
     except (OSError, ValueError) as error:
         raise UnreadableDataError(f"validation split '{split}': {error}") from None
     if stats["skipped"]:
