@@ -256,6 +256,26 @@ def test_ship_weights_adds_serving_metrics_and_training_time_to_the_same_tensors
     assert (tmp_path / "table.md").is_file()
 
 
+def test_evaluate_scores_a_checkpoint_as_the_weights_file_it_became(finished_run, capsys):
+    """``evaluate.py --checkpoint`` rebuilds the network from the checkpoint's recipe with the export's class
+    set and normalisation: the final checkpoint scores what the exported weights score; a checkpoint without
+    the asked-for model is one error line naming the file."""
+    from training import evaluate
+
+    out, _ = finished_run
+    common = ["--dataset", "ccp", "--root", str(SAMPLES), "--split", "all", "--eval-size", "96", "64"]
+    assert evaluate.main(["--weights", str(out / "model.safetensors"), *common]) == 0
+    assert evaluate.main(["--checkpoint", str(out / "checkpoint.pt"), *common]) == 0
+    from_weights, from_checkpoint = capsys.readouterr().out.splitlines()
+    assert from_weights.split(": ", 1)[1] == from_checkpoint.split(": ", 1)[1]
+    assert "mIoU" in from_checkpoint and "(model)" in from_checkpoint
+    assert evaluate.main(["--checkpoint", str(out / "checkpoint_epoch03.pt"), *common]) == 0
+    assert capsys.readouterr().out.split(": ", 1)[1] != from_weights.split(": ", 1)[1]  # mid stage 2
+    assert evaluate.main(["--checkpoint", str(out / "checkpoint.pt"), "--state", "aggregated", *common]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and str(out / "checkpoint.pt") in error and "no aggregated model" in error
+
+
 @pytest.mark.parametrize("killed_in", ["stage2_validation", "export"])
 def test_every_output_equals_the_uninterrupted_runs_after_a_kill_and_resume(tmp_path, finished_run, killed_in):
     """What a kill leaves on disk, rebuilt exactly: killed while validating epoch 4 (its kept_pixels rows

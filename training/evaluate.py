@@ -4,10 +4,14 @@
         --dataset ccp --root ../shared/data/ccp --split test --eval-size 412 275 [--flip] [--resize-labels]
     python training/evaluate.py --weights W --dataset ccp --root ../shared/data/ccp --split test --serving
     python training/evaluate.py --weights W ... --serving --fold-to hri   # a finer model, folded to hri
+    python training/evaluate.py --checkpoint runs/R/checkpoint_epoch07.pt [--state aggregated] ...   # mid-run
 
 ``--serving`` runs the node's own HumanParser (letterbox at the weights' input size, labels at
 each photo's resolution): the numbers are what the node delivers. Ground truth in another class
 set than the weights' is mapped to theirs (class_mappings); ``--fold-to`` maps both to a coarser set.
+``--checkpoint`` evaluates a trainer's checkpoint instead of a weights file: its network (``--state model``)
+or self-correction's aggregated model (``--state aggregated``), in the recipe's class set with ImageNet
+normalisation, as the trainer's export would.
 
 The protocol's results table (training/protocol.py) is computed by this same
 function from the weights files it wrote, so a row can be checked by hand.
@@ -28,9 +32,12 @@ import torch
 
 from human_parsing_ros.class_mappings import mapping_table
 from human_parsing_ros.class_sets import get_class_set
+from human_parsing_ros.models import SegmentationModel
 from human_parsing_ros.parser import HumanParser
-from human_parsing_ros.weights import load_weights, read_weights_info
+from human_parsing_ros.weights import WeightsError, load_weights, read_weights_info
+from training.checkpoint import CheckpointError, load_checkpoint
 from training.datasets import build_dataset
+from training.dtpr import model_from_state
 from training.engine import evaluate
 from training.metrics import ConfusionMatrix, compute_metrics, format_summary, write_class_table
 from training.transforms import EvalTransform
@@ -55,22 +62,46 @@ def confusion_on_split(model: torch.nn.Module, dataset: str, root: str | Path, s
                     flip_perm=flip_perm).matrix
 
 
+def evaluate_model(model: SegmentationModel, class_set_name: str, dataset: str, root: str | Path, split: str,
+                   eval_size: tuple[int, int] | None = None, device: str = "cpu",
+                   options: dict[str, Any] | None = None, workers: int = 1,
+                   mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+                   resize_labels: bool = False, flip: bool = False) -> dict[str, Any]:
+    """``compute_metrics`` of ``model`` (in class set ``class_set_name``) on ``split``: images resized to
+    ``eval_size`` if given, labels at their own resolution unless ``resize_labels``, ``flip``: flip test;
+    ground truth mapped to the model's class set when the dataset's differs."""
+    model = model.to(device).to(memory_format=torch.channels_last)
+    options = {**(options or {}), "class_set": class_set_name}
+    flip_perm = get_class_set(class_set_name).flip_permutation() if flip else None
+    return compute_metrics(confusion_on_split(model, dataset, root, split, eval_size, device, options, workers,
+                                              mean, std, resize_labels, flip_perm))
+
+
 def evaluate_weights(weights: str | Path, dataset: str, root: str | Path, split: str,
                      eval_size: tuple[int, int] | None = None, device: str = "cpu",
                      options: dict[str, Any] | None = None, workers: int = 1, resize_labels: bool = False,
                      flip: bool = False) -> dict[str, Any]:
-    """``compute_metrics`` of the weights' model on ``split`` (images resized to ``eval_size`` if given, labels
-    at their own resolution unless ``resize_labels``; ``flip``: flip test); ground truth mapped to the weights'
-    class set when the dataset's differs."""
+    """``evaluate_model`` for the network of a weights file, with its normalisation."""
     model, info = load_weights(weights)
     if getattr(model, "multi_person", False):
         raise ValueError(f"{weights}: multi-person weights ({info.architecture}): evaluate the merged map with "
                          "--serving, or persons with training/tools/ship_persons.py (AP^p, PCP)")
-    model = model.to(device).to(memory_format=torch.channels_last)
-    options = {**(options or {}), "class_set": info.class_set_name}
-    flip_perm = get_class_set(info.class_set_name).flip_permutation() if flip else None
-    return compute_metrics(confusion_on_split(model, dataset, root, split, eval_size, device, options, workers,
-                                              info.mean, info.std, resize_labels, flip_perm))
+    return evaluate_model(model, info.class_set_name, dataset, root, split, eval_size, device, options, workers,
+                          info.mean, info.std, resize_labels, flip)
+
+
+def model_from_checkpoint(path: str | Path, state: str = "model") -> tuple[SegmentationModel, str]:
+    """The network a trainer's checkpoint holds (``state``: ``model``, or ``aggregated``: self-correction's
+    aggregated model) and its class set's name."""
+    if state not in ("model", "aggregated"):
+        raise ValueError(f"state {state!r}: model or aggregated")
+    checkpoint = load_checkpoint(Path(path))
+    if checkpoint.get(state) is None:
+        raise CheckpointError(f"{path}: no {state} model (self-correction's aggregated model exists once the "
+                              "main schedule has ended)")
+    config = checkpoint["config"]
+    class_set = get_class_set(config["dataset"]["class_set"] or config["dataset"]["name"])
+    return model_from_state(config, class_set.num_classes, checkpoint[state]), class_set.name
 
 
 def serving_confusion(weights: str | Path, dataset: str, root: str | Path, split: str, device: str = "cpu",
@@ -91,7 +122,11 @@ def serving_confusion(weights: str | Path, dataset: str, root: str | Path, split
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help="a .safetensors file the trainer wrote")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", help="a .safetensors file the trainer wrote")
+    source.add_argument("--checkpoint", help="a trainer's checkpoint (checkpoint.pt, checkpoint_epochNN.pt)")
+    parser.add_argument("--state", choices=("model", "aggregated"), default="model",
+                        help="with --checkpoint: its network, or self-correction's aggregated model")
     parser.add_argument("--dataset", default="ccp", help="mhpv2 | lip | cihp | atr | ccp")
     parser.add_argument("--root", default="../shared/data/ccp", help="the dataset's folder")
     parser.add_argument("--split", default="val")
@@ -115,23 +150,39 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.fold_to and not args.serving:
         raise SystemExit("--fold-to needs --serving")
-    if args.serving:
-        result = compute_metrics(serving_confusion(args.weights, args.dataset, args.root, args.split, args.device,
-                                                   fold_to=args.fold_to))
-        names = list(get_class_set(args.fold_to).names if args.fold_to else read_weights_info(args.weights).class_names)
-    else:
-        result = evaluate_weights(args.weights, args.dataset, args.root, args.split,
-                                  tuple(args.eval_size) if args.eval_size else None, args.device,
-                                  resize_labels=args.resize_labels, flip=args.flip)
-        names = list(read_weights_info(args.weights).class_names)
+    if args.checkpoint and args.serving:
+        raise SystemExit("--serving needs --weights (the node loads weights files, not checkpoints)")
+    try:
+        result, names = _evaluate(args)
+    except (CheckpointError, FileNotFoundError, WeightsError) as error:
+        print(f"[evaluate] error: {error}", file=sys.stderr, flush=True)
+        return 1
     mode = f"serving path{', folded to ' + args.fold_to if args.fold_to else ''}" if args.serving else \
         f"network, labels {'resized' if args.resize_labels and args.eval_size else 'at their resolution'}" \
         f"{', flip test' if args.flip else ''}"
-    print(f"{args.weights} on {args.dataset} {args.split} ({mode}): {format_summary(result)}")
+    source = args.weights or f"{args.checkpoint} ({args.state})"
+    print(f"{source} on {args.dataset} {args.split} ({mode}): {format_summary(result)}")
     if args.table is not None:
         write_class_table(result, names, args.table.with_suffix(".csv"), args.table.with_suffix(".md"))
     return 0
 
+
+def _evaluate(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """The metrics that ``args`` ask for and the class names of their table."""
+    size = tuple(args.eval_size) if args.eval_size else None
+    if args.checkpoint:
+        model, class_set_name = model_from_checkpoint(args.checkpoint, args.state)
+        result = evaluate_model(model, class_set_name, args.dataset, args.root, args.split, size, args.device,
+                                resize_labels=args.resize_labels, flip=args.flip)
+        return result, list(get_class_set(class_set_name).names)
+    if args.serving:
+        result = compute_metrics(serving_confusion(args.weights, args.dataset, args.root, args.split, args.device,
+                                                   fold_to=args.fold_to))
+        return result, list(get_class_set(args.fold_to).names if args.fold_to
+                            else read_weights_info(args.weights).class_names)
+    result = evaluate_weights(args.weights, args.dataset, args.root, args.split, size, args.device,
+                              resize_labels=args.resize_labels, flip=args.flip)
+    return result, list(read_weights_info(args.weights).class_names)
 
 if __name__ == "__main__":
     sys.exit(main())
