@@ -321,6 +321,34 @@ def test_a_new_run_into_an_earlier_runs_directory_is_refused_without_overwrite(t
     assert_same_outputs(whole, out)  # a fresh run: no rows or files of the earlier one left over
 
 
+def test_a_resume_names_the_settings_it_changes_and_refuses_another_network(tmp_path, finished_run, capsys):
+    import shutil
+
+    from training.checkpoint import CheckpointError
+    from training.config import load_config
+    from training.dtpr import run
+
+    whole, config = finished_run
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copyfile(whole / "checkpoint_epoch03.pt", out / "checkpoint.pt")
+    before = (out / "checkpoint.pt").read_bytes()
+    other_network = {**config, "output_dir": str(out),
+                     "model": {**config["model"], "args": {**config["model"]["args"], "decoder_channels": 8}}}
+    with pytest.raises(CheckpointError) as refused:
+        run(load_config(overrides=other_network), resume=True)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"{out / 'checkpoint.pt'}: trained deeplabv3plus")
+    assert "'decoder_channels': 16" in message and "'decoder_channels': 8" in message
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+    capsys.readouterr()
+    run(load_config(overrides={**config, "output_dir": str(out), "optim": {**config["optim"], "lr": 0.01}}),
+        resume=True)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "settings changed" in line]
+    assert len(lines) == 1 and lines[0].endswith(f"{out / 'checkpoint.pt'}: optim.lr 0.02 -> 0.01")
+
+
 def test_a_non_finite_checkpoint_is_refused_naming_file_and_tensor(tmp_path, finished_run):
     import shutil
 

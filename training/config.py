@@ -153,3 +153,31 @@ def parse_overrides(items: list[str]) -> dict:
             node = node.setdefault(part, {})
         node[parts[-1]] = read_yaml(text)
     return out
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    """``config`` with nested keys joined by dots (``optim.lr``); lists and other values stay whole."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def recipe_changes(saved: dict, config: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """``key old -> new`` for every setting in which ``config`` differs from ``saved`` (a checkpoint's recipe),
+    apart from the keys in ``ignore`` and below them."""
+    before, after = flatten(saved), flatten(config)
+    missing = "(unset)"
+    changes = []
+    for key in sorted(before.keys() | after.keys()):
+        if any(key == skip or key.startswith(skip + ".") for skip in ignore):
+            continue
+        old, new = before.get(key, missing), after.get(key, missing)
+        if old != new:
+            changes.append(f"{key} {old} -> {new}")
+    return changes
+

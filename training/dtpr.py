@@ -26,7 +26,8 @@ import torch
 from human_parsing_ros.class_sets import ClassSet, get_class_set
 from human_parsing_ros.models import ARCHITECTURES, SegmentationModel, build_model
 from human_parsing_ros.weights import WeightsError, load_weights, non_finite_tensor
-from training.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from training.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
+from training.config import recipe_changes
 from training.datasets import (
     ConcatParsingDataset,
     ParsingDataset,
@@ -103,6 +104,25 @@ def start_weights_args(config: dict, resuming: bool) -> dict[str, Any]:
     ``model.init`` replaces every tensor anyway: a resumed run needs neither the network nor the file."""
     args = config["model"]["args"]
     return without_download(args) if resuming or config["model"]["init"] else dict(args)
+
+
+def network_recipe(config: dict) -> tuple[str, dict[str, Any], str]:
+    """What fixes a run's network and its tensors' shapes: architecture, its arguments, class set."""
+    data = config["dataset"]
+    return (config["model"]["architecture"], without_download(config["model"]["args"]),
+            data["class_set"] or data["name"])
+
+
+def resume_changes(checkpoint: dict, config: dict, path: Path) -> list[str]:
+    """The settings a resume changes (``key old -> new``); a recipe for another network than the checkpoint's
+    is refused in one line (its tensors would not fit)."""
+    saved = checkpoint["config"]
+    if network_recipe(saved) != network_recipe(config):
+        old, new = (" ".join(f"{part}" for part in network_recipe(c)) for c in (saved, config))
+        raise CheckpointError(f"{path}: trained {old}; this recipe builds {new}: resume with the recipe the run "
+                              "started with, or start a new run (model.init fine-tunes from a weights file)")
+    # a run copied to another directory resumes there; ImageNet weights are never fetched on a resume
+    return recipe_changes(saved, config, ignore=("output_dir", "model.args.encoder_weights"))
 
 
 def start_description(config: dict, start_epoch: int) -> str:
@@ -453,6 +473,9 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
 
     checkpoint_path = out / "checkpoint.pt"
     checkpoint = load_checkpoint(checkpoint_path) if resume and checkpoint_path.exists() else None
+    changed = resume_changes(checkpoint, config, checkpoint_path) if checkpoint else []
+    if changed and dist_info.is_main:
+        print(f"[dtpr] resuming with settings changed since {checkpoint_path}: {'; '.join(changed)}", flush=True)
     torch.manual_seed(config["seed"])
     model = make_model(config["model"]["architecture"], start_weights_args(config, checkpoint is not None),
                        num_classes)
