@@ -81,6 +81,26 @@ def test_a_resumed_multi_person_run_equals_the_uninterrupted_one(finished, monke
         json.loads((resumed / "history.json").read_text())[-1]["loss"]
 
 
+def test_a_resume_with_another_batch_size_and_lr_continues_at_the_same_point_and_says_so(finished, capsys):
+    """Batch 2 -> 1 doubles the steps per epoch: the restored step is rescaled (the step schedule neither jumps
+    ahead nor back), the new peak lr applies from there, and both changes are printed with the settings."""
+    out, tmp_path = finished
+    resumed = tmp_path / "rebatched"
+    resumed.mkdir()
+    shutil.copyfile(out / "checkpoint_epoch01.pt", resumed / "checkpoint.pt")
+    recipe = tiny(tmp_path, "rebatched")
+    recipe["optim"] = {**recipe["optim"], "batch_size": 1, "lr": 0.01}
+    capsys.readouterr()
+    run_persons(load_config(overrides=recipe), resume=True)
+    printed = capsys.readouterr().out
+    assert "optim.batch_size 2 -> 1" in printed and "optim.lr 0.005 -> 0.01" in printed
+    assert "[persons] peak lr 0.005 -> 0.01 from the resumed step on" in printed
+    assert "[persons] schedule changed (steps_per_epoch 2 -> 4, steps 4 -> 8): it continues at step 4" in printed
+    checkpoint = torch.load(resumed / "checkpoint.pt", weights_only=True)
+    assert checkpoint["schedule"]["steps_per_epoch"] == 4 and checkpoint["scheduler"]["last_epoch"] == 8
+    assert json.loads((resumed / "history.json").read_text())[-1]["lr"] == pytest.approx(0.01 * 0.1)
+
+
 def test_a_multi_person_run_fine_tunes_from_a_weights_file(tmp_path, finished):
     """model.init with lr 0: every learned tensor of the new file is the finished run's (not this seed's start)."""
     out, _ = finished

@@ -841,12 +841,14 @@ def test_a_resume_with_other_steps_per_epoch_continues_at_the_same_fraction_of_t
         resumed = stage(steps_per_epoch)
         resumed.optimizer.load_state_dict(before.optimizer.state_dict())
         resumed.scheduler.load_state_dict(before.scheduler.state_dict())
-        assert continue_schedule(resumed, before.schedule) == expected_changes
+        assert continue_schedule(resumed.optimizer, resumed.scheduler, resumed.schedule,
+                                 before.schedule) == expected_changes
         assert resumed.scheduler.last_epoch == 10 * steps_per_epoch
         assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(lr_then)
     old = stage(44)  # a checkpoint from before the schedule was kept: the position is left as restored
     old.scheduler.load_state_dict(before.scheduler.state_dict())
-    assert continue_schedule(old, {}) == [] and old.scheduler.last_epoch == 880
+    assert continue_schedule(old.optimizer, old.scheduler, old.schedule, {}) == []
+    assert old.scheduler.last_epoch == 880
 
 
 def test_schedule_options_are_checked_before_training(tmp_path):

@@ -257,15 +257,16 @@ def stage_lr(config: dict, stage: int) -> float:
     return (config["stage2"]["lr"] if stage == 2 else None) or config["optim"]["lr"]
 
 
-def apply_lr_change(current: StageState, lr: float) -> float | None:
-    """Give a resumed stage the configured peak ``lr`` (the checkpoint's schedule would keep its own); the
+def apply_lr_change(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR,
+                    lr: float) -> float | None:
+    """Give a resumed schedule the configured peak ``lr`` (the checkpoint's would keep its own); the
     schedule continues from where it was. Returns the checkpoint's lr when it differed, else None."""
-    old = current.scheduler.base_lrs[0]
+    old = scheduler.base_lrs[0]
     if old == lr:
         return None
-    current.scheduler.base_lrs = [lr] * len(current.scheduler.base_lrs)
-    step = current.scheduler.last_epoch
-    for group, factor in zip(current.optimizer.param_groups, current.scheduler.lr_lambdas):
+    scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
+    step = scheduler.last_epoch
+    for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas):
         group["initial_lr"], group["lr"] = lr, lr * factor(step)
     return old
 
@@ -297,20 +298,35 @@ def make_stage(model: torch.nn.Module, stage: int, config: dict, steps_per_epoch
     return StageState(stage, optimizer, scheduler, make_stage_loss(config, stage, cpa, counts), schedule)
 
 
-def continue_schedule(current: StageState, saved: dict[str, Any]) -> list[str]:
-    """Fit a resumed stage's restored schedule position to this run's steps per epoch (a new batch size or
-    number of processes: the schedule resumes at the same fraction of the stage, not the same step count);
-    returns how the schedule's shape differs from the checkpoint's (``saved``; empty for older checkpoints)."""
-    changes = [f"{key} {saved[key]} -> {value}" for key, value in current.schedule.items()
+def continue_schedule(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR,
+                      schedule: dict[str, Any], saved: dict[str, Any]) -> list[str]:
+    """Fit a restored schedule position to this run's steps per epoch (a new batch size or number of
+    processes: the schedule resumes at the same fraction of its length, not the same step count); returns
+    how the schedule's shape ``schedule`` differs from the checkpoint's ``saved`` (empty for older ones)."""
+    changes = [f"{key} {saved[key]} -> {value}" for key, value in schedule.items()
                if key in saved and saved[key] != value]
-    old_steps, new_steps = saved.get("steps_per_epoch"), current.schedule["steps_per_epoch"]
+    old_steps, new_steps = saved.get("steps_per_epoch"), schedule["steps_per_epoch"]
     if old_steps and old_steps != new_steps:
-        scheduler = current.scheduler
         step = round(scheduler.last_epoch * new_steps / old_steps)
         scheduler.last_epoch = step
-        for group, factor, base_lr in zip(current.optimizer.param_groups, scheduler.lr_lambdas, scheduler.base_lrs):
+        for group, factor, base_lr in zip(optimizer.param_groups, scheduler.lr_lambdas, scheduler.base_lrs):
             group["lr"] = base_lr * factor(step)
     return changes
+
+
+def resume_schedule(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR, lr: float,
+                    schedule: dict[str, Any], saved: dict[str, Any]) -> list[str]:
+    """Continue a restored schedule under this run's recipe (``apply_lr_change``, ``continue_schedule``);
+    returns what that changed, one log line each."""
+    notes = []
+    old_lr = apply_lr_change(optimizer, scheduler, lr)
+    if old_lr is not None:
+        notes.append(f"peak lr {old_lr:g} -> {lr:g} from the resumed step on")
+    changes = continue_schedule(optimizer, scheduler, schedule, saved)
+    if changes:
+        notes.append(f"schedule changed ({', '.join(changes)}): it continues at step {scheduler.last_epoch} of "
+                     "the new one")
+    return notes
 
 
 EXTRA_KEYS = ("name", "root", "split", "options")
@@ -509,14 +525,10 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
     if checkpoint and current is not None and checkpoint["stage"] == stage:  # else the new stage starts its own
         current.optimizer.load_state_dict(checkpoint["optimizer"])
         current.scheduler.load_state_dict(checkpoint["scheduler"])
-        old_lr = apply_lr_change(current, stage_lr(config, stage))
-        if old_lr is not None and dist_info.is_main:
-            print(f"[dtpr] stage {stage} peak lr {old_lr:g} -> {stage_lr(config, stage):g} from the resumed step on",
-                  flush=True)
-        changes = continue_schedule(current, checkpoint.get("schedule") or {})
-        if changes and dist_info.is_main:
-            print(f"[dtpr] stage {stage} schedule changed since {checkpoint_path} ({', '.join(changes)}): it "
-                  f"continues at step {current.scheduler.last_epoch} of the new one", flush=True)
+        notes = resume_schedule(current.optimizer, current.scheduler, stage_lr(config, stage), current.schedule,
+                                checkpoint.get("schedule") or {})
+        for note in notes if dist_info.is_main else []:
+            print(f"[dtpr] stage {stage} {note}", flush=True)
     if dist_info.is_main:
         print(f"[dtpr] {config['name']}: {len(train_set)} train / {len(val_set)} val images, "
               f"{num_classes} classes ({class_set.name}), stage 1 {stage1_epochs} + stage 2 {stage2_epochs} epochs, "

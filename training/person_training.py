@@ -30,6 +30,8 @@ from training.dtpr import (
     make_optimizer,
     make_scheduler,
     prepare_run_directory,
+    resume_changes,
+    resume_schedule,
     start_description,
     start_weights_args,
 )
@@ -122,6 +124,9 @@ def run_persons(config: dict, resume: bool = False, overwrite: bool = False) -> 
                                             dist_info, collate_instances))
     checkpoint_path = out / "checkpoint.pt"
     checkpoint = load_checkpoint(checkpoint_path) if resume and checkpoint_path.exists() else None
+    changed = resume_changes(checkpoint, config, checkpoint_path) if checkpoint else []
+    if changed and dist_info.is_main:
+        print(f"[persons] resuming with settings changed since {checkpoint_path}: {'; '.join(changed)}", flush=True)
     torch.manual_seed(config["seed"])
     model = make_model(config["model"]["architecture"], start_weights_args(config, checkpoint is not None),
                        class_set.num_classes).to(device)
@@ -129,6 +134,10 @@ def run_persons(config: dict, resume: bool = False, overwrite: bool = False) -> 
                                optim["weight_decay"])
     scheduler = make_scheduler(optimizer, epochs * steps_per_epoch, optim["schedule"], optim["poly_power"],
                                milestones=optim["milestones"], warmup_steps=optim["warmup_steps"])
+    schedule = {"steps_per_epoch": steps_per_epoch, "steps": epochs * steps_per_epoch, "schedule": optim["schedule"],
+                "warmup_steps": optim["warmup_steps"],
+                **({"poly_power": optim["poly_power"]} if optim["schedule"] == "poly" else {}),
+                **({"milestones": list(optim["milestones"])} if optim["schedule"] == "step" else {})}
     scaler = torch.amp.GradScaler(device.type, enabled=config["amp"] == "fp16")
     history: list[dict] = checkpoint["history"] if checkpoint else []
     start_epoch = checkpoint["epoch"] if checkpoint else 0
@@ -136,6 +145,9 @@ def run_persons(config: dict, resume: bool = False, overwrite: bool = False) -> 
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
+        for note in resume_schedule(optimizer, scheduler, optim["lr"], schedule, checkpoint.get("schedule") or {}):
+            if dist_info.is_main:
+                print(f"[persons] {note}", flush=True)
         scaler.load_state_dict(checkpoint["scaler"])
         restore_rng_states(checkpoint["rng"])
     elif config["model"]["init"]:
@@ -166,7 +178,7 @@ def run_persons(config: dict, resume: bool = False, overwrite: bool = False) -> 
             print("[persons] " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                            for k, v in record.items()), flush=True)
             save_checkpoint(plain_checkpoint(epoch + 1, model, optimizer, scheduler, scaler, capture_rng_states(),
-                                             config, history), checkpoint_path)
+                                             config, history, schedule=schedule), checkpoint_path)
             if epoch + 1 in config["keep_checkpoints"]:
                 shutil.copyfile(checkpoint_path, out / f"checkpoint_epoch{epoch + 1:02d}.pt")
         barrier(dist_info)
