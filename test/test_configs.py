@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from human_parsing_ros.models import ARCHITECTURES, is_multi_person
-from training.config import DEFAULTS, load_config, parse_overrides
+from training.config import DEFAULTS, load_config, parse_overrides, recipe_changes
 from training.datasets import DATASET_NAMES
 from training.instances import INSTANCE_DATASETS
 
@@ -164,3 +164,18 @@ def test_bad_choices_are_refused_before_training_naming_the_key(override):
     key, value = override.split("=")
     with pytest.raises(ValueError, match=f"{key} '{value}' is not one of"):
         check_losses(load_config(overrides=parse_overrides([override])))
+
+
+def test_recipe_changes_name_what_a_resume_changes_and_nothing_else():
+    """A setting newer than a checkpoint counts as its default there; an empty section filled in names only
+    the new keys; ignored keys and everything below them are left out."""
+    saved = load_config(overrides={"optim": {"lr": 0.01}, "dataset": {"options": {}}})
+    del saved["optim"]["min_lr_factor"]  # a checkpoint from before the setting existed
+    assert recipe_changes(saved, load_config(overrides={"optim": {"lr": 0.01}})) == []
+    changed = load_config(overrides={"optim": {"lr": 0.02, "min_lr_factor": 0.5},
+                                     "dataset": {"options": {"ids": [1, 2]}}, "output_dir": "elsewhere"})
+    assert recipe_changes(saved, changed, ignore=("output_dir",)) == [
+        "dataset.options.ids (unset) -> [1, 2]", "optim.lr 0.01 -> 0.02",
+        f"optim.min_lr_factor {DEFAULTS['optim']['min_lr_factor']} -> 0.5"]
+    assert recipe_changes(saved, changed, ignore=("optim", "dataset", "output_dir")) == []
+

@@ -90,15 +90,27 @@ def test_a_resume_with_another_batch_size_and_lr_continues_at_the_same_point_and
     shutil.copyfile(out / "checkpoint_epoch01.pt", resumed / "checkpoint.pt")
     recipe = tiny(tmp_path, "rebatched")
     recipe["optim"] = {**recipe["optim"], "batch_size": 1, "lr": 0.01}
+    recipe["model"]["args"] = {**SMALL, "min_box_score": 0.1}  # a network setting that no tensor depends on
     capsys.readouterr()
     run_persons(load_config(overrides=recipe), resume=True)
     printed = capsys.readouterr().out
     assert "optim.batch_size 2 -> 1" in printed and "optim.lr 0.005 -> 0.01" in printed
+    assert "model.args.min_box_score (unset) -> 0.1" in printed
     assert "[persons] peak lr 0.005 -> 0.01 from the resumed step on" in printed
-    assert "[persons] schedule changed (steps_per_epoch 2 -> 4, steps 4 -> 8): it continues at step 4" in printed
+    assert (f"[persons] schedule changed since {resumed / 'checkpoint.pt'} (steps_per_epoch 2 -> 4, steps 4 -> 8): "
+            "it continues at step 4") in printed
     checkpoint = torch.load(resumed / "checkpoint.pt", weights_only=True)
     assert checkpoint["schedule"]["steps_per_epoch"] == 4 and checkpoint["scheduler"]["last_epoch"] == 8
     assert json.loads((resumed / "history.json").read_text())[-1]["lr"] == pytest.approx(0.01 * 0.1)
+
+
+def test_a_multi_person_checkpoint_is_refused_by_the_semantic_evaluation_in_one_line(finished, capsys):
+    from training.evaluate import main
+
+    out, _ = finished
+    assert main(["--checkpoint", str(out / "checkpoint.pt"), "--root", str(SAMPLES)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and error.startswith(f"[evaluate] error: {out / 'checkpoint.pt'}: a multi")
 
 
 def test_a_multi_person_run_fine_tunes_from_a_weights_file(tmp_path, finished):

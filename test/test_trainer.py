@@ -258,19 +258,22 @@ def test_ship_weights_adds_serving_metrics_and_training_time_to_the_same_tensors
 
 def test_evaluate_scores_a_checkpoint_as_the_weights_file_it_became(finished_run, capsys):
     """``evaluate.py --checkpoint`` rebuilds the network from the checkpoint's recipe with the export's class
-    set and normalisation: the final checkpoint scores what the exported weights score; a checkpoint without
-    the asked-for model is one error line naming the file."""
+    set and normalisation: the final checkpoint scores exactly what the exported weights score; a checkpoint
+    without the asked-for model is one error line naming the file."""
     from training import evaluate
 
     out, _ = finished_run
+    data = ("ccp", SAMPLES, "all", (96, 64))
+    expected = evaluate.evaluate_weights(out / "model.safetensors", *data)
+    model, class_set_name = evaluate.model_from_checkpoint(out / "checkpoint.pt")
+    assert class_set_name == "ccp"
+    assert _same(evaluate.evaluate_model(model, class_set_name, *data), expected)
+    model, _ = evaluate.model_from_checkpoint(out / "checkpoint_epoch03.pt")  # the middle of stage 2
+    assert evaluate.evaluate_model(model, class_set_name, *data)["pred_pixels"].ne(expected["pred_pixels"]).any()
+
     common = ["--dataset", "ccp", "--root", str(SAMPLES), "--split", "all", "--eval-size", "96", "64"]
-    assert evaluate.main(["--weights", str(out / "model.safetensors"), *common]) == 0
     assert evaluate.main(["--checkpoint", str(out / "checkpoint.pt"), *common]) == 0
-    from_weights, from_checkpoint = capsys.readouterr().out.splitlines()
-    assert from_weights.split(": ", 1)[1] == from_checkpoint.split(": ", 1)[1]
-    assert "mIoU" in from_checkpoint and "(model)" in from_checkpoint
-    assert evaluate.main(["--checkpoint", str(out / "checkpoint_epoch03.pt"), *common]) == 0
-    assert capsys.readouterr().out.split(": ", 1)[1] != from_weights.split(": ", 1)[1]  # mid stage 2
+    assert f"{out / 'checkpoint.pt'} (model) on ccp all" in capsys.readouterr().out
     assert evaluate.main(["--checkpoint", str(out / "checkpoint.pt"), "--state", "aggregated", *common]) == 1
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and str(out / "checkpoint.pt") in error and "no aggregated model" in error
@@ -338,8 +341,8 @@ def test_a_resume_names_the_settings_it_changes_and_refuses_another_network(tmp_
     with pytest.raises(CheckpointError) as refused:
         run(load_config(overrides=other_network), resume=True)
     message = str(refused.value)
-    assert "\n" not in message and message.startswith(f"{out / 'checkpoint.pt'}: trained deeplabv3plus")
-    assert "'decoder_channels': 16" in message and "'decoder_channels': 8" in message
+    assert "\n" not in message and message.startswith(
+        f"{out / 'checkpoint.pt'}: its network does not fit this recipe's (model.args.decoder_channels 16 -> 8)")
     assert (out / "checkpoint.pt").read_bytes() == before
 
     capsys.readouterr()
@@ -711,6 +714,7 @@ def test_self_correction_aggregates_refines_and_resumes_bit_exactly(tmp_path):
     from human_parsing_ros.models import build_model
     from training.config import load_config
     from training.dtpr import run
+    from training.evaluate import evaluate_model, evaluate_weights, model_from_checkpoint
 
     config = tiny_config(tmp_path / "whole", **{"stage1.epochs": 1, "stage2.epochs": 0})
     config["self_correction"] = {"cycles": 2, "cycle_epochs": 1}
@@ -730,6 +734,9 @@ def test_self_correction_aggregates_refines_and_resumes_bit_exactly(tmp_path):
     assert not all(torch.equal(second["aggregated"][k], second["model"][k]) for k in means)  # re-estimated
     shipped = _safetensors_contents(whole / "model.safetensors")["tensors"]
     assert all(torch.equal(shipped[k], last["aggregated"][k]) for k in shipped)
+    data = ("ccp", SAMPLES, "all", (96, 64))  # evaluate.py --checkpoint --state aggregated scores the shipped model
+    assert _same(evaluate_model(*model_from_checkpoint(whole / "checkpoint.pt", "aggregated"), *data),
+                 evaluate_weights(whole / "model.safetensors", *data))
     assert all(torch.equal(last["model"][k], last["aggregated"][k]) for k in shipped)
 
     resumed = tmp_path / "resumed"

@@ -156,11 +156,12 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
-    """``config`` with nested keys joined by dots (``optim.lr``); lists and other values stay whole."""
+    """``config`` with nested keys joined by dots (``optim.lr``); lists and other values stay whole, empty
+    sections add nothing."""
     out: dict[str, Any] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):
             out.update(flatten(value, name + "."))
         else:
             out[name] = value
@@ -169,8 +170,9 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
 
 def recipe_changes(saved: dict, config: dict, ignore: tuple[str, ...] = ()) -> list[str]:
     """``key old -> new`` for every setting in which ``config`` differs from ``saved`` (a checkpoint's recipe),
-    apart from the keys in ``ignore`` and below them."""
-    before, after = flatten(saved), flatten(config)
+    apart from the keys in ``ignore`` and below them. A setting newer than ``saved`` counts as its default
+    there (what the run trained with)."""
+    before, after = {**flatten(DEFAULTS), **flatten(saved)}, flatten(config)
     missing = "(unset)"
     changes = []
     for key in sorted(before.keys() | after.keys()):

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from human_parsing_ros.class_sets import ClassSet, get_class_set
+from human_parsing_ros.errors import one_line
 from human_parsing_ros.models import ARCHITECTURES, SegmentationModel, build_model
 from human_parsing_ros.weights import WeightsError, load_weights, non_finite_tensor
 from training.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
@@ -106,23 +107,25 @@ def start_weights_args(config: dict, resuming: bool) -> dict[str, Any]:
     return without_download(args) if resuming or config["model"]["init"] else dict(args)
 
 
-def network_recipe(config: dict) -> tuple[str, dict[str, Any], str]:
-    """What fixes a run's network and its tensors' shapes: architecture, its arguments, class set."""
-    data = config["dataset"]
-    return (config["model"]["architecture"], without_download(config["model"]["args"]),
-            data["class_set"] or data["name"])
+RESUME_IGNORED = ("output_dir", "model.args.encoder_weights")  # a copied run resumes where it is; no downloads
 
 
-def resume_changes(checkpoint: dict, config: dict, path: Path) -> list[str]:
-    """The settings a resume changes (``key old -> new``); a recipe for another network than the checkpoint's
-    is refused in one line (its tensors would not fit)."""
-    saved = checkpoint["config"]
-    if network_recipe(saved) != network_recipe(config):
-        old, new = (" ".join(f"{part}" for part in network_recipe(c)) for c in (saved, config))
-        raise CheckpointError(f"{path}: trained {old}; this recipe builds {new}: resume with the recipe the run "
-                              "started with, or start a new run (model.init fine-tunes from a weights file)")
-    # a run copied to another directory resumes there; ImageNet weights are never fetched on a resume
-    return recipe_changes(saved, config, ignore=("output_dir", "model.args.encoder_weights"))
+def resume_changes(checkpoint: dict, config: dict) -> list[str]:
+    """The settings in which ``config`` differs from the recipe ``checkpoint`` was trained with."""
+    return recipe_changes(checkpoint["config"], config, ignore=RESUME_IGNORED)
+
+
+def load_resumed_model(model: torch.nn.Module, checkpoint: dict, config: dict, path: Path) -> None:
+    """``checkpoint``'s network into ``model``; one line naming the file and the network's changed settings
+    when this recipe builds a network its tensors do not fit."""
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        network = [change for change in resume_changes(checkpoint, config)
+                   if change.startswith(("model.", "dataset.class_set ", "dataset.name "))]
+        raise CheckpointError(f"{path}: its network does not fit this recipe's "
+                              f"({'; '.join(network) or one_line(error)}): resume with the recipe the run started "
+                              "with, or start a new run (model.init fine-tunes from a weights file)") from None
 
 
 def start_description(config: dict, start_epoch: int) -> str:
@@ -315,17 +318,17 @@ def continue_schedule(optimizer: torch.optim.Optimizer, scheduler: torch.optim.l
 
 
 def resume_schedule(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR, lr: float,
-                    schedule: dict[str, Any], saved: dict[str, Any]) -> list[str]:
-    """Continue a restored schedule under this run's recipe (``apply_lr_change``, ``continue_schedule``);
-    returns what that changed, one log line each."""
+                    schedule: dict[str, Any], saved: dict[str, Any], path: Path) -> list[str]:
+    """Continue a restored schedule (``saved``: its shape, from the checkpoint at ``path``) under this run's
+    recipe (``apply_lr_change``, ``continue_schedule``); returns what that changed, one log line each."""
     notes = []
     old_lr = apply_lr_change(optimizer, scheduler, lr)
     if old_lr is not None:
         notes.append(f"peak lr {old_lr:g} -> {lr:g} from the resumed step on")
     changes = continue_schedule(optimizer, scheduler, schedule, saved)
     if changes:
-        notes.append(f"schedule changed ({', '.join(changes)}): it continues at step {scheduler.last_epoch} of "
-                     "the new one")
+        notes.append(f"schedule changed since {path} ({', '.join(changes)}): it continues at step "
+                     f"{scheduler.last_epoch} of the new one")
     return notes
 
 
@@ -489,7 +492,7 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
 
     checkpoint_path = out / "checkpoint.pt"
     checkpoint = load_checkpoint(checkpoint_path) if resume and checkpoint_path.exists() else None
-    changed = resume_changes(checkpoint, config, checkpoint_path) if checkpoint else []
+    changed = resume_changes(checkpoint, config) if checkpoint else []
     if changed and dist_info.is_main:
         print(f"[dtpr] resuming with settings changed since {checkpoint_path}: {'; '.join(changed)}", flush=True)
     torch.manual_seed(config["seed"])
@@ -511,7 +514,7 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
     history: list[dict] = checkpoint["history"] if checkpoint else []
     stage = 1 if start_epoch < stage1_epochs else 2
     if checkpoint:
-        model.load_state_dict(checkpoint["model"])
+        load_resumed_model(model, checkpoint, config, checkpoint_path)
     aggregated = restore_aggregated(checkpoint, config, num_classes, device)
     current = make_stage(model, stage, config, steps_per_epoch, cpa, counts) \
         if start_epoch < total_epochs else None
@@ -526,7 +529,7 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
         current.optimizer.load_state_dict(checkpoint["optimizer"])
         current.scheduler.load_state_dict(checkpoint["scheduler"])
         notes = resume_schedule(current.optimizer, current.scheduler, stage_lr(config, stage), current.schedule,
-                                checkpoint.get("schedule") or {})
+                                checkpoint.get("schedule") or {}, checkpoint_path)
         for note in notes if dist_info.is_main else []:
             print(f"[dtpr] stage {stage} {note}", flush=True)
     if dist_info.is_main:

@@ -32,9 +32,9 @@ import torch
 
 from human_parsing_ros.class_mappings import mapping_table
 from human_parsing_ros.class_sets import get_class_set
-from human_parsing_ros.models import SegmentationModel
+from human_parsing_ros.models import SegmentationModel, is_multi_person
 from human_parsing_ros.parser import HumanParser
-from human_parsing_ros.weights import WeightsError, load_weights, read_weights_info
+from human_parsing_ros.weights import load_weights, read_weights_info
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.datasets import build_dataset
 from training.dtpr import model_from_state
@@ -100,6 +100,10 @@ def model_from_checkpoint(path: str | Path, state: str = "model") -> tuple[Segme
         raise CheckpointError(f"{path}: no {state} model (self-correction's aggregated model exists once the "
                               "main schedule has ended)")
     config = checkpoint["config"]
+    if is_multi_person(config["model"]["architecture"]):
+        raise ValueError(f"{path}: a multi-person run's checkpoint ({config['model']['architecture']}): evaluate "
+                         "the weights file it exports (--weights W --serving), or persons with "
+                         "training/tools/ship_persons.py")
     class_set = get_class_set(config["dataset"]["class_set"] or config["dataset"]["name"])
     return model_from_state(config, class_set.num_classes, checkpoint[state]), class_set.name
 
@@ -154,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--serving needs --weights (the node loads weights files, not checkpoints)")
     try:
         result, names = _evaluate(args)
-    except (CheckpointError, FileNotFoundError, WeightsError) as error:
+    except (FileNotFoundError, ValueError) as error:  # CheckpointError and WeightsError among them
         print(f"[evaluate] error: {error}", file=sys.stderr, flush=True)
         return 1
     mode = f"serving path{', folded to ' + args.fold_to if args.fold_to else ''}" if args.serving else \

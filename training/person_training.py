@@ -26,6 +26,7 @@ from training.distributed import DistInfo, barrier, setup_distributed, sum_over_
 from training.dtpr import (
     check_finite_model,
     init_from_weights,
+    load_resumed_model,
     make_model,
     make_optimizer,
     make_scheduler,
@@ -124,7 +125,7 @@ def run_persons(config: dict, resume: bool = False, overwrite: bool = False) -> 
                                             dist_info, collate_instances))
     checkpoint_path = out / "checkpoint.pt"
     checkpoint = load_checkpoint(checkpoint_path) if resume and checkpoint_path.exists() else None
-    changed = resume_changes(checkpoint, config, checkpoint_path) if checkpoint else []
+    changed = resume_changes(checkpoint, config) if checkpoint else []
     if changed and dist_info.is_main:
         print(f"[persons] resuming with settings changed since {checkpoint_path}: {'; '.join(changed)}", flush=True)
     torch.manual_seed(config["seed"])
@@ -142,10 +143,11 @@ def run_persons(config: dict, resume: bool = False, overwrite: bool = False) -> 
     history: list[dict] = checkpoint["history"] if checkpoint else []
     start_epoch = checkpoint["epoch"] if checkpoint else 0
     if checkpoint:
-        model.load_state_dict(checkpoint["model"])
+        load_resumed_model(model, checkpoint, config, checkpoint_path)
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
-        for note in resume_schedule(optimizer, scheduler, optim["lr"], schedule, checkpoint.get("schedule") or {}):
+        for note in resume_schedule(optimizer, scheduler, optim["lr"], schedule, checkpoint.get("schedule") or {},
+                                    checkpoint_path):
             if dist_info.is_main:
                 print(f"[persons] {note}", flush=True)
         scaler.load_state_dict(checkpoint["scaler"])
