@@ -274,6 +274,14 @@ def apply_lr_change(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_
     return old
 
 
+def schedule_shape(optim: dict, steps_per_epoch: int, steps: int, **settings: Any) -> dict[str, Any]:
+    """What a checkpoint keeps of a schedule (``settings``: the run's own), so that a resume can fit and
+    report a changed one (``continue_schedule``)."""
+    return {"steps_per_epoch": steps_per_epoch, "steps": steps, "schedule": optim["schedule"], **settings,
+            **({"poly_power": optim["poly_power"]} if optim["schedule"] == "poly" else {}),
+            **({"milestones": list(optim["milestones"])} if optim["schedule"] == "step" else {})}
+
+
 def make_stage(model: torch.nn.Module, stage: int, config: dict, steps_per_epoch: int, cpa: torch.Tensor | None,
                counts: dict[str, torch.Tensor]) -> StageState:
     """Optimizer, schedule and loss for one stage (stage 2 freezes what it must first)."""
@@ -293,11 +301,9 @@ def make_stage(model: torch.nn.Module, stage: int, config: dict, steps_per_epoch
     scheduler = make_scheduler(optimizer, epochs * steps_per_epoch, optim["schedule"], optim["poly_power"],
                                cycle_steps, cycle_lr_factor(config), optim["milestones"], warmup_steps,
                                optim["warmup_start"], optim["min_lr_factor"])
-    schedule = {"steps_per_epoch": steps_per_epoch, "steps": epochs * steps_per_epoch, "schedule": optim["schedule"],
-                "cycle_steps": cycle_steps, "warmup_steps": warmup_steps, "warmup_start": optim["warmup_start"],
-                "min_lr_factor": optim["min_lr_factor"],
-                **({"poly_power": optim["poly_power"]} if optim["schedule"] == "poly" else {}),
-                **({"milestones": list(optim["milestones"])} if optim["schedule"] == "step" else {})}
+    schedule = schedule_shape(optim, steps_per_epoch, epochs * steps_per_epoch, cycle_steps=cycle_steps,
+                              warmup_steps=warmup_steps, warmup_start=optim["warmup_start"],
+                              min_lr_factor=optim["min_lr_factor"])
     return StageState(stage, optimizer, scheduler, make_stage_loss(config, stage, cpa, counts), schedule)
 
 
@@ -530,8 +536,9 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
         current.scheduler.load_state_dict(checkpoint["scheduler"])
         notes = resume_schedule(current.optimizer, current.scheduler, stage_lr(config, stage), current.schedule,
                                 checkpoint.get("schedule") or {}, checkpoint_path)
-        for note in notes if dist_info.is_main else []:
-            print(f"[dtpr] stage {stage} {note}", flush=True)
+        if dist_info.is_main:
+            for note in notes:
+                print(f"[dtpr] stage {stage} {note}", flush=True)
     if dist_info.is_main:
         print(f"[dtpr] {config['name']}: {len(train_set)} train / {len(val_set)} val images, "
               f"{num_classes} classes ({class_set.name}), stage 1 {stage1_epochs} + stage 2 {stage2_epochs} epochs, "

@@ -33,6 +33,7 @@ from training.dtpr import (
     prepare_run_directory,
     resume_changes,
     resume_schedule,
+    schedule_shape,
     start_description,
     start_weights_args,
 )
@@ -135,10 +136,7 @@ def run_persons(config: dict, resume: bool = False, overwrite: bool = False) -> 
                                optim["weight_decay"])
     scheduler = make_scheduler(optimizer, epochs * steps_per_epoch, optim["schedule"], optim["poly_power"],
                                milestones=optim["milestones"], warmup_steps=optim["warmup_steps"])
-    schedule = {"steps_per_epoch": steps_per_epoch, "steps": epochs * steps_per_epoch, "schedule": optim["schedule"],
-                "warmup_steps": optim["warmup_steps"],
-                **({"poly_power": optim["poly_power"]} if optim["schedule"] == "poly" else {}),
-                **({"milestones": list(optim["milestones"])} if optim["schedule"] == "step" else {})}
+    schedule = schedule_shape(optim, steps_per_epoch, epochs * steps_per_epoch, warmup_steps=optim["warmup_steps"])
     scaler = torch.amp.GradScaler(device.type, enabled=config["amp"] == "fp16")
     history: list[dict] = checkpoint["history"] if checkpoint else []
     start_epoch = checkpoint["epoch"] if checkpoint else 0
@@ -146,9 +144,10 @@ def run_persons(config: dict, resume: bool = False, overwrite: bool = False) -> 
         load_resumed_model(model, checkpoint, config, checkpoint_path)
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
-        for note in resume_schedule(optimizer, scheduler, optim["lr"], schedule, checkpoint.get("schedule") or {},
-                                    checkpoint_path):
-            if dist_info.is_main:
+        notes = resume_schedule(optimizer, scheduler, optim["lr"], schedule, checkpoint.get("schedule") or {},
+                                checkpoint_path)
+        if dist_info.is_main:
+            for note in notes:
                 print(f"[persons] {note}", flush=True)
         scaler.load_state_dict(checkpoint["scaler"])
         restore_rng_states(checkpoint["rng"])
