@@ -107,6 +107,11 @@ def start_weights_args(config: dict, resuming: bool) -> dict[str, Any]:
     return without_download(args) if resuming or config["model"]["init"] else dict(args)
 
 
+def recipe_class_set(config: dict) -> ClassSet:
+    """The class set a recipe trains (``dataset.class_set``, else the dataset's own)."""
+    return get_class_set(config["dataset"]["class_set"] or config["dataset"]["name"])
+
+
 RESUME_IGNORED = ("output_dir", "model.args.encoder_weights")  # a copied run resumes where it is; no downloads
 
 
@@ -477,7 +482,7 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
     barrier(dist_info)
     out.mkdir(parents=True, exist_ok=True)
     data_spec, optim = config["dataset"], config["optim"]
-    class_set = get_class_set(data_spec["class_set"] or data_spec["name"])
+    class_set = recipe_class_set(config)
     num_classes = class_set.num_classes
     train_set, val_set = make_datasets(config, class_set)
     val_stats = validation_statistics(val_set, data_spec["val_split"])  # before its loader

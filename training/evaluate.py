@@ -37,7 +37,7 @@ from human_parsing_ros.parser import HumanParser
 from human_parsing_ros.weights import load_weights, read_weights_info
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.datasets import build_dataset
-from training.dtpr import model_from_state
+from training.dtpr import model_from_state, recipe_class_set
 from training.engine import evaluate
 from training.metrics import ConfusionMatrix, compute_metrics, format_summary, write_class_table
 from training.transforms import EvalTransform
@@ -104,7 +104,7 @@ def model_from_checkpoint(path: str | Path, state: str = "model") -> tuple[Segme
         raise ValueError(f"{path}: a multi-person run's checkpoint ({config['model']['architecture']}): evaluate "
                          "the weights file it exports (--weights W --serving), or persons with "
                          "training/tools/ship_persons.py")
-    class_set = get_class_set(config["dataset"]["class_set"] or config["dataset"]["name"])
+    class_set = recipe_class_set(config)
     return model_from_state(config, class_set.num_classes, checkpoint[state]), class_set.name
 
 

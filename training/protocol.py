@@ -33,10 +33,9 @@ if __name__ == "__main__" and not __package__:
 import torch
 import yaml
 
-from human_parsing_ros.class_sets import get_class_set
 from human_parsing_ros.weights import load_weights, save_weights
 from training.config import load_config, merge
-from training.dtpr import model_from_state, run
+from training.dtpr import model_from_state, recipe_class_set, run
 from training.evaluate import confusion_on_split, evaluate_weights
 from training.metrics import METRICS, cpa_for_sampling, to_jsonable
 from training.report import write_report
@@ -139,7 +138,7 @@ class SeedRuns:
         """CPA on the validation split of the baseline after ``epoch`` epochs (the paper records epoch 3)."""
         state = torch.load(self.checkpoint(epoch), map_location="cpu", weights_only=True)
         data_spec = config["dataset"]
-        num_classes = get_class_set(data_spec["class_set"] or data_spec["name"]).num_classes
+        num_classes = recipe_class_set(config).num_classes
         model = model_from_state(config, num_classes, state["model"])
         size = config["input"]["eval_size"]
         return cpa_for_sampling(confusion_on_split(model, data_spec["name"], data_spec["root"], data_spec["val_split"],
