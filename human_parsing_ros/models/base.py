@@ -29,6 +29,8 @@ class SegmentationModel(nn.Module):
     # "decoder": stage 2 trains decoder + head (U-shaped networks);
     # "classifier": only the head (bilateral / multi-resolution networks).
     stage2_default: str = "decoder"
+    # One map of per-pixel logits (False); a multi-person network declares True and its own contract.
+    multi_person: bool = False
     # Old spellings of this architecture's aux-head keys (old prefix -> new prefix), renamed on load.
     legacy_aux_keys: dict[str, str] = {}
 
