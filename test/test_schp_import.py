@@ -163,3 +163,27 @@ def test_ce2p_trains_from_schps_imagenet_resnet101_file(tmp_path):
         with pytest.raises(ValueError, match=message) as error:
             build_model("ce2p", num_classes=20, encoder="resnet101_schp", encoder_weights=str(weights))
         assert len(str(error.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("int64", "tensor conv1.weight is int64; an SCHP checkpoint holds floating-point tensors only"),
+    ("nan", "tensor bn1.weight holds NaN or Inf values"),
+    ("inf", "tensor layer4.2.conv3.weight holds NaN or Inf values"),
+])
+def test_integer_and_non_finite_tensors_are_refused_in_one_line_and_nothing_is_written(tmp_path, damage, expected):
+    source = fake_schp_checkpoint(tmp_path / "schp.pth")
+    checkpoint = torch.load(source, weights_only=True)
+    state = checkpoint["state_dict"]
+    if damage == "int64":
+        state.update({key: value.to(torch.int64) for key, value in state.items()})  # every tensor, as the probe did
+    elif damage == "nan":
+        state["module.bn1.weight"][3] = float("nan")
+    else:
+        state["module.layer4.2.conv3.weight"][0, 0, 0, 0] = float("inf")
+    torch.save(checkpoint, source)
+    output = tmp_path / "out.safetensors"
+    result = subprocess.run([sys.executable, "-m", "human_parsing_ros.tools.import_schp", str(source), str(output),
+                             "--dataset", "lip"], capture_output=True, text=True, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and f"{source}: {expected}" in lines[0], lines
+    assert not output.exists()

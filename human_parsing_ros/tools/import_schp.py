@@ -53,6 +53,17 @@ def read_schp_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return read_state(path, "checkpoint", SchpImportError)
 
 
+def check_schp_tensors(state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """SchpImportError naming the file and the first tensor that is not floating point or holds NaN/Inf
+    (SCHP's networks have no integer buffers: in-place ABN keeps no batch counter)."""
+    for key, value in state.items():
+        if not value.is_floating_point():
+            raise SchpImportError(f"{path}: tensor {key} is {str(value.dtype).replace('torch.', '')}; "
+                                  "an SCHP checkpoint holds floating-point tensors only")
+        if not bool(torch.isfinite(value).all()):
+            raise SchpImportError(f"{path}: tensor {key} holds NaN or Inf values")
+
+
 def convert_schp_state(state: dict[str, torch.Tensor], path: str | os.PathLike = "<state>") -> dict[str, torch.Tensor]:
     """SCHP's tensors under ``ce2p``'s names, first convolution turned from BGR to RGB input, BatchNorm weights
     as SCHP's in-place ABN applies them (|w| + eps)."""
@@ -77,6 +88,7 @@ def import_schp(source: str | os.PathLike, output: str | os.PathLike, dataset: s
     class_set_name, input_size = SCHP_DATASETS[dataset]
     class_set = get_class_set(class_set_name)
     state = read_schp_state(source)
+    check_schp_tensors(state, source)
     classes = state.get("fushion.3.weight")
     if classes is None:
         raise SchpImportError(f"{source}: no fushion.3.weight: not an SCHP CE2P checkpoint")
