@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command per job, on a machine with nothing installed by hand:
 #   ./run.sh demo [--out DIR ...]   set up, then run the node on the bundled frames over DDS
-#   ./run.sh test [pytest args]     set up, then run the test suite (what CI runs)
+#   ./run.sh test [pytest args]     set up, then run the test suite (what CI runs); a test path runs just that
 #   ./run.sh bench [args]           set up, then print forward / parser / node latency figures
 #   ./run.sh lint                   set up, then ruff check (rules in ruff.toml; CI runs it too)
 # Set-up is a virtual environment in .venv (HPR_VENV to change) with this package installed
@@ -29,7 +29,12 @@ job=${1:-}
 [ $# -gt 0 ] && shift
 case "$job" in
   demo)  setup; exec "$VENV/bin/human_parsing_demo" "$@" ;;
-  test)  setup; exec "$VENV/bin/python" -m pytest test "$@" ;;
+  test)  # with a test path among the arguments pytest runs just that; otherwise the whole suite
+    setup
+    for arg in "$@"; do
+      case "$arg" in test|test/*|./test/*) exec "$VENV/bin/python" -m pytest "$@" ;; esac
+    done
+    exec "$VENV/bin/python" -m pytest test "$@" ;;
   bench) setup; exec "$VENV/bin/python" benchmarks/bench_serving.py "$@" ;;
   lint)  setup; exec "$VENV/bin/ruff" check . "$@" ;;
   *) echo "usage: ./run.sh demo|test|bench|lint [args]" >&2; exit 2 ;;
