@@ -2,12 +2,15 @@
 
 ``decode_raw`` takes the fields of a sensor_msgs/Image, ``decode_compressed``
 those of a sensor_msgs/CompressedImage. Anything malformed raises ImageError
-with a one-line reason; nothing here trusts the sender.
+with a one-line reason; nothing here trusts the sender. ``DecodeLimits`` bounds
+what a frame may cost before it is decoded: its pixels, sides and aspect ratio,
+a progressive JPEG's scans, and (measured) the decode's time.
 """
 from __future__ import annotations
 
 import array
 import io
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +32,32 @@ def check_pixels(width: int, height: int, max_pixels: int, what: str = "image") 
     if width * height > max_pixels:
         raise ImageTooLarge(f"{what} {width}x{height} = {width * height} pixels is over the limit of "
                             f"{max_pixels} pixels")
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one camera frame may be before it is decoded (and how long a compressed one may take)."""
+
+    max_pixels: int = 3840 * 2160
+    min_side: int = 8  # a frame thinner than this holds no person
+    max_side: int = 16384
+    max_aspect_ratio: float = 20.0  # long side / short side
+    max_jpeg_scans: int = 32  # a progressive JPEG decodes once per scan (libjpeg's default progression has 10)
+    max_decode_ms: float = 1000.0  # a compressed frame that took longer is refused (0: no limit)
+
+
+def check_geometry(width: int, height: int, limits: DecodeLimits, what: str = "image") -> None:
+    """ImageError naming the size when a ``width`` x ``height`` frame is outside ``limits`` (ImageTooLarge
+    when it has too many pixels)."""
+    check_pixels(width, height, min(limits.max_pixels, MAX_PIXELS), what)
+    short, long = min(width, height), max(width, height)
+    if short < limits.min_side:
+        raise ImageError(f"{what} {width}x{height} has a side under {limits.min_side} pixels")
+    if long > limits.max_side:
+        raise ImageError(f"{what} {width}x{height} has a side over {limits.max_side} pixels")
+    if long > limits.max_aspect_ratio * short:
+        raise ImageError(f"{what} {width}x{height} has an aspect ratio of {long / short:.0f}:1, over "
+                         f"{limits.max_aspect_ratio:g}:1")
 
 
 @dataclass(frozen=True)
@@ -58,10 +87,10 @@ _DEPTH = {"16UC1", "32FC1", "16SC1", "32SC1", "64FC1"}
 
 
 def decode_raw(encoding: str, height: int, width: int, step: int, data: ImageBytes,
-               is_bigendian: bool = False, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+               is_bigendian: bool = False, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
     """sensor_msgs/Image fields -> H x W x 3 uint8 RGB (a view where no conversion is needed).
 
-    Images over ``max_pixels`` raise ImageTooLarge before any conversion.
+    Frames outside ``limits`` raise ImageError (ImageTooLarge: too many pixels) before any conversion.
     """
     layout = ENCODINGS.get(encoding)
     if layout is None:
@@ -70,7 +99,7 @@ def decode_raw(encoding: str, height: int, width: int, step: int, data: ImageByt
         raise ImageError(f"unsupported encoding '{encoding}' (supported: {', '.join(ENCODINGS)})")
     if height <= 0 or width <= 0:
         raise ImageError(f"zero-size image ({width}x{height})")
-    check_pixels(width, height, min(max_pixels, MAX_PIXELS))
+    check_geometry(width, height, limits)
     row_bytes = width * layout.bytes_per_pixel
     if step < row_bytes:
         raise ImageError(f"step {step} is smaller than width {width} x {layout.bytes_per_pixel} bytes = {row_bytes}")
@@ -119,30 +148,87 @@ def _yuv422_to_rgb(packed: np.ndarray, order: str) -> np.ndarray:
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
 
-def decode_compressed(fmt: str, data: ImageBytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """sensor_msgs/CompressedImage (JPEG, PNG, ...) -> H x W x 3 uint8 RGB.
+JPEG_MAGIC, PNG_MAGIC = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
 
-    The size is read from the header first: images over ``max_pixels`` raise ImageTooLarge
-    without being decoded.
+
+def compressed_kind(fmt: str, raw: bytes) -> str:
+    """``"JPEG"`` or ``"PNG"``: what the bytes are by their magic, checked against the message's ``format``
+    (``jpeg``, ``png``, or image_transport's ``"bgr8; jpeg compressed bgr8"``; empty: the bytes decide).
+    Anything else is refused: image_transport's compressed transport carries JPEG and PNG only, and every
+    other decoder is attack surface the node does not need."""
+    kind = "JPEG" if raw.startswith(JPEG_MAGIC) else "PNG" if raw.startswith(PNG_MAGIC) else None
+    if kind is None:
+        raise ImageError(f"compressed image (format '{fmt}') is neither JPEG nor PNG by its first bytes "
+                         f"({raw[:4].hex()}); only JPEG and PNG are accepted")
+    claimed = fmt.lower()
+    says = {k for k, words in (("JPEG", ("jpeg", "jpg")), ("PNG", ("png",))) if any(w in claimed for w in words)}
+    if claimed.strip() and says != {kind}:
+        raise ImageError(f"compressed image says format '{fmt}' but its bytes are {kind}; only JPEG and PNG "
+                         "are accepted, and format must name the one sent")
+    return kind
+
+
+def jpeg_scan_count(raw: bytes, limit: int) -> int:
+    """The start-of-scan markers of a JPEG, counted until one more than ``limit`` (a progressive JPEG is
+    decoded once per scan). Marker segments are skipped by their lengths; in entropy-coded data a 0xFF is
+    followed by 0x00 (a stuffed byte) or a restart marker unless a new marker begins."""
+    scans, i, end = 0, 2, len(raw)
+    while i + 4 <= end and scans <= limit:
+        if raw[i] != 0xFF:
+            i += 1
+            continue
+        marker = raw[i + 1]
+        if marker == 0xFF or marker == 0x00 or 0xD0 <= marker <= 0xD7:
+            i += 1 if marker == 0xFF else 2
+            continue
+        if marker == 0xD9:  # end of image
+            break
+        length = int.from_bytes(raw[i + 2:i + 4], "big")
+        i += 2 + length
+        if marker == 0xDA:  # a scan: its entropy-coded data runs to the next marker
+            scans += 1
+            while i + 1 < end and not (raw[i] == 0xFF and raw[i + 1] not in (0x00, *range(0xD0, 0xD8))):
+                i += 1
+    return scans
+
+
+def decode_compressed(fmt: str, data: ImageBytes, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
+    """sensor_msgs/CompressedImage (JPEG or PNG) -> H x W x 3 uint8 RGB.
+
+    The header is read first: frames outside ``limits`` (size, aspect ratio, a progressive JPEG's scans)
+    raise ImageError without being decoded; a decode that took over ``limits.max_decode_ms`` is refused too.
     """
     from PIL import Image
 
     raw = bytes(data)
     if not raw:
         raise ImageError(f"empty compressed image (format '{fmt}')")
+    kind = compressed_kind(fmt, raw)
+    start = time.perf_counter()
     try:
-        with Image.open(io.BytesIO(raw)) as img:
-            check_pixels(img.width, img.height, min(max_pixels, MAX_PIXELS), "compressed image")
+        with Image.open(io.BytesIO(raw), formats=[kind]) as img:
+            check_geometry(img.width, img.height, limits, "compressed image")
+            if kind == "JPEG" and img.info.get("progressive"):
+                scans = jpeg_scan_count(raw, limits.max_jpeg_scans)
+                if scans > limits.max_jpeg_scans:
+                    raise ImageError(f"progressive JPEG with over {limits.max_jpeg_scans} scans "
+                                     f"(max_jpeg_scans): refused before decoding")
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 # 16-bit grey, or Pillow's 32-bit signed "I": clipped to 16 bits first, never wrapped around
                 grey = np.clip(np.asarray(img, dtype=np.int64), 0, 65535) >> 8
-                return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
-            return np.asarray(img.convert("RGB"))
+                rgb = np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
+            else:
+                rgb = np.asarray(img.convert("RGB"))
     except ImageError:
         raise
     except Exception as err:  # Pillow raises many types for corrupt data
         raise ImageError(f"undecodable compressed image (format '{fmt}'): {err}") from None
+    took_ms = (time.perf_counter() - start) * 1e3
+    if limits.max_decode_ms and took_ms > limits.max_decode_ms:
+        raise ImageError(f"decoding the {kind} frame took {took_ms:.0f} ms, over max_decode_ms "
+                         f"{limits.max_decode_ms:g}")
+    return rgb
 
 
 def encode_like(rgb: np.ndarray, input_encoding: str) -> tuple[np.ndarray, str]:

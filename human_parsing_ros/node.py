@@ -37,7 +37,7 @@ from std_msgs.msg import Header, String
 
 from . import render
 from .class_sets import ClassSet
-from .image_codec import MAX_PIXELS, ImageError, ImageTooLarge, decode_compressed, decode_raw, encode_like
+from .image_codec import MAX_PIXELS, DecodeLimits, ImageError, ImageTooLarge, decode_compressed, decode_raw, encode_like
 from .messages import ClassInfoMessage, PartsMessage, PersonsMessage, Stamp
 from .parser import COMPILE_MODES, OUTPUT_RESOLUTIONS, PRECISIONS, RESIZE_MODES, HumanParser, resolve_device
 from .rcl_values import command_line_params
@@ -431,12 +431,12 @@ class HumanParserNode(LifecycleNode):
                                             throttle_duration_sec=5.0)
 
     def _decode(self, msg: Any) -> tuple[np.ndarray, str]:
-        max_pixels = self.param("max_input_pixels")
+        limits = DecodeLimits(max_pixels=self.param("max_input_pixels"))
         try:
             if isinstance(msg, CompressedImage):
-                return decode_compressed(msg.format, msg.data, max_pixels), "rgb8"
+                return decode_compressed(msg.format, msg.data, limits), "rgb8"
             image = decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian),
-                               max_pixels)
+                               limits)
         except ImageTooLarge as err:
             raise ImageTooLarge(f"{err} (max_input_pixels)") from None
         return image, msg.encoding

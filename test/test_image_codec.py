@@ -6,10 +6,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from human_parsing_ros.image_codec import ImageError, ImageTooLarge, decode_compressed, decode_raw, encode_like
+from human_parsing_ros.image_codec import (
+    DecodeLimits,
+    ImageError,
+    ImageTooLarge,
+    decode_compressed,
+    encode_like,
+    jpeg_scan_count,
+)
+from human_parsing_ros.image_codec import decode_raw as strict_decode_raw
 from human_parsing_ros.samples import load_rgb, sample_photos
 
 H, W = 6, 10
+TINY_FRAMES = DecodeLimits(min_side=1, max_aspect_ratio=100)  # the encoding tests use frames of a few pixels
+
+
+def decode_raw(*args, limits: DecodeLimits = TINY_FRAMES, **kwargs) -> np.ndarray:
+    return strict_decode_raw(*args, limits=limits, **kwargs)
 
 
 @pytest.fixture
@@ -205,8 +218,8 @@ def test_absurd_size_refused_before_allocating():
 
 def test_raw_image_over_the_callers_limit_is_refused_before_decoding():
     with pytest.raises(ImageTooLarge, match="40x30 = 1200 pixels is over the limit of 1000 pixels"):
-        decode_raw("rgb8", 30, 40, 120, bytes(30 * 120), max_pixels=1000)
-    assert decode_raw("rgb8", 30, 40, 120, bytes(30 * 120), max_pixels=1200).shape == (30, 40, 3)
+        decode_raw("rgb8", 30, 40, 120, bytes(30 * 120), limits=DecodeLimits(max_pixels=1000))
+    assert decode_raw("rgb8", 30, 40, 120, bytes(30 * 120), limits=DecodeLimits(max_pixels=1200)).shape == (30, 40, 3)
 
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg"])
@@ -222,7 +235,7 @@ def test_compressed_image_size_is_checked_from_the_header_before_decoding(fmt, m
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)  # what decodes JPEG and PNG data
     monkeypatch.setattr(Image.Image, "convert", no_decoding)
     with pytest.raises(ImageTooLarge, match="4000x3000 = 12000000 pixels is over the limit of 8294400 pixels"):
-        decode_compressed(fmt, big, max_pixels=3840 * 2160)
+        decode_compressed(fmt, big, DecodeLimits(max_pixels=3840 * 2160))
 
 
 # ---------------------------------------------------------------- compressed
@@ -264,13 +277,92 @@ def test_png_16bit_grey(photo):
         np.testing.assert_array_equal(out[..., c], photo[..., 0])
 
 
-def test_32_bit_grey_is_clipped_to_16_bits_not_wrapped():
-    """Pillow's mode "I" (32-bit signed, e.g. a TIFF): above 65535 is white, below 0 black, never wrapped."""
-    values = np.array([[70000, -5, 65535, 256]], dtype=np.int32)
-    buffer = io.BytesIO()
-    Image.fromarray(values, mode="I").save(buffer, format="TIFF")
-    out = decode_compressed("tiff", buffer.getvalue())
-    assert out[0, :, 0].tolist() == [255, 0, 255, 1]
+@pytest.mark.parametrize("fmt, saved_as", [("jpeg", "BMP"), ("jpeg", "TIFF"), ("jpeg", "GIF"), ("jpeg", "WEBP"),
+                                            ("tiff", "TIFF"), ("bmp", "BMP"), ("", "ICO")])
+def test_only_jpeg_and_png_are_decoded_whatever_the_format_field_says(photo, fmt, saved_as, monkeypatch):
+    data = _encode(photo, saved_as)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("opened a decoder other than JPEG's or PNG's")
+
+    monkeypatch.setattr(Image, "open", no_decoding)
+    with pytest.raises(ImageError, match="neither JPEG nor PNG by its first bytes") as info:
+        decode_compressed(fmt, data)
+    assert "\n" not in str(info.value)
+
+
+def test_the_format_field_must_name_what_the_bytes_are(photo):
+    png, jpeg = _encode(photo, "PNG"), _encode(photo, "JPEG")
+    with pytest.raises(ImageError, match="says format 'jpeg' but its bytes are PNG"):
+        decode_compressed("jpeg", png)
+    with pytest.raises(ImageError, match="says format 'bgr8; png compressed bgr8' but its bytes are JPEG"):
+        decode_compressed("bgr8; png compressed bgr8", jpeg)
+    with pytest.raises(ImageError, match="says format 'tiff' but its bytes are PNG"):
+        decode_compressed("tiff", png)
+    np.testing.assert_array_equal(decode_compressed("", png), photo)  # no format: the bytes decide
+    assert decode_compressed("JPG", jpeg).shape == photo.shape
+
+
+@pytest.mark.parametrize("width, height, reason", [
+    (8_000_000, 1, "has a side under 8 pixels"), (1, 8_000_000, "has a side under 8 pixels"),
+    (2000, 20, "aspect ratio of 100:1, over 20:1"), (20000, 1000, "has a side over 16384 pixels"),
+])
+def test_raw_frames_of_absurd_geometry_are_refused_before_decoding(width, height, reason):
+    message = _decode_error("rgb8", height, width, width * 3, b"", limits=DecodeLimits(max_pixels=8192 * 8192))
+    assert f"{width}x{height}" in message and reason in message
+
+
+def test_a_one_pixel_tall_png_within_the_pixel_limit_is_refused_from_its_header(monkeypatch):
+    """The probe's 31 KB PNG of 1 x 8,000,000 pixels (under max_input_pixels) blocked the node for a minute."""
+    thin = _encode(np.zeros((1, 8_000_000, 3), np.uint8), "PNG")
+    assert len(thin) < 100_000
+    from PIL import ImageFile
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded a frame of absurd geometry")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(ImageError, match="compressed image 8000000x1 has a side under 8 pixels"):
+        decode_compressed("png", thin, DecodeLimits(max_pixels=3840 * 2160))
+
+
+def scan_bomb(photo: np.ndarray, scans: int) -> bytes:
+    """A progressive JPEG whose last scan is repeated until it has ``scans`` scans (the probe's bomb had
+    20,000: each one is a pass over the whole image)."""
+    data = _encode(photo, "JPEG", progressive=True, quality=90)
+    last = data.rindex(b"\xff\xda")
+    body, tail = data[last:-2], data[-2:]
+    have = jpeg_scan_count(data, 10_000)
+    return data[:last] + body * (scans - have + 1) + tail
+
+
+def test_progressive_jpeg_scans_are_counted_exactly(photo):
+    plain = _encode(photo, "JPEG", quality=90)
+    progressive = _encode(photo, "JPEG", quality=90, progressive=True)
+    assert jpeg_scan_count(plain, 100) == 1
+    assert 2 < jpeg_scan_count(progressive, 100) <= 16  # libjpeg's default progression
+    assert jpeg_scan_count(scan_bomb(photo, 500), 10_000) == 500
+    assert jpeg_scan_count(scan_bomb(photo, 500), 40) == 41  # stops one past the limit
+
+
+def test_a_scan_bomb_jpeg_is_refused_before_decoding_and_a_normal_progressive_one_decodes(photo, monkeypatch):
+    normal = _encode(photo, "JPEG", quality=90, progressive=True)
+    assert decode_compressed("jpeg", normal).shape == photo.shape
+    from PIL import ImageFile
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded a scan bomb")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(ImageError, match="progressive JPEG with over 32 scans"):
+        decode_compressed("jpeg", scan_bomb(photo, 2000))
+
+
+def test_a_decode_over_its_time_limit_is_refused(photo):
+    data = _encode(photo, "PNG")
+    with pytest.raises(ImageError, match=r"decoding the PNG frame took \d+ ms, over max_decode_ms 1e-06"):
+        decode_compressed("png", data, DecodeLimits(max_decode_ms=1e-6))
+    assert decode_compressed("png", data, DecodeLimits(max_decode_ms=0)).shape == photo.shape  # 0: no limit
 
 
 def test_jpeg(photo):
