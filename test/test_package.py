@@ -26,7 +26,7 @@ def test_package_xml_is_format_3_ament_python_with_runtime_deps():
 
 def test_parameter_file_documents_exactly_the_declared_parameters():
     pytest.importorskip("rclpy")
-    from human_parsing_ros.node import PARAMS, check_value
+    from human_parsing_ros.ros.parameters import PARAMS, check_value
 
     doc = yaml.safe_load((ROOT / "config" / "parser.yaml").read_text())
     values = doc["/**"]["ros__parameters"]
@@ -37,7 +37,8 @@ def test_parameter_file_documents_exactly_the_declared_parameters():
 
 def test_parameter_validation_gives_reasons():
     pytest.importorskip("rclpy")
-    from human_parsing_ros.node import check_value, topic_token
+    from human_parsing_ros.ros.frames import topic_token
+    from human_parsing_ros.ros.parameters import check_value
 
     assert "precision" in check_value("precision", "fp8")
     assert "device" in check_value("device", "gpu")
@@ -58,8 +59,8 @@ def model_and_info(tmp_path_factory):
 @pytest.mark.parametrize("size", [[10, 10], [96, 5000], [96], [96, 96, 96], [96.5, 96], [0, 96]])
 def test_node_and_parser_refuse_the_same_input_sizes(size, model_and_info):
     pytest.importorskip("rclpy")
-    from human_parsing_ros.node import check_value
     from human_parsing_ros.parser import HumanParser
+    from human_parsing_ros.ros.parameters import check_value
     from human_parsing_ros.weights import check_input_size
 
     reason = check_input_size(size)
@@ -73,7 +74,7 @@ def test_node_and_parser_refuse_the_same_input_sizes(size, model_and_info):
 
 def test_readme_documents_every_parameter_and_topic():
     pytest.importorskip("rclpy")
-    from human_parsing_ros.node import PARAMS
+    from human_parsing_ros.ros.parameters import PARAMS
 
     readme = (ROOT / "README.md").read_text()
     missing = [p.name for p in PARAMS if f"`{p.name}`" not in readme]
