@@ -636,6 +636,34 @@ def test_a_failed_activate_releases_the_model_and_a_retry_clears_its_error(ros, 
         node.destroy_node()
 
 
+def test_a_parse_parameter_change_rebuilds_the_options_the_next_frame_parses_with(ros, weights):
+    """The node's ParseOptions is built at activate and replaced whole when a parse parameter is set."""
+    from dataclasses import replace
+
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from human_parsing_ros.parse_options import ParseOptions
+
+    node = in_process_node(weights, "/options_ns")
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.frames.options is None  # built at activate
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        before = node.frames.options
+        assert before == ParseOptions(person_threshold=0.5, max_persons=16)  # config/parser.yaml's values
+        assert node.set_parameters([Parameter("resize_mode", value="stretch")])[0].successful
+        after = node.frames.options
+        assert after == replace(before, resize_mode="stretch") and before.resize_mode == "letterbox"
+        assert not node.set_parameters([Parameter("max_persons", value=0)])[0].successful  # refused: kept
+        assert node.set_parameters([Parameter("presence_threshold", value=0.01)])[0].successful  # no parse option
+        assert node.frames.options is after
+        node.frames.process(_rgb_image(32, 48))
+        assert node.stats.published.total == 1
+    finally:
+        node.destroy_node()
+
+
 def _rgb_image(height: int, width: int, encoding: str = "rgb8") -> Image:
     msg = Image(height=height, width=width, encoding=encoding, step=width * 3)
     msg.data = array.array("B", bytes(height * width * 3))

@@ -152,8 +152,6 @@ class Client:
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CompressedImage, Image
 
-        from ..ros.process import spin_until
-
         self.node = rclpy.create_node(name)
         self.namespace = namespace.rstrip("/")
         self.received = Received()
@@ -169,7 +167,7 @@ class Client:
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=spin_until, args=(self._stop, self.executor), daemon=True)
+        self._thread = threading.Thread(target=_spin_until, args=(self._stop, self.executor), daemon=True)
         self._thread.start()
 
     def subscribe(self, rel: str, msg_type: type, qos: Any) -> Any:
@@ -234,3 +232,11 @@ def image_array(msg: Any) -> np.ndarray:
     channels = {"mono8": 1, "rgb8": 3, "bgr8": 3}[msg.encoding]
     data = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)[:, :msg.width * channels]
     return data.reshape(msg.height, msg.width, channels) if channels > 1 else data.reshape(msg.height, msg.width)
+
+
+def _spin_until(stop: threading.Event, executor: Any) -> None:
+    """Spin the client's ``executor`` until ``stop`` is set (the node's own loop is in ``ros.process``)."""
+    import rclpy
+
+    while not stop.is_set() and rclpy.ok():
+        executor.spin_once(timeout_sec=0.1)
