@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from human_parsing_ros.inference import logits_to_labels, network_input, place_image
-from human_parsing_ros.parser import RESIZE_MODES, HumanParser
+from human_parsing_ros.parse_options import RESIZE_MODES, ParseOptions
+from human_parsing_ros.parser import HumanParser
 from human_parsing_ros.resources import DEFAULT_WEIGHTS, share_file
 from human_parsing_ros.ros.diagnostics import FRAME_STAGES
 from human_parsing_ros.runtime import summary
@@ -90,7 +91,7 @@ def bench_in_process(weights: Path, frame: np.ndarray, device: str, precision: s
             logits[None], size=frame.shape[:2], mode="bilinear", align_corners=False)[0].argmax(0), iterations, sync)
         ours = time_calls(lambda: logits_to_labels(logits, parser.network_hw, placement, frame.shape[:2]),
                           iterations, sync)
-    description = parser.describe(**options)
+    description = parser.describe(ParseOptions(**options))
     parser.release()
     print(f"bare forward from a secondary thread p50 {summary(off_main)['p50']:.1f} ms "
           f"(main thread {summary(forward)['p50']:.1f} ms)", flush=True)

@@ -12,21 +12,24 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
+
+from .presence import CONFIDENCE_DIGITS, PIXEL_FRACTION_DIGITS, Part, PersonDetection
 
 if TYPE_CHECKING:  # for type hints only: this module stays free of torch and ROS
     from collections.abc import Sequence
 
-    from .parser import ParseResult
     from .weights import WeightsInfo
 
 PARTS_SCHEMA = "human_parsing_ros/parts/1"
 CLASS_INFO_SCHEMA = "human_parsing_ros/class_info/1"
 PERSONS_SCHEMA = "human_parsing_ros/persons/1"
-# Decimal places of the figures on the wire; Part.rounded applies them, PartsMessage.from_result calls it.
-PIXEL_FRACTION_DIGITS = 6
-CONFIDENCE_DIGITS = 4
+# Part and the wire's decimal places live in the core (human_parsing_ros.presence); named here for readers.
+__all__ = [
+    "CLASS_INFO_SCHEMA", "CONFIDENCE_DIGITS", "PARTS_SCHEMA", "PERSONS_SCHEMA", "PIXEL_FRACTION_DIGITS",
+    "ClassInfoMessage", "Part", "PartsMessage", "Person", "PersonsMessage", "SchemaError", "Stamp",
+]
 
 
 class SchemaError(ValueError):
@@ -54,21 +57,6 @@ class Stamp:
 
 
 @dataclass(frozen=True)
-class Part:
-    id: int
-    name: str
-    present: bool
-    pixel_fraction: float
-    bbox: tuple[int, int, int, int] | None  # x_min, y_min, x_max, y_max in label-image pixels, inclusive
-    mean_confidence: float
-
-    def rounded(self) -> Part:
-        """This part with its figures at wire precision."""
-        return replace(self, pixel_fraction=round(self.pixel_fraction, PIXEL_FRACTION_DIGITS),
-                       mean_confidence=round(self.mean_confidence, CONFIDENCE_DIGITS))
-
-
-@dataclass(frozen=True)
 class PartsMessage:
     stamp: Stamp
     frame_id: str
@@ -78,11 +66,12 @@ class PartsMessage:
     parts: tuple[Part, ...]
 
     @classmethod
-    def from_result(cls, result: ParseResult, stamp: Stamp, frame_id: str, threshold: float) -> PartsMessage:
-        """The message for one parsed frame: every class, figures rounded to wire precision."""
-        height, width = result.labels.shape
-        parts = tuple(part.rounded() for part in result.presence(threshold))
-        return cls(stamp, frame_id, width, height, float(threshold), parts)
+    def from_parts(cls, parts: Sequence[Part], stamp: Stamp, frame_id: str, width: int, height: int,
+                   threshold: float) -> PartsMessage:
+        """The message for one parsed frame (``ParseResult.presence(threshold)`` of a ``width`` x ``height``
+        label image): every part, figures rounded to wire precision."""
+        return cls(stamp, frame_id, int(width), int(height), float(threshold),
+                   tuple(part.rounded() for part in parts))
 
     def get(self, name: str) -> Part:
         for part in self.parts:
@@ -143,19 +132,17 @@ class PersonsMessage:
     persons: tuple[Person, ...]
 
     @classmethod
-    def from_result(cls, result: ParseResult, ids: Sequence[int], stamp: Stamp, frame_id: str,
-                    threshold: float) -> PersonsMessage:
-        """The message for one parsed frame; ``ids[k]`` is the tracked id of ``result.persons[k]``."""
-        height, width = result.labels.shape
-        total = max(1, height * width)
-        persons = []
-        for person_id, person in zip(ids, result.persons):
-            parts = tuple(part.rounded() for part in result.person_presence(person, threshold))
-            pixels = int((result.instances == person.instance).sum())
-            persons.append(Person(int(person_id), person.instance, round(person.score, CONFIDENCE_DIGITS),
-                                  tuple(int(v) for v in person.bbox), round(pixels / total, PIXEL_FRACTION_DIGITS),
-                                  parts))
-        return cls(stamp, frame_id, width, height, float(threshold), int(result.dropped_persons), tuple(persons))
+    def from_persons(cls, persons: Sequence[tuple[int, PersonDetection, Sequence[Part]]], stamp: Stamp,
+                     frame_id: str, width: int, height: int, threshold: float, dropped: int) -> PersonsMessage:
+        """The message for one parsed frame of ``width`` x ``height``: per person its tracked id, its detection
+        (``ParseResult.persons``) and its parts (``ParseResult.person_presence``), rounded to wire precision."""
+        total = max(1, int(width) * int(height))
+        people = tuple(
+            Person(int(person_id), detection.instance, round(detection.score, CONFIDENCE_DIGITS),
+                   tuple(int(v) for v in detection.bbox), round(detection.pixels / total, PIXEL_FRACTION_DIGITS),
+                   tuple(part.rounded() for part in parts))
+            for person_id, detection, parts in persons)
+        return cls(stamp, frame_id, int(width), int(height), float(threshold), int(dropped), people)
 
     def get(self, person_id: int) -> Person:
         for person in self.persons:

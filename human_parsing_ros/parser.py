@@ -3,8 +3,9 @@
     parser = HumanParser("model.safetensors", device="auto", precision="fp16")
     result = parser.parse(rgb_uint8_image)
     result.labels            # H x W uint8 class ids at the image's resolution
-    result.presence(0.005)   # per-class messages.Part: presence, pixel fraction, box, confidence
-    parser.parse(image, resize_mode="stretch", flip_tta=True)  # per-call options (validated)
+    result.presence(0.005)   # per-class presence.Part: presence, pixel fraction, box, confidence
+    parser.parse(image, ParseOptions(resize_mode="stretch", flip_tta=True))  # per-call options (checked)
+    parser.parse(image, flip_tta=True)  # or fields of the parser's own options replaced
     HumanParser(..., device="cuda", precision="fp16", compile_mode="reduce-overhead")  # torch.compile, CUDA graphs
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -29,18 +30,31 @@ from .inference import (
     network_input,
     place_image,
 )
-from .messages import Part
-from .models import SegmentationModel
+from .models import ServableModel
 from .multi_person import merge_persons
+from .parse_options import (
+    OUTPUT_RESOLUTIONS,
+    RESIZE_MODES,
+    ParseOptions,
+    check_flip_tta,
+    check_person_threshold,
+)
+from .presence import Part, PersonDetection, parts_from_counts
 from .weights import WeightsInfo, check_input_size, load_weights
 
+# OUTPUT_RESOLUTIONS, RESIZE_MODES and PersonDetection are defined in parse_options and presence; named here for
+# the callers that read them with the parser
+__all__ = [
+    "COMPILE_MODES", "OUTPUT_RESOLUTIONS", "PRECISIONS", "RESIZE_MODES", "HumanParser", "ParseOptions",
+    "ParseResult", "PersonDetection", "resolve_device", "resolve_precision",
+]
+
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-RESIZE_MODES = ("letterbox", "stretch")
 # torch.compile of the network: none (eager), one of torch.compile's modes ("reduce-overhead" captures
 # CUDA graphs of inductor's kernels), or "cudagraphs" (CUDA graphs of the eager kernels: no code
 # generation, so it compiles in seconds; GPU only). The first parses compile; warmup() does it.
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "cudagraphs")
-OUTPUT_RESOLUTIONS = ("input", "network")
+OPTION_FIELDS = tuple(option.name for option in fields(ParseOptions))
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -69,34 +83,6 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype
     return PRECISIONS[precision], None
 
 
-def check_resize_mode(mode: str) -> str:
-    """``mode`` if it is a resize mode; ValueError naming it otherwise."""
-    if mode not in RESIZE_MODES:
-        raise ValueError(f"resize mode must be one of {', '.join(RESIZE_MODES)}, not '{mode}'")
-    return mode
-
-
-def check_flip_tta(flip_tta: bool) -> bool:
-    """``flip_tta`` as a bool; ValueError for anything but True or False."""
-    if not isinstance(flip_tta, (bool, np.bool_)):
-        raise ValueError(f"flip_tta must be True or False, not '{flip_tta}'")
-    return bool(flip_tta)
-
-
-def check_person_threshold(value: Any) -> float:
-    """``value`` as a score threshold in [0, 1]; ValueError naming it otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"person_threshold must be a number within 0..1, not {value!r}")
-    return float(value)
-
-
-def check_max_persons(value: Any) -> int:
-    """``value`` as a person cap (1..255: ids must fit a mono8 image); ValueError naming it otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= 255:
-        raise ValueError(f"max_persons must be an integer within 1..255, not {value!r}")
-    return int(value)
-
-
 def _compiled(network: Callable, compile_mode: str, device: torch.device) -> Callable:
     if compile_mode == "none":
         return network
@@ -105,15 +91,6 @@ def _compiled(network: Callable, compile_mode: str, device: torch.device) -> Cal
             raise ValueError(f"compile mode 'cudagraphs' needs a CUDA device, not {device}")
         return torch.compile(network, backend="cudagraphs", dynamic=False)
     return torch.compile(network, mode=compile_mode, dynamic=False)
-
-
-@dataclass(frozen=True)
-class PersonDetection:
-    """One person of a multi-person parse: its value in ``ParseResult.instances``, score and visible extent."""
-
-    instance: int  # k: the person's pixels are instances == k
-    score: float  # sqrt(box score x predicted part mIoU), RP R-CNN's
-    bbox: tuple[int, int, int, int]  # x_min, y_min, x_max, y_max of its pixels, inclusive
 
 
 @dataclass
@@ -150,20 +127,9 @@ class ParseResult:
 
         Figures at full precision (``Part.rounded`` gives the wire's).
         """
-        total = max(1, self.labels.size)
-        counts = self.statistics.pixel_counts.tolist()
-        sums = self.statistics.confidence_sums.tolist()
-        boxes = self.statistics.boxes.tolist()
-        parts = []
-        for class_id, name in enumerate(self.class_set.names):
-            count = counts[class_id]
-            fraction = count / total
-            parts.append(Part(
-                class_id, name, count > 0 and fraction >= threshold, fraction,
-                tuple(boxes[class_id]) if count else None,
-                sums[class_id] / count if count else 0.0,
-            ))
-        return parts
+        stats = self.statistics
+        return parts_from_counts(self.class_set.names, stats.pixel_counts.tolist(), stats.confidence_sums.tolist(),
+                                 stats.boxes.tolist(), self.labels.size, threshold)
 
     def mask(self, class_id: int) -> np.ndarray:
         """0/255 mono8 mask of one class."""
@@ -177,23 +143,21 @@ class ParseResult:
         ys, xs = np.nonzero(self.instances == person.instance)
         ids = self.labels[ys, xs].astype(np.int64)
         counts = np.bincount(ids, minlength=self.class_set.num_classes)
-        total = max(1, len(ids))
-        sums = self.person_confidence_sums[person.instance]
-        parts = []
-        for class_id, name in enumerate(self.class_set.names):
-            count = int(counts[class_id])
-            box = None
-            if count:
-                on = ids == class_id
-                box = (int(xs[on].min()), int(ys[on].min()), int(xs[on].max()), int(ys[on].max()))
-            fraction = count / total
-            parts.append(Part(class_id, name, count > 0 and fraction >= threshold, fraction, box,
-                              float(sums[class_id]) / count if count else 0.0))
-        return parts
+        boxes: list[tuple[int, int, int, int] | None] = [None] * len(counts)
+        for class_id in np.flatnonzero(counts):
+            on = ids == class_id
+            boxes[class_id] = (int(xs[on].min()), int(ys[on].min()), int(xs[on].max()), int(ys[on].max()))
+        return parts_from_counts(self.class_set.names, counts, self.person_confidence_sums[person.instance], boxes,
+                                 len(ids), threshold)
 
 
 class HumanParser:
-    """Loads a weights file once and parses RGB images on CPU or GPU."""
+    """Loads a weights file once and parses RGB images on CPU or GPU.
+
+    ``options`` (a ``ParseOptions``) are the parser's default per-frame choices; ``option_fields``
+    (``resize_mode=``, ``flip_tta=``, ``person_threshold=``, ``max_persons=``, ``output_resolution=``)
+    replace fields of them. Multi-person weights refuse flip TTA and compile modes (ValueError).
+    """
 
     def __init__(
         self,
@@ -201,35 +165,32 @@ class HumanParser:
         device: str = "auto",
         precision: str = "fp32",
         input_size: tuple[int, int] | None = None,
-        resize_mode: str = "letterbox",
-        flip_tta: bool = False,
         compile_mode: str = "none",
-        person_threshold: float | None = None,
-        max_persons: int = 16,
+        options: ParseOptions | None = None,
+        **option_fields: Any,
     ) -> None:
         model, info = load_weights(weights)
-        self._setup(model, info, device, precision, input_size, resize_mode, flip_tta, compile_mode,
-                    person_threshold, max_persons)
+        self._setup(model, info, device, precision, input_size, compile_mode, options, option_fields)
         self.weights_path = str(weights)
 
     @classmethod
-    def from_model(cls, model: SegmentationModel, info: WeightsInfo, **options: Any) -> HumanParser:
-        """Wrap a model already in memory (the trainer's evaluation uses this)."""
+    def from_model(cls, model: ServableModel, info: WeightsInfo, device: str = "auto", precision: str = "fp32",
+                   input_size: tuple[int, int] | None = None, compile_mode: str = "none",
+                   options: ParseOptions | None = None, **option_fields: Any) -> HumanParser:
+        """Wrap a model already in memory (the trainer's evaluation and the node use this)."""
         parser = cls.__new__(cls)
-        parser._setup(model, info, **options)
+        parser._setup(model, info, device, precision, input_size, compile_mode, options, option_fields)
         parser.weights_path = "<in memory>"
         return parser
 
-    def _setup(self, model: SegmentationModel, info: WeightsInfo, device: str = "auto", precision: str = "fp32",
-               input_size: tuple[int, int] | None = None, resize_mode: str = "letterbox",
-               flip_tta: bool = False, compile_mode: str = "none", person_threshold: float | None = None,
-               max_persons: int = 16) -> None:
+    def _setup(self, model: ServableModel, info: WeightsInfo, device: str, precision: str,
+               input_size: tuple[int, int] | None, compile_mode: str, options: ParseOptions | None,
+               option_fields: dict[str, Any]) -> None:
         self.info = info
-        self.multi_person = bool(getattr(model, "multi_person", False))
-        self.person_threshold = check_person_threshold(
-            info.recipe.get("min_score", 0.5) if person_threshold is None else person_threshold)
-        self.max_persons = check_max_persons(max_persons)
-        if self.multi_person and (flip_tta or compile_mode != "none"):
+        self.multi_person = model.multi_person
+        self._min_score = check_person_threshold(info.recipe.get("min_score", 0.5))
+        self._options = self._resolve(options, option_fields, ParseOptions())
+        if self.multi_person and (self._options.flip_tta or compile_mode != "none"):
             raise ValueError(f"{info.architecture}: flip TTA and compile modes are for single-map parsers; "
                              "multi-person weights run with flip_tta false and compile_mode none")
         self.class_set = info.class_set()
@@ -242,50 +203,81 @@ class HumanParser:
         if reason:
             raise ValueError(reason)
         self.network_hw = (int(size[0]), int(size[1]))
-        self._resize_mode = check_resize_mode(resize_mode)
-        self._flip_tta = check_flip_tta(flip_tta)
         self.model = model.eval().to(self.device, self.dtype).to(memory_format=torch.channels_last)
         if compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, not '{compile_mode}'")
         self.compile_mode = compile_mode
-        self._network = None if self.multi_person else _compiled(self.model.forward_lowres, compile_mode,
-                                                                   self.device)
+        # the one choice of parse path: a frame of a multi-person parser never meets the single-map code
+        if self.multi_person:
+            self._network = None
+            self._parse_frame = self._parse_persons
+        else:
+            self._network = _compiled(self.model.forward_lowres, compile_mode, self.device)
+            self._parse_frame = self._parse_map
         self._mean = torch.tensor(info.mean, device=self.device)
         self._std = torch.tensor(info.std, device=self.device)
         self._flip_perm = torch.tensor(self.class_set.flip_permutation(), device=self.device)
 
+    def _resolve(self, options: ParseOptions | None, option_fields: dict[str, Any],
+                 default: ParseOptions) -> ParseOptions:
+        """``options`` (``default`` if None) with ``option_fields`` replaced and person_threshold None resolved to
+        the weights' ``min_score``; TypeError for anything but a ParseOptions or an unknown field name."""
+        if options is None:
+            options = default
+        elif not isinstance(options, ParseOptions):
+            raise TypeError(f"options must be a ParseOptions, not {type(options).__name__} {options!r}")
+        if option_fields:
+            unknown = sorted(set(option_fields) - set(OPTION_FIELDS))
+            if unknown:
+                raise TypeError(f"unknown parse option '{unknown[0]}' (known: {', '.join(OPTION_FIELDS)})")
+            options = replace(options, **option_fields)
+        if options.person_threshold is None:
+            options = replace(options, person_threshold=self._min_score)
+        return options
+
+    @property
+    def options(self) -> ParseOptions:
+        """The options ``parse`` uses when the call gives none (person_threshold resolved)."""
+        return self._options
+
     @property
     def resize_mode(self) -> str:
-        """The resize mode ``parse`` uses when the call names none."""
-        return self._resize_mode
+        return self._options.resize_mode
 
     @property
     def flip_tta(self) -> bool:
-        """Whether ``parse`` and ``forward`` use flip TTA when the call does not say."""
-        return self._flip_tta
+        return self._options.flip_tta
+
+    @property
+    def person_threshold(self) -> float:
+        return self._options.person_threshold
+
+    @property
+    def max_persons(self) -> int:
+        return self._options.max_persons
 
     @property
     def num_classes(self) -> int:
         return self.class_set.num_classes
 
-    def describe(self, resize_mode: str | None = None, flip_tta: bool | None = None) -> str:
-        """One line: architecture, classes, input, device, dtype; options default to the constructor's."""
-        resize_mode = self._resize_mode if resize_mode is None else resize_mode
-        flip_tta = self._flip_tta if flip_tta is None else flip_tta
+    def describe(self, options: ParseOptions | None = None) -> str:
+        """One line: architecture, classes, input, device, dtype; ``options`` None: the parser's own."""
+        options = self._resolve(options, {}, self._options)
         args = ", ".join(f"{key}={value}" for key, value in sorted(self.info.architecture_args.items())
                          if key != "num_classes")
         return (f"{self.info.architecture}({args}), {self.num_classes} classes ({self.info.class_set_name}), "
-                f"input {self.network_hw[0]}x{self.network_hw[1]} {resize_mode}, "
-                f"{self.device} {str(self.dtype).replace('torch.', '')}, flip TTA {'on' if flip_tta else 'off'}"
+                f"input {self.network_hw[0]}x{self.network_hw[1]} {options.resize_mode}, "
+                f"{self.device} {str(self.dtype).replace('torch.', '')}, "
+                f"flip TTA {'on' if options.flip_tta else 'off'}"
                 + (f", compiled ({self.compile_mode})" if self.compile_mode != "none" else ""))
 
     @torch.inference_mode()
     def forward(self, network_in: torch.Tensor, flip_tta: bool | None = None) -> torch.Tensor:
         """Low-resolution logits (C x h x w, float32) for one prepared input, with flip TTA if asked.
 
-        ``flip_tta`` None: the constructor's choice.
+        ``flip_tta`` None: the parser's options'. Single-map weights only.
         """
-        flip_tta = self._flip_tta if flip_tta is None else check_flip_tta(flip_tta)
+        flip_tta = self._options.flip_tta if flip_tta is None else check_flip_tta(flip_tta)
         if not flip_tta:
             return self._run_network(network_in)[0].float()
         both = self._run_network(torch.cat([network_in, network_in.flip(-1)]))
@@ -301,35 +293,36 @@ class HumanParser:
         return self._network(network_in).clone()
 
     @torch.inference_mode()
-    def parse(self, image: np.ndarray, output_resolution: str = "input", resize_mode: str | None = None,
-              flip_tta: bool | None = None) -> ParseResult:
+    def parse(self, image: np.ndarray, options: ParseOptions | None = None, **option_fields: Any) -> ParseResult:
         """Parse one H x W x 3 uint8 RGB image.
 
-        ``resize_mode`` and ``flip_tta`` None: the constructor's choice; any other value is
-        checked like the constructor's (ValueError naming it).
+        ``options`` None: the parser's (``self.options``); ``option_fields`` replace fields of them, checked
+        like ``ParseOptions``'s own (ValueError naming the value). A person_threshold of None is the weights'.
         """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape[:2]:
             raise ValueError(f"image must be H x W x 3 uint8 RGB, at least 1 x 1, got {image.dtype} "
                              f"{list(image.shape)}")
-        if output_resolution not in OUTPUT_RESOLUTIONS:
-            raise ValueError(f"output resolution must be 'input' or 'network', not '{output_resolution}'")
-        resize_mode = self._resize_mode if resize_mode is None else check_resize_mode(resize_mode)
-        flip_tta = self._flip_tta if flip_tta is None else check_flip_tta(flip_tta)
+        return self._parse_frame(image, self._resolve(options, option_fields, self._options))
+
+    def _prepare(self, image: np.ndarray, options: ParseOptions
+                 ) -> tuple[torch.Tensor, Placement, tuple[int, int], float]:
+        """The network input of ``image``, where the image sits in it, the output size and the start time."""
         start = time.perf_counter()
         height, width = image.shape[:2]
-        placement = place_image((height, width), self.network_hw, resize_mode)
+        placement = place_image((height, width), self.network_hw, options.resize_mode)
         image = np.ascontiguousarray(image)
         pixels = torch.from_numpy(image if image.flags.writeable else image.copy())  # torch wants writable
         if self.device.type == "cuda":
             pixels = pixels.pin_memory().to(self.device, non_blocking=True)
         network_in = network_input(pixels, self.network_hw, placement, self._mean, self._std, self.dtype)
-        out_hw = (height, width) if output_resolution == "input" else (placement.height, placement.width)
-        if self.multi_person:
-            if flip_tta:
-                raise ValueError(f"flip_tta is not available for multi-person weights ({self.info.architecture})")
-            return self._parse_persons(network_in, placement, out_hw, start)
+        out_hw = (height, width) if options.output_resolution == "input" else (placement.height, placement.width)
+        return network_in, placement, out_hw, start
+
+    def _parse_map(self, image: np.ndarray, options: ParseOptions) -> ParseResult:
+        """The single-map parse: one label per pixel from the network's logits."""
+        network_in, placement, out_hw, start = self._prepare(image, options)
         t_pre = time.perf_counter()
-        logits = self.forward(network_in, flip_tta)
+        logits = self.forward(network_in, options.flip_tta)
         self._sync()
         t_fwd = time.perf_counter()
         labels, _ = logits_to_labels(logits, self.network_hw, placement, out_hw, with_confidence=False)
@@ -361,9 +354,11 @@ class HumanParser:
 
         return statistics
 
-    def _parse_persons(self, network_in: torch.Tensor, placement: Placement, out_hw: tuple[int, int],
-                       start: float) -> ParseResult:
-        """The multi-person parse: persons pasted at ``out_hw`` over the semantic map (``multi_person``)."""
+    def _parse_persons(self, image: np.ndarray, options: ParseOptions) -> ParseResult:
+        """The multi-person parse: persons pasted at the output size over the semantic map."""
+        if options.flip_tta:
+            raise ValueError(f"flip_tta is not available for multi-person weights ({self.info.architecture})")
+        network_in, placement, out_hw, start = self._prepare(image, options)
         t_pre = time.perf_counter()
         result = self.model(network_in)[0]
         self._sync()
@@ -375,7 +370,7 @@ class HumanParser:
         offset = torch.tensor([placement.left, placement.top] * 2, device=semantic.device)
         boxes = (result["boxes"].float() - offset) * scale
         merged = merge_persons(result["parts"].float(), boxes, result["scores"].float(), background, *out_hw,
-                               self.person_threshold, self.max_persons)
+                               options.person_threshold, options.max_persons)
         labels = merged.labels.to(torch.uint8)
         instances = merged.instances.to(torch.uint8).cpu().numpy()
         cells = (len(merged.persons) + 1) * self.num_classes
@@ -387,7 +382,7 @@ class HumanParser:
         for k, index in enumerate(merged.persons, start=1):
             ys, xs = np.nonzero(instances == k)
             persons.append(PersonDetection(k, float(result["scores"][index]),
-                                           (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))))
+                                           (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())), len(ys)))
         t_labels = time.perf_counter()
         timings = {"preprocess": t_pre - start, "forward": t_fwd - t_pre, "labels": t_labels - t_fwd}
         return ParseResult(labels.cpu().numpy(), self.class_set,

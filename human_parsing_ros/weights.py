@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .class_sets import ClassSet
-from .models import SegmentationModel, build_model
+from .models import ServableModel, build_model, rename_legacy_keys
 
 FORMAT = "human_parsing_ros.weights"
 FORMAT_VERSION = 1
@@ -138,7 +138,7 @@ def check_normalisation(mean: tuple, std: tuple) -> None:
         raise ValueError(f"std {list(std)} must be above 0")
 
 
-def save_weights(path: str | os.PathLike, model: SegmentationModel, info: WeightsInfo) -> Path:
+def save_weights(path: str | os.PathLike, model: ServableModel, info: WeightsInfo) -> Path:
     """Write ``model`` with ``info`` atomically (a reader never sees half a file)."""
     from safetensors.torch import save_file
 
@@ -199,7 +199,7 @@ def read_weights_info(path: str | os.PathLike) -> WeightsInfo:
         return WeightsInfo.from_metadata(handle.metadata(), path)
 
 
-def load_weights(path: str | os.PathLike) -> tuple[SegmentationModel, WeightsInfo]:
+def load_weights(path: str | os.PathLike) -> tuple[ServableModel, WeightsInfo]:
     """Build the architecture the file names and load its tensors (on the CPU, in eval mode)."""
     path = Path(path)
     try:
@@ -218,7 +218,7 @@ def load_weights(path: str | os.PathLike) -> tuple[SegmentationModel, WeightsInf
     if model.num_classes != len(info.class_names):
         raise WeightsError(f"{path}: class count mismatch: the architecture has {model.num_classes} outputs, "
                            f"the metadata names {len(info.class_names)} classes")
-    state = model.rename_legacy_aux_keys(state)  # files written before the zoo's one aux-head attribute
+    rename_legacy_keys(state, model.legacy_aux_keys)  # files written before the zoo's one aux-head attribute
     _check_state(path, model, state)
     model.load_state_dict(state)
     return model.eval(), info
@@ -238,7 +238,7 @@ def non_finite_tensor(state: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
-def _check_state(path: Path, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+def _check_state(path: Path, model: ServableModel, state: dict[str, torch.Tensor]) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -178,9 +178,11 @@ def _wire_format(result, stamp, frame_id, threshold):
     return json.dumps(doc, separators=(",", ":"))
 
 
-def test_parts_from_result_is_the_wire_format_and_round_trips(parse_result):
+def test_parts_from_parts_is_the_wire_format_and_round_trips(parse_result):
     stamp = Stamp(1795432954, 576464160)
-    message = PartsMessage.from_result(parse_result, stamp, "camera_optical_frame", 0.005)
+    height, width = parse_result.labels.shape
+    message = PartsMessage.from_parts(parse_result.presence(0.005), stamp, "camera_optical_frame", width, height,
+                                      0.005)
     text = message.to_json()
     assert text == _wire_format(parse_result, stamp, "camera_optical_frame", 0.005)
     assert PartsMessage.from_json(text) == message

@@ -3,7 +3,14 @@ import model_tester
 import pytest
 import torch
 
-from human_parsing_ros.models import ARCHITECTURES, build_model, semantic_architectures
+from human_parsing_ros.models import (
+    ARCHITECTURES,
+    SegmentationModel,
+    ServableModel,
+    build_model,
+    is_multi_person,
+    semantic_architectures,
+)
 
 ARGS = {"num_classes": 20, "encoder_weights": None}
 NAMES = semantic_architectures()  # RP R-CNN (multi-person) has its own tests: test_rprcnn.py
@@ -18,6 +25,22 @@ def args_for(name: str) -> dict:
 
 def test_registry_is_not_empty():
     assert NAMES, "no architecture registered"
+
+
+def test_the_kind_of_an_architecture_is_its_class_attribute():
+    """Every architecture says its kind in ``multi_person`` (the ServableModel protocol); no one guesses it."""
+    for name, cls in ARCHITECTURES.items():
+        assert type(cls.multi_person) is bool, name
+        assert is_multi_person(name) is cls.multi_person
+        assert cls.multi_person is not issubclass(cls, SegmentationModel), name  # single-map parsers are these
+    assert sorted(name for name, cls in ARCHITECTURES.items() if issubclass(cls, SegmentationModel)) == NAMES
+    assert is_multi_person("rp_rcnn") and not is_multi_person("deeplabv3plus") and not is_multi_person("no_such")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_single_map_architecture_is_servable(name):
+    model = build_model(name, **args_for(name))
+    assert isinstance(model, ServableModel) and not model.multi_person and model.num_classes == 20
     assert "deeplabv3plus" in ARCHITECTURES  # the default weights' architecture
 
 
@@ -97,8 +120,6 @@ def test_variants_forward_backward_and_freeze(name, extra):
 @pytest.mark.parametrize("name", NAMES)
 def test_one_forward_and_aux_protocol(name):
     """The base class owns ``forward``; aux heads are declared once, each with the feature it reads."""
-    from human_parsing_ros.models import SegmentationModel
-
     cls = ARCHITECTURES[name]
     assert cls.forward is SegmentationModel.forward and cls.forward_lowres is SegmentationModel.forward_lowres
     model = build_model(name, **args_for(name))

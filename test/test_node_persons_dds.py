@@ -131,19 +131,19 @@ def test_ids_stay_unique_across_a_pause_and_flip_tta_is_refused(ros, weights):
         # a change of resolution starts new tracks (in general the boxes change scale with it)
         frame = load_rgb(sample_photos()[0])[:160, :128].copy()
         header = Image().header
-        result = node.frames.parser.parse(frame, "input")
+        result = node.frames.parser.parse(frame, node.frames.options)
         assert result.persons, "the painted weights find persons"
         node.frames.publish_persons(result, header, node.frames.options)
         first = set(node.frames.tracker._tracks)
-        node.frames.publish_persons(node.frames.parser.parse(frame, "input"), header, node.frames.options)
+        node.frames.publish_persons(node.frames.parser.parse(frame, node.frames.options), header, node.frames.options)
         assert set(node.frames.tracker._tracks) == first  # the same persons keep their ids
         assert node.set_parameters([Parameter("output_resolution", value="network")])[0].successful
-        node.frames.publish_persons(node.frames.parser.parse(frame, "network"), header, node.frames.options)
+        node.frames.publish_persons(node.frames.parser.parse(frame, node.frames.options), header, node.frames.options)
         at_network = set(node.frames.tracker._tracks)
         assert not at_network & first
         # the camera changes resolution (in general the boxes change scale with it): the tracks restart even
         # where the boxes happen to be the same
-        taller = node.frames.parser.parse(frame, "network")
+        taller = node.frames.parser.parse(frame, node.frames.options)
         taller.labels = np.pad(taller.labels, ((0, 8), (0, 0)))
         node.frames.publish_persons(taller, header, node.frames.options)
         assert not set(node.frames.tracker._tracks) & at_network

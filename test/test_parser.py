@@ -4,8 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
-from human_parsing_ros.messages import Part
+from human_parsing_ros.parse_options import ParseOptions
 from human_parsing_ros.parser import HumanParser, resolve_device, resolve_precision
+from human_parsing_ros.presence import Part
 from human_parsing_ros.render import resize_nearest
 from human_parsing_ros.samples import load_rgb, sample_photos
 from human_parsing_ros.tools.random_weights import make_random_weights
@@ -93,7 +94,7 @@ def test_presence_and_statistics(parser, photo):
     labels = result.labels
     threshold = 0.01
     parts = result.presence(threshold)
-    assert all(type(part) is Part for part in parts)  # the message type, no copy in between
+    assert all(type(part) is Part for part in parts)  # the core's type, rounded and sent as is by messages
     assert [p.id for p in parts] == list(range(20))
     assert [p.name for p in parts] == list(parser.class_set.names)
     assert sum(p.pixel_fraction for p in parts) == pytest.approx(1.0, abs=1e-9)
@@ -155,11 +156,21 @@ def test_per_call_options_equal_constructor_options(weights, photo):
         per_call = plain.parse(photo, **options)
         np.testing.assert_array_equal(per_call.labels, built.labels)
         torch.testing.assert_close(per_call.statistics.confidence_sums, built.statistics.confidence_sums)
-    # A per-call choice is for that call only; None means the constructor's.
+        whole = plain.parse(photo, ParseOptions(**options))  # a ParseOptions says the same
+        np.testing.assert_array_equal(whole.labels, built.labels)
+    # A per-call choice is for that call only; no options means the constructor's.
+    assert plain.options == ParseOptions(person_threshold=0.5)  # no min_score in the file: 0.5
     assert (plain.resize_mode, plain.flip_tta) == ("letterbox", False)
     with_tta = HumanParser(weights, device="cpu", flip_tta=True)
+    assert with_tta.options.flip_tta
     np.testing.assert_array_equal(with_tta.parse(photo, flip_tta=False).labels, plain.parse(photo).labels)
-    np.testing.assert_array_equal(with_tta.parse(photo, flip_tta=None).labels, with_tta.parse(photo).labels)
+    np.testing.assert_array_equal(with_tta.parse(photo, ParseOptions()).labels, plain.parse(photo).labels)
+    np.testing.assert_array_equal(with_tta.parse(photo, with_tta.options).labels, with_tta.parse(photo).labels)
+    # option fields replace fields of the options given, not of the parser's
+    stretched = ParseOptions(resize_mode="stretch")
+    built = HumanParser(weights, device="cpu", options=stretched, flip_tta=True)
+    assert built.options == ParseOptions(resize_mode="stretch", flip_tta=True, person_threshold=0.5)
+    np.testing.assert_array_equal(with_tta.parse(photo, stretched, flip_tta=True).labels, built.parse(photo).labels)
 
 
 def test_per_call_options_are_validated(parser, photo):
@@ -169,8 +180,15 @@ def test_per_call_options_are_validated(parser, photo):
         parser.parse(photo, flip_tta="yes")
     with pytest.raises(ValueError, match="flip_tta"):
         parser.forward(torch.zeros(1, 3, *NET), flip_tta=1)
-    with pytest.raises(AttributeError):
-        parser.resize_mode = "squash"  # options travel with the call, not by assignment
+    with pytest.raises(TypeError, match="options must be a ParseOptions, not str 'network'"):
+        parser.parse(photo, "network")  # the old positional output_resolution
+    with pytest.raises(TypeError, match="unknown parse option 'squash'"):
+        parser.parse(photo, squash=True)
+    with pytest.raises(TypeError, match="ParseOptions, not dict"):
+        HumanParser.from_model(*load_weights(parser.weights_path), device="cpu", options={"flip_tta": True})
+    for name in ("options", "resize_mode", "flip_tta", "person_threshold", "max_persons"):
+        with pytest.raises(AttributeError):
+            setattr(parser, name, getattr(parser, name))  # options travel with the call, not by assignment
     assert parser.resize_mode == "letterbox"
 
 
@@ -190,7 +208,7 @@ def test_input_size_override_and_resize_mode(weights, photo):
     assert p.parse(photo, output_resolution="network").labels.shape == (64, 48)
     assert p.parse(photo).labels.shape == photo.shape[:2]
     assert "64x48" in p.describe() and "stretch" in p.describe()
-    assert "flip TTA on" in p.describe(flip_tta=True) and "letterbox" in p.describe(resize_mode="letterbox")
+    assert "flip TTA on" in p.describe(ParseOptions(flip_tta=True)) and "letterbox" in p.describe(ParseOptions())
     with pytest.raises(ValueError, match="zoom"):
         HumanParser(weights, device="cpu", resize_mode="zoom")
     for bad in ((8, 96), (96, 5000), (96,), (96.0, 96)):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from person_weights import PAINTED, make_person_weights
 
+from human_parsing_ros.parse_options import ParseOptions
 from human_parsing_ros.parser import HumanParser
 from human_parsing_ros.samples import load_rgb, sample_photos
 from human_parsing_ros.tracking import PersonTracker, box_iou
@@ -42,6 +43,18 @@ def test_a_multi_person_parse_gives_persons_their_instances_and_parts(weights):
     assert painted_sum >= 0.99 * on_persons
     tolerance = 1e-6 * painted_sum + 1e-3  # the frame's sums are float32
     assert -tolerance <= painted_sum - result.person_confidence_sums[1:, PAINTED].sum() <= outside + tolerance
+
+
+def test_person_options_default_to_the_file_and_travel_with_the_call(weights):
+    parser = HumanParser(weights, device="cpu")
+    assert parser.options == ParseOptions(person_threshold=0.3)  # the file's min_score resolved
+    image = load_rgb(sample_photos()[0])
+    capped = HumanParser(weights, device="cpu", person_threshold=0.0, max_persons=1).parse(image)
+    per_call = parser.parse(image, ParseOptions(person_threshold=0.0, max_persons=1))
+    assert per_call.persons == capped.persons and per_call.dropped_persons == capped.dropped_persons
+    assert np.array_equal(per_call.instances, capped.instances)
+    file_threshold = parser.parse(image, ParseOptions(person_threshold=None))  # None: the file's min_score
+    assert file_threshold.persons == parser.parse(image).persons
 
 
 def test_nobody_above_the_threshold_gives_empty_persons_never_an_error(weights):
@@ -92,9 +105,13 @@ def test_persons_message_round_trip_and_schema(weights):
 
     result = HumanParser(weights, device="cpu").parse(load_rgb(sample_photos()[0])[::4, ::4].copy())
     ids = [10 + k for k in range(len(result.persons))]
-    message = PersonsMessage.from_result(result, ids, Stamp(3, 4), "cam", 0.01)
+    height, width = result.labels.shape
+    persons = [(i, p, result.person_presence(p, 0.01)) for i, p in zip(ids, result.persons)]
+    message = PersonsMessage.from_persons(persons, Stamp(3, 4), "cam", width, height, 0.01, result.dropped_persons)
     assert [p.id for p in message.persons] == ids and message.dropped == result.dropped_persons
+    assert [p.pixels for p in result.persons] == [int((result.instances == p.instance).sum()) for p in result.persons]
     assert message.persons[0].pixel_fraction == pytest.approx((result.instances == 1).mean(), abs=1e-6)
+    assert message.persons[0].parts == tuple(part.rounded() for part in result.person_presence(result.persons[0], 0.01))
     assert PersonsMessage.from_json(message.to_json()) == message
     assert message.get(ids[0]).get("headwear").present
     with pytest.raises(KeyError):

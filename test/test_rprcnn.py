@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from human_parsing_ros.class_sets import get_class_set
-from human_parsing_ros.models import build_model
+from human_parsing_ros.models import ServableModel, build_model
 from human_parsing_ros.models.rprcnn.model import (
     LOSS_WEIGHTS,
     crop_person_parts,
@@ -77,6 +77,9 @@ def test_inference_outputs_and_the_weights_round_trip(batch, tmp_path):
     path = save_weights(tmp_path / "rp.safetensors", model, info)
     loaded, read = load_weights(path)
     assert read.architecture == "rp_rcnn" and loaded.num_classes == 11
+    # the loader's contract (models/protocol.py), with no SegmentationModel method stubbed to fit it
+    assert isinstance(loaded, ServableModel) and loaded.multi_person and not loaded.legacy_aux_keys
+    assert not hasattr(loaded, "rename_legacy_aux_keys") and not hasattr(loaded, "forward_lowres")
     with torch.no_grad():
         again = loaded(images)
     assert torch.equal(again[0]["boxes"], results[0]["boxes"])

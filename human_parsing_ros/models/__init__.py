@@ -1,28 +1,20 @@
 """Architecture registry: every parser is built by name from plain keyword arguments.
 
 The arguments are what a weights file stores, so ``build_model(info.architecture,
-**info.architecture_args)`` rebuilds exactly the trained network.
+**info.architecture_args)`` rebuilds exactly the trained network. Every architecture is a
+``ServableModel`` (``protocol.py``): a ``SegmentationModel`` (one label map) or a multi-person parser.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from .base import SegmentationHead, SegmentationModel
 from .encoders import ENCODERS, build_encoder
-
-ARCHITECTURES: dict[str, Callable[..., SegmentationModel]] = {}
-
-
-def register_architecture(name: str) -> Callable[[type], type]:
-    def add(cls: type) -> type:
-        ARCHITECTURES[name] = cls
-        return cls
-
-    return add
+from .protocol import ServableModel, rename_legacy_keys
+from .registry import ARCHITECTURES, register_architecture
 
 
-def build_model(name: str, **kwargs: Any) -> SegmentationModel:
+def build_model(name: str, **kwargs: Any) -> ServableModel:
     """Build architecture ``name``; raises ValueError naming what is unknown or wrong."""
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture '{name}' (known: {', '.join(sorted(ARCHITECTURES))})")
@@ -34,13 +26,13 @@ def build_model(name: str, **kwargs: Any) -> SegmentationModel:
 
 def semantic_architectures() -> list[str]:
     """Names of the single-map parsers (``SegmentationModel``s), sorted; the others parse each person apart."""
-    return sorted(name for name, cls in ARCHITECTURES.items()
-                  if isinstance(cls, type) and issubclass(cls, SegmentationModel))
+    return sorted(name for name, cls in ARCHITECTURES.items() if not cls.multi_person)
 
 
 def is_multi_person(name: str) -> bool:
     """Whether architecture ``name`` parses each person apart (its parse has instances and persons)."""
-    return bool(getattr(ARCHITECTURES.get(name), "multi_person", False))
+    cls = ARCHITECTURES.get(name)
+    return cls is not None and cls.multi_person
 
 
 def _register_all() -> None:
@@ -56,6 +48,7 @@ def _register_all() -> None:
 _register_all()
 
 __all__ = [
-    "ARCHITECTURES", "ENCODERS", "SegmentationHead", "SegmentationModel",
-    "build_encoder", "build_model", "is_multi_person", "register_architecture", "semantic_architectures",
+    "ARCHITECTURES", "ENCODERS", "SegmentationHead", "SegmentationModel", "ServableModel",
+    "build_encoder", "build_model", "is_multi_person", "register_architecture", "rename_legacy_keys",
+    "semantic_architectures",
 ]

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from .blocks import upsample_to
+from .protocol import rename_legacy_keys
 
 # The aux-head keys of the ResNet/MobileNet parsers before ``aux_heads`` (an ``AuxHead`` then
 # was one flat nn.Sequential at ``aux_head``): old prefix -> new prefix.
@@ -13,7 +14,8 @@ ENCODER_AUX_HEAD_OLD_KEYS = {"aux_head.0.": "aux_heads.0.conv.0.", "aux_head.1."
 
 
 class SegmentationModel(nn.Module):
-    """Base class for all parsers; owns the one ``forward``.
+    """Base class for the single-map parsers (a ``ServableModel`` with ``multi_person`` False); owns the one
+    ``forward``.
 
     ``encoder`` maps an image to a list of feature maps; ``decoder`` reads the ones it
     needs and returns one map, or a list of maps whose last one is its output;
@@ -73,15 +75,6 @@ class SegmentationModel(nn.Module):
             return logits
         return logits, [_full_size(head(features[i]), size) for head, i in zip(self.aux_heads, self.aux_features)]
 
-    def rename_legacy_aux_keys(self, state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
-        """Rename, in place, aux-head keys saved before ``aux_heads`` to their current names."""
-        for key in list(state):
-            for old, new in self.legacy_aux_keys.items():
-                if key.startswith(prefix + old):
-                    state[prefix + new + key[len(prefix + old):]] = state.pop(key)
-                    break
-        return state
-
     @property
     def num_classes(self) -> int:
         return self.segmentation_head.out_channels
@@ -126,7 +119,7 @@ def _full_size(logits: torch.Tensor, size: torch.Size) -> torch.Tensor:
 
 def _rename_legacy_aux_keys(model: SegmentationModel, state: dict[str, torch.Tensor], prefix: str,
                             *_: object) -> None:
-    model.rename_legacy_aux_keys(state, prefix)
+    rename_legacy_keys(state, model.legacy_aux_keys, prefix)
 
 
 class SegmentationHead(nn.Conv2d):

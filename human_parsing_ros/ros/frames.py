@@ -108,10 +108,7 @@ class FramePath:
                                             throttle_duration_sec=5.0)
             return
         start = time.perf_counter()
-        if parser.multi_person:  # until HumanParser.parse takes ParseOptions (#30, core)
-            parser.person_threshold, parser.max_persons = options.person_threshold, options.max_persons
-        result = parser.parse(image, options.output_resolution, resize_mode=options.resize_mode,
-                              flip_tta=options.flip_tta)
+        result = parser.parse(image, options)
         parsed = time.perf_counter()
         stats.inference_ms.add((parsed - start) * 1e3)
         header = msg.header
@@ -129,7 +126,9 @@ class FramePath:
                 if pub.get_subscription_count():
                     pub.publish(_image_msg(header, result.mask(class_id), "mono8"))
         if param("publish_parts") and self.pubs["parts"].get_subscription_count():
-            parts = PartsMessage.from_result(result, _stamp(header), header.frame_id, param("presence_threshold"))
+            threshold = param("presence_threshold")
+            parts = PartsMessage.from_parts(result.presence(threshold), _stamp(header), header.frame_id,
+                                            labels.shape[1], labels.shape[0], threshold)
             self.pubs["parts"].publish(String(data=parts.to_json()))
         if result.instances is not None:
             self.publish_persons(result, header, options)
@@ -157,8 +156,12 @@ class FramePath:
         if self.pubs["instances"].get_subscription_count():
             self.pubs["instances"].publish(_image_msg(header, result.instances, "mono8"))
         if self.pubs["persons"].get_subscription_count():
-            persons = PersonsMessage.from_result(result, ids, _stamp(header), header.frame_id,
-                                                 self._node.param("presence_threshold"))
+            threshold = self._node.param("presence_threshold")
+            height, width = result.labels.shape
+            persons = PersonsMessage.from_persons(
+                [(person_id, person, result.person_presence(person, threshold))
+                 for person_id, person in zip(ids, result.persons)],
+                _stamp(header), header.frame_id, width, height, threshold, result.dropped_persons)
             self.pubs["persons"].publish(String(data=persons.to_json()))
 
 

@@ -187,9 +187,8 @@ class HumanParserNode(LifecycleNode):
             options = parse_options(self.param)
             parser = HumanParser.from_model(
                 copy.deepcopy(model), info, device=self.param("device"), precision=self.param("precision"),
-                input_size=None if size == [0, 0] else tuple(size), resize_mode=options.resize_mode,
-                flip_tta=options.flip_tta, compile_mode=self.param("compile"),
-                person_threshold=options.person_threshold, max_persons=options.max_persons)
+                input_size=None if size == [0, 0] else tuple(size), compile_mode=self.param("compile"),
+                options=options)
             self.frames.parser, self.frames.options = parser, options
             self.stats.activated(parser.warmup())
             # a bad qos_overrides value in the parameter file fails here
@@ -208,7 +207,7 @@ class HumanParserNode(LifecycleNode):
         gc.freeze()
         input_type = "CompressedImage" if self.param("input_transport") == "compressed" else "Image"
         self.get_logger().info(
-            f"active: {_describe(parser, options)}; warm-up {self.stats.warmup_ms:.1f} ms/frame; "
+            f"active: {parser.describe(options)}; warm-up {self.stats.warmup_ms:.1f} ms/frame; "
             f"input {self.frames.input_topic} ({input_type},"
             f" {qos.reliability.name.lower()}, keep last {qos.depth}); "
             f"outputs under {self.get_namespace().rstrip('/')}/")
@@ -294,7 +293,7 @@ class HumanParserNode(LifecycleNode):
         parser, options = self.frames.parser, self.frames.options
         return NodeState(finalized=self.finalized.is_set(), error=self._error, active=parser is not None,
                          input_topic=self.frames.input_topic, weights_path=self._weights_path,
-                         model=_describe(parser, options) if parser is not None else "not loaded",
+                         model=parser.describe(options) if parser is not None else "not loaded",
                          multi_person=parser is not None and parser.multi_person)
 
     def _health(self, dropped_recently: int, persons_dropped_recently: int = 0) -> tuple[bytes, str]:
@@ -312,10 +311,6 @@ class HumanParserNode(LifecycleNode):
                                        self.frames.slot.dropped)
         header = Header(stamp=self.get_clock().now().to_msg())
         self._diagnostics_pub.publish(DiagnosticArray(header=header, status=[status]))
-
-
-def _describe(parser: HumanParser, options: Any) -> str:
-    return parser.describe(options.resize_mode, options.flip_tta)
 
 
 def _rcl_default(param: Param) -> Any:

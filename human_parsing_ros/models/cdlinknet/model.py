@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from .. import register_architecture
 from ..base import SegmentationHead, SegmentationModel
 from ..blocks import conv_bn_relu
 from ..encoders import build_encoder
+from ..registry import register_architecture
 from .decoder import CDLinkNetDecoder
 
 

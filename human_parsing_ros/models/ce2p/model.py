@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from .. import register_architecture
 from ..base import SegmentationHead, SegmentationModel
 from ..encoders import build_encoder
+from ..registry import register_architecture
 from .decoder import CE2PDecoder
 from .encoder import SCHPResNet
 

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import register_architecture
 from ..base import SegmentationHead, SegmentationModel
 from ..blocks import OnLastFeature, conv_bn, upsample_like
+from ..registry import register_architecture
 
 VARIANTS: dict[str, tuple[int, int]] = {"23-slim": (32, 64), "23": (64, 128)}  # planes, head planes
 

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from .. import register_architecture
 from ..base import ENCODER_AUX_HEAD_OLD_KEYS, SegmentationHead, SegmentationModel
 from ..blocks import AuxHead
 from ..encoders import build_encoder
+from ..registry import register_architecture
 from .decoder import PSPDecoder
 
 

@@ -22,8 +22,8 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import MultiScaleRoIAlign, box_iou, roi_align
 
 from ...class_sets import IGNORE_INDEX
-from .. import register_architecture
 from ..encoders import build_encoder
+from ..registry import register_architecture
 from .gse_fpn import GSEFPN
 from .parsing_head import ParsingHead, ParsingRescoring
 
@@ -42,7 +42,8 @@ class RPRCNN(nn.Module):
     nobody, k = the person of box k-1) and ``parts`` (H x W class ids, 255 ignored).
     """
 
-    multi_person = True
+    multi_person = True  # a ServableModel (models/protocol.py) whose eval forward gives per-image person dicts
+    legacy_aux_keys: dict[str, str] = {}  # no older layout of this architecture exists
 
     def __init__(self, num_classes: int, encoder: str = "mobilenet_v2", encoder_weights: str | None = None,
                  global_semantic: bool = True, rescoring: bool = True, parsing_dim: int = 512,
@@ -68,9 +69,6 @@ class RPRCNN(nn.Module):
     @property
     def num_classes(self) -> int:
         return self.parsing_head.num_classes
-
-    def rename_legacy_aux_keys(self, state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
-        return state  # no older layout of this architecture exists
 
     def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]] | None = None):
         if self.training and targets is None:

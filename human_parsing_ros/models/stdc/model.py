@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import register_architecture
 from ..base import SegmentationHead, SegmentationModel
 from ..blocks import AuxHead, OnLastFeature, conv_bn, conv_bn_relu, upsample_like
+from ..registry import register_architecture
 
 VARIANTS: dict[str, tuple[int, int, int]] = {"stdc1": (2, 2, 2), "stdc2": (4, 5, 3)}
 

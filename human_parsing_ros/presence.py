@@ -1,0 +1,62 @@
+"""Part presence: which classes a frame (or one person of it) shows, how much, where and how surely.
+
+``ParseResult.presence`` and ``ParseResult.person_presence`` both end in ``parts_from_counts``; the
+JSON messages (``human_parsing_ros.messages``) only round and serialise the ``Part``s and
+``PersonDetection``s defined here. No torch, no ROS.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+# Decimal places of the figures on the wire; Part.rounded applies them.
+PIXEL_FRACTION_DIGITS = 6
+CONFIDENCE_DIGITS = 4
+
+Box = tuple[int, int, int, int]  # x_min, y_min, x_max, y_max in label-image pixels, inclusive
+
+
+@dataclass(frozen=True)
+class Part:
+    id: int
+    name: str
+    present: bool
+    pixel_fraction: float
+    bbox: Box | None
+    mean_confidence: float
+
+    def rounded(self) -> Part:
+        """This part with its figures at wire precision."""
+        return replace(self, pixel_fraction=round(self.pixel_fraction, PIXEL_FRACTION_DIGITS),
+                       mean_confidence=round(self.mean_confidence, CONFIDENCE_DIGITS))
+
+
+@dataclass(frozen=True)
+class PersonDetection:
+    """One person of a multi-person parse: its value in ``ParseResult.instances``, score and visible extent."""
+
+    instance: int  # k: the person's pixels are instances == k
+    score: float  # sqrt(box score x predicted part mIoU), RP R-CNN's
+    bbox: Box  # x_min, y_min, x_max, y_max of its pixels, inclusive
+    pixels: int  # how many pixels it owns (instances == k)
+
+
+def parts_from_counts(names: Sequence[str], counts: Sequence[int], confidence_sums: Sequence[float],
+                      boxes: Sequence[Sequence[int] | None], total: int, threshold: float) -> list[Part]:
+    """One ``Part`` per class name, full precision.
+
+    ``counts[c]`` pixels of class c out of ``total`` (a frame's, or one person's), ``confidence_sums[c]`` the
+    sum of their confidence, ``boxes[c]`` their extent (read only where the count is above 0). A class is
+    ``present`` when it has pixels and its fraction of ``total`` is at least ``threshold``.
+    """
+    total = max(1, int(total))
+    parts = []
+    for class_id, name in enumerate(names):
+        count = int(counts[class_id])
+        fraction = count / total
+        parts.append(Part(
+            class_id, name, count > 0 and fraction >= threshold, fraction,
+            tuple(int(v) for v in boxes[class_id]) if count else None,
+            float(confidence_sums[class_id]) / count if count else 0.0,
+        ))
+    return parts
