@@ -20,7 +20,7 @@ setup() {
     echo "[run.sh] installing the package, PyTorch and the ROS 2 wheels into $VENV (first time: a few minutes)" >&2
     "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" >&2 || true
     "$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[ros,train,test]' 2>&1 | grep -v "is ignored" >&2 || true
-    "$VENV/bin/python" -c "import human_parsing_ros.node, torch, torchvision" # fails loudly if the install did
+    "$VENV/bin/python" -c "import human_parsing_ros.ros.node, torch, torchvision" # fails loudly if the install did
     touch "$stamp"
   fi
 }

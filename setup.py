@@ -34,7 +34,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "parser_node = human_parsing_ros.node_process:main",
+            "parser_node = human_parsing_ros.ros.process:main",
             "human_parsing_demo = human_parsing_ros.tools.demo:main",
             "human_parsing_random_weights = human_parsing_ros.tools.random_weights:main",
             "human_parsing_import_schp = human_parsing_ros.tools.import_schp:main",

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from human_parsing_ros.inference import logits_to_labels, network_input, place_image
-from human_parsing_ros.node import FRAME_STAGES
 from human_parsing_ros.parse_options import RESIZE_MODES, ParseOptions
 from human_parsing_ros.parser import HumanParser
 from human_parsing_ros.resources import DEFAULT_WEIGHTS, share_file
+from human_parsing_ros.ros.diagnostics import FRAME_STAGES
 from human_parsing_ros.runtime import summary
 from human_parsing_ros.samples import load_rgb, sample_photos
 from human_parsing_ros.tools.harness import Client, NodeProcess, stamp_ns, use_large_image_transport

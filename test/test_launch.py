@@ -38,7 +38,7 @@ def test_launch_file_starts_the_installed_console_script():
     assert _kw(node, "executable").value == "parser_node"
     assert _kw(node, "name").value == "human_parser"
     setup_py = (ROOT / "setup.py").read_text()
-    assert '"parser_node = human_parsing_ros.node_process:main"' in setup_py
+    assert '"parser_node = human_parsing_ros.ros.process:main"' in setup_py
     assert 'f"share/{PACKAGE}/launch", glob("launch/*.launch.py")' in setup_py
     # The default parameter file it points at is installed from config/.
     assert '"config", "parser.yaml"' in LAUNCH_FILE.read_text() and (ROOT / "config" / "parser.yaml").is_file()

@@ -330,7 +330,7 @@ def test_diagnostics_report_rates_latency_and_device(running):
             "frames_rejected", "model"} <= keys
     assert status.hardware_id == "cpu"
     assert float(diagnostics_value(client, "inference_ms_p50")) > 0
-    from human_parsing_ros.node import FRAME_STAGES
+    from human_parsing_ros.ros.diagnostics import FRAME_STAGES
 
     stages = {stage: float(diagnostics_value(client, f"{stage}_ms_p50")) for stage in FRAME_STAGES}
     assert stages["forward"] > 0 and stages["labels"] > 0 and all(ms >= 0 for ms in stages.values()), stages
@@ -552,7 +552,7 @@ def test_lifecycle_shutdown_ends_the_process_and_says_so_in_diagnostics(ros, wei
     (["-p", "other_node:presence_threshold:=abc"], None),  # addressed to another node
 ], ids=["scientific", "wrong_type", "read_only", "this_node", "other_node"])
 def test_start_up_values_are_read_as_rcl_reads_them(ros, args, error):
-    from human_parsing_ros.node import HumanParserNode
+    from human_parsing_ros.ros.node import HumanParserNode
 
     cli = ["--ros-args", "--params-file", str(PARAMS_FILE), *args]
     node = HumanParserNode(argv=["parser_node", *cli], cli_args=cli)
@@ -574,7 +574,7 @@ def test_start_up_values_are_read_as_rcl_reads_them(ros, args, error):
     ("['on', '010']", "mask_parts", ["on", "010"]),  # quoted items too (unquoted: [True, 8], refused)
 ])
 def test_every_form_rcl_accepts_is_a_valid_start_up_value(ros, value, name, expected):
-    from human_parsing_ros.node import HumanParserNode
+    from human_parsing_ros.ros.node import HumanParserNode
 
     cli = ["--ros-args", "--params-file", str(PARAMS_FILE), "-p", f"{name}:={value}"]
     node = HumanParserNode(argv=["parser_node", *cli], cli_args=cli)
@@ -587,7 +587,7 @@ def test_every_form_rcl_accepts_is_a_valid_start_up_value(ros, value, name, expe
 
 # ---- lifecycle transitions in process (the node's own callbacks, real rclpy, no executor) ----------------------
 def in_process_node(weights: Path, ns: str, *args: str):
-    from human_parsing_ros.node import HumanParserNode
+    from human_parsing_ros.ros.node import HumanParserNode
 
     cli = ["--ros-args", "--params-file", str(PARAMS_FILE), "-r", f"__ns:={ns}", "-r", f"image:={ns}/cam",
            "-p", f"weights:={weights}", "-p", "device:=cpu", "-p", "autostart:=false", *args]
@@ -602,7 +602,7 @@ def test_a_bad_qos_override_fails_activate_in_one_line_and_holds_nothing(ros, we
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.FAILURE
         assert "activate failed" in node._error and "bogus" in node._error and "\n" not in node._error
-        assert node._parser is None and node._subscription is None  # the model left the device
+        assert node.frames.parser is None and node._subscription is None  # the model left the device
     finally:
         node.destroy_node()
 
@@ -627,11 +627,39 @@ def test_a_failed_activate_releases_the_model_and_a_retry_clears_its_error(ros, 
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.FAILURE
-        assert node._parser is None and warmed[0].model is None  # released, not left on the device
+        assert node.frames.parser is None and warmed[0].model is None  # released, not left on the device
         assert node._health(0) == (DiagnosticStatus.ERROR, node._error) and "out of memory" in node._error
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         level, message = node._health(0)
         assert level != DiagnosticStatus.ERROR and node._error == "", message
+    finally:
+        node.destroy_node()
+
+
+def test_a_parse_parameter_change_rebuilds_the_options_the_next_frame_parses_with(ros, weights):
+    """The node's ParseOptions is built at activate and replaced whole when a parse parameter is set."""
+    from dataclasses import replace
+
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from human_parsing_ros.parse_options import ParseOptions
+
+    node = in_process_node(weights, "/options_ns")
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.frames.options is None  # built at activate
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        before = node.frames.options
+        assert before == ParseOptions(person_threshold=0.5, max_persons=16)  # config/parser.yaml's values
+        assert node.set_parameters([Parameter("resize_mode", value="stretch")])[0].successful
+        after = node.frames.options
+        assert after == replace(before, resize_mode="stretch") and before.resize_mode == "letterbox"
+        assert not node.set_parameters([Parameter("max_persons", value=0)])[0].successful  # refused: kept
+        assert node.set_parameters([Parameter("presence_threshold", value=0.01)])[0].successful  # no parse option
+        assert node.frames.options is after
+        node.frames.process(_rgb_image(32, 48))
+        assert node.stats.published.total == 1
     finally:
         node.destroy_node()
 
@@ -655,26 +683,26 @@ def test_stalls_count_from_the_first_waiting_frame_and_name_refused_frames(ros, 
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        node._on_image(good)
-        node._process(good)  # parsed and published: nothing waits
+        node.frames.on_image(good)
+        node.frames.process(good)  # parsed and published: nothing waits
         assert node._health(5) == (DiagnosticStatus.OK, "running")  # 5 frames dropped: still healthy
         time.sleep(0.7)  # the camera pauses longer than stall_timeout_s ...
-        node._on_image(good)  # ... and resumes: this frame is being parsed
+        node.frames.on_image(good)  # ... and resumes: this frame is being parsed
         assert node._health(0)[0] == DiagnosticStatus.OK, node._health(0)
         time.sleep(0.7)
-        node._on_image(good)  # frames keep arriving, none published since the first of them
+        node.frames.on_image(good)  # frames keep arriving, none published since the first of them
         level, message = node._health(0)
         assert level == DiagnosticStatus.ERROR and message.startswith("stalled"), message
         depth = _rgb_image(32, 48, "16UC1")
-        node._process(depth)  # refused
+        node.frames.process(depth)  # refused
         level, message = node._health(0)
         assert level == DiagnosticStatus.ERROR and message.startswith("rejecting frames") and "16UC1" in message
         assert node._figures(0)["last_input"] == "16UC1 48x32" and "16UC1" in node._figures(0)["last_rejection"]
-        node._process(good)
+        node.frames.process(good)
         assert node._health(0) == (DiagnosticStatus.OK, "running")
         node.set_parameters([Parameter("min_output_rate_hz", value=1000.0)])
-        node._activated_at -= node._published.window_s  # as if active for a whole rate window
-        node._process(good)
+        node.stats.activated_at -= node.stats.published.window_s  # as if active for a whole rate window
+        node.frames.process(good)
         level, message = node._health(0)
         assert level == DiagnosticStatus.WARN and "below min_output_rate_hz (1000)" in message, message
     finally:
@@ -691,12 +719,12 @@ def test_time_spent_inactive_is_neither_silence_nor_a_stall(ros, weights):
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        node._received.tick()
-        node._published.tick()  # a frame in, its outputs out
+        node.stats.received.tick()
+        node.stats.published.tick()  # a frame in, its outputs out
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
         time.sleep(0.7)  # longer than stall_timeout_s
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        node._received.tick()  # the first frame after the pause, being parsed
+        node.stats.received.tick()  # the first frame after the pause, being parsed
         assert node._health(0)[0] != DiagnosticStatus.ERROR, node._health(0)
     finally:
         node.destroy_node()

@@ -112,7 +112,7 @@ def test_ids_stay_unique_across_a_pause_and_flip_tta_is_refused(ros, weights):
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
 
-    from human_parsing_ros.node import HumanParserNode
+    from human_parsing_ros.ros.node import HumanParserNode
 
     cli = ["--ros-args", "--params-file", str(share_file("config", "parser.yaml")), "-r", "__ns:=/pause_persons",
            "-p", f"weights:={weights}", "-p", "device:=cpu", "-p", "autostart:=false"]
@@ -123,29 +123,29 @@ def test_ids_stay_unique_across_a_pause_and_flip_tta_is_refused(ros, weights):
         refused = node.set_parameters([Parameter("flip_tta", value=True)])[0]
         assert not refused.successful and "multi-person" in refused.reason and node.param("flip_tta") is False
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        assert node._tracker.update([box]) == [1] and node._tracker.update([box]) == [1]
+        assert node.frames.tracker.update([box]) == [1] and node.frames.tracker.update([box]) == [1]
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        assert node._tracker.update([box]) == [2]  # a new track (who is there now is not known), a new id
+        assert node.frames.tracker.update([box]) == [2]  # a new track (who is there now is not known), a new id
         # a frame the size of the network's input: its boxes are the same at either output_resolution, yet
         # a change of resolution starts new tracks (in general the boxes change scale with it)
         frame = load_rgb(sample_photos()[0])[:160, :128].copy()
         header = Image().header
-        result = node._parser.parse(frame, "input")
+        result = node.frames.parser.parse(frame, node.frames.options)
         assert result.persons, "the painted weights find persons"
-        node._publish_persons(result, header)
-        first = set(node._tracker._tracks)
-        node._publish_persons(node._parser.parse(frame, "input"), header)
-        assert set(node._tracker._tracks) == first  # the same persons keep their ids
+        node.frames.publish_persons(result, header, node.frames.options)
+        first = set(node.frames.tracker._tracks)
+        node.frames.publish_persons(node.frames.parser.parse(frame, node.frames.options), header, node.frames.options)
+        assert set(node.frames.tracker._tracks) == first  # the same persons keep their ids
         assert node.set_parameters([Parameter("output_resolution", value="network")])[0].successful
-        node._publish_persons(node._parser.parse(frame, "network"), header)
-        at_network = set(node._tracker._tracks)
+        node.frames.publish_persons(node.frames.parser.parse(frame, node.frames.options), header, node.frames.options)
+        at_network = set(node.frames.tracker._tracks)
         assert not at_network & first
         # the camera changes resolution (in general the boxes change scale with it): the tracks restart even
         # where the boxes happen to be the same
-        taller = node._parser.parse(frame, "network")
+        taller = node.frames.parser.parse(frame, node.frames.options)
         taller.labels = np.pad(taller.labels, ((0, 8), (0, 0)))
-        node._publish_persons(taller, header)
-        assert not set(node._tracker._tracks) & at_network
+        node.frames.publish_persons(taller, header, node.frames.options)
+        assert not set(node.frames.tracker._tracks) & at_network
     finally:
         node.destroy_node()

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from human_parsing_ros import rcl_values
-from human_parsing_ros.rcl_values import command_line_params, parameter_value
+from human_parsing_ros.ros import rcl_values
+from human_parsing_ros.ros.rcl_values import command_line_params, parameter_value
 
 
 @pytest.mark.parametrize("text, expected", [

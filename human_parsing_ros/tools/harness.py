@@ -33,13 +33,27 @@ def use_large_image_transport() -> None:
         os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(share_file("config", "fastdds_large_images.xml"))
 
 
+NODE_MODULE = "human_parsing_ros.ros.process"  # the parser_node console script runs its main()
+
+
 def node_command() -> list[str]:
-    """The console script a user runs; the module itself when the script is not on PATH."""
+    """The console script a user runs; the module itself when the script is not on PATH, or when the installed
+    script runs another module than this source tree's (an install made before the node's module moved)."""
     script = shutil.which("parser_node")
     if script is None:
         candidate = Path(sys.executable).parent / "parser_node"
         script = str(candidate) if candidate.exists() else None
-    return [script] if script else [sys.executable, "-m", "human_parsing_ros.node_process"]
+    if script and _installed_entry_point("parser_node") not in (None, f"{NODE_MODULE}:main"):
+        script = None
+    return [script] if script else [sys.executable, "-m", NODE_MODULE]
+
+
+def _installed_entry_point(name: str) -> str | None:
+    """``module:function`` of the installed console script ``name``; None where no metadata names it."""
+    from importlib.metadata import entry_points
+
+    found = entry_points(group="console_scripts", name=name)
+    return next((entry.value for entry in found), None)
 
 
 class NodeProcess:
@@ -138,8 +152,6 @@ class Client:
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CompressedImage, Image
 
-        from ..node import spin_until
-
         self.node = rclpy.create_node(name)
         self.namespace = namespace.rstrip("/")
         self.received = Received()
@@ -155,7 +167,7 @@ class Client:
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=spin_until, args=(self._stop, self.executor), daemon=True)
+        self._thread = threading.Thread(target=_spin_until, args=(self._stop, self.executor), daemon=True)
         self._thread.start()
 
     def subscribe(self, rel: str, msg_type: type, qos: Any) -> Any:
@@ -220,3 +232,11 @@ def image_array(msg: Any) -> np.ndarray:
     channels = {"mono8": 1, "rgb8": 3, "bgr8": 3}[msg.encoding]
     data = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)[:, :msg.width * channels]
     return data.reshape(msg.height, msg.width, channels) if channels > 1 else data.reshape(msg.height, msg.width)
+
+
+def _spin_until(stop: threading.Event, executor: Any) -> None:
+    """Spin the client's ``executor`` until ``stop`` is set (the node's own loop is in ``ros.process``)."""
+    import rclpy
+
+    while not stop.is_set() and rclpy.ok():
+        executor.spin_once(timeout_sec=0.1)

@@ -1,0 +1,145 @@
+"""The node's health on /diagnostics: what the frame path counts (``FrameStats``), the level and message that
+it and the node's state give (``health``), and the key/values published with them (``figures``)."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+from ..runtime import LatencyWindow, RateMeter
+
+# A frame's steps inside the node, each timed (diagnostics <stage>_ms_p50): decode the message, the
+# parser's own steps (HumanParser.parse timings), then build and publish the outputs.
+FRAME_STAGES = ("decode", "preprocess", "forward", "labels", "statistics", "publish")
+
+
+class FrameStats:
+    """Counts and times of the frames since start-up, written by the image callback and the frame loop."""
+
+    def __init__(self) -> None:
+        self.received = RateMeter()
+        self.published = RateMeter()
+        self.rejected = 0
+        self.last_rejection: tuple[float, str] | None = None  # when and why the last frame was refused
+        self.last_input = ""  # encoding and size of the last frame taken for parsing
+        self.pending_since: float | None = None  # first frame received since the last output
+        self.inference_ms = LatencyWindow()
+        self.stage_ms = {stage: LatencyWindow() for stage in FRAME_STAGES}  # where a frame's time goes
+        self.end_to_end_ms = LatencyWindow()
+        self.warmup_ms = float("nan")
+        self.activated_at = time.monotonic()
+        self.persons_last = 0  # persons in the last frame
+        self.persons_dropped = 0  # persons left out by max_persons, all frames
+
+    def activated(self, warmup_ms: float) -> None:
+        """A new activate: what was received or published before counts no more."""
+        self.warmup_ms = warmup_ms
+        self.activated_at = time.monotonic()
+        self.pending_since = None
+
+    def since_activated(self, meter: RateMeter) -> float | None:
+        """When ``meter`` last ticked, if it has since the last activate (time spent inactive is no silence)."""
+        last = meter.last
+        return last if last is not None and last >= self.activated_at else None
+
+    def reject(self, reason: str) -> str:
+        """Count a refused frame and keep why (diagnostics show it); returns ``reason``."""
+        self.rejected += 1
+        self.last_rejection = (time.monotonic(), reason)
+        return reason
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """What diagnostics need to know of the node besides its frames."""
+
+    finalized: bool
+    error: str  # why the last transition failed; "" when none did
+    active: bool  # a parser is on the device
+    input_topic: str
+    weights_path: str = ""
+    model: str = "not loaded"
+    multi_person: bool = False
+
+
+def health(stats: FrameStats, value_of: Callable[[str], Any], state: NodeState, dropped_recently: int,
+           persons_dropped_recently: int = 0) -> tuple[bytes, str]:
+    """Diagnostics level and message; only reads (``dropped_recently``: frame drops since the last report;
+    ``persons_dropped_recently``: persons beyond max_persons since then; ``value_of``: a parameter's value)."""
+    if state.finalized:
+        return DiagnosticStatus.STALE, "finalized (lifecycle shutdown): no more outputs"
+    if state.error:
+        return DiagnosticStatus.ERROR, state.error
+    if not state.active:
+        return DiagnosticStatus.OK, "inactive"
+    now = time.monotonic()
+    last_in = stats.since_activated(stats.received)
+    stall = value_of("stall_timeout_s")
+    # waiting: since the first frame that arrived after the last output (a camera that pauses and
+    # resumes is not a stall, nor is a frame that arrives late after activate)
+    pending = stats.pending_since
+    waiting = now - max(pending, stats.activated_at) if pending is not None else 0.0
+    if last_in is not None and now - last_in < stall and waiting > stall:
+        rejection = stats.last_rejection
+        if rejection is not None and rejection[0] >= now - waiting:
+            return DiagnosticStatus.ERROR, f"rejecting frames, none published for {stall:.0f} s: {rejection[1]}"
+        return DiagnosticStatus.ERROR, f"stalled: frames arriving, none published for {stall:.0f} s"
+    if last_in is None or now - last_in > value_of("no_image_warning_s"):
+        return DiagnosticStatus.WARN, f"no image on {state.input_topic}"
+    minimum = value_of("min_output_rate_hz")
+    if minimum > 0 and now - stats.activated_at >= stats.published.window_s:
+        rate = stats.published.rate(now)
+        if rate < minimum:
+            return (DiagnosticStatus.WARN, f"slow: output {rate:.1f} Hz, below min_output_rate_hz "
+                    f"({minimum:g}); dropped {dropped_recently} frames in the last second")
+    if persons_dropped_recently:
+        return (DiagnosticStatus.WARN, f"capped: {persons_dropped_recently} persons beyond max_persons "
+                f"({value_of('max_persons')}) dropped in the last second")
+    limit = value_of("max_latency_ms")
+    if limit > 0 and stats.end_to_end_ms.percentiles(50)[0] > limit:
+        return DiagnosticStatus.WARN, f"slow: end-to-end p50 above {limit:.0f} ms"
+    return DiagnosticStatus.OK, "running"
+
+
+def figures(stats: FrameStats, state: NodeState, dropped_total: int) -> dict[str, Any]:
+    """The key/values of the diagnostics status (``dropped_total``: frames overwritten in the mailbox)."""
+    inference_p50, inference_p99 = stats.inference_ms.percentiles(50, 99)
+    end_to_end_p50, end_to_end_p99 = stats.end_to_end_ms.percentiles(50, 99)
+    last_rejection = stats.last_rejection
+    return {
+        "input_topic": state.input_topic, "input_rate_hz": f"{stats.received.rate():.2f}",
+        "output_rate_hz": f"{stats.published.rate():.2f}", "frames_received": stats.received.total,
+        "frames_published": stats.published.total, "frames_dropped": dropped_total,
+        "frames_rejected": stats.rejected, "last_input": stats.last_input,
+        "last_rejection": last_rejection[1] if last_rejection else "",
+        "inference_ms_p50": f"{inference_p50:.1f}", "inference_ms_p99": f"{inference_p99:.1f}",
+        "end_to_end_ms_p50": f"{end_to_end_p50:.1f}", "end_to_end_ms_p99": f"{end_to_end_p99:.1f}",
+        "warmup_ms": f"{stats.warmup_ms:.1f}", "weights": state.weights_path, "model": state.model,
+        **({"persons": stats.persons_last, "persons_dropped": stats.persons_dropped}
+           if state.active and state.multi_person else {}),
+        **{f"{stage}_ms_p50": f"{window.percentiles(50)[0]:.1f}" for stage, window in stats.stage_ms.items()},
+    }
+
+
+class Reporter:
+    """One DiagnosticStatus a second: the level counts only the drops since the previous report."""
+
+    def __init__(self, stats: FrameStats) -> None:
+        self._stats = stats
+        self._dropped_reported = 0
+        self._persons_dropped_reported = 0
+
+    def status(self, name: str, hardware_id: str, value_of: Callable[[str], Any], state: NodeState,
+               dropped_total: int) -> DiagnosticStatus:
+        persons_dropped = self._stats.persons_dropped
+        status = DiagnosticStatus(name=name, hardware_id=hardware_id)
+        status.level, status.message = health(self._stats, value_of, state, dropped_total - self._dropped_reported,
+                                              persons_dropped - self._persons_dropped_reported)
+        self._dropped_reported = dropped_total
+        self._persons_dropped_reported = persons_dropped
+        status.values = [KeyValue(key=key, value=str(value))
+                         for key, value in figures(self._stats, state, dropped_total).items()]
+        return status
