@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import UserError
+
 # Label value that marks pixels to ignore (unlabelled, or outside an augmented crop), in every class set.
 IGNORE_INDEX = 255
 
@@ -25,6 +27,10 @@ def voc_palette(num_classes: int) -> np.ndarray:
             value >>= 3
         palette[index] = (r, g, b)
     return palette
+
+
+class ClassSetError(UserError, ValueError):
+    """An unknown class set or class name; the message names it (and, for a class set, the known ones)."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,7 @@ class ClassSet:
         try:
             return lowered.index(name.lower())
         except ValueError:
-            raise ValueError(f"class set {self.name} has no class '{name}'") from None
+            raise ClassSetError(f"class set {self.name} has no class '{name}'") from None
 
 
 _LIP_NAMES = (
@@ -118,6 +124,23 @@ _HRI_NAMES = (
     "background", "hair", "skin", "headwear", "eyewear", "upper-clothes", "lower-clothes",
     "full-body-clothes", "footwear", "bag", "accessory",
 )
+# hri's colours, told apart at a glance also by colour-blind viewers: a maximin search over the 6-level RGB grid
+# (steps of 51) for the largest smallest CIE76 distance between any two classes, taken over normal vision and the
+# Machado et al. (2009) protanopia, deuteranopia and tritanopia simulations (severity 1.0). Smallest distance 28
+# (VOC's colours: 12 in normal vision, 1 under protanopia). docs/class_sets.md says how; test_class_sets checks it.
+HRI_PALETTE = np.array([
+    (0, 0, 0),  # background
+    (153, 0, 0),  # hair: dark red
+    (255, 204, 0),  # skin: amber
+    (255, 0, 255),  # headwear: magenta
+    (102, 255, 255),  # eyewear: light cyan
+    (0, 0, 153),  # upper-clothes: navy
+    (102, 153, 102),  # lower-clothes: sage green
+    (153, 102, 153),  # full-body-clothes: mauve
+    (255, 51, 0),  # footwear: orange-red
+    (204, 255, 153),  # bag: pale lime
+    (102, 0, 102),  # accessory: dark purple
+], dtype=np.uint8)
 
 CLASS_SETS: dict[str, ClassSet] = {
     cs.name: cs
@@ -133,7 +156,7 @@ CLASS_SETS: dict[str, ClassSet] = {
         ),
         # CCP labels garments, not body sides: nothing to swap when mirrored.
         ClassSet("ccp", _CCP_NAMES, ()),
-        ClassSet("hri", _HRI_NAMES, ()),
+        ClassSet("hri", _HRI_NAMES, (), palette=HRI_PALETTE),
         ClassSet("pascal_person_part", _PASCAL_PERSON_PART_NAMES, ()),
     )
 }
@@ -145,4 +168,4 @@ def get_class_set(name: str) -> ClassSet:
         return CLASS_SETS[name.lower()]
     except KeyError:
         known = ", ".join(sorted(CLASS_SETS))
-        raise ValueError(f"unknown class set '{name}' (known: {known})") from None
+        raise ClassSetError(f"unknown class set '{name}' (known: {known})") from None

@@ -116,3 +116,71 @@ def test_ccp_names_match_label_list():
         names.append(text.strip() or "null")
     assert len(names) == 59
     assert tuple(names) == get_class_set("ccp").names
+
+
+# Machado, Oliveira & Fernandes (2009), severity 1.0: linear-RGB matrices simulating dichromat vision.
+MACHADO_2009 = {
+    "protanopia": ((0.152286, 1.052583, -0.204868), (0.114503, 0.786281, 0.099216), (-0.003882, -0.048116, 1.051998)),
+    "deuteranopia": ((0.367322, 0.860646, -0.227968), (0.280085, 0.672501, 0.047413), (-0.011820, 0.042940, 0.968881)),
+    "tritanopia": ((1.255528, -0.076749, -0.178779), (-0.078411, 0.930809, 0.147602), (0.004733, 0.691367, 0.303900)),
+}
+SRGB_TO_XYZ = ((0.4124564, 0.3575761, 0.1804375), (0.2126729, 0.7151522, 0.0721750), (0.0193339, 0.1191920, 0.9503041))
+
+
+def srgb_to_linear(colours: np.ndarray) -> np.ndarray:
+    c = np.asarray(colours, np.float64) / 255.0
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_lab(linear: np.ndarray) -> np.ndarray:
+    """CIELAB (D65 white) of linear-sRGB colours."""
+    to_xyz = np.asarray(SRGB_TO_XYZ)
+    xyz = linear @ to_xyz.T / to_xyz.sum(axis=1)  # relative to the white point (1, 1, 1) in linear RGB
+    delta = 6 / 29
+    f = np.where(xyz > delta ** 3, np.cbrt(xyz), xyz / (3 * delta ** 2) + 4 / 29)
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=1)
+
+
+def seen_as_lab(palette: np.ndarray) -> dict[str, np.ndarray]:
+    """The palette in CIELAB as normal vision sees it and as each dichromacy simulation renders it."""
+    linear = srgb_to_linear(palette)
+    views = {"normal": linear_to_lab(linear)}
+    for name, matrix in MACHADO_2009.items():
+        views[name] = linear_to_lab(np.clip(linear @ np.asarray(matrix).T, 0.0, 1.0))
+    return views
+
+
+def smallest_delta_e(palette: np.ndarray) -> dict[str, float]:
+    """Per view, the smallest CIE76 distance between two of the palette's colours."""
+    out = {}
+    for view, lab in seen_as_lab(palette).items():
+        distances = np.linalg.norm(lab[:, None] - lab[None], axis=-1)
+        out[view] = float(distances[np.triu_indices(len(lab), 1)].min())
+    return out
+
+
+def test_the_colour_science_matches_known_values():
+    lab = linear_to_lab(srgb_to_linear(np.array([[255, 255, 255], [255, 0, 0], [0, 0, 0]])))
+    np.testing.assert_allclose(lab[0], (100, 0, 0), atol=0.01)
+    np.testing.assert_allclose(lab[1], (53.24, 80.09, 67.20), atol=0.05)  # sRGB red's published CIELAB
+    np.testing.assert_allclose(lab[2], (0, 0, 0), atol=0.01)
+    for matrix in MACHADO_2009.values():  # every simulation keeps greys grey (rows sum to 1)
+        np.testing.assert_allclose(np.asarray(matrix).sum(axis=1), 1.0, atol=1e-3)
+    # VOC's skin (0,128,0) and accessory (128,128,0) nearly merge for a protanope: the reason hri left VOC
+    voc = smallest_delta_e(voc_palette(11))
+    assert voc["protanopia"] < 2 and voc["normal"] < 13
+
+
+def test_hri_colours_stay_apart_in_normal_and_colour_blind_vision():
+    smallest = smallest_delta_e(get_class_set("hri").palette)
+    assert set(smallest) == {"normal", "protanopia", "deuteranopia", "tritanopia"}
+    assert all(distance >= 20 for distance in smallest.values()), smallest
+
+
+@pytest.mark.parametrize("file", ["default.safetensors", "persons_rprcnn.safetensors"])
+def test_the_shipped_hri_weights_carry_the_registry_palette(file):
+    from human_parsing_ros.resources import DEFAULT_WEIGHTS
+    from human_parsing_ros.weights import read_weights_info
+
+    info = read_weights_info(DEFAULT_WEIGHTS.parent / file)
+    assert info.class_set_name == "hri" and info.palette == get_class_set("hri").palette.tolist()
