@@ -1,6 +1,9 @@
 """The main job, end to end: bundled frames -> camera topic -> parser_node -> overlays and part presence on disk.
 
     human_parsing_demo --out demo_out
+
+A user's mistake (missing or broken weights, an unknown device, an output path that is a file) ends in one line
+on stderr, exit status 1 and no output folder; ``--debug`` or HUMAN_PARSING_DEBUG=1 shows the traceback.
 """
 from __future__ import annotations
 
@@ -14,27 +17,46 @@ from pathlib import Path
 import numpy as np
 
 from .. import render
+from ..errors import UserError, add_debug_flag, run_cli
 from ..messages import ClassInfoMessage, PartsMessage, PersonsMessage
 from ..models import is_multi_person
 from ..resources import DEFAULT_WEIGHTS, share_file
 from ..runtime import summary
 from ..samples import load_rgb, sample_photos
-from ..weights import read_weights_info
+from ..weights import WeightsInfo, load_weights
 from .harness import Client, NodeProcess, image_array, stamp_ns, use_large_image_transport
 from .random_weights import make_random_weights
 
 BANNER = "!" * 78
 
 
-def pick_weights(weights: str | None, out: Path) -> tuple[Path, bool]:
-    """The weights to run: given, else installed default, else a freshly made UNTRAINED file."""
+class DemoError(UserError, ValueError):
+    """A demo argument that cannot work (an unknown device); the message names it."""
+
+
+def pick_weights(weights: str | None, out: Path) -> tuple[Path, WeightsInfo]:
+    """The weights to run and what they hold: given, else installed default, else a freshly made UNTRAINED file
+    (in ``out``, created for it). Every tensor is loaded once here, so a broken file is refused (WeightsError
+    naming it) before the output folder or the node exist."""
     if weights:
         path = Path(weights)
     elif DEFAULT_WEIGHTS.is_file():
         path = DEFAULT_WEIGHTS
     else:
+        out.mkdir(parents=True, exist_ok=True)
         path = make_random_weights(out / "untrained_random.safetensors")
-    return path, read_weights_info(path).untrained
+    _, info = load_weights(path)
+    return path, info
+
+
+def check_device(device: str) -> None:
+    """DemoError unless the node could run on ``device`` here (the node would otherwise exit on start)."""
+    from ..parser import resolve_device
+
+    try:
+        resolve_device(device)
+    except ValueError as error:
+        raise DemoError(f"--device {device}: {error}") from None
 
 
 def run_demo(out: Path, weights: str | None = None, rate_hz: float = 4.0, loops: int = 2,
@@ -43,12 +65,16 @@ def run_demo(out: Path, weights: str | None = None, rate_hz: float = 4.0, loops:
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
+    if out.exists() and not out.is_dir():
+        raise DemoError(f"{out}: exists and is not a folder (--out)")
+    check_device(device)
+    weights_path, info = pick_weights(weights, out)
+    untrained = info.untrained
     out.mkdir(parents=True, exist_ok=True)
-    weights_path, untrained = pick_weights(weights, out)
     if untrained:
         print(f"{BANNER}\n!! UNTRAINED WEIGHTS: {weights_path} is a random initialisation.\n"
               f"!! The overlays below show the plumbing working, NOT real parses.\n{BANNER}", flush=True)
-    multi_person = is_multi_person(read_weights_info(weights_path).architecture)
+    multi_person = is_multi_person(info.architecture)
     frames, names = demo_frames(multi_person)
     camera = "/demo/camera/image_raw"
     node = NodeProcess(share_file("config", "parser.yaml"), remaps={"image": camera},
@@ -162,12 +188,19 @@ def _write_outputs(out: Path, client: Client, sent: dict[int, str], weights: Pat
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run parser_node on the bundled sample frames over DDS.")
+    """The ``human_parsing_demo`` command: one line on stderr for a user's mistake (see ``errors.run_cli``)."""
+    run_cli(_main, argv, prog="human_parsing_demo")
+
+
+def _main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="human_parsing_demo",
+                                     description="Run parser_node on the bundled sample frames over DDS.")
     parser.add_argument("--out", default="demo_out", help="folder for overlays, parts JSON and the node log")
     parser.add_argument("--weights", default=None, help="weights file (default: installed, else untrained random)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--rate", type=float, default=4.0, help="camera rate in Hz")
     parser.add_argument("--loops", type=int, default=2, help="times to play the sample frames")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     result = run_demo(Path(args.out), args.weights, args.rate, args.loops, args.device)
@@ -183,3 +216,7 @@ def main(argv: list[str] | None = None) -> None:
               f"in the overlays; persons_<frame>.json hold the persons messages")
     print(f"contact sheet (every frame, with a legend): {result['contact_sheet']}")
     sys.exit(0 if result["labels"] > 0 else 1)
+
+
+if __name__ == "__main__":
+    main()

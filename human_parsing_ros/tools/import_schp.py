@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..class_sets import get_class_set
+from ..errors import UserError, add_debug_flag, run_cli
 from ..models import build_model
 from ..models.ce2p.state import abn_as_batchnorm, match_state, read_state
 from ..weights import WeightsInfo, save_weights
@@ -34,7 +35,7 @@ _PREFIXES = (("decoder.conv4.", "aux_heads.0."), ("decoder.", "decoder.parsing."
 _ENCODER_PREFIXES = ("conv1.", "bn1.", "conv2.", "bn2.", "conv3.", "bn3.", "layer1.", "layer2.", "layer3.", "layer4.")
 
 
-class SchpImportError(ValueError):
+class SchpImportError(UserError, ValueError):
     """A file that is not an SCHP checkpoint this importer understands; the message names it and why."""
 
 
@@ -107,16 +108,22 @@ def import_schp(source: str | os.PathLike, output: str | os.PathLike, dataset: s
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Import an SCHP checkpoint (.pth) as a weights file for the node.")
+    """The ``human_parsing_import_schp`` command: one line on stderr for a user's mistake (``errors.run_cli``)."""
+    run_cli(_main, argv, prog="human_parsing_import_schp")
+
+
+def _main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="human_parsing_import_schp",
+                                     description="Import an SCHP checkpoint (.pth) as a weights file for the node.")
     parser.add_argument("source", help="SCHP checkpoint, e.g. exp-schp-201908261155-lip.pth")
     parser.add_argument("output", help="the .safetensors file to write")
     parser.add_argument("--dataset", required=True, choices=sorted(SCHP_DATASETS),
                         help="what the checkpoint was trained on (sets the class set and input size)")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    try:
-        path = import_schp(args.source, args.output, args.dataset)
-    except SchpImportError as error:
-        parser.exit(1, f"human_parsing_import_schp: {error}\n")
+    if Path(args.output).is_dir():
+        raise SchpImportError(f"{args.output}: is a folder; give the path of the .safetensors file to write")
+    path = import_schp(args.source, args.output, args.dataset)
     print(f"wrote {path}: SCHP CE2P ResNet-101, {args.dataset} classes, input "
           f"{SCHP_DATASETS[args.dataset][1][0]}x{SCHP_DATASETS[args.dataset][1][1]}")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..class_sets import get_class_set
+from ..errors import UserError, add_debug_flag, run_cli
 from ..models import build_model
 from ..weights import WeightsInfo, save_weights
 
@@ -38,10 +39,24 @@ def make_random_weights(path: str | os.PathLike, class_set: str = "ccp", seed: i
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write an UNTRAINED (random) weights file for testing the node.")
+    """The ``human_parsing_random_weights`` command: one line on stderr for a user's mistake (``errors.run_cli``)."""
+    run_cli(_main, argv, prog="human_parsing_random_weights")
+
+
+def _main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="human_parsing_random_weights",
+                                     description="Write an UNTRAINED (random) weights file for testing the node.")
     parser.add_argument("output", help="path of the .safetensors file to write")
     parser.add_argument("--class-set", default="ccp")
     parser.add_argument("--seed", type=int, default=0)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if Path(args.output).is_dir():
+        raise UserError(f"{args.output}: is a folder; give the path of the .safetensors file to write")
+    get_class_set(args.class_set)  # an unknown name is refused before any folder is made
     path = make_random_weights(args.output, args.class_set, args.seed)
     print(f"wrote UNTRAINED random weights to {path} (for plumbing tests only; outputs are meaningless)")
+
+
+if __name__ == "__main__":
+    main()
