@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,35 +38,93 @@ def resize_nearest(image: np.ndarray, height_width: tuple[int, int]) -> np.ndarr
     return image[rows][:, cols]
 
 
-def with_legend(picture: np.ndarray, labels: np.ndarray, names: Sequence[str], palette: np.ndarray,
-                background: int = 0) -> np.ndarray:
-    """``picture`` with a legend strip on its right: a swatch and the name of every class in ``labels``
-    (background excluded), most pixels first."""
-    from PIL import Image, ImageDraw, ImageFont
+@dataclass(frozen=True)
+class Legend:
+    """What a legend lists: (name, colour) per class, in the order drawn."""
 
-    counts = np.bincount(labels.ravel(), minlength=len(names))
-    present = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0 and c != background]
-    font = ImageFont.load_default()
-    row = 16
-    width = 12 + max([int(font.getlength(names[c])) for c in present] + [60]) + 8 + 14
-    strip = Image.new("RGB", (width, max(picture.shape[0], row * (len(present) + 1))), (255, 255, 255))
+    entries: tuple[tuple[str, tuple[int, int, int]], ...]
+
+    @classmethod
+    def of(cls, labels: np.ndarray, names: Sequence[str], palette: np.ndarray, background: int = 0) -> Legend:
+        """Every class in ``labels`` but ``background``, most pixels first."""
+        counts = np.bincount(labels.ravel(), minlength=len(names))
+        present = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0 and c != background]
+        return cls(tuple((names[c], tuple(int(v) for v in palette[c])) for c in present))
+
+
+def legend_font_size(height: int) -> int:
+    """The legend's font size (pixels) beside a picture ``height`` rows high: readable when the two are shown at
+    that height (one twenty-second of it, 16 px beside a contact sheet's 360-row cells), never below 11."""
+    return max(11, round(height / 22))
+
+
+def _font(size: int):
+    """Pillow's default font at ``size`` pixels and the factor to enlarge what it draws: (font, 1) where
+    Pillow can scale it (FreeType, Pillow >= 10.1), else the 11-pixel bitmap font and the enlargement that
+    brings it near ``size``."""
+    from PIL import ImageFont, features
+
+    if features.check("freetype2"):
+        try:
+            return ImageFont.load_default(size=size), 1
+        except TypeError:  # Pillow < 10.1: no sizes
+            pass
+    return ImageFont.load_default(), max(1, round(size / 11))
+
+
+def render_legend(legend: Legend, height: int, font_size: int | None = None) -> np.ndarray:
+    """A white strip exactly ``height`` rows high: "classes", then a swatch and the name of every entry, in as
+    many columns as needed to fit; text ``font_size`` pixels high (default ``legend_font_size(height)``)."""
+    from PIL import Image, ImageDraw
+
+    size = font_size or legend_font_size(height)
+    font, scale = _font(size)
+    size = max(1, size // scale)  # the layout is drawn at 1 / scale and enlarged
+    rows_high = max(1, height // scale)
+    row, pad = size + max(3, size // 3), max(3, size // 3)
+    per_column = max(1, (rows_high - pad - row) // row)
+    names = [name for name, _ in legend.entries]
+    column_width = pad + size + pad + max([int(font.getlength(n)) for n in names] + [int(font.getlength("classes"))])
+    columns = max(1, -(-len(names) // per_column))
+    strip = Image.new("RGB", (columns * column_width + 2 * pad, rows_high), (255, 255, 255))
     draw = ImageDraw.Draw(strip)
-    draw.text((6, 3), "classes" if present else "no classes", fill=(0, 0, 0), font=font)
-    for line, class_id in enumerate(present, start=1):
-        top = line * row + 2
-        draw.rectangle((6, top, 18, top + 11), fill=tuple(int(v) for v in palette[class_id]), outline=(0, 0, 0))
-        draw.text((24, top), names[class_id], fill=(0, 0, 0), font=font)
-    out = np.full((strip.height, picture.shape[1] + width, 3), 255, dtype=np.uint8)
-    out[:picture.shape[0], :picture.shape[1]] = picture
-    out[:, picture.shape[1]:] = np.asarray(strip)
+    draw.text((pad, pad), "classes" if names else "no classes", fill=(0, 0, 0), font=font)
+    for index, (name, colour) in enumerate(legend.entries):
+        left = pad + (index // per_column) * column_width
+        top = pad + row * (1 + index % per_column)
+        draw.rectangle((left, top + 1, left + size - 2, top + size - 1), fill=colour, outline=(0, 0, 0))
+        draw.text((left + size + pad, top), name, fill=(0, 0, 0), font=font)
+    out = np.asarray(strip)
+    if scale > 1:
+        out = resize_nearest(out, (height, out.shape[1] * scale))
     return out
 
 
-def contact_sheet(pictures: Sequence[np.ndarray], columns: int = 3, height: int = 360) -> np.ndarray:
-    """The ``pictures`` scaled to ``height`` rows each and tiled, ``columns`` to a row, on white."""
+def with_legend(picture: np.ndarray, labels: np.ndarray, names: Sequence[str], palette: np.ndarray,
+                background: int = 0, font_size: int | None = None) -> np.ndarray:
+    """``picture`` with a legend strip on its right, as high as the picture: a swatch and the name of every class
+    in ``labels`` (background excluded), most pixels first; text sized for the picture's height."""
+    strip = render_legend(Legend.of(labels, names, palette, background), picture.shape[0], font_size)
+    return np.concatenate([picture, strip], axis=1)
+
+
+def contact_sheet(pictures: Sequence[np.ndarray], columns: int = 3, height: int = 360,
+                  legends: Sequence[Legend | None] | None = None, font_size: int | None = None) -> np.ndarray:
+    """The ``pictures`` scaled to ``height`` rows each and tiled, ``columns`` to a row, on white.
+
+    ``legends`` (one per picture, None for none) are drawn after the scaling, beside their picture, with text
+    ``font_size`` pixels high (default ``legend_font_size(height)``): as readable as the sheet allows, whatever
+    the pictures' own size.
+    """
     if not pictures:
         raise ValueError("a contact sheet needs at least one picture")
+    if legends is not None and len(legends) != len(pictures):
+        raise ValueError(f"{len(legends)} legends for {len(pictures)} pictures")
     scaled = [resize_nearest(p, (height, max(1, round(p.shape[1] * height / p.shape[0])))) for p in pictures]
+    if legends is not None:
+        scaled = [picture if legend is None else np.concatenate([picture, render_legend(legend, height, font_size)],
+                                                                axis=1)
+                  for picture, legend in zip(scaled, legends)]
     cell = max(p.shape[1] for p in scaled)
     rows = -(-len(scaled) // columns)
     sheet = np.full((rows * height, min(columns, len(scaled)) * cell, 3), 255, dtype=np.uint8)

@@ -1,12 +1,16 @@
 """The demo end to end over DDS, and the pictures it writes: overlays with a legend and one contact sheet."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from human_parsing_ros import render
 from human_parsing_ros.class_sets import get_class_set
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_legend_lists_the_classes_present_with_their_colours():
@@ -21,6 +25,52 @@ def test_legend_lists_the_classes_present_with_their_colours():
     colours = {tuple(c) for c in strip.tolist()}
     assert tuple(hri.palette[hri.index("hair")]) in colours and tuple(hri.palette[hri.index("bag")]) in colours
     assert tuple(hri.palette[hri.index("skin")]) not in colours  # absent classes get no swatch
+
+
+def dark_runs(strip: np.ndarray) -> list[int]:
+    """Heights of the bands of rows holding dark (text or outline) pixels in a legend strip, top to bottom."""
+    dark = (strip.max(axis=2) < 100).any(axis=1)
+    runs, length = [], 0
+    for row in dark.tolist() + [False]:
+        if row:
+            length += 1
+        elif length:
+            runs.append(length)
+            length = 0
+    return runs
+
+
+def test_legend_text_in_the_contact_sheet_is_drawn_at_the_sheets_scale():
+    hri = get_class_set("hri")
+    labels = np.zeros((900, 600), np.uint8)
+    labels[100:800, 100:500] = hri.index("upper-clothes")
+    photo = np.full((900, 600, 3), 128, np.uint8)  # a tall photo, shrunk to 360 rows in the sheet
+    legend = render.Legend.of(labels, hri.names, hri.palette)
+    assert legend.entries == (("upper-clothes", tuple(hri.palette[hri.index("upper-clothes")].tolist())),)
+    sheet = render.contact_sheet([photo], height=360, legends=[legend])
+    assert sheet.shape[0] == 360 and (sheet[:, :240] == 128).all()
+    runs = dark_runs(sheet[:, 240:])  # "classes", then the swatch and "upper-clothes"
+    assert len(runs) == 2 and min(runs) >= 11, runs  # text at least 11 px high where the sheet is shown
+    assert render.legend_font_size(360) == 16 and render.legend_font_size(100) == 11
+
+
+def test_a_long_legend_fits_beside_its_picture_in_columns():
+    hri = get_class_set("hri")
+    labels = np.arange(11, dtype=np.uint8).repeat(10).reshape(11, 10)
+    picture = np.zeros((110, 10, 3), np.uint8)
+    out = render.with_legend(picture, labels, hri.names, hri.palette)
+    assert out.shape[0] == 110  # ten classes of 14-pixel rows do not fit in one column of 110 rows
+    colours = {tuple(c) for c in out[:, 10:].reshape(-1, 3).tolist()}
+    assert all(tuple(hri.palette[c].tolist()) in colours for c in range(1, 11))
+
+
+def test_the_readme_picture_is_drawn_from_the_default_weights(tmp_path):
+    from human_parsing_ros.tools import demo
+
+    path = demo.example_picture(tmp_path / "example.jpg")
+    picture = np.asarray(Image.open(path).convert("RGB"))
+    assert picture.shape[0] == 300 and picture.shape[1] > 3 * 400 and path.stat().st_size < 200_000
+    assert (ROOT / "docs" / "images" / "parsing_example.jpg").stat().st_size < 200_000
 
 
 def test_contact_sheet_tiles_every_picture():

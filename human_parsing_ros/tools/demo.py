@@ -1,6 +1,7 @@
 """The main job, end to end: bundled frames -> camera topic -> parser_node -> overlays and part presence on disk.
 
     human_parsing_demo --out demo_out
+    human_parsing_demo --picture docs/images/parsing_example.jpg   # the README's picture; no ROS needed
 
 A user's mistake (missing or broken weights, an unknown device, an output path that is a file) ends in one line
 on stderr, exit status 1 and no output folder; ``--debug`` or HUMAN_PARSING_DEBUG=1 shows the traceback.
@@ -150,7 +151,7 @@ def _write_outputs(out: Path, client: Client, sent: dict[int, str], weights: Pat
         persons_by_stamp[persons.stamp.sec * 1_000_000_000 + persons.stamp.nanosec] = persons
         (out / f"persons_{sent.get(persons.stamp.sec * 1_000_000_000 + persons.stamp.nanosec, 'unknown')}.json"
          ).write_text(msg.data)
-    pictures: dict[str, object] = {}  # per photo, its latest overlay with a legend
+    pictures: dict[str, tuple[np.ndarray, render.Legend | None]] = {}  # per photo: latest overlay, its legend
     for msg in client.received.get("overlay"):
         name = sent.get(stamp_ns(msg.header), "unknown")
         picture = image_array(msg)
@@ -159,13 +160,19 @@ def _write_outputs(out: Path, client: Client, sent: dict[int, str], weights: Pat
             picture = render.outline_persons(picture, instances,
                                              [(p.instance, p.id, p.bbox) for p in persons.persons])
         labels = labels_by_stamp.get(stamp_ns(msg.header))
+        legend = None
         if info and labels is not None:
-            picture = render.with_legend(picture, labels, info[0].names, np.asarray(info[0].palette, np.uint8))
-        PILImage.fromarray(picture).save(out / f"overlay_{name}.png")
-        pictures[name] = picture
+            legend = render.Legend.of(labels, info[0].names, np.asarray(info[0].palette, np.uint8))
+            PILImage.fromarray(np.concatenate([picture, render.render_legend(legend, picture.shape[0])], axis=1)
+                               ).save(out / f"overlay_{name}.png")
+        else:
+            PILImage.fromarray(picture).save(out / f"overlay_{name}.png")
+        pictures[name] = (picture, legend)
     sheet = out / "contact_sheet.png"
-    if pictures:
-        PILImage.fromarray(render.contact_sheet([pictures[name] for name in sorted(pictures)])).save(sheet)
+    if pictures:  # legends drawn at the sheet's scale, so that they stay readable there
+        shown = [pictures[name] for name in sorted(pictures)]
+        PILImage.fromarray(render.contact_sheet([picture for picture, _ in shown],
+                                                legends=[legend for _, legend in shown])).save(sheet)
     present: dict[str, int] = {}
     for msg in client.received.get("parts"):
         parts = PartsMessage.from_json(msg.data)
@@ -187,6 +194,41 @@ def _write_outputs(out: Path, client: Client, sent: dict[int, str], weights: Pat
     return result
 
 
+PICTURE_PHOTOS = ("0880", "0900", "0920")  # the bundled photos in the README's picture
+PICTURE_INPUT_SIZE = (416, 416)
+
+
+def example_picture(path: str | os.PathLike, weights: str | os.PathLike = DEFAULT_WEIGHTS,
+                    photos: tuple[str, ...] = PICTURE_PHOTOS, height: int = 300, device: str = "cpu",
+                    alpha: float = 0.5, quality: int = 85) -> Path:
+    """Write the README's picture (docs/images/parsing_example.jpg): per bundled photo, the photo and the
+    ``weights``' parse over it (the node's overlay, ``alpha`` as its default ``overlay_alpha``) with a legend of the
+    classes found, in one row ``height`` pixels high; parsed through ``HumanParser`` at 416 x 416 (no ROS)."""
+    from PIL import Image as PILImage
+
+    from ..parser import HumanParser
+
+    parser = HumanParser(weights, device=device, input_size=PICTURE_INPUT_SIZE)
+    by_stem = {photo.stem: photo for photo in sample_photos()}
+    missing = [stem for stem in photos if stem not in by_stem]
+    if missing:
+        raise DemoError(f"no bundled photo {missing[0]} (bundled: {', '.join(sorted(by_stem))})")
+    pairs, legends = [], []
+    for stem in photos:
+        image = load_rgb(by_stem[stem])
+        result = parser.parse(image)
+        palette = result.class_set.palette
+        parsed = render.overlay(image, result.labels, palette, alpha, result.class_set.background)
+        gap = np.full((image.shape[0], max(4, image.shape[1] // 40), 3), 255, np.uint8)
+        pairs.append(np.concatenate([image, gap, parsed], axis=1))
+        legends.append(render.Legend.of(result.labels, result.class_set.names, palette, result.class_set.background))
+    sheet = render.contact_sheet(pairs, columns=len(pairs), height=height, legends=legends)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PILImage.fromarray(sheet).save(path, quality=quality, optimize=True)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     """The ``human_parsing_demo`` command: one line on stderr for a user's mistake (see ``errors.run_cli``)."""
     run_cli(_main, argv, prog="human_parsing_demo")
@@ -200,8 +242,16 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--rate", type=float, default=4.0, help="camera rate in Hz")
     parser.add_argument("--loops", type=int, default=2, help="times to play the sample frames")
+    parser.add_argument("--picture", default=None, metavar="PATH",
+                        help="instead: write the README's picture (bundled photos, their parse and legends; no ROS) "
+                             "to PATH, e.g. docs/images/parsing_example.jpg; --weights and --device apply")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if args.picture:
+        path = example_picture(args.picture, args.weights or DEFAULT_WEIGHTS,
+                               device="cpu" if args.device == "auto" else args.device)
+        print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
+        return
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     result = run_demo(Path(args.out), args.weights, args.rate, args.loops, args.device)
     lat = result["latency_ms"]
