@@ -91,7 +91,7 @@ def runnable_blocks(text: str) -> list[str]:
     return blocks
 
 
-@pytest.mark.parametrize("page", ["README.md"])
+@pytest.mark.parametrize("page", ["README.md", "docs/python.md"])
 def test_the_python_examples_marked_runnable_run_as_written(page, tmp_path):
     blocks = runnable_blocks((ROOT / page).read_text())
     assert blocks, f"{page} has no runnable example"
