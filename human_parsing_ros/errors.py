@@ -26,12 +26,10 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
-def user_error_types() -> tuple[type[BaseException], ...]:
-    """The exception types ``run_cli`` reports in one line: ``UserError``, the weights file's ``WeightsError``
-    and file-system errors (missing file, directory where a file should be, no permission, disk full)."""
-    from .weights import WeightsError  # imported here: weights imports the zoo, which imports this module
-
-    return UserError, WeightsError, OSError
+# What run_cli always reports in one line: UserError, and file-system errors (missing file, a directory where a
+# file should be, no permission, disk full). Errors of modules this one cannot import (it sits below them all)
+# are added per command: run_cli(main, extra_user_errors=(WeightsError,)).
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, OSError)
 
 
 def debug_requested(argv: Sequence[str] | None = None) -> bool:
@@ -57,9 +55,9 @@ def user_message(error: BaseException) -> str:
 
 
 def run_cli(main: Callable[[list[str] | None], object], argv: Sequence[str] | None = None, prog: str | None = None,
-            user_errors: tuple[type[BaseException], ...] | None = None) -> None:
-    """Call ``main(argv)`` as a command's entry point: a user error (``user_errors``, default
-    ``user_error_types()``) is printed as ``prog: message`` in one line on stderr and exits with status 1; any
+            extra_user_errors: tuple[type[BaseException], ...] = ()) -> None:
+    """Call ``main(argv)`` as a command's entry point: a user error (``USER_ERRORS`` and ``extra_user_errors``,
+    e.g. ``WeightsError``) is printed as ``prog: message`` in one line on stderr and exits with status 1; any
     other exception keeps its traceback. With ``--debug`` in ``argv`` or HUMAN_PARSING_DEBUG=1 user errors keep
     theirs too. Ctrl-C exits with status 130 without a traceback. ``main``'s own ``sys.exit`` passes through."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -72,7 +70,7 @@ def run_cli(main: Callable[[list[str] | None], object], argv: Sequence[str] | No
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as error:
-        if debug_requested(args) or not isinstance(error, user_errors or user_error_types()):
+        if debug_requested(args) or not isinstance(error, USER_ERRORS + tuple(extra_user_errors)):
             raise
         print(f"{prog}: {user_message(error)}", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from ..class_sets import get_class_set
-from ..errors import run_cli
+from ..errors import add_debug_flag, run_cli
 from ..weights import WeightsError, read_weights_info
 
 
@@ -60,12 +60,18 @@ def set_palette(path: str | os.PathLike, class_set: str | None = None) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Give weights files their class set's current palette "
+    """The command: one line on stderr for a missing or broken file (``errors.run_cli``)."""
+    run_cli(_main, argv, prog="set_palette", extra_user_errors=(WeightsError,))
+
+
+def _main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m human_parsing_ros.tools.set_palette",
+                                     description="Give weights files their class set's current palette "
                                                  "(tensors and other metadata untouched).")
     parser.add_argument("weights", nargs="+", help="weights files to rewrite in place")
     parser.add_argument("--class-set", default=None, help="take the palette of this class set (default: the one "
                                                           "each file names)")
-    parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     for weights in args.weights:
         changed = set_palette(weights, args.class_set)
@@ -73,4 +79,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    main()
