@@ -98,9 +98,10 @@ def test_datasets_mapped_to_one_class_set_train_together(tmp_path):
     from PIL import Image
 
     from training.config import load_config
-    from training.datasets import ConcatParsingDataset, build_dataset, class_statistics
+    from training.datasets import ConcatParsingDataset, build_dataset
     from training.dtpr import make_datasets
     from training.export import recipe_summary, validation_is_trained_on
+    from training.label_statistics import class_statistics
 
     lip = np.zeros((12, 8), np.uint8)
     lip[2:5, 2:6] = get_class_set("lip").index("hair")

@@ -137,8 +137,9 @@ def test_prn_keep_probabilities_from_image_counts(tmp_path):
     import numpy as np
 
     from training.config import load_config
-    from training.datasets import build_dataset, class_statistics
+    from training.datasets import build_dataset
     from training.dtpr import sampling_scores, train_counts
+    from training.label_statistics import class_statistics
 
     a, b, c = (np.zeros((10, 10), np.uint8) for _ in range(3))
     a[0, :2] = 1

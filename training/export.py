@@ -75,14 +75,21 @@ def recipe_summary(config: dict, metrics: dict, stage2_default: str = "decoder")
             "lr": config["optim"]["lr"], "seed": config["seed"], "metrics": {"val": metrics}, **init_record(config)}
 
 
-def export_weights(model: SegmentationModel, config: dict, class_set: ClassSet, metrics: dict,
+def weights_args(args: dict, num_classes: int) -> dict:
+    """The architecture arguments a weights file stores: the recipe's ``model.args`` without
+    ``encoder_weights`` (what the untrained encoder started from; every tensor is in the file), with
+    ``num_classes``. The one place this rule is written."""
+    return {**{k: v for k, v in args.items() if k != "encoder_weights"}, "num_classes": num_classes}
+
+
+def export_weights(model: torch.nn.Module, config: dict, class_set: ClassSet, recipe: dict,
                    path: str | Path) -> Path:
-    """Write the node's safetensors weights file for ``model``."""
-    args = {k: v for k, v in config["model"]["args"].items() if k != "encoder_weights"}
-    args["num_classes"] = class_set.num_classes
-    info = WeightsInfo.for_class_set(config["model"]["architecture"], args, class_set,
-                                     tuple(config["export"]["input_size"] or config["input"]["crop_size"]),
-                                     recipe_summary(config, metrics, model.stage2_default))
+    """Write the node's safetensors weights file for ``model`` (any kind of run); ``recipe``: what the file says
+    about how it was made and how it scored (``recipe_summary`` for DTPR runs)."""
+    info = WeightsInfo.for_class_set(config["model"]["architecture"], weights_args(config["model"]["args"],
+                                                                                  class_set.num_classes),
+                                     class_set, tuple(config["export"]["input_size"] or config["input"]["crop_size"]),
+                                     recipe)
     return save_weights(path, model, info)
 
 

@@ -35,10 +35,11 @@ import yaml
 
 from human_parsing_ros.weights import load_weights, save_weights
 from training.config import load_config, merge
-from training.dtpr import model_from_state, recipe_class_set, run
-from training.evaluate import confusion_on_split, evaluate_weights
+from training.dtpr import run
+from training.evaluate import EvalSplit, confusion_on_split, evaluate_weights
 from training.metrics import METRICS, cpa_for_sampling, to_jsonable
 from training.report import write_report
+from training.runs import model_from_state, recipe_class_set
 
 
 def load_protocol(path: str | Path) -> dict[str, Any]:
@@ -141,9 +142,9 @@ class SeedRuns:
         num_classes = recipe_class_set(config).num_classes
         model = model_from_state(config, num_classes, state["model"])
         size = config["input"]["eval_size"]
-        return cpa_for_sampling(confusion_on_split(model, data_spec["name"], data_spec["root"], data_spec["val_split"],
-                                                   tuple(size) if size else None, workers=0,
-                                                   resize_labels=self.protocol["eval_labels"] == "resized"))
+        data = EvalSplit(data_spec["name"], data_spec["root"], data_spec["val_split"], tuple(size) if size else None,
+                         workers=0, resize_labels=self.protocol["eval_labels"] == "resized")
+        return cpa_for_sampling(confusion_on_split(model, data))
 
     def finish(self, row: str, test: bool) -> dict:
         """Train ``row`` if needed, evaluate its weights and write its result file."""
@@ -157,8 +158,8 @@ class SeedRuns:
                                   "changes": all_rows(self.protocol)[row], "weights": str(weights),
                                   "eval_labels": labels}
         for split in ("val", "test") if test else ("val",):
-            metrics = to_jsonable(evaluate_weights(weights, self.protocol["dataset"], root, split, size,
-                                                   resize_labels=labels == "resized"))
+            metrics = to_jsonable(evaluate_weights(weights, EvalSplit(self.protocol["dataset"], root, split, size,
+                                                                      resize_labels=labels == "resized")))
             result[split] = {k: metrics[k] for k in (*METRICS, "iou", "class_pixel_accuracy",
                                                       "gt_pixels")}
         history = json.loads((weights.parent / "history.json").read_text())
