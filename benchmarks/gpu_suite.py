@@ -275,7 +275,8 @@ def check_training_runs(device: torch.device, plan: dict, workdir: Path) -> dict
             "stage1": {"cpa_epoch": 1, "cpa_source": "train"}, "log": {"tensorboard": False, "progress": False}}
     out: dict[str, Any] = {}
     for index, (label, changes) in enumerate(TRAINING_RUNS):
-        config = merge(load_config(overrides={**base, "output_dir": str(workdir / f"run{index}")}), changes)
+        config = merge(load_config(overrides={**base, "output_dir": str(workdir / f"run{index}")}).to_dict(),
+                       changes)
         began = time.perf_counter()
         try:
             history = run(config)["history"]

@@ -1,6 +1,7 @@
 """Every shipped recipe loads, names a registered dataset and class set, and states a sane schedule."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ def test_a_recipe_that_fine_tunes_starts_from_another_recipes_output_with_its_ne
     config = load_config(path)
     sources = [load_config(p) for p in CONFIGS]
     source = next(c for c in sources if config["model"]["init"] == f"{c['output_dir']}/{c['export']['weights']}")
-    assert source["model"] == {**config["model"], "init": None}
+    assert source.model == replace(config.model, init=None)
     assert source["dataset"]["class_set"] == config["dataset"]["class_set"]
 
 
@@ -108,7 +109,8 @@ def test_recipes_that_claim_a_paper_have_its_schedule():
         assert config["paper"] in PAPER_SETTINGS, f"{path.name}: unknown paper {config['paper']!r}"
         claims[path.stem] = config["paper"]
         for (section, key), value in PAPER_SETTINGS[config["paper"]].items():
-            assert config[section][key] == value, f"{path.name}: {section}.{key} is {config[section][key]!r}"
+            plain = config.to_dict()[section][key]  # lists as recipes write them
+            assert plain == value, f"{path.name}: {section}.{key} is {plain!r}"
         if config["paper"] == "rprcnn":
             args = config["model"]["args"]
             assert args["encoder"] == "resnet50" and args["parsing_rois"] == 16 and args["box_rois"] == 512
@@ -169,7 +171,7 @@ def test_bad_choices_are_refused_before_training_naming_the_key(override):
 def test_recipe_changes_name_what_a_resume_changes_and_nothing_else():
     """A setting newer than a checkpoint counts as its default there; an empty section filled in names only
     the new keys; ignored keys and everything below them are left out."""
-    saved = load_config(overrides={"optim": {"lr": 0.01}, "dataset": {"options": {}}})
+    saved = load_config(overrides={"optim": {"lr": 0.01}, "dataset": {"options": {}}}).to_dict()  # as stored
     del saved["optim"]["min_lr_factor"]  # a checkpoint from before the setting existed
     assert recipe_changes(saved, load_config(overrides={"optim": {"lr": 0.01}})) == []
     changed = load_config(overrides={"optim": {"lr": 0.02, "min_lr_factor": 0.5},
@@ -179,3 +181,27 @@ def test_recipe_changes_name_what_a_resume_changes_and_nothing_else():
         f"optim.min_lr_factor {DEFAULTS['optim']['min_lr_factor']} -> 0.5"]
     assert recipe_changes(saved, changed, ignore=("optim", "dataset", "output_dir")) == []
 
+
+
+def test_a_loaded_recipe_is_frozen_typed_sections_with_the_defaults_keys_and_gives_plain_data_back():
+    import dataclasses
+
+    config = load_config(overrides={"optim": {"lr": 0.02}, "stage1": {"epochs": 4}})
+    assert config.to_dict() == {**DEFAULTS, "optim": {**DEFAULTS["optim"], "lr": 0.02},
+                                "stage1": {**DEFAULTS["stage1"], "epochs": 4}, "output_dir": "runs/run"}
+    assert config.optim.lr == 0.02 and config.stage1.epochs == 4 and config.input.crop_size == (400, 400)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.optim.lr = 0.1
+    changed = replace(config, optim=replace(config.optim, lr=0.1))
+    assert changed.optim.lr == 0.1 and config.optim.lr == 0.02
+
+
+def test_an_older_checkpoints_recipe_loads_with_the_newer_settings_at_their_defaults():
+    from training.config import saved_recipe
+
+    saved = load_config(overrides={"optim": {"lr": 0.03}}).to_dict()
+    del saved["optim"]["min_lr_factor"], saved["multi_person"]
+    saved["retired_setting"] = 1  # a key a later version dropped
+    recipe = saved_recipe(saved)
+    assert recipe.optim.lr == 0.03 and recipe.optim.min_lr_factor == DEFAULTS["optim"]["min_lr_factor"]
+    assert recipe.multi_person.max_size == DEFAULTS["multi_person"]["max_size"]

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import yaml
 
+from training.recipe import Recipe
 from training.sampling import keep_probabilities
 
 DEFAULTS: dict[str, Any] = {
@@ -132,8 +133,9 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
-    """DEFAULTS <- the YAML file <- ``overrides``; resolves ``{name}`` in output_dir; checked (``check_recipe``)."""
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Recipe:
+    """DEFAULTS <- the YAML file <- ``overrides``; resolves ``{name}`` in output_dir; checked (``check_recipe``);
+    the recipe as frozen sections (``Recipe``)."""
     config = copy.deepcopy(DEFAULTS)
     doc = (read_yaml(Path(path).read_text()) or {}) if path is not None else {}
     config = merge(config, doc)
@@ -144,7 +146,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     if _sets_stage1_epochs_only(config, (doc, overrides or {})):
         print(f"[config] note: {path or 'the recipe'} sets stage1.epochs for a multi-person run, which has no "
               f"stages: it trains {config['stage1']['epochs']} epochs; set multi_person.epochs instead", flush=True)
-    return config
+    return Recipe.from_dict(config)
 
 
 def _sets_stage1_epochs_only(config: dict, docs: tuple[dict, ...]) -> bool:
@@ -252,11 +254,12 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def recipe_changes(saved: dict, config: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+def recipe_changes(saved: dict, config: dict | Recipe, ignore: tuple[str, ...] = ()) -> list[str]:
     """``key old -> new`` for every setting in which ``config`` differs from ``saved`` (a checkpoint's recipe),
     apart from the keys in ``ignore`` and below them. A setting newer than ``saved`` counts as its default
     there (what the run trained with)."""
-    before, after = {**flatten(DEFAULTS), **flatten(saved)}, flatten(config)
+    plain = config.to_dict() if isinstance(config, Recipe) else config
+    before, after = {**flatten(DEFAULTS), **flatten(saved)}, flatten(plain)
     missing = "(unset)"
     changes = []
     for key in sorted(before.keys() | after.keys()):
@@ -267,3 +270,28 @@ def recipe_changes(saved: dict, config: dict, ignore: tuple[str, ...] = ()) -> l
             changes.append(f"{key} {old} -> {new}")
     return changes
 
+
+def recipe_of(config: dict[str, Any] | Recipe) -> Recipe:
+    """A ``Recipe`` from a merged recipe dict (``protocol.row_config``), checked; a Recipe as it is."""
+    if isinstance(config, Recipe):
+        return config
+    check_recipe(config)
+    return Recipe.from_dict(config)
+
+
+def saved_recipe(saved: dict[str, Any]) -> Recipe:
+    """The recipe a checkpoint stored (plain data): settings newer than it take their defaults, settings it has
+    that no longer exist are left out, so that an older checkpoint still loads."""
+    return Recipe.from_dict(_over_defaults(DEFAULTS, saved))
+
+
+def _over_defaults(base: dict, saved: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in saved.items():
+        if key not in out:
+            continue
+        if isinstance(out[key], dict) and isinstance(value, dict) and key not in _OPEN:
+            out[key] = _over_defaults(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -23,7 +23,7 @@ import torch
 
 from human_parsing_ros.class_sets import ClassSet
 from human_parsing_ros.models import SegmentationModel
-from training.config import PRN_COUNTS, check_choice, check_recipe
+from training.config import PRN_COUNTS, Recipe, check_choice, recipe_of
 from training.datasets import ConcatParsingDataset, ParsingDataset, build_dataset
 from training.distributed import unwrap_ddp, wrap_ddp
 from training.engine import EpochSettings, StageLoss, StageState, evaluate, train_one_epoch
@@ -39,62 +39,62 @@ from training.schp.cycles import cycle_lr_factor, cycle_plan, update_aggregated
 from training.transforms import EvalTransform, TrainTransform
 
 
-def sampling_scores(config: dict, cpa: torch.Tensor | None, counts: dict[str, torch.Tensor]) -> torch.Tensor:
+def sampling_scores(config: Recipe, cpa: torch.Tensor | None, counts: dict[str, torch.Tensor]) -> torch.Tensor:
     """The x_i that stage 2's sampler divides eta by: PRA's CPA, or PRN's training-set counts per class
     (``stage2.prn_counts``: images containing the class, or its pixels)."""
-    stage2 = config["stage2"]
-    if stage2["sampling"] == "pra":
+    stage2 = config.stage2
+    if stage2.sampling == "pra":
         if cpa is None:
             raise ValueError("stage2.sampling pra needs CPA: stage1.cpa_epoch must lie within stage 1")
         return cpa
-    check_choice("stage2.prn_counts", stage2["prn_counts"], PRN_COUNTS)
-    return counts[stage2["prn_counts"]]
+    check_choice("stage2.prn_counts", stage2.prn_counts, PRN_COUNTS)
+    return counts[stage2.prn_counts]
 
 
-def make_stage_loss(config: dict, stage: int, cpa: torch.Tensor | None, counts: dict[str, torch.Tensor]) -> StageLoss:
+def make_stage_loss(config: Recipe, stage: int, cpa: torch.Tensor | None, counts: dict[str, torch.Tensor]) -> StageLoss:
     """The loss of ``stage``: PRA (scores = ``cpa``) or PRN (``counts``) sampling in stage 2, or
     ``stage<N>.loss`` on every pixel; the inter-class term where ``inter_class.stages`` lists the stage."""
-    stage2, inter_class = config["stage2"], config["inter_class"]
+    stage2, inter_class = config.stage2, config.inter_class
     sampler = None
-    if stage == 2 and stage2["sampling"] in ("pra", "prn"):
+    if stage == 2 and stage2.sampling in ("pra", "prn"):
         scores = sampling_scores(config, cpa, counts)
-        sampler = PixelSampler(keep_probabilities(scores.float(), stage2["eta"], stage2["floor"]))
-    name = config[f"stage{stage}"]["loss"]
-    weights = class_balanced_weights(counts["pixels"], config["losses"]["cb_beta"]) \
+        sampler = PixelSampler(keep_probabilities(scores.float(), stage2.eta, stage2.floor))
+    name = getattr(config, f"stage{stage}").loss
+    weights = class_balanced_weights(counts["pixels"], config.losses.cb_beta) \
         if name == "class_balanced" else None
-    return StageLoss(name=name, sampler=sampler, reduction=stage2["reduction"] if stage == 2 else "kept_mean",
-                     class_weights=weights, focal_gamma=config["losses"]["focal_gamma"],
-                     inter_class_weight=inter_class["weight"] if stage in inter_class["stages"] else 0.0,
-                     inter_class_margin=inter_class["margin"])
+    return StageLoss(name=name, sampler=sampler, reduction=stage2.reduction if stage == 2 else "kept_mean",
+                     class_weights=weights, focal_gamma=config.losses.focal_gamma,
+                     inter_class_weight=inter_class.weight if stage in inter_class.stages else 0.0,
+                     inter_class_margin=inter_class.margin)
 
 
-def stage_lr(config: dict, stage: int) -> float:
+def stage_lr(config: Recipe, stage: int) -> float:
     """The peak learning rate of ``stage`` (stage 2: ``stage2.lr``, else ``optim.lr``)."""
-    return (config["stage2"]["lr"] if stage == 2 else None) or config["optim"]["lr"]
+    return (config.stage2.lr if stage == 2 else None) or config.optim.lr
 
 
-def make_stage(model: torch.nn.Module, stage: int, config: dict, steps_per_epoch: int, cpa: torch.Tensor | None,
+def make_stage(model: torch.nn.Module, stage: int, config: Recipe, steps_per_epoch: int, cpa: torch.Tensor | None,
                counts: dict[str, torch.Tensor]) -> StageState:
     """Optimizer, schedule and loss for one stage (stage 2 freezes what it must first)."""
     base = unwrap_ddp(model)
-    optim, stage1, stage2 = config["optim"], config["stage1"], config["stage2"]
+    optim, stage1, stage2 = config.optim, config.stage1, config.stage2
     cycle_steps = 0
     if stage == 1:
         params, lr = list(base.parameters()), stage_lr(config, 1)
-        epochs = stage1["schedule_epochs"] or stage1["epochs"]
-        cycle_steps = config["self_correction"]["cycle_epochs"] * steps_per_epoch \
+        epochs = stage1.schedule_epochs or stage1.epochs
+        cycle_steps = config.self_correction.cycle_epochs * steps_per_epoch \
             if cycle_plan(config).cycles else 0
     else:
-        params = base.freeze_for_stage2(None if stage2["trains"] == "auto" else stage2["trains"])
-        epochs, lr = stage2["epochs"], stage_lr(config, 2)
-    optimizer = make_optimizer(params, lr, optim["momentum"], optim["weight_decay"])
-    warmup_steps = optim["warmup_steps"] or round(optim["warmup_epochs"] * steps_per_epoch)
+        params = base.freeze_for_stage2(None if stage2.trains == "auto" else stage2.trains)
+        epochs, lr = stage2.epochs, stage_lr(config, 2)
+    optimizer = make_optimizer(params, lr, optim.momentum, optim.weight_decay)
+    warmup_steps = optim.warmup_steps or round(optim.warmup_epochs * steps_per_epoch)
     scheduler = make_scheduler(optimizer, epochs * steps_per_epoch, Schedule(
-        optim["schedule"], optim["poly_power"], cycle_steps, cycle_lr_factor(config), optim["milestones"],
-        warmup_steps, optim["warmup_start"], optim["min_lr_factor"]))
+        optim.schedule, optim.poly_power, cycle_steps, cycle_lr_factor(config), optim.milestones,
+        warmup_steps, optim.warmup_start, optim.min_lr_factor))
     schedule = schedule_shape(optim, steps_per_epoch, epochs * steps_per_epoch, cycle_steps=cycle_steps,
-                              warmup_steps=warmup_steps, warmup_start=optim["warmup_start"],
-                              min_lr_factor=optim["min_lr_factor"])
+                              warmup_steps=warmup_steps, warmup_start=optim.warmup_start,
+                              min_lr_factor=optim.min_lr_factor)
     return StageState(stage, optimizer, scheduler, make_stage_loss(config, stage, cpa, counts), schedule)
 
 
@@ -111,23 +111,23 @@ def extra_dataset(spec: dict[str, Any], class_set: ClassSet) -> ParsingDataset:
                          **{**spec.get("options", {}), "class_set": class_set.name})
 
 
-def make_datasets(config: dict, class_set: ClassSet) -> tuple[ParsingDataset, ParsingDataset]:
+def make_datasets(config: Recipe, class_set: ClassSet) -> tuple[ParsingDataset, ParsingDataset]:
     """(training set with the seeded augmentation, validation set: images resized to ``input.eval_size``, labels
     too if ``input.eval_labels`` is resized)."""
-    data_spec, input_spec = config["dataset"], config["input"]
-    augment = TrainTransform(tuple(input_spec["crop_size"]), tuple(input_spec["scale_range"]),
-                             input_spec["max_rotation"], class_set.flip_permutation(), input_spec["jitter"])
-    options = {**data_spec["options"], "class_set": class_set.name}  # labels mapped on load if it differs
-    if data_spec["extra"]:
-        parts = [build_dataset(data_spec["name"], data_spec["root"], data_spec["train_split"], **options)]
-        parts += [extra_dataset(spec, class_set) for spec in data_spec["extra"]]
-        train_set = ConcatParsingDataset(parts, augment, skip_unreadable=True, seed=config["seed"])
+    data_spec, input_spec = config.dataset, config.input
+    augment = TrainTransform(tuple(input_spec.crop_size), tuple(input_spec.scale_range),
+                             input_spec.max_rotation, class_set.flip_permutation(), input_spec.jitter)
+    options = {**data_spec.options, "class_set": class_set.name}  # labels mapped on load if it differs
+    if data_spec.extra:
+        parts = [build_dataset(data_spec.name, data_spec.root, data_spec.train_split, **options)]
+        parts += [extra_dataset(spec, class_set) for spec in data_spec.extra]
+        train_set = ConcatParsingDataset(parts, augment, skip_unreadable=True, seed=config.seed)
     else:
-        train_set = build_dataset(data_spec["name"], data_spec["root"], data_spec["train_split"], augment,
-                                  seed=config["seed"], skip_unreadable=True, **options)
-    eval_size = tuple(input_spec["eval_size"]) if input_spec["eval_size"] else None
+        train_set = build_dataset(data_spec.name, data_spec.root, data_spec.train_split, augment,
+                                  seed=config.seed, skip_unreadable=True, **options)
+    eval_size = tuple(input_spec.eval_size) if input_spec.eval_size else None
     resize_labels = eval_labels_resized(config)
-    val_set = build_dataset(data_spec["name"], data_spec["root"], data_spec["val_split"],
+    val_set = build_dataset(data_spec.name, data_spec.root, data_spec.val_split,
                             EvalTransform(eval_size, resize_labels=resize_labels), **options)
     return train_set, val_set
 
@@ -146,14 +146,14 @@ def validation_statistics(val_set: ParsingDataset, split: str) -> dict[str, Any]
     return stats
 
 
-def eval_labels_resized(config: dict) -> bool:
+def eval_labels_resized(config: Recipe) -> bool:
     """Whether validation resizes the labels to ``input.eval_size`` (else they keep their own resolution)."""
-    return config["input"]["eval_labels"] == "resized"
+    return config.input.eval_labels == "resized"
 
 
-def eval_flip_perm(config: dict, class_set: ClassSet) -> list[int] | None:
+def eval_flip_perm(config: Recipe, class_set: ClassSet) -> list[int] | None:
     """The flip permutation when ``input.eval_flip`` turns the flip test on, else None."""
-    return class_set.flip_permutation() if config["input"]["eval_flip"] else None
+    return class_set.flip_permutation() if config.input.eval_flip else None
 
 
 def train_counts(stats: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -161,7 +161,7 @@ def train_counts(stats: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {key: torch.tensor(stats[key], dtype=torch.float64) for key in ("pixels", "images")}
 
 
-def restore_aggregated(checkpoint: dict | None, config: dict, num_classes: int,
+def restore_aggregated(checkpoint: dict | None, config: Recipe, num_classes: int,
                        device: torch.device) -> SegmentationModel | None:
     """Self-correction's aggregated model from ``checkpoint`` (None before the cycles began)."""
     if not checkpoint or checkpoint.get("aggregated") is None:
@@ -183,32 +183,32 @@ def trim_kept_pixels(path: Path, epochs_done: int) -> None:
 
 
 # ---- the run --------------------------------------------------------------------------------------
-def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+def run(config: Recipe, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train (or continue, ``resume``) the run that ``config`` describes; returns its final metrics and files.
 
     A new run refuses an output_dir that holds an earlier run's files unless ``overwrite``.
     """
-    check_recipe(config)  # load_config checked it too; a recipe built with merge() (protocol rows) is checked here
+    config = recipe_of(config)  # a recipe built with merge() (protocol rows) is checked and frozen here
     current_run = start_run(config, "dtpr", resume, overwrite)
     dist_info, device, out = current_run.dist_info, current_run.device, current_run.out
-    optim = config["optim"]
+    optim = config.optim
     class_set = recipe_class_set(config)
     num_classes = class_set.num_classes
     train_set, val_set = make_datasets(config, class_set)
-    val_stats = validation_statistics(val_set, config["dataset"]["val_split"])  # before its loader
+    val_stats = validation_statistics(val_set, config.dataset.val_split)  # before its loader
     check_label_ids(val_stats, num_classes)
     if val_stats["skipped"]:
         current_run.log(f"warning: validation leaves out {len(val_stats['skipped'])} unreadable sample(s): "
                         f"{', '.join(val_stats['skipped'][:5])}{' ...' if len(val_stats['skipped']) > 5 else ''}")
     plan = cycle_plan(config)
-    stage1_epochs, stage2_epochs = plan.epochs, config["stage2"]["epochs"]
+    stage1_epochs, stage2_epochs = plan.epochs, config.stage2.epochs
     total_epochs = stage1_epochs + stage2_epochs
-    cpa_epoch = min(config["stage1"]["cpa_epoch"], stage1_epochs)
-    same_sizes = config["input"]["eval_size"] and eval_labels_resized(config)
-    eval_batch_size = optim["eval_batch_size"] if same_sizes else 1  # label sizes differ otherwise
+    cpa_epoch = min(config.stage1.cpa_epoch, stage1_epochs)
+    same_sizes = config.input.eval_size and eval_labels_resized(config)
+    eval_batch_size = optim.eval_batch_size if same_sizes else 1  # label sizes differ otherwise
     flip_perm = eval_flip_perm(config, class_set)
-    val_loader = make_eval_loader(val_set, eval_batch_size, optim["workers"], dist_info)
-    steps_per_epoch = len(make_train_loader(train_set, optim["batch_size"], optim["workers"], config["seed"], 0,
+    val_loader = make_eval_loader(val_set, eval_batch_size, optim.workers, dist_info)
+    steps_per_epoch = len(make_train_loader(train_set, optim.batch_size, optim.workers, config.seed, 0,
                                             dist_info))
 
     model = current_run.build_model(class_set, channels_last=True)
@@ -225,7 +225,7 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
     aggregated = restore_aggregated(checkpoint, config, num_classes, device)
     current = make_stage(model, stage, config, steps_per_epoch, cpa, counts) \
         if start_epoch < total_epochs else None
-    scaler = torch.amp.GradScaler(device.type, enabled=config["amp"] == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     if checkpoint and current is not None:
         current_run.restore_scaler_and_rng(scaler)  # they carry over a stage boundary, as in an uninterrupted run
     if checkpoint and current is not None and checkpoint["stage"] == stage:  # else the new stage starts its own
@@ -242,14 +242,14 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
     net = wrap_ddp(model, dist_info, device)
     current_run.forget_checkpoint()
     del checkpoint  # restored into the model and optimizer: no second copy for the whole run
-    settings = EpochSettings(device, dist_info, config["seed"], num_classes, config["amp"],
-                             config["log"]["progress"], config["max_nonfinite_steps"])
+    settings = EpochSettings(device, dist_info, config.seed, num_classes, config.amp,
+                             config.log.progress, config.max_nonfinite_steps)
     for epoch in range(start_epoch, total_epochs):
         if epoch == stage1_epochs and current.stage == 1:
             current = make_stage(model, 2, config, steps_per_epoch, cpa, counts)
             net = wrap_ddp(model, dist_info, device)  # DDP must see the frozen parameters
         began = time.perf_counter()
-        loader = make_train_loader(train_set, optim["batch_size"], optim["workers"], config["seed"], epoch,
+        loader = make_train_loader(train_set, optim.batch_size, optim.workers, config.seed, epoch,
                                    dist_info)
         cycle = plan.cycle(epoch) if current.stage == 1 else 0
         result = train_one_epoch(net, loader, current, scaler, epoch, settings,
@@ -267,21 +267,21 @@ def run(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str
             # the training data's CPA is free (this epoch's running confusion) and always kept, so that a
             # branch off this run may take either source
             cpa_train = cpa_for_sampling(result["train_confusion"].matrix.cpu())
-            if config["stage1"]["cpa_source"] == "val":
-                cpa = cpa_for_sampling(evaluate(net, val_loader, num_classes, device, amp=config["amp"]).matrix.cpu())
+            if config.stage1.cpa_source == "val":
+                cpa = cpa_for_sampling(evaluate(net, val_loader, num_classes, device, amp=config.amp).matrix.cpu())
             else:
                 cpa = cpa_train
             record["cpa_recorded"] = True
         m = plan.aggregates_after(epoch + 1) if current.stage == 1 else None
         if m is not None:
-            batches = make_train_loader(train_set, optim["batch_size"], optim["workers"], config["seed"], epoch,
+            batches = make_train_loader(train_set, optim.batch_size, optim.workers, config.seed, epoch,
                                         dist_info)
             aggregated = update_aggregated(aggregated, model, m, (x.to(device) for x, _ in batches), dist_info)
             record["aggregated_models"] = m + 1
             if epoch + 1 == plan.epochs:  # the last cycle: the network becomes the aggregated model
                 model.load_state_dict(aggregated.state_dict())
-        if (epoch + 1) % config["eval_every"] == 0 or epoch + 1 == total_epochs:
-            metrics = evaluate(net, val_loader, num_classes, device, amp=config["amp"], flip_perm=flip_perm).compute()
+        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == total_epochs:
+            metrics = evaluate(net, val_loader, num_classes, device, amp=config.amp, flip_perm=flip_perm).compute()
             record.update({key: float(metrics[key]) for key in METRICS})
         current_run.end_epoch(model, record, partial(
             current_run.checkpoint_state, epoch + 1, model, current.optimizer, current.scheduler, scaler,
@@ -297,7 +297,7 @@ def _finish(current_run: Run, model: SegmentationModel, val_loader: torch.utils.
     weights file and history.json)."""
     config, out, dist_info, device = current_run.config, current_run.out, current_run.dist_info, current_run.device
     metrics = evaluate(wrap_ddp(model, dist_info, device), val_loader, class_set.num_classes, device,
-                       amp=config["amp"], flip_perm=eval_flip_perm(config, class_set)).compute()
+                       amp=config.amp, flip_perm=eval_flip_perm(config, class_set)).compute()
     values = {key: float(metrics[key]) for key in METRICS}
     if dist_info.is_main:
         write_class_table(metrics, list(class_set.names), out / "val_classes.csv", out / "val_classes.md")
@@ -305,13 +305,13 @@ def _finish(current_run: Run, model: SegmentationModel, val_loader: torch.utils.
                                 format_summary(metrics))
     if not dist_info.is_main:
         return result
-    if config["export"]["onnx"]:
-        result["onnx"] = str(export_onnx(model, out / config["export"]["onnx"], tuple(config["input"]["crop_size"])))
+    if config.export.onnx:
+        result["onnx"] = str(export_onnx(model, out / config.export.onnx, tuple(config.input.crop_size)))
     if cpa is not None:
         from training.plots import plot_cpa_vs_pixels
 
         plot_cpa_vs_pixels(cpa, pixel_counts, class_set.names, out / "cpa_vs_pixels.png",
-                           config["stage1"]["cpa_epoch"])
+                           config.stage1.cpa_epoch)
     (out / "metrics.json").write_text(json.dumps(
         {**values, "accuracy_definitions": "PA = correct / labelled pixels; MPA = mean over classes "
          "present in ground truth of CPA(i) = correct_i / predicted_i (the paper's); mean_recall = mean of "

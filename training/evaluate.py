@@ -37,6 +37,7 @@ from human_parsing_ros.models import SegmentationModel, is_multi_person
 from human_parsing_ros.parser import HumanParser
 from human_parsing_ros.weights import load_weights, read_weights_info
 from training.checkpoint import CheckpointError, load_checkpoint
+from training.config import saved_recipe
 from training.datasets import build_dataset
 from training.engine import evaluate
 from training.metrics import ConfusionMatrix, compute_metrics, format_summary, write_class_table
@@ -103,9 +104,9 @@ def model_from_checkpoint(path: str | Path, state: str = "model") -> tuple[Segme
     if checkpoint.get(state) is None:
         raise CheckpointError(f"{path}: no {state} model (self-correction's aggregated model exists once the "
                               "main schedule has ended)")
-    config = checkpoint["config"]
-    if is_multi_person(config["model"]["architecture"]):
-        raise ValueError(f"{path}: a multi-person run's checkpoint ({config['model']['architecture']}): evaluate "
+    config = saved_recipe(checkpoint["config"])
+    if is_multi_person(config.model.architecture):
+        raise ValueError(f"{path}: a multi-person run's checkpoint ({config.model.architecture}): evaluate "
                          "the weights file it exports (--weights W --serving), or persons with "
                          "training/tools/ship_persons.py")
     class_set = recipe_class_set(config)

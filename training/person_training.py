@@ -18,6 +18,7 @@ import torch
 
 from human_parsing_ros.class_sets import ClassSet, get_class_set
 from human_parsing_ros.models.rprcnn.model import LOSS_WEIGHTS
+from training.config import Recipe, recipe_of
 from training.distributed import sum_over_ranks, unwrap_ddp, wrap_ddp
 from training.engine import EpochSettings, NonFiniteError, autocast, loss_is_finite
 from training.export import init_record
@@ -31,29 +32,29 @@ from training.seeding import mix_seed
 EVAL_KEYS = ("ap50", "ap_vol", "pcp50", "mean_iou", "person_recall")
 
 
-def loss_weights(config: dict) -> dict[str, float]:
+def loss_weights(config: Recipe) -> dict[str, float]:
     """The paper's loss weights with the recipe's changes; an unknown loss name is refused."""
-    changes = config["multi_person"]["loss_weights"]
+    changes = config.multi_person.loss_weights
     unknown = sorted(set(changes) - set(LOSS_WEIGHTS))
     if unknown:
         raise ValueError(f"multi_person.loss_weights: unknown loss {unknown[0]} (known: {', '.join(LOSS_WEIGHTS)})")
     return {**LOSS_WEIGHTS, **{k: float(v) for k, v in changes.items()}}
 
 
-def person_class_set(config: dict) -> ClassSet:
-    spec = config["dataset"]
-    default = "ccp" if spec["name"] == "ccp_composites" else spec["name"]
-    return get_class_set(spec["class_set"] or default)
+def person_class_set(config: Recipe) -> ClassSet:
+    spec = config.dataset
+    default = "ccp" if spec.name == "ccp_composites" else spec.name
+    return get_class_set(spec.class_set or default)
 
 
-def make_person_datasets(config: dict, class_set: ClassSet) -> tuple[InstanceDataset, InstanceDataset]:
-    spec, settings = config["dataset"], config["multi_person"]
-    transform = InstanceTrainTransform(settings["short_sides"], settings["max_size"],
+def make_person_datasets(config: Recipe, class_set: ClassSet) -> tuple[InstanceDataset, InstanceDataset]:
+    spec, settings = config.dataset, config.multi_person
+    transform = InstanceTrainTransform(settings.short_sides, settings.max_size,
                                        class_set.flip_permutation())
-    train = build_instance_dataset(spec["name"], spec["root"], spec["train_split"], transform,
-                                   class_set=class_set.name, seed=config["seed"], **spec["options"])
-    val = build_instance_dataset(spec["name"], spec["root"], spec["val_split"], class_set=class_set.name,
-                                 seed=config["seed"], **settings["val_options"])
+    train = build_instance_dataset(spec.name, spec.root, spec.train_split, transform,
+                                   class_set=class_set.name, seed=config.seed, **spec.options)
+    val = build_instance_dataset(spec.name, spec.root, spec.val_split, class_set=class_set.name,
+                                 seed=config.seed, **settings.val_options)
     return train, val
 
 
@@ -92,47 +93,48 @@ def train_person_epoch(net: torch.nn.Module, loader, optimizer: torch.optim.Opti
             "lr": optimizer.param_groups[0]["lr"], "nonfinite_steps": skipped}
 
 
-def run_persons(config: dict, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+def run_persons(config: Recipe, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train (or continue, ``resume``) the multi-person run that ``config`` describes."""
+    config = recipe_of(config)
     weights = loss_weights(config)
-    if config["export"]["onnx"]:
+    if config.export.onnx:
         raise ValueError("export.onnx: ONNX export is for single-map parsers; multi-person weights ship as "
                          ".safetensors only")
     current_run = start_run(config, "persons", resume, overwrite)
     dist_info, device = current_run.dist_info, current_run.device
-    optim, epochs = config["optim"], person_epochs(config)
+    optim, epochs = config.optim, person_epochs(config)
     class_set = person_class_set(config)
     train_set, val_set = make_person_datasets(config, class_set)
-    steps_per_epoch = len(make_train_loader(train_set, optim["batch_size"], optim["workers"], config["seed"], 0,
+    steps_per_epoch = len(make_train_loader(train_set, optim.batch_size, optim.workers, config.seed, 0,
                                             dist_info, collate_instances))
     model = current_run.build_model(class_set)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], optim["lr"], optim["momentum"],
-                               optim["weight_decay"])
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], optim.lr, optim.momentum,
+                               optim.weight_decay)
     scheduler = make_scheduler(optimizer, epochs * steps_per_epoch, Schedule(
-        optim["schedule"], optim["poly_power"], milestones=optim["milestones"], warmup_steps=optim["warmup_steps"]))
-    schedule = schedule_shape(optim, steps_per_epoch, epochs * steps_per_epoch, warmup_steps=optim["warmup_steps"])
-    scaler = torch.amp.GradScaler(device.type, enabled=config["amp"] == "fp16")
+        optim.schedule, optim.poly_power, milestones=optim.milestones, warmup_steps=optim.warmup_steps))
+    schedule = schedule_shape(optim, steps_per_epoch, epochs * steps_per_epoch, warmup_steps=optim.warmup_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     if current_run.checkpoint:
-        current_run.restore_schedule(optimizer, scheduler, optim["lr"], schedule)
+        current_run.restore_schedule(optimizer, scheduler, optim.lr, schedule)
         current_run.restore_scaler_and_rng(scaler)
         current_run.forget_checkpoint()
     current_run.log(f"{config['name']}: {len(train_set)} train / {len(val_set)} val images, "
                     f"{class_set.num_classes} classes ({class_set.name}), {epochs} epochs, "
                     f"{current_run.start_description()}, {device}, {dist_info.world_size} process(es)")
     net = wrap_ddp(model, dist_info, device)
-    settings = config["multi_person"]
-    epoch_settings = EpochSettings(device, dist_info, config["seed"], class_set.num_classes, config["amp"],
-                                   max_nonfinite_steps=config["max_nonfinite_steps"])
+    settings = config.multi_person
+    epoch_settings = EpochSettings(device, dist_info, config.seed, class_set.num_classes, config.amp,
+                                   max_nonfinite_steps=config.max_nonfinite_steps)
     for epoch in range(current_run.start_epoch, epochs):
         began = time.perf_counter()
-        loader = make_train_loader(train_set, optim["batch_size"], optim["workers"], config["seed"], epoch,
+        loader = make_train_loader(train_set, optim.batch_size, optim.workers, config.seed, epoch,
                                    dist_info, collate_instances)
         record = {"epoch": epoch + 1, **train_person_epoch(net, loader, optimizer, scheduler, scaler, weights, epoch,
                                                            epoch_settings)}
         record["seconds"] = time.perf_counter() - began
-        if dist_info.is_main and ((epoch + 1) % config["eval_every"] == 0 or epoch + 1 == epochs):
-            metrics = evaluate_instances(unwrap_ddp(net), val_set, settings["min_score"], device=str(device),
-                                         short_side=settings["test_short_side"], max_size=settings["max_size"])
+        if dist_info.is_main and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == epochs):
+            metrics = evaluate_instances(unwrap_ddp(net), val_set, settings.min_score, device=str(device),
+                                         short_side=settings.test_short_side, max_size=settings.max_size)
             record.update({key: float(metrics[key]) for key in EVAL_KEYS})
         current_run.end_epoch(model, record, partial(current_run.checkpoint_state, epoch + 1, model, optimizer,
                                                      scheduler, scaler, schedule=schedule))
@@ -142,20 +144,20 @@ def run_persons(config: dict, resume: bool = False, overwrite: bool = False) -> 
                               "  ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
 
 
-def person_epochs(config: dict) -> int:
+def person_epochs(config: Recipe) -> int:
     """A multi-person run's epochs: ``multi_person.epochs``, else ``stage1.epochs`` (what older recipes set;
     ``load_config`` notes it)."""
-    epochs = config["multi_person"]["epochs"]
-    return config["stage1"]["epochs"] if epochs is None else epochs
+    epochs = config.multi_person.epochs
+    return config.stage1.epochs if epochs is None else epochs
 
 
-def person_recipe(config: dict, metrics: dict) -> dict[str, Any]:
+def person_recipe(config: Recipe, metrics: dict) -> dict[str, Any]:
     """What a multi-person weights file says about how it was made and how it scored."""
-    spec, optim = config["dataset"], config["optim"]
-    return {"untrained": False, "dataset": spec["name"], "paper": config["paper"], "recipe": config["name"],
-            "splits": {"train": spec["train_split"], "val": spec["val_split"]}, "epochs": person_epochs(config),
-            "schedule": optim["schedule"], "batch_size": optim["batch_size"], "lr": optim["lr"],
-            "seed": config["seed"], "loss_weights": loss_weights(config),
-            "min_score": config["multi_person"]["min_score"],
-            "test_short_side": config["multi_person"]["test_short_side"], "metrics": {"val": metrics},
+    spec, optim = config.dataset, config.optim
+    return {"untrained": False, "dataset": spec.name, "paper": config.paper, "recipe": config.name,
+            "splits": {"train": spec.train_split, "val": spec.val_split}, "epochs": person_epochs(config),
+            "schedule": optim.schedule, "batch_size": optim.batch_size, "lr": optim.lr,
+            "seed": config.seed, "loss_weights": loss_weights(config),
+            "min_score": config.multi_person.min_score,
+            "test_short_side": config.multi_person.test_short_side, "metrics": {"val": metrics},
             **init_record(config)}

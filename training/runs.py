@@ -23,7 +23,7 @@ from human_parsing_ros.errors import one_line
 from human_parsing_ros.models import ARCHITECTURES, SegmentationModel, build_model
 from human_parsing_ros.weights import WeightsError, load_weights, non_finite_tensor
 from training.checkpoint import CheckpointError, copy_checkpoint, load_checkpoint, plain_checkpoint, save_checkpoint
-from training.config import recipe_changes
+from training.config import Recipe, recipe_changes
 from training.distributed import DistInfo, barrier, setup_distributed
 from training.engine import NonFiniteError
 from training.export import export_weights, weights_args
@@ -86,31 +86,31 @@ def without_download(args: dict[str, Any]) -> dict[str, Any]:
     return {**args, "encoder_weights": None} if "encoder_weights" in args else dict(args)
 
 
-def start_weights_args(config: dict, resuming: bool) -> dict[str, Any]:
+def start_weights_args(config: Recipe, resuming: bool) -> dict[str, Any]:
     """The run's model.args, without ImageNet encoder weights when a checkpoint (``resuming``) or
     ``model.init`` replaces every tensor anyway: a resumed run needs neither the network nor the file."""
-    args = config["model"]["args"]
-    return without_download(args) if resuming or config["model"]["init"] else dict(args)
+    args = config.model.args
+    return without_download(args) if resuming or config.model.init else dict(args)
 
 
-def recipe_class_set(config: dict) -> ClassSet:
+def recipe_class_set(config: Recipe) -> ClassSet:
     """The class set a recipe trains (``dataset.class_set``, else the dataset's own)."""
-    return get_class_set(config["dataset"]["class_set"] or config["dataset"]["name"])
+    return get_class_set(config.dataset.class_set or config.dataset.name)
 
 
-def model_from_state(config: dict, num_classes: int, state: dict[str, torch.Tensor]) -> SegmentationModel:
+def model_from_state(config: Recipe, num_classes: int, state: dict[str, torch.Tensor]) -> SegmentationModel:
     """The recipe's architecture holding ``state`` (no ImageNet download: the state has every weight)."""
-    model = make_model(config["model"]["architecture"], without_download(config["model"]["args"]), num_classes)
+    model = make_model(config.model.architecture, without_download(config.model.args), num_classes)
     model.load_state_dict(state)
     return model
 
 
-def resume_changes(checkpoint: dict, config: dict) -> list[str]:
+def resume_changes(checkpoint: dict, config: Recipe) -> list[str]:
     """The settings in which ``config`` differs from the recipe ``checkpoint`` was trained with."""
     return recipe_changes(checkpoint["config"], config, ignore=RESUME_IGNORED)
 
 
-def load_resumed_model(model: torch.nn.Module, checkpoint: dict, config: dict, path: Path) -> None:
+def load_resumed_model(model: torch.nn.Module, checkpoint: dict, config: Recipe, path: Path) -> None:
     """``checkpoint``'s network into ``model``; one line naming the file and the network's changed settings
     when this recipe builds a network its tensors do not fit."""
     try:
@@ -132,14 +132,14 @@ def check_finite_model(model: torch.nn.Module, epoch: int) -> None:
 
 
 # ---- the run directory ----------------------------------------------------------------------------
-def run_outputs(config: dict, out: Path) -> list[Path]:
+def run_outputs(config: Recipe, out: Path) -> list[Path]:
     """The files and folders of ``out`` that a run with ``config`` writes and that exist now."""
-    names = [*RUN_FILES, config["export"]["weights"], config["export"]["onnx"], "tensorboard"]
+    names = [*RUN_FILES, config.export.weights, config.export.onnx, "tensorboard"]
     found = [out / name for name in names if name and (out / name).exists()]
     return found + sorted(out.glob("checkpoint_epoch*.pt"))
 
 
-def prepare_run_directory(config: dict, out: Path, resume: bool, overwrite: bool, delete: bool = True) -> None:
+def prepare_run_directory(config: Recipe, out: Path, resume: bool, overwrite: bool, delete: bool = True) -> None:
     """Refuse a new run into an earlier run's directory unless ``overwrite``, which deletes that run's files
     where ``delete`` (rank 0; every rank calls this, so that all refuse alike)."""
     existing = run_outputs(config, out)
@@ -160,7 +160,7 @@ def prepare_run_directory(config: dict, out: Path, resume: bool, overwrite: bool
 class Run:
     """One run while it trains: where (processes, device, output_dir), what it resumed from, its history."""
 
-    config: dict
+    config: Recipe
     tag: str                       # the log lines' prefix: [dtpr], [persons]
     dist_info: DistInfo
     device: torch.device
@@ -183,23 +183,23 @@ class Run:
         """How the run starts, for its first log line."""
         if self.start_epoch:
             return f"resuming after epoch {self.start_epoch}"
-        init = self.config["model"]["init"]
+        init = self.config.model.init
         return f"from {init}" if init else "from scratch"
 
     def build_model(self, class_set: ClassSet, channels_last: bool = False) -> SegmentationModel:
         """The recipe's network on the run's device, seeded from ``seed``: the checkpoint's tensors on resume,
         else ``model.init``'s weights file, else a fresh start (ImageNet encoder where the recipe asks)."""
         config = self.config
-        torch.manual_seed(config["seed"])
-        model = make_model(config["model"]["architecture"], start_weights_args(config, self.checkpoint is not None),
+        torch.manual_seed(config.seed)
+        model = make_model(config.model.architecture, start_weights_args(config, self.checkpoint is not None),
                            class_set.num_classes).to(self.device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.checkpoint:
             load_resumed_model(model, self.checkpoint, config, self.checkpoint_path)
-        elif config["model"]["init"]:
-            init_from_weights(model, config["model"]["init"], config["model"]["architecture"],
-                              config["model"]["args"], class_set)
+        elif config.model.init:
+            init_from_weights(model, config.model.init, config.model.architecture,
+                              config.model.args, class_set)
         return model
 
     def restore_scaler_and_rng(self, scaler: torch.amp.GradScaler) -> None:
@@ -227,7 +227,8 @@ class Run:
                          scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
                          **extra: Any) -> dict[str, Any]:
         """The checkpoint after ``epoch`` epochs: every run's keys (``plain_checkpoint``) and the kind's ``extra``."""
-        return plain_checkpoint(epoch, model, optimizer, scheduler, scaler, self.config, self.history, **extra)
+        return plain_checkpoint(epoch, model, optimizer, scheduler, scaler, self.config.to_dict(), self.history,
+                                **extra)
 
     def end_epoch(self, model: torch.nn.Module, record: dict[str, Any], state: Callable[[], dict[str, Any]]) -> None:
         """After an epoch: refuse a non-finite model, add ``record`` to the history, and on rank 0 log it and
@@ -242,7 +243,7 @@ class Run:
                     if key in record:
                         self.writer.add_scalar(key, record[key], epoch)
                 self.writer.flush()
-            if epoch in self.config["keep_checkpoints"]:
+            if epoch in self.config.keep_checkpoints:
                 # the kept copy first: a run killed between the two resumes after this epoch
                 kept = self.out / f"checkpoint_epoch{epoch:02d}.pt"
                 save_checkpoint(state(), kept)
@@ -258,20 +259,20 @@ class Run:
         result: dict[str, Any] = {"metrics": metrics, "output_dir": str(self.out), "history": self.history}
         if not self.dist_info.is_main:
             return result
-        weights = export_weights(model, self.config, class_set, recipe, self.out / self.config["export"]["weights"])
+        weights = export_weights(model, self.config, class_set, recipe, self.out / self.config.export.weights)
         result["weights"] = str(weights)
         (self.out / "history.json").write_text(json.dumps(self.history, indent=2))
         self.log(f"{self.config['name']} val: {summary}; weights {weights}")
         return result
 
 
-def start_run(config: dict, tag: str, resume: bool, overwrite: bool) -> Run:
+def start_run(config: Recipe, tag: str, resume: bool, overwrite: bool) -> Run:
     """The start every run shares: deterministic algorithms, processes and device, the run directory (a new
     run refuses an earlier run's unless ``overwrite``), the checkpoint a ``resume`` continues (the settings it
     changes logged), and TensorBoard."""
-    torch.use_deterministic_algorithms(bool(config["deterministic"]), warn_only=True)
-    dist_info, device = setup_distributed(config["device"])
-    out = Path(config["output_dir"])
+    torch.use_deterministic_algorithms(bool(config.deterministic), warn_only=True)
+    dist_info, device = setup_distributed(config.device)
+    out = Path(config.output_dir)
     prepare_run_directory(config, out, resume, overwrite, delete=dist_info.is_main)
     barrier(dist_info)
     out.mkdir(parents=True, exist_ok=True)
@@ -282,7 +283,7 @@ def start_run(config: dict, tag: str, resume: bool, overwrite: bool) -> Run:
     changed = resume_changes(checkpoint, config) if checkpoint else []
     if changed:
         run.log(f"resuming with settings changed since {path}: {'; '.join(changed)}")
-    run.writer = _tensorboard(run, config["log"]["tensorboard"] and dist_info.is_main)
+    run.writer = _tensorboard(run, config.log.tensorboard and dist_info.is_main)
     return run
 
 

@@ -65,10 +65,10 @@ def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int,
 def schedule_shape(optim: Any, steps_per_epoch: int, steps: int, **settings: Any) -> dict[str, Any]:
     """What a checkpoint keeps of a schedule (``optim``: the recipe's optim section; ``settings``: the run's
     own), so that a resume can fit and report a changed one (``continue_schedule``)."""
-    kind = optim["schedule"]
+    kind = optim.schedule
     return {"steps_per_epoch": steps_per_epoch, "steps": steps, "schedule": kind, **settings,
-            **({"poly_power": optim["poly_power"]} if kind == "poly" else {}),
-            **({"milestones": list(optim["milestones"])} if kind == "step" else {})}
+            **({"poly_power": optim.poly_power} if kind == "poly" else {}),
+            **({"milestones": list(optim.milestones)} if kind == "step" else {})}
 
 
 def apply_lr_change(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR,

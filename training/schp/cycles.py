@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from training.config import check_self_correction
+from training.config import Recipe, check_self_correction
 from training.distributed import DistInfo, sum_over_ranks
 
 
@@ -50,17 +50,17 @@ class CyclePlan:
         return m if m <= self.cycles else None
 
 
-def cycle_plan(config: dict) -> CyclePlan:
+def cycle_plan(config: Recipe) -> CyclePlan:
     """The plan of ``config`` (checked: self-correction needs a main schedule that ends and a CE loss)."""
     check_self_correction(config)
-    spec = config["self_correction"]
-    return CyclePlan(config["stage1"]["epochs"], int(spec["cycles"]), int(spec["cycle_epochs"]))
+    spec = config.self_correction
+    return CyclePlan(config.stage1.epochs, int(spec.cycles), int(spec.cycle_epochs))
 
 
-def cycle_lr_factor(config: dict) -> float:
+def cycle_lr_factor(config: Recipe) -> float:
     """Each cycle's starting learning rate as a fraction of stage 1's peak (SCHP: one half)."""
-    lr = config["self_correction"]["lr"]
-    return 0.5 if lr is None else float(lr) / float(config["optim"]["lr"])
+    lr = config.self_correction.lr
+    return 0.5 if lr is None else float(lr) / float(config.optim.lr)
 
 
 @torch.no_grad()
