@@ -131,18 +131,18 @@ def test_datasets_mapped_to_one_class_set_train_together(tmp_path):
         make_datasets(bad, get_class_set("hri"))
     # the weights file says what it trained on; training on the validation split itself is flagged
     assert recipe_summary(config, {})["splits"] == {"train": "all", "val": "test", "extra": ["lip:train"]}
-    assert validation_is_trained_on(config) is None
+    assert validation_is_trained_on(config.dataset) is None
     def with_extra(root: Path) -> dict:
         extra = [{"name": "ccp", "root": str(root), "split": "test"}]
         return load_config(overrides={"dataset": {**config.dataset.to_dict(), "extra": extra}})
 
     same = with_extra(Path(config["dataset"]["root"]) / "." / ".." / Path(config["dataset"]["root"]).name)
-    assert validation_is_trained_on(same)
+    assert validation_is_trained_on(same.dataset)
     assert recipe_summary(same, {})["splits"]["val_held_out"] is False
-    assert not validation_is_trained_on(with_extra(tmp_path))  # another copy of the dataset: not its val split
+    assert not validation_is_trained_on(with_extra(tmp_path).dataset)  # another copy of the dataset: not its val split
     for changes in ({"val_split": "all"}, {"options": {"ids": [880, 900]}}):  # the same images on both sides
         both = load_config(overrides={"dataset": {**config.dataset.to_dict(), **changes}})
         assert recipe_summary(both, {})["splits"]["val_held_out"] is False, changes
     lip_ids = {"name": "lip", "train_split": "train", "val_split": "val", "options": {"ids": ["77_2"]}, "extra": []}
-    assert validation_is_trained_on(load_config(overrides={"dataset": lip_ids})) is None  # a folder per split
+    assert validation_is_trained_on(load_config(overrides={"dataset": lip_ids}).dataset) is None  # a folder per split
     assert "extra" not in recipe_summary(load_config(), {})["splits"]

@@ -130,12 +130,13 @@ def test_a_multi_person_run_fine_tunes_from_a_weights_file(tmp_path, finished):
 
 def test_loss_weights_are_the_papers_unless_the_recipe_changes_them(tmp_path):
     config = load_config(overrides=tiny(tmp_path))
-    assert loss_weights(config)["loss_parsing"] == 2.0 and loss_weights(config)["loss_semantic"] == 2.0
+    weights = loss_weights(config.multi_person)
+    assert weights["loss_parsing"] == 2.0 and weights["loss_semantic"] == 2.0
     config = replace(config, multi_person=replace(config.multi_person, loss_weights={"loss_rescoring": 0.0}))
-    assert loss_weights(config)["loss_rescoring"] == 0.0
+    assert loss_weights(config.multi_person)["loss_rescoring"] == 0.0
     config = replace(config, multi_person=replace(config.multi_person, loss_weights={"loss_parse": 1.0}))
     with pytest.raises(ValueError, match="unknown loss loss_parse"):
-        loss_weights(config)
+        loss_weights(config.multi_person)
 
 
 def test_what_multi_person_runs_cannot_do_is_refused_in_one_line(tmp_path, finished):

@@ -154,12 +154,12 @@ def test_prn_keep_probabilities_from_image_counts(tmp_path):
     assert counts["pixels"][:3].tolist() == [300.0 - 5 - 36, 5.0, 36.0]
     config = load_config(overrides={"stage2": {"sampling": "prn"}})
     assert config["stage2"]["prn_counts"] == "images"
-    prob = keep_probabilities(sampling_scores(config, None, counts), eta="min")
+    prob = keep_probabilities(sampling_scores(config.stage2, None, counts), eta="min")
     torch.testing.assert_close(prob[:3], torch.tensor([1 / 3, 1 / 2, 1.0]))
     assert torch.equal(prob[3:], torch.ones(17))  # classes in no image: always kept
     config = load_config(overrides={"stage2": {"sampling": "prn", "prn_counts": "pixels"}})
-    prob = keep_probabilities(sampling_scores(config, None, counts), eta="min")
+    prob = keep_probabilities(sampling_scores(config.stage2, None, counts), eta="min")
     torch.testing.assert_close(prob[:3], torch.tensor([5 / 259, 1.0, 5 / 36]))
     config = replace(config, stage2=replace(config.stage2, prn_counts="regions"))  # load_config refuses it
     with pytest.raises(ValueError, match="prn_counts 'regions'"):
-        sampling_scores(config, None, counts)
+        sampling_scores(config.stage2, None, counts)

@@ -32,6 +32,7 @@ from training.label_statistics import UnreadableDataError, check_label_ids, clas
 from training.loaders import make_eval_loader, make_train_loader
 from training.losses import class_balanced_weights
 from training.metrics import METRICS, cpa_for_sampling, format_summary, write_class_table
+from training.recipe import InputSection, Stage2Section
 from training.runs import Run, model_from_state, recipe_class_set, start_run
 from training.sampling import PixelSampler, keep_probabilities
 from training.schedules import Schedule, make_optimizer, make_scheduler, schedule_shape
@@ -39,10 +40,9 @@ from training.schp.cycles import cycle_lr_factor, cycle_plan, update_aggregated
 from training.transforms import EvalTransform, TrainTransform
 
 
-def sampling_scores(config: Recipe, cpa: torch.Tensor | None, counts: dict[str, torch.Tensor]) -> torch.Tensor:
+def sampling_scores(stage2: Stage2Section, cpa: torch.Tensor | None, counts: dict[str, torch.Tensor]) -> torch.Tensor:
     """The x_i that stage 2's sampler divides eta by: PRA's CPA, or PRN's training-set counts per class
     (``stage2.prn_counts``: images containing the class, or its pixels)."""
-    stage2 = config.stage2
     if stage2.sampling == "pra":
         if cpa is None:
             raise ValueError("stage2.sampling pra needs CPA: stage1.cpa_epoch must lie within stage 1")
@@ -57,7 +57,7 @@ def make_stage_loss(config: Recipe, stage: int, cpa: torch.Tensor | None, counts
     stage2, inter_class = config.stage2, config.inter_class
     sampler = None
     if stage == 2 and stage2.sampling in ("pra", "prn"):
-        scores = sampling_scores(config, cpa, counts)
+        scores = sampling_scores(stage2, cpa, counts)
         sampler = PixelSampler(keep_probabilities(scores.float(), stage2.eta, stage2.floor))
     name = getattr(config, f"stage{stage}").loss
     weights = class_balanced_weights(counts["pixels"], config.losses.cb_beta) \
@@ -126,7 +126,7 @@ def make_datasets(config: Recipe, class_set: ClassSet) -> tuple[ParsingDataset, 
         train_set = build_dataset(data_spec.name, data_spec.root, data_spec.train_split, augment,
                                   seed=config.seed, skip_unreadable=True, **options)
     eval_size = tuple(input_spec.eval_size) if input_spec.eval_size else None
-    resize_labels = eval_labels_resized(config)
+    resize_labels = eval_labels_resized(input_spec)
     val_set = build_dataset(data_spec.name, data_spec.root, data_spec.val_split,
                             EvalTransform(eval_size, resize_labels=resize_labels), **options)
     return train_set, val_set
@@ -146,14 +146,14 @@ def validation_statistics(val_set: ParsingDataset, split: str) -> dict[str, Any]
     return stats
 
 
-def eval_labels_resized(config: Recipe) -> bool:
+def eval_labels_resized(input_spec: InputSection) -> bool:
     """Whether validation resizes the labels to ``input.eval_size`` (else they keep their own resolution)."""
-    return config.input.eval_labels == "resized"
+    return input_spec.eval_labels == "resized"
 
 
-def eval_flip_perm(config: Recipe, class_set: ClassSet) -> list[int] | None:
+def eval_flip_perm(input_spec: InputSection, class_set: ClassSet) -> list[int] | None:
     """The flip permutation when ``input.eval_flip`` turns the flip test on, else None."""
-    return class_set.flip_permutation() if config.input.eval_flip else None
+    return class_set.flip_permutation() if input_spec.eval_flip else None
 
 
 def train_counts(stats: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -166,7 +166,7 @@ def restore_aggregated(checkpoint: dict | None, config: Recipe, num_classes: int
     """Self-correction's aggregated model from ``checkpoint`` (None before the cycles began)."""
     if not checkpoint or checkpoint.get("aggregated") is None:
         return None
-    aggregated = model_from_state(config, num_classes, checkpoint["aggregated"])
+    aggregated = model_from_state(config.model, num_classes, checkpoint["aggregated"])
     return aggregated.to(device).to(memory_format=torch.channels_last).requires_grad_(False).eval()
 
 
@@ -192,7 +192,7 @@ def run(config: Recipe, resume: bool = False, overwrite: bool = False) -> dict[s
     current_run = start_run(config, "dtpr", resume, overwrite)
     dist_info, device, out = current_run.dist_info, current_run.device, current_run.out
     optim = config.optim
-    class_set = recipe_class_set(config)
+    class_set = recipe_class_set(config.dataset)
     num_classes = class_set.num_classes
     train_set, val_set = make_datasets(config, class_set)
     val_stats = validation_statistics(val_set, config.dataset.val_split)  # before its loader
@@ -204,9 +204,9 @@ def run(config: Recipe, resume: bool = False, overwrite: bool = False) -> dict[s
     stage1_epochs, stage2_epochs = plan.epochs, config.stage2.epochs
     total_epochs = stage1_epochs + stage2_epochs
     cpa_epoch = min(config.stage1.cpa_epoch, stage1_epochs)
-    same_sizes = config.input.eval_size and eval_labels_resized(config)
+    same_sizes = config.input.eval_size and eval_labels_resized(config.input)
     eval_batch_size = optim.eval_batch_size if same_sizes else 1  # label sizes differ otherwise
-    flip_perm = eval_flip_perm(config, class_set)
+    flip_perm = eval_flip_perm(config.input, class_set)
     val_loader = make_eval_loader(val_set, eval_batch_size, optim.workers, dist_info)
     steps_per_epoch = len(make_train_loader(train_set, optim.batch_size, optim.workers, config.seed, 0,
                                             dist_info))
@@ -234,7 +234,7 @@ def run(config: Recipe, resume: bool = False, overwrite: bool = False) -> dict[s
     current_run.log(f"{config['name']}: {len(train_set)} train / {len(val_set)} val images, "
                     f"{num_classes} classes ({class_set.name}), stage 1 {stage1_epochs} + stage 2 {stage2_epochs} "
                     f"epochs, {current_run.start_description()}, {device}, {dist_info.world_size} process(es)")
-    overlap = validation_is_trained_on(config)
+    overlap = validation_is_trained_on(config.dataset)
     if overlap:
         current_run.log(f"warning: {overlap}, so the validation figures of this run are not held out")
     if dist_info.is_main:
@@ -297,7 +297,7 @@ def _finish(current_run: Run, model: SegmentationModel, val_loader: torch.utils.
     weights file and history.json)."""
     config, out, dist_info, device = current_run.config, current_run.out, current_run.dist_info, current_run.device
     metrics = evaluate(wrap_ddp(model, dist_info, device), val_loader, class_set.num_classes, device,
-                       amp=config.amp, flip_perm=eval_flip_perm(config, class_set)).compute()
+                       amp=config.amp, flip_perm=eval_flip_perm(config.input, class_set)).compute()
     values = {key: float(metrics[key]) for key in METRICS}
     if dist_info.is_main:
         write_class_table(metrics, list(class_set.names), out / "val_classes.csv", out / "val_classes.md")

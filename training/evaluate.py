@@ -109,8 +109,8 @@ def model_from_checkpoint(path: str | Path, state: str = "model") -> tuple[Segme
         raise ValueError(f"{path}: a multi-person run's checkpoint ({config.model.architecture}): evaluate "
                          "the weights file it exports (--weights W --serving), or persons with "
                          "training/tools/ship_persons.py")
-    class_set = recipe_class_set(config)
-    return model_from_state(config, class_set.num_classes, checkpoint[state]), class_set.name
+    class_set = recipe_class_set(config.dataset)
+    return model_from_state(config.model, class_set.num_classes, checkpoint[state]), class_set.name
 
 
 def serving_confusion(weights: str | Path, dataset: str, root: str | Path, split: str, device: str = "cpu",

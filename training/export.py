@@ -10,19 +10,19 @@ from human_parsing_ros.models import SegmentationModel
 from human_parsing_ros.weights import WeightsInfo, save_weights
 from training.config import Recipe
 from training.datasets import SHARED_IMAGE_FOLDER
+from training.recipe import DatasetSection, ModelSection
 
 
-def init_record(config: Recipe) -> dict[str, str]:
+def init_record(model: ModelSection) -> dict[str, str]:
     """``{"init": file}`` for a run fine-tuned from a weights file (``model.init``), else nothing."""
-    return {"init": str(config.model.init)} if config.model.init else {}
+    return {"init": str(model.init)} if model.init else {}
 
 
-def validation_is_trained_on(config: Recipe) -> str | None:
+def validation_is_trained_on(data: DatasetSection) -> str | None:
     """Why the run also trains on its validation images (its validation figures are then not held out), or
     None: ``dataset.options.ids`` picks the same images for both (where the splits share one image folder),
     both splits have one name, or a ``dataset.extra`` entry is the validation split itself, the same dataset
     at the same root."""
-    data = config.dataset
     if "ids" in data.options and data.name in SHARED_IMAGE_FOLDER:
         return "dataset.options.ids picks the same images for training and validation"
     if data.train_split == data.val_split:
@@ -37,14 +37,13 @@ def _same_path(a: str, b: str) -> bool:
     return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
-def training_splits(config: Recipe) -> dict:
+def training_splits(data: DatasetSection) -> dict:
     """The splits a run trained and validated on; ``extra`` lists the ``dataset.extra`` data as ``name:split``,
     and ``val_held_out`` is false when the run also trains on its validation images (``validation_is_trained_on``)."""
-    data = config.dataset
     splits = {"train": data.train_split, "val": data.val_split}
     if data.extra:
         splits["extra"] = [f"{spec['name']}:{spec.get('split', 'train')}" for spec in data.extra]
-    if validation_is_trained_on(config):
+    if validation_is_trained_on(data):
         splits["val_held_out"] = False
     return splits
 
@@ -70,10 +69,10 @@ def recipe_summary(config: Recipe, metrics: dict, stage2_default: str = "decoder
         stages[0]["self_correction"] = {"cycles": cycles, "cycle_epochs": config.self_correction.cycle_epochs}
     return {"untrained": False, "dataset": config.dataset.name, "paper": config.paper,
             "schedule": config.optim.schedule, "eval_labels": config.input.eval_labels,
-            "splits": training_splits(config),
+            "splits": training_splits(config.dataset),
             "recipe": config.name, "stages": stages, "sampling": stage2.sampling if stage2.epochs else "none",
             "crop_size": list(config.input.crop_size), "batch_size": config.optim.batch_size,
-            "lr": config.optim.lr, "seed": config.seed, "metrics": {"val": metrics}, **init_record(config)}
+            "lr": config.optim.lr, "seed": config.seed, "metrics": {"val": metrics}, **init_record(config.model)}
 
 
 def weights_args(args: dict, num_classes: int) -> dict:

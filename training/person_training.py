@@ -25,6 +25,7 @@ from training.export import init_record
 from training.instance_evaluate import evaluate_instances
 from training.instances import InstanceDataset, InstanceTrainTransform, build_instance_dataset, collate_instances
 from training.loaders import make_train_loader
+from training.recipe import DatasetSection, MultiPersonSection
 from training.runs import start_run
 from training.schedules import Schedule, make_optimizer, make_scheduler, schedule_shape
 from training.seeding import mix_seed
@@ -32,17 +33,16 @@ from training.seeding import mix_seed
 EVAL_KEYS = ("ap50", "ap_vol", "pcp50", "mean_iou", "person_recall")
 
 
-def loss_weights(config: Recipe) -> dict[str, float]:
+def loss_weights(settings: MultiPersonSection) -> dict[str, float]:
     """The paper's loss weights with the recipe's changes; an unknown loss name is refused."""
-    changes = config.multi_person.loss_weights
+    changes = settings.loss_weights
     unknown = sorted(set(changes) - set(LOSS_WEIGHTS))
     if unknown:
         raise ValueError(f"multi_person.loss_weights: unknown loss {unknown[0]} (known: {', '.join(LOSS_WEIGHTS)})")
     return {**LOSS_WEIGHTS, **{k: float(v) for k, v in changes.items()}}
 
 
-def person_class_set(config: Recipe) -> ClassSet:
-    spec = config.dataset
+def person_class_set(spec: DatasetSection) -> ClassSet:
     default = "ccp" if spec.name == "ccp_composites" else spec.name
     return get_class_set(spec.class_set or default)
 
@@ -96,14 +96,14 @@ def train_person_epoch(net: torch.nn.Module, loader, optimizer: torch.optim.Opti
 def run_persons(config: Recipe, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train (or continue, ``resume``) the multi-person run that ``config`` describes."""
     config = recipe_of(config)
-    weights = loss_weights(config)
+    weights = loss_weights(config.multi_person)
     if config.export.onnx:
         raise ValueError("export.onnx: ONNX export is for single-map parsers; multi-person weights ship as "
                          ".safetensors only")
     current_run = start_run(config, "persons", resume, overwrite)
     dist_info, device = current_run.dist_info, current_run.device
     optim, epochs = config.optim, person_epochs(config)
-    class_set = person_class_set(config)
+    class_set = person_class_set(config.dataset)
     train_set, val_set = make_person_datasets(config, class_set)
     steps_per_epoch = len(make_train_loader(train_set, optim.batch_size, optim.workers, config.seed, 0,
                                             dist_info, collate_instances))
@@ -157,7 +157,7 @@ def person_recipe(config: Recipe, metrics: dict) -> dict[str, Any]:
     return {"untrained": False, "dataset": spec.name, "paper": config.paper, "recipe": config.name,
             "splits": {"train": spec.train_split, "val": spec.val_split}, "epochs": person_epochs(config),
             "schedule": optim.schedule, "batch_size": optim.batch_size, "lr": optim.lr,
-            "seed": config.seed, "loss_weights": loss_weights(config),
+            "seed": config.seed, "loss_weights": loss_weights(config.multi_person),
             "min_score": config.multi_person.min_score,
             "test_short_side": config.multi_person.test_short_side, "metrics": {"val": metrics},
-            **init_record(config)}
+            **init_record(config.model)}

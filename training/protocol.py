@@ -140,8 +140,8 @@ class SeedRuns:
         state = torch.load(self.checkpoint(epoch), map_location="cpu", weights_only=True)
         recipe = recipe_of(config)
         data_spec = recipe.dataset
-        num_classes = recipe_class_set(recipe).num_classes
-        model = model_from_state(recipe, num_classes, state["model"])
+        num_classes = recipe_class_set(recipe.dataset).num_classes
+        model = model_from_state(recipe.model, num_classes, state["model"])
         size = recipe.input.eval_size
         data = EvalSplit(data_spec.name, data_spec.root, data_spec.val_split, tuple(size) if size else None,
                          workers=0, resize_labels=self.protocol["eval_labels"] == "resized")

@@ -27,6 +27,7 @@ from training.config import Recipe, recipe_changes
 from training.distributed import DistInfo, barrier, setup_distributed
 from training.engine import NonFiniteError
 from training.export import export_weights, weights_args
+from training.recipe import DatasetSection, ModelSection
 from training.schedules import resume_schedule
 from training.seeding import restore_rng_states
 
@@ -86,21 +87,20 @@ def without_download(args: dict[str, Any]) -> dict[str, Any]:
     return {**args, "encoder_weights": None} if "encoder_weights" in args else dict(args)
 
 
-def start_weights_args(config: Recipe, resuming: bool) -> dict[str, Any]:
+def start_weights_args(model: ModelSection, resuming: bool) -> dict[str, Any]:
     """The run's model.args, without ImageNet encoder weights when a checkpoint (``resuming``) or
     ``model.init`` replaces every tensor anyway: a resumed run needs neither the network nor the file."""
-    args = config.model.args
-    return without_download(args) if resuming or config.model.init else dict(args)
+    return without_download(model.args) if resuming or model.init else dict(model.args)
 
 
-def recipe_class_set(config: Recipe) -> ClassSet:
+def recipe_class_set(data: DatasetSection) -> ClassSet:
     """The class set a recipe trains (``dataset.class_set``, else the dataset's own)."""
-    return get_class_set(config.dataset.class_set or config.dataset.name)
+    return get_class_set(data.class_set or data.name)
 
 
-def model_from_state(config: Recipe, num_classes: int, state: dict[str, torch.Tensor]) -> SegmentationModel:
+def model_from_state(spec: ModelSection, num_classes: int, state: dict[str, torch.Tensor]) -> SegmentationModel:
     """The recipe's architecture holding ``state`` (no ImageNet download: the state has every weight)."""
-    model = make_model(config.model.architecture, without_download(config.model.args), num_classes)
+    model = make_model(spec.architecture, without_download(spec.args), num_classes)
     model.load_state_dict(state)
     return model
 
@@ -191,7 +191,7 @@ class Run:
         else ``model.init``'s weights file, else a fresh start (ImageNet encoder where the recipe asks)."""
         config = self.config
         torch.manual_seed(config.seed)
-        model = make_model(config.model.architecture, start_weights_args(config, self.checkpoint is not None),
+        model = make_model(config.model.architecture, start_weights_args(config.model, self.checkpoint is not None),
                            class_set.num_classes).to(self.device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
