@@ -25,9 +25,9 @@ if __name__ == "__main__" and not __package__:
 import torch
 
 from human_parsing_ros.models import build_model
-from training.dtpr import make_optimizer, make_scheduler
 from training.engine import StageLoss, StageState, autocast, aux_loss_terms, batch_loss
 from training.sampling import PixelSampler, keep_probabilities
+from training.schedules import make_optimizer, make_scheduler
 from training.seeding import seeded_generator
 
 

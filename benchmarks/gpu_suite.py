@@ -220,9 +220,9 @@ def measure_trainer(device: torch.device, plan: dict) -> dict[str, Any]:
     """Step times (bf16 AMP) and data-loader images/s for the default architecture and PSPNet-R50."""
     from bench_training import median, step_times
 
-    from training.dtpr import make_optimizer, make_scheduler
     from training.engine import StageLoss, StageState
     from training.sampling import PixelSampler, keep_probabilities
+    from training.schedules import make_optimizer, make_scheduler
 
     size, batch = plan["train_size"], plan["train_batch"]
     amp = "bf16"
@@ -275,7 +275,8 @@ def check_training_runs(device: torch.device, plan: dict, workdir: Path) -> dict
             "stage1": {"cpa_epoch": 1, "cpa_source": "train"}, "log": {"tensorboard": False, "progress": False}}
     out: dict[str, Any] = {}
     for index, (label, changes) in enumerate(TRAINING_RUNS):
-        config = merge(load_config(overrides={**base, "output_dir": str(workdir / f"run{index}")}), changes)
+        config = merge(load_config(overrides={**base, "output_dir": str(workdir / f"run{index}")}).to_dict(),
+                       changes)
         began = time.perf_counter()
         try:
             history = run(config)["history"]

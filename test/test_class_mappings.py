@@ -98,9 +98,10 @@ def test_datasets_mapped_to_one_class_set_train_together(tmp_path):
     from PIL import Image
 
     from training.config import load_config
-    from training.datasets import ConcatParsingDataset, build_dataset, class_statistics
+    from training.datasets import ConcatParsingDataset, build_dataset
     from training.dtpr import make_datasets
     from training.export import recipe_summary, validation_is_trained_on
+    from training.label_statistics import class_statistics
 
     lip = np.zeros((12, 8), np.uint8)
     lip[2:5, 2:6] = get_class_set("lip").index("hair")
@@ -125,23 +126,23 @@ def test_datasets_mapped_to_one_class_set_train_together(tmp_path):
     assert class_statistics(train_set)["num_images"] == len(ccp) + 1
     with pytest.raises(ValueError, match="share one class set"):
         ConcatParsingDataset([ccp, build_dataset("lip", tmp_path, "train")])
-    bad = load_config(overrides={"dataset": {**config["dataset"], "extra": [{"name": "lip", "path": "x"}]}})
+    bad = load_config(overrides={"dataset": {**config.dataset.to_dict(), "extra": [{"name": "lip", "path": "x"}]}})
     with pytest.raises(ValueError, match="needs name and root"):
         make_datasets(bad, get_class_set("hri"))
     # the weights file says what it trained on; training on the validation split itself is flagged
     assert recipe_summary(config, {})["splits"] == {"train": "all", "val": "test", "extra": ["lip:train"]}
-    assert validation_is_trained_on(config) is None
+    assert validation_is_trained_on(config.dataset) is None
     def with_extra(root: Path) -> dict:
         extra = [{"name": "ccp", "root": str(root), "split": "test"}]
-        return load_config(overrides={"dataset": {**config["dataset"], "extra": extra}})
+        return load_config(overrides={"dataset": {**config.dataset.to_dict(), "extra": extra}})
 
     same = with_extra(Path(config["dataset"]["root"]) / "." / ".." / Path(config["dataset"]["root"]).name)
-    assert validation_is_trained_on(same)
+    assert validation_is_trained_on(same.dataset)
     assert recipe_summary(same, {})["splits"]["val_held_out"] is False
-    assert not validation_is_trained_on(with_extra(tmp_path))  # another copy of the dataset: not its val split
+    assert not validation_is_trained_on(with_extra(tmp_path).dataset)  # another copy of the dataset: not its val split
     for changes in ({"val_split": "all"}, {"options": {"ids": [880, 900]}}):  # the same images on both sides
-        both = load_config(overrides={"dataset": {**config["dataset"], **changes}})
+        both = load_config(overrides={"dataset": {**config.dataset.to_dict(), **changes}})
         assert recipe_summary(both, {})["splits"]["val_held_out"] is False, changes
     lip_ids = {"name": "lip", "train_split": "train", "val_split": "val", "options": {"ids": ["77_2"]}, "extra": []}
-    assert validation_is_trained_on(load_config(overrides={"dataset": lip_ids})) is None  # a folder per split
+    assert validation_is_trained_on(load_config(overrides={"dataset": lip_ids}).dataset) is None  # a folder per split
     assert "extra" not in recipe_summary(load_config(), {})["splits"]

@@ -1,6 +1,7 @@
 """Every shipped recipe loads, names a registered dataset and class set, and states a sane schedule."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -34,20 +35,20 @@ def test_a_recipe_that_fine_tunes_starts_from_another_recipes_output_with_its_ne
     config = load_config(path)
     sources = [load_config(p) for p in CONFIGS]
     source = next(c for c in sources if config["model"]["init"] == f"{c['output_dir']}/{c['export']['weights']}")
-    assert source["model"] == {**config["model"], "init": None}
+    assert source.model == replace(config.model, init=None)
     assert source["dataset"]["class_set"] == config["dataset"]["class_set"]
 
 
 @pytest.mark.parametrize("path", PROTOCOLS, ids=[p.stem for p in PROTOCOLS])
 def test_protocol_rows_give_valid_recipes_at_an_equal_budget(path, tmp_path):
-    from training.dtpr import check_losses
+    from training.config import check_recipe
     from training.protocol import all_rows, load_protocol, row_config
 
     protocol = load_protocol(path)
     for model in protocol["models"]:
         for row in [*protocol["rows"], *protocol.get("ablations", {})]:
             config = row_config(protocol, model, 0, row, tmp_path / row)
-            check_losses(config)
+            check_recipe(config)
             cycles = config.get("self_correction") or {}
             total = (config["stage1"]["epochs"] + cycles.get("cycles", 0) * cycles.get("cycle_epochs", 0)
                      + config["stage2"]["epochs"])
@@ -91,7 +92,7 @@ PAPER_SETTINGS = {
     "rprcnn": {("model", "architecture"): "rp_rcnn", ("optim", "batch_size"): 16, ("optim", "lr"): 0.02,
                ("optim", "schedule"): "step", ("optim", "milestones"): [0.778, 0.926],
                ("multi_person", "short_sides"): list(range(512, 865, 32)), ("multi_person", "max_size"): 1400,
-               ("multi_person", "loss_weights"): {}, ("stage2", "epochs"): 0},
+               ("multi_person", "loss_weights"): {}},
 }
 # Recipes that must claim a paper (so that dropping the claim cannot hide a drifted schedule).
 PAPER_RECIPES = {"mhpv2_pspnet_r50": "dtpr", "lip_mobilenetv2": "dtpr", "mhpv2_rim_pspnet_r50": "rim",
@@ -108,7 +109,8 @@ def test_recipes_that_claim_a_paper_have_its_schedule():
         assert config["paper"] in PAPER_SETTINGS, f"{path.name}: unknown paper {config['paper']!r}"
         claims[path.stem] = config["paper"]
         for (section, key), value in PAPER_SETTINGS[config["paper"]].items():
-            assert config[section][key] == value, f"{path.name}: {section}.{key} is {config[section][key]!r}"
+            plain = config.to_dict()[section][key]  # lists as recipes write them
+            assert plain == value, f"{path.name}: {section}.{key} is {plain!r}"
         if config["paper"] == "rprcnn":
             args = config["model"]["args"]
             assert args["encoder"] == "resnet50" and args["parsing_rois"] == 16 and args["box_rois"] == 512
@@ -159,17 +161,17 @@ def test_numbers_in_scientific_notation_are_numbers(tmp_path):
 @pytest.mark.parametrize("override", ["stage2.reduction=mean", "stage2.prn_counts=regions", "optim.schedule=linear",
                                       "input.eval_labels=half", "stage1.loss=dice"])
 def test_bad_choices_are_refused_before_training_naming_the_key(override):
-    from training.dtpr import check_losses
+    from training.config import check_recipe
 
     key, value = override.split("=")
     with pytest.raises(ValueError, match=f"{key} '{value}' is not one of"):
-        check_losses(load_config(overrides=parse_overrides([override])))
+        check_recipe(load_config(overrides=parse_overrides([override])))
 
 
 def test_recipe_changes_name_what_a_resume_changes_and_nothing_else():
     """A setting newer than a checkpoint counts as its default there; an empty section filled in names only
     the new keys; ignored keys and everything below them are left out."""
-    saved = load_config(overrides={"optim": {"lr": 0.01}, "dataset": {"options": {}}})
+    saved = load_config(overrides={"optim": {"lr": 0.01}, "dataset": {"options": {}}}).to_dict()  # as stored
     del saved["optim"]["min_lr_factor"]  # a checkpoint from before the setting existed
     assert recipe_changes(saved, load_config(overrides={"optim": {"lr": 0.01}})) == []
     changed = load_config(overrides={"optim": {"lr": 0.02, "min_lr_factor": 0.5},
@@ -179,3 +181,27 @@ def test_recipe_changes_name_what_a_resume_changes_and_nothing_else():
         f"optim.min_lr_factor {DEFAULTS['optim']['min_lr_factor']} -> 0.5"]
     assert recipe_changes(saved, changed, ignore=("optim", "dataset", "output_dir")) == []
 
+
+
+def test_a_loaded_recipe_is_frozen_typed_sections_with_the_defaults_keys_and_gives_plain_data_back():
+    import dataclasses
+
+    config = load_config(overrides={"optim": {"lr": 0.02}, "stage1": {"epochs": 4}})
+    assert config.to_dict() == {**DEFAULTS, "optim": {**DEFAULTS["optim"], "lr": 0.02},
+                                "stage1": {**DEFAULTS["stage1"], "epochs": 4}, "output_dir": "runs/run"}
+    assert config.optim.lr == 0.02 and config.stage1.epochs == 4 and config.input.crop_size == (400, 400)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.optim.lr = 0.1
+    changed = replace(config, optim=replace(config.optim, lr=0.1))
+    assert changed.optim.lr == 0.1 and config.optim.lr == 0.02
+
+
+def test_an_older_checkpoints_recipe_loads_with_the_newer_settings_at_their_defaults():
+    from training.config import saved_recipe
+
+    saved = load_config(overrides={"optim": {"lr": 0.03}}).to_dict()
+    del saved["optim"]["min_lr_factor"], saved["multi_person"]
+    saved["retired_setting"] = 1  # a key a later version dropped
+    recipe = saved_recipe(saved)
+    assert recipe.optim.lr == 0.03 and recipe.optim.min_lr_factor == DEFAULTS["optim"]["min_lr_factor"]
+    assert recipe.multi_person.max_size == DEFAULTS["multi_person"]["max_size"]

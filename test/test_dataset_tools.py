@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from human_parsing_ros.samples import SAMPLES
-from training.datasets import build_dataset, class_statistics
+from training.datasets import build_dataset
+from training.label_statistics import class_statistics
 from training.tools import check_dataset as check_tool
 from training.tools import dataset_stats
 from training.tools.check_dataset import check_dataset

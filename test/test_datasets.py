@@ -362,7 +362,7 @@ def test_corrupt_photo_is_reported_under_its_own_name(tmp_path):
 def test_out_of_range_label_id_is_refused_by_the_first_pass_naming_file_and_ids(tmp_path):
     from scipy.io import loadmat
 
-    from training.datasets import LabelIdError, class_pixel_counts, class_statistics
+    from training.label_statistics import LabelIdError, class_pixel_counts, class_statistics
 
     root = copy_ccp_samples(tmp_path / "ccp")
     bad = root / "annotations" / "0920.mat"
@@ -385,8 +385,8 @@ def test_out_of_range_label_id_is_refused_by_the_first_pass_naming_file_and_ids(
 def test_validation_never_scores_a_sample_in_place_of_an_unreadable_one(tmp_path):
     """The trainer's validation set: where the dataset skips unreadable samples (MHPv2) the broken one is left
     out, not replaced by the next (which would count twice); elsewhere the run stops naming the file."""
-    from training.datasets import UnreadableDataError
     from training.dtpr import validation_statistics
+    from training.label_statistics import UnreadableDataError
 
     root = copy_ccp_samples(tmp_path / "ccp")
     broken = root / "annotations" / "0900.mat"

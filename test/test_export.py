@@ -9,7 +9,7 @@ from human_parsing_ros.class_sets import get_class_set
 from human_parsing_ros.models import build_model
 from human_parsing_ros.weights import load_weights
 from training.config import load_config
-from training.export import export_onnx, export_weights
+from training.export import export_onnx, export_weights, recipe_summary
 
 
 def tiny_model(num_classes: int = 20):
@@ -27,7 +27,8 @@ def test_exported_weights_load_in_the_node_format_with_the_recipe(tmp_path):
     config = load_config(overrides={"dataset": {"name": "lip"}, "model": {"args": {"decoder_channels": 16}},
                                     "stage2": {"sampling": "prn", "eta": 0.5}})
     model = tiny_model()
-    path = export_weights(model, config, get_class_set("lip"), {"mean_iou": 0.25}, tmp_path / "m.safetensors")
+    recipe = recipe_summary(config, {"mean_iou": 0.25}, model.stage2_default)
+    path = export_weights(model, config, get_class_set("lip"), recipe, tmp_path / "m.safetensors")
     loaded, info = load_weights(path)
     assert "encoder_weights" not in info.architecture_args  # never downloads at load time
     assert info.recipe["sampling"] == "prn" and info.recipe["stages"][1]["eta"] == 0.5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,8 +15,8 @@ from trainer_cli import train_on_two_processes
 from human_parsing_ros.resources import SAMPLES
 from human_parsing_ros.weights import load_weights
 from training.config import load_config
-from training.dtpr import make_scheduler
 from training.person_training import loss_weights, run_persons
+from training.schedules import Schedule, make_scheduler
 
 SMALL = {"encoder": "mobilenet_v2", "encoder_weights": None, "channels": 64, "parsing_dim": 64, "parsing_convs": 1,
          "parsing_rois": 4, "box_rois": 64, "box_dim": 64, "proposals": [50, 20], "detections": 10}
@@ -29,8 +30,8 @@ def tiny(tmp_path, name="run"):
             "input": {"crop_size": [96, 128]},
             "optim": {"lr": 0.005, "batch_size": 2, "workers": 0, "schedule": "step", "milestones": [0.75],
                       "warmup_steps": 2},
-            "stage1": {"epochs": 2}, "stage2": {"epochs": 0}, "eval_every": 2, "keep_checkpoints": [1],
-            "multi_person": {"min_score": 0.05, "short_sides": [80, 96],
+            "eval_every": 2, "keep_checkpoints": [1],
+            "multi_person": {"epochs": 2, "min_score": 0.05, "short_sides": [80, 96],
                              "val_options": {"count": 2, "fixed": True, "size": [96, 128]}},
             "log": {"tensorboard": False, "progress": False}}
 
@@ -119,7 +120,7 @@ def test_a_multi_person_run_fine_tunes_from_a_weights_file(tmp_path, finished):
     config = tiny(tmp_path, "tuned")
     config["model"]["init"] = str(out / "model.safetensors")
     config["optim"]["lr"] = 0.0
-    config["stage1"]["epochs"], config["eval_every"], config["keep_checkpoints"] = 1, 1, []
+    config["multi_person"]["epochs"], config["eval_every"], config["keep_checkpoints"] = 1, 1, []
     run_persons(load_config(overrides=config))
     start, tuned = load_file(out / "model.safetensors"), load_file(tmp_path / "tuned" / "model.safetensors")
     learned = [key for key in start if not key.endswith(("running_mean", "running_var", "num_batches_tracked"))]
@@ -129,28 +130,29 @@ def test_a_multi_person_run_fine_tunes_from_a_weights_file(tmp_path, finished):
 
 def test_loss_weights_are_the_papers_unless_the_recipe_changes_them(tmp_path):
     config = load_config(overrides=tiny(tmp_path))
-    assert loss_weights(config)["loss_parsing"] == 2.0 and loss_weights(config)["loss_semantic"] == 2.0
-    config["multi_person"]["loss_weights"] = {"loss_rescoring": 0.0}
-    assert loss_weights(config)["loss_rescoring"] == 0.0
-    config["multi_person"]["loss_weights"] = {"loss_parse": 1.0}
+    weights = loss_weights(config.multi_person)
+    assert weights["loss_parsing"] == 2.0 and weights["loss_semantic"] == 2.0
+    config = replace(config, multi_person=replace(config.multi_person, loss_weights={"loss_rescoring": 0.0}))
+    assert loss_weights(config.multi_person)["loss_rescoring"] == 0.0
+    config = replace(config, multi_person=replace(config.multi_person, loss_weights={"loss_parse": 1.0}))
     with pytest.raises(ValueError, match="unknown loss loss_parse"):
-        loss_weights(config)
+        loss_weights(config.multi_person)
 
 
 def test_what_multi_person_runs_cannot_do_is_refused_in_one_line(tmp_path, finished):
-    from training.evaluate import evaluate_weights
+    from training.evaluate import EvalSplit, evaluate_weights
 
     config = load_config(overrides={**tiny(tmp_path), "export": {"onnx": "model.onnx"}})
     with pytest.raises(ValueError, match="export.onnx: ONNX export is for single-map parsers"):
         run_persons(config)
     out, _ = finished
     with pytest.raises(ValueError, match="multi-person weights .* --serving"):
-        evaluate_weights(out / "model.safetensors", "ccp", SAMPLES, "all")
+        evaluate_weights(out / "model.safetensors", EvalSplit("ccp", SAMPLES, "all"))
 
 
 def test_step_schedule_with_warmup():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.3)
-    scheduler = make_scheduler(optimizer, 10, "step", milestones=[0.5, 0.8], warmup_steps=3)
+    scheduler = make_scheduler(optimizer, 10, Schedule("step", milestones=[0.5, 0.8], warmup_steps=3))
     factors = [scheduler.lr_lambdas[0](step) for step in range(10)]
     expected = [1 / 3, 1 / 3 + 2 / 9, 1 / 3 + 4 / 9, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01]
     assert factors == pytest.approx(expected)
@@ -175,7 +177,7 @@ def test_a_multi_person_run_on_two_ddp_processes(tmp_path):
     pytest.importorskip("torch.distributed")
     config = tiny(tmp_path, "ddp")
     config["optim"]["batch_size"] = 1
-    config["stage1"]["epochs"] = 1
+    config["multi_person"]["epochs"] = 1
     config["eval_every"] = 1
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -183,3 +185,13 @@ def test_a_multi_person_run_on_two_ddp_processes(tmp_path):
     history = json.loads((tmp_path / "ddp" / "history.json").read_text())
     assert len(history) == 1 and "ap_vol" in history[0] and history[0]["loss"] > 0
     assert load_weights(tmp_path / "ddp" / "model.safetensors")[1].architecture == "rp_rcnn"
+
+
+def test_an_older_multi_person_recipe_with_stage1_epochs_loads_with_a_one_line_note(capsys):
+    from training.person_training import person_epochs
+
+    old = load_config(overrides={"model": {"architecture": "rp_rcnn"}, "stage1": {"epochs": 5}})
+    note = capsys.readouterr().out.strip().splitlines()
+    assert person_epochs(old) == 5 and len(note) == 1 and "set multi_person.epochs instead" in note[0]
+    new = load_config(overrides={"model": {"architecture": "rp_rcnn"}, "multi_person": {"epochs": 4}})
+    assert person_epochs(new) == 4 and capsys.readouterr().out == ""

@@ -134,11 +134,14 @@ def test_prn_keep_probabilities_from_image_counts(tmp_path):
     """Three label maps: background in all three (mostly), class 1 (hat) in two, class 2 (hair) in one,
     large. PRN's default reading counts images: x = (3, 2, 1), eta = min = 1, s = (1/3, 1/2, 1); the pixel
     reading keeps the rare-but-large hair class only as often as the pixel counts say."""
+    from dataclasses import replace
+
     import numpy as np
 
     from training.config import load_config
-    from training.datasets import build_dataset, class_statistics
+    from training.datasets import build_dataset
     from training.dtpr import sampling_scores, train_counts
+    from training.label_statistics import class_statistics
 
     a, b, c = (np.zeros((10, 10), np.uint8) for _ in range(3))
     a[0, :2] = 1
@@ -151,12 +154,12 @@ def test_prn_keep_probabilities_from_image_counts(tmp_path):
     assert counts["pixels"][:3].tolist() == [300.0 - 5 - 36, 5.0, 36.0]
     config = load_config(overrides={"stage2": {"sampling": "prn"}})
     assert config["stage2"]["prn_counts"] == "images"
-    prob = keep_probabilities(sampling_scores(config, None, counts), eta="min")
+    prob = keep_probabilities(sampling_scores(config.stage2, None, counts), eta="min")
     torch.testing.assert_close(prob[:3], torch.tensor([1 / 3, 1 / 2, 1.0]))
     assert torch.equal(prob[3:], torch.ones(17))  # classes in no image: always kept
-    config["stage2"]["prn_counts"] = "pixels"
-    prob = keep_probabilities(sampling_scores(config, None, counts), eta="min")
+    config = load_config(overrides={"stage2": {"sampling": "prn", "prn_counts": "pixels"}})
+    prob = keep_probabilities(sampling_scores(config.stage2, None, counts), eta="min")
     torch.testing.assert_close(prob[:3], torch.tensor([5 / 259, 1.0, 5 / 36]))
-    config["stage2"]["prn_counts"] = "regions"
+    config = replace(config, stage2=replace(config.stage2, prn_counts="regions"))  # load_config refuses it
     with pytest.raises(ValueError, match="prn_counts 'regions'"):
-        sampling_scores(config, None, counts)
+        sampling_scores(config.stage2, None, counts)

@@ -54,7 +54,7 @@ def encoder_state(state: dict) -> dict:
 
 
 def test_protocol_runs_every_row_from_the_baseline_checkpoint_and_resumes(tmp_path):
-    from training.evaluate import evaluate_weights
+    from training.evaluate import EvalSplit, evaluate_weights
     from training.protocol import main
 
     config = write_protocol(tmp_path)
@@ -90,7 +90,7 @@ def test_protocol_runs_every_row_from_the_baseline_checkpoint_and_resumes(tmp_pa
     # A row's numbers are what the evaluation command gives for its weights file, in the protocol's mode.
     dtpr = json.loads((results / "seed0" / "dtpr.json").read_text())
     assert dtpr["eval_labels"] == "original"
-    again = evaluate_weights(runs / "dtpr" / "model.safetensors", "ccp", tmp_path / "ccp", "test", (96, 64))
+    again = evaluate_weights(runs / "dtpr" / "model.safetensors", EvalSplit("ccp", tmp_path / "ccp", "test", (96, 64)))
     assert again["mean_iou"] == pytest.approx(dtpr["test"]["mean_iou"], abs=1e-12)
 
     table = (tmp_path / "results" / "table.md").read_text()
@@ -111,7 +111,7 @@ def test_protocol_runs_every_row_from_the_baseline_checkpoint_and_resumes(tmp_pa
 
 
 def test_ship_writes_the_best_validation_seed_with_its_test_metrics(tmp_path):
-    from training.evaluate import evaluate_weights
+    from training.evaluate import EvalSplit, evaluate_weights
     from training.protocol import main
 
     config = write_protocol(tmp_path)
@@ -122,7 +122,7 @@ def test_ship_writes_the_best_validation_seed_with_its_test_metrics(tmp_path):
     info = read_weights_info(shipped)
     assert info.recipe["metrics"]["test"]["mean_iou"] == best["test"]["mean_iou"]
     assert info.recipe["seed"] == best["seed"] and info.recipe["dataset"] == "ccp"
-    again = evaluate_weights(shipped, "ccp", tmp_path / "ccp", "test", (96, 64))
+    again = evaluate_weights(shipped, EvalSplit("ccp", tmp_path / "ccp", "test", (96, 64)))
     assert again["mean_iou"] == pytest.approx(best["test"]["mean_iou"], abs=1e-12)
 
 

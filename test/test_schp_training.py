@@ -1,4 +1,4 @@
-"""SCHP's training pieces on hand-made cases with known answers (training/schp.py)."""
+"""SCHP's training pieces on hand-made cases with known answers (training/schp/)."""
 import math
 
 import pytest
@@ -215,7 +215,8 @@ def test_ce2p_batch_loss_refines_every_output_and_checks_both_parsing_outputs_ag
     take the KL towards the same refined labels and the edges the KL towards the refined edges; in both, the
     consistency term compares the edges with the fusion output and with the parsing branch (SCHP's code)."""
     from training.engine import StageLoss, batch_loss
-    from training.losses import CONSISTENCY_WEIGHT, ce_lovasz
+    from training.losses import ce_lovasz
+    from training.schp import CONSISTENCY_WEIGHT
 
     generator = torch.Generator().manual_seed(2)
     fusion, branch = (torch.randn(2, 4, 6, 5, generator=generator) for _ in range(2))

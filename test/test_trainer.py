@@ -263,13 +263,13 @@ def test_evaluate_scores_a_checkpoint_as_the_weights_file_it_became(finished_run
     from training import evaluate
 
     out, _ = finished_run
-    data = ("ccp", SAMPLES, "all", (96, 64))
-    expected = evaluate.evaluate_weights(out / "model.safetensors", *data)
+    data = evaluate.EvalSplit("ccp", SAMPLES, "all", (96, 64))
+    expected = evaluate.evaluate_weights(out / "model.safetensors", data)
     model, class_set_name = evaluate.model_from_checkpoint(out / "checkpoint.pt")
     assert class_set_name == "ccp"
-    assert _same(evaluate.evaluate_model(model, class_set_name, *data), expected)
+    assert _same(evaluate.evaluate_model(model, class_set_name, data), expected)
     model, _ = evaluate.model_from_checkpoint(out / "checkpoint_epoch03.pt")  # the middle of stage 2
-    assert evaluate.evaluate_model(model, class_set_name, *data)["pred_pixels"].ne(expected["pred_pixels"]).any()
+    assert evaluate.evaluate_model(model, class_set_name, data)["pred_pixels"].ne(expected["pred_pixels"]).any()
 
     common = ["--dataset", "ccp", "--root", str(SAMPLES), "--split", "all", "--eval-size", "96", "64"]
     assert evaluate.main(["--checkpoint", str(out / "checkpoint.pt"), *common]) == 0
@@ -413,9 +413,11 @@ def test_tolerated_non_finite_steps_are_skipped_and_counted():
     from human_parsing_ros.class_sets import get_class_set
     from training.config import load_config
     from training.distributed import DistInfo
-    from training.dtpr import make_datasets, make_model, make_optimizer, make_scheduler
-    from training.engine import NonFiniteError, StageLoss, StageState, train_one_epoch
+    from training.dtpr import make_datasets
+    from training.engine import EpochSettings, NonFiniteError, StageLoss, StageState, train_one_epoch
     from training.loaders import make_train_loader
+    from training.runs import make_model
+    from training.schedules import make_optimizer, make_scheduler
 
     config = load_config(overrides=tiny_config(Path("unused")))
     class_set = get_class_set("ccp")
@@ -435,9 +437,9 @@ def test_tolerated_non_finite_steps_are_skipped_and_counted():
         optimizer = make_optimizer(model.parameters(), 0.01, 0.9, 0.0)
         state = StageState(1, optimizer, make_scheduler(optimizer, len(targets)),
                            StageLoss(name="class_balanced", class_weights=weights))
-        result = train_one_epoch(model, loader, state, torch.amp.GradScaler("cpu", enabled=False),
-                                 torch.device("cpu"), DistInfo(), 0, config["seed"], 59,
-                                 max_nonfinite_steps=max_nonfinite_steps)
+        result = train_one_epoch(model, loader, state, torch.amp.GradScaler("cpu", enabled=False), 0,
+                                 EpochSettings(torch.device("cpu"), DistInfo(), config["seed"], 59,
+                                               max_nonfinite_steps=max_nonfinite_steps))
         return model, result
 
     model, result = epoch(len(bad_steps))
@@ -694,11 +696,11 @@ def test_every_architecture_trains_through_both_stages_and_parses(tmp_path, name
 
 
 def test_self_correction_schedule_and_plan():
-    from training.dtpr import make_scheduler
-    from training.self_correction import CyclePlan
+    from training.schedules import Schedule, make_scheduler
+    from training.schp import CyclePlan
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = make_scheduler(optimizer, 4, cycle_steps=2, cycle_factor=0.5)
+    scheduler = make_scheduler(optimizer, 4, Schedule(cycle_steps=2, cycle_factor=0.5))
     factors = [scheduler.lr_lambdas[0](step) for step in range(9)]
     # main cosine over 4 steps, then every 2 steps a cosine restarting at one half
     assert factors == pytest.approx([1.0, 0.853553, 0.5, 0.146447, 0.5, 0.25, 0.5, 0.25, 0.5], abs=1e-6)
@@ -714,7 +716,7 @@ def test_self_correction_aggregates_refines_and_resumes_bit_exactly(tmp_path):
     from human_parsing_ros.models import build_model
     from training.config import load_config
     from training.dtpr import run
-    from training.evaluate import evaluate_model, evaluate_weights, model_from_checkpoint
+    from training.evaluate import EvalSplit, evaluate_model, evaluate_weights, model_from_checkpoint
 
     config = tiny_config(tmp_path / "whole", **{"stage1.epochs": 1, "stage2.epochs": 0})
     config["self_correction"] = {"cycles": 2, "cycle_epochs": 1}
@@ -734,9 +736,10 @@ def test_self_correction_aggregates_refines_and_resumes_bit_exactly(tmp_path):
     assert not all(torch.equal(second["aggregated"][k], second["model"][k]) for k in means)  # re-estimated
     shipped = _safetensors_contents(whole / "model.safetensors")["tensors"]
     assert all(torch.equal(shipped[k], last["aggregated"][k]) for k in shipped)
-    data = ("ccp", SAMPLES, "all", (96, 64))  # evaluate.py --checkpoint --state aggregated scores the shipped model
-    assert _same(evaluate_model(*model_from_checkpoint(whole / "checkpoint.pt", "aggregated"), *data),
-                 evaluate_weights(whole / "model.safetensors", *data))
+    # evaluate.py --checkpoint --state aggregated scores the shipped model
+    data = EvalSplit("ccp", SAMPLES, "all", (96, 64))
+    assert _same(evaluate_model(*model_from_checkpoint(whole / "checkpoint.pt", "aggregated"), data),
+                 evaluate_weights(whole / "model.safetensors", data))
     assert all(torch.equal(last["model"][k], last["aggregated"][k]) for k in shipped)
 
     resumed = tmp_path / "resumed"
@@ -813,11 +816,11 @@ def test_a_resumed_run_no_longer_needs_its_imagenet_file(tmp_path):
 def test_schps_schedule_warm_up_floor_and_cycles():
     """SCHP's: a warm-up from 1/100 (it multiplies the cosine), the cosine down to 1/100, then cycles from one
     half down to 1/100. Without the new options the schedule is the one above, unchanged."""
-    from training.dtpr import make_scheduler
+    from training.schedules import Schedule, make_scheduler
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = make_scheduler(optimizer, 4, cycle_steps=2, cycle_factor=0.5, warmup_steps=2, warmup_start=0.01,
-                               min_lr_factor=0.01)
+    scheduler = make_scheduler(optimizer, 4, Schedule(cycle_steps=2, cycle_factor=0.5, warmup_steps=2,
+                                                      warmup_start=0.01, min_lr_factor=0.01))
     factors = [scheduler.lr_lambdas[0](step) for step in range(7)]
     cosine = [1.0, 0.853553, 0.5, 0.146447]
     expected = [0.01 * 1.0, 0.505 * (0.01 + 0.99 * cosine[1]), 0.01 + 0.99 * 0.5, 0.01 + 0.99 * cosine[3],
@@ -828,8 +831,8 @@ def test_schps_schedule_warm_up_floor_and_cycles():
 def test_a_resume_with_other_steps_per_epoch_continues_at_the_same_fraction_of_the_stage():
     """A new batch size (or number of processes) on --resume: the restored step count is rescaled so that the
     schedule resumes where the stage was (it would otherwise jump ahead or back); the change is reported."""
-    from training.dtpr import continue_schedule, make_scheduler
     from training.engine import StageState
+    from training.schedules import continue_schedule, make_scheduler
 
     parameter = torch.nn.Parameter(torch.zeros(1))
 

@@ -14,6 +14,7 @@ and plain Python values only, so ``torch.load(weights_only=True)`` reads it.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,30 +22,19 @@ import torch
 
 from human_parsing_ros.errors import one_line
 from human_parsing_ros.weights import non_finite_tensor
+from training.seeding import capture_rng_states
 
 CHECKPOINT_FORMAT = "dtpr-checkpoint/1"
 
 
 def plain_checkpoint(epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, rng: dict,
-                     config: dict, history: list[dict], **extra: Any) -> dict[str, Any]:
-    """The keys every run's checkpoint has (``model`` unwrapped from DDP), plus a kind of run's ``extra``."""
+                     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, config: dict,
+                     history: list[dict], **extra: Any) -> dict[str, Any]:
+    """The keys every run's checkpoint has (``model`` unwrapped from DDP; ``rng``: the global RNG states now),
+    plus a kind of run's ``extra`` (DTPR: ``stage``, CPA, counts, ``aggregated``, ``schedule``)."""
     return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "rng": rng, "config": config, "history": history, **extra}
-
-
-def make_checkpoint(epoch: int, stage: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-                    cpa: torch.Tensor | None, cpa_train: torch.Tensor | None, counts: dict[str, torch.Tensor],
-                    rng: dict, config: dict, history: list[dict],
-                    aggregated: torch.nn.Module | None = None, schedule: dict | None = None) -> dict[str, Any]:
-    """A DTPR run's checkpoint after ``epoch`` epochs (``counts``: pixels, images; ``aggregated``:
-    self-correction's aggregated model, once the cycles began; ``schedule``: the stage's schedule shape)."""
-    return plain_checkpoint(epoch, model, optimizer, scheduler, scaler, rng, config, history, stage=stage, cpa=cpa,
-                            cpa_train=cpa_train, pixel_counts=counts["pixels"], image_counts=counts["images"],
-                            aggregated=None if aggregated is None else aggregated.state_dict(),
-                            schedule=schedule or {})
+            "rng": capture_rng_states(), "config": config, "history": history, **extra}
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
@@ -54,6 +44,15 @@ def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
     with open(tmp, "wb") as file:
         torch.save(checkpoint, file)
         file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+
+
+def copy_checkpoint(source: Path, path: Path) -> None:
+    """``source``'s bytes to ``path``, as atomically as ``save_checkpoint`` writes."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    shutil.copyfile(source, tmp)
+    with open(tmp, "rb+") as file:
         os.fsync(file.fileno())
     os.replace(tmp, path)
 

@@ -6,7 +6,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+
+from training.recipe import Recipe
+from training.sampling import keep_probabilities
 
 DEFAULTS: dict[str, Any] = {
     "name": "run",
@@ -79,6 +83,7 @@ DEFAULTS: dict[str, Any] = {
         "lr": None,                # each cycle's starting lr; None: optim.lr / 2 (SCHP's)
     },
     "multi_person": {            # RP R-CNN runs (architecture rp_rcnn; training/person_training.py)
+        "epochs": None,            # the run's epochs (one stage); None: stage1.epochs (older recipes set that)
         "loss_weights": {},        # over the paper's (rp_rcnn LOSS_WEIGHTS: L_rpn + L_box + 2 L_par + 2 L_sem + L_res)
         "short_sides": None,       # training resize: the short side drawn from this list (the paper: 512-864)
         "max_size": 1400,          # the long side's cap (training and test resize)
@@ -128,16 +133,97 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
-    """DEFAULTS <- the YAML file <- ``overrides``; resolves ``{name}`` in output_dir."""
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Recipe:
+    """DEFAULTS <- the YAML file <- ``overrides``; resolves ``{name}`` in output_dir; checked (``check_recipe``);
+    the recipe as frozen sections (``Recipe``)."""
     config = copy.deepcopy(DEFAULTS)
-    if path is not None:
-        doc = read_yaml(Path(path).read_text()) or {}
-        config = merge(config, doc)
+    doc = (read_yaml(Path(path).read_text()) or {}) if path is not None else {}
+    config = merge(config, doc)
     if overrides:
         config = merge(config, overrides)
     config["output_dir"] = str(config["output_dir"]).format(name=config["name"])
-    return config
+    check_recipe(config)
+    if _sets_stage1_epochs_only(config, (doc, overrides or {})):
+        print(f"[config] note: {path or 'the recipe'} sets stage1.epochs for a multi-person run, which has no "
+              f"stages: it trains {config['stage1']['epochs']} epochs; set multi_person.epochs instead", flush=True)
+    return Recipe.from_dict(config)
+
+
+def _sets_stage1_epochs_only(config: dict, docs: tuple[dict, ...]) -> bool:
+    """Whether a multi-person recipe (its file or overrides: ``docs``) sets stage1.epochs, not multi_person.epochs."""
+    from human_parsing_ros.models import is_multi_person
+
+    if not is_multi_person(config["model"]["architecture"]) or config["multi_person"]["epochs"] is not None:
+        return False
+    return any(isinstance(doc.get("stage1"), dict) and "epochs" in doc["stage1"] for doc in docs)
+
+
+# The values a choice setting may take (each refused in one line naming its key: ``check_choice``).
+STAGE_LOSSES = ("ce", "focal", "class_balanced", "ce_lovasz")
+PARSING_LOSSES = ("ce", "ce_lovasz")  # the losses self-correction refines: their CE becomes a soft-target KL
+REDUCTIONS = ("kept_mean", "sum")
+SCHEDULES = ("cosine", "poly", "step")
+PRN_COUNTS = ("images", "pixels")
+SAMPLINGS = ("pra", "prn", "none")
+STAGE2_TRAINS = ("auto", "decoder", "classifier")
+CPA_SOURCES = ("val", "train")
+EVAL_LABELS = ("original", "resized")
+
+
+def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """ValueError naming the config ``key`` when ``value`` is not one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{key} '{value}' is not one of {', '.join(allowed)}")
+
+
+def check_recipe(config: dict) -> None:
+    """Refuse loss, sampling, schedule and evaluation settings that cannot work, before any time is spent
+    training (stage 2's are otherwise used only after all of stage 1); each error is one line naming the key."""
+    stage1, stage2 = config["stage1"], config["stage2"]
+    check_choice("stage1.loss", stage1["loss"], STAGE_LOSSES)
+    check_choice("stage2.loss", stage2["loss"], STAGE_LOSSES)
+    if stage2["sampling"] != "none" and stage2["loss"] != "ce":
+        raise ValueError(f"stage2.loss '{stage2['loss']}' needs stage2.sampling: none (PRA/PRN sample for CE)")
+    check_choice("stage2.reduction", stage2["reduction"], REDUCTIONS)
+    check_choice("stage2.prn_counts", stage2["prn_counts"], PRN_COUNTS)
+    check_choice("stage2.sampling", stage2["sampling"], SAMPLINGS)
+    check_choice("stage2.trains", stage2["trains"], STAGE2_TRAINS)
+    check_choice("stage1.cpa_source", stage1["cpa_source"], CPA_SOURCES)
+    if stage2["sampling"] != "none":
+        try:
+            keep_probabilities(torch.ones(2), stage2["eta"], stage2["floor"])
+        except ValueError as err:
+            raise ValueError(f"stage2 eta {stage2['eta']!r} / floor {stage2['floor']!r}: {err}") from None
+    if stage2["sampling"] == "pra" and stage2["epochs"] and stage1["cpa_epoch"] < 1:
+        raise ValueError("stage2.sampling pra needs CPA: stage1.cpa_epoch must be 1 or more")
+    if not isinstance(config["eval_every"], int) or config["eval_every"] < 1:
+        raise ValueError(f"eval_every must be a whole number of epochs, 1 or more, not {config['eval_every']!r} "
+                         "(the last epoch is always evaluated)")
+    optim = config["optim"]
+    check_choice("optim.schedule", optim["schedule"], SCHEDULES)
+    if optim["warmup_steps"] and optim["warmup_epochs"]:
+        raise ValueError("optim: set warmup_steps or warmup_epochs, not both")
+    if not 0 <= optim["min_lr_factor"] < 1 or not 0 <= (optim["warmup_start"] or 0) <= 1:
+        raise ValueError(f"optim: min_lr_factor must be in [0, 1) and warmup_start in [0, 1], not "
+                         f"{optim['min_lr_factor']} and {optim['warmup_start']}")
+    check_choice("input.eval_labels", config["input"]["eval_labels"], EVAL_LABELS)
+    check_self_correction(config)
+
+
+def check_self_correction(config: dict) -> None:
+    """Self-correction needs a whole number of cycles, a main schedule that ends and a CE loss to refine."""
+    spec, stage1 = config["self_correction"], config["stage1"]
+    cycles, cycle_epochs = int(spec["cycles"]), int(spec["cycle_epochs"])
+    if cycles < 0 or cycle_epochs < 1:
+        raise ValueError(f"self_correction: cycles must be >= 0 and cycle_epochs >= 1, not "
+                         f"CyclePlan(main={stage1['epochs']}, cycles={cycles}, cycle_epochs={cycle_epochs})")
+    if cycles:
+        if stage1["schedule_epochs"] not in (None, stage1["epochs"]):
+            raise ValueError("self_correction needs stage 1's main schedule to end: stage1.schedule_epochs must be "
+                             "unset or equal stage1.epochs")
+        if stage1["loss"] not in PARSING_LOSSES:
+            raise ValueError(f"self_correction refines the cross-entropy: stage1.loss must be one of "
+                             f"{', '.join(PARSING_LOSSES)}, not '{stage1['loss']}'")
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -168,11 +254,12 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def recipe_changes(saved: dict, config: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+def recipe_changes(saved: dict, config: dict | Recipe, ignore: tuple[str, ...] = ()) -> list[str]:
     """``key old -> new`` for every setting in which ``config`` differs from ``saved`` (a checkpoint's recipe),
     apart from the keys in ``ignore`` and below them. A setting newer than ``saved`` counts as its default
     there (what the run trained with)."""
-    before, after = {**flatten(DEFAULTS), **flatten(saved)}, flatten(config)
+    plain = config.to_dict() if isinstance(config, Recipe) else config
+    before, after = {**flatten(DEFAULTS), **flatten(saved)}, flatten(plain)
     missing = "(unset)"
     changes = []
     for key in sorted(before.keys() | after.keys()):
@@ -183,3 +270,28 @@ def recipe_changes(saved: dict, config: dict, ignore: tuple[str, ...] = ()) -> l
             changes.append(f"{key} {old} -> {new}")
     return changes
 
+
+def recipe_of(config: dict[str, Any] | Recipe) -> Recipe:
+    """A ``Recipe`` from a merged recipe dict (``protocol.row_config``), checked; a Recipe as it is."""
+    if isinstance(config, Recipe):
+        return config
+    check_recipe(config)
+    return Recipe.from_dict(config)
+
+
+def saved_recipe(saved: dict[str, Any]) -> Recipe:
+    """The recipe a checkpoint stored (plain data): settings newer than it take their defaults, settings it has
+    that no longer exist are left out, so that an older checkpoint still loads."""
+    return Recipe.from_dict(_over_defaults(DEFAULTS, saved))
+
+
+def _over_defaults(base: dict, saved: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in saved.items():
+        if key not in out:
+            continue
+        if isinstance(out[key], dict) and isinstance(value, dict) and key not in _OPEN:
+            out[key] = _over_defaults(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -17,11 +17,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from human_parsing_ros.inference import merge_flipped
+from training.config import PARSING_LOSSES, REDUCTIONS, STAGE_LOSSES
 from training.distributed import DistInfo, sum_over_ranks, unwrap_ddp
 from training.losses import (
     AUX_LOSSES,
-    PARSING_LOSSES,
-    REDUCTIONS,
     AuxContext,
     ce_lovasz,
     focal_loss,
@@ -31,10 +30,9 @@ from training.losses import (
 )
 from training.metrics import ConfusionMatrix
 from training.sampling import PixelSampler, kept_pixel_counts
-from training.schp import SoftTargets, refined_targets
+from training.schp.losses import SoftTargets, refined_targets
 from training.seeding import mix_seed, seeded_generator
 
-STAGE_LOSSES = ("ce", "focal", "class_balanced", "ce_lovasz")
 AMP_MODES = ("none", "bf16", "fp16")
 
 
@@ -70,6 +68,19 @@ class StageState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     loss: StageLoss
     schedule: dict[str, Any] = field(default_factory=dict)  # the schedule's shape, kept in the checkpoint
+
+
+@dataclass(frozen=True)
+class EpochSettings:
+    """What every training epoch of a run shares: where it runs, its seed, classes and numerics."""
+
+    device: torch.device
+    dist_info: DistInfo
+    seed: int
+    num_classes: int = 0
+    amp: str = "none"                # none | bf16 | fp16
+    progress: bool = False           # a progress bar on rank 0
+    max_nonfinite_steps: int = 0     # NaN/Inf steps tolerated per epoch
 
 
 def autocast(amp: str, device: torch.device) -> torch.autocast:
@@ -145,9 +156,8 @@ def loss_is_finite(loss: torch.Tensor, dist_info: DistInfo) -> bool:
 
 
 def train_one_epoch(model: torch.nn.Module, loader: DataLoader, state: StageState, scaler: torch.amp.GradScaler,
-                    device: torch.device, dist_info: DistInfo, epoch: int, seed: int, num_classes: int,
-                    amp: str = "none", progress: bool = False, max_nonfinite_steps: int = 0,
-                    teacher: torch.nn.Module | None = None, cycle: int = 0) -> dict[str, Any]:
+                    epoch: int, settings: EpochSettings, teacher: torch.nn.Module | None = None,
+                    cycle: int = 0) -> dict[str, Any]:
     """One epoch of ``state``'s stage; loss, kept pixels and the training confusion summed over ranks.
 
     ``teacher`` (self-correction's aggregated model, in eval mode) and ``cycle`` m >= 1: the parsing outputs
@@ -160,6 +170,8 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, state: StageStat
     ``kept`` and ``total`` (per-class pixels the sampler kept / saw, CPU), ``sampling_s``
     (this rank's seconds spent in the losses, auxiliary heads' included, and sampling) and ``nonfinite_steps``.
     """
+    device, dist_info, seed, num_classes = settings.device, settings.dist_info, settings.seed, settings.num_classes
+    amp, max_nonfinite_steps = settings.amp, settings.max_nonfinite_steps
     model.train()
     torch.manual_seed(mix_seed(seed, epoch, dist_info.rank, 0xD80))  # dropout
     confusion = ConfusionMatrix(num_classes, device=device)
@@ -167,7 +179,7 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, state: StageStat
     total = torch.zeros(num_classes, dtype=torch.long, device=device)
     loss_sum, steps, sampling_s, skipped = 0.0, 0, 0.0, 0
     aux_terms = aux_loss_terms(model)
-    batches = _progress(loader, progress and dist_info.is_main, f"epoch {epoch + 1} stage {state.stage}")
+    batches = _progress(loader, settings.progress and dist_info.is_main, f"epoch {epoch + 1} stage {state.stage}")
     for step, (images, target) in enumerate(batches):
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         target = target.to(device, non_blocking=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,58 +37,62 @@ from human_parsing_ros.models import SegmentationModel, is_multi_person
 from human_parsing_ros.parser import HumanParser
 from human_parsing_ros.weights import load_weights, read_weights_info
 from training.checkpoint import CheckpointError, load_checkpoint
+from training.config import saved_recipe
 from training.datasets import build_dataset
-from training.dtpr import model_from_state, recipe_class_set
 from training.engine import evaluate
 from training.metrics import ConfusionMatrix, compute_metrics, format_summary, write_class_table
+from training.runs import model_from_state, recipe_class_set
 from training.transforms import EvalTransform
 
 
-def confusion_on_split(model: torch.nn.Module, dataset: str, root: str | Path, split: str,
-                       eval_size: tuple[int, int] | None = None, device: str = "cpu",
-                       options: dict[str, Any] | None = None, workers: int = 1,
-                       mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-                       resize_labels: bool = False, flip_perm: list[int] | None = None) -> torch.Tensor:
-    """The [C, C] confusion matrix of ``model`` (already on ``device``) over ``split``, fp32, batch 1.
+@dataclass(frozen=True)
+class EvalSplit:
+    """What to score a network on: ``split`` of ``dataset`` at ``root`` (``options``: build_dataset's), images
+    resized to ``eval_size`` if given, labels at their own resolution unless ``resize_labels`` resizes them
+    to ``eval_size`` too (nearest); ``flip``: the flip test; fp32, batch 1, on ``device``."""
 
-    Images are resized to ``eval_size`` if given and normalised with ``mean`` / ``std`` (the ImageNet
-    statistics when not given); the logits are upsampled to each label's own resolution, unless
-    ``resize_labels`` resizes the labels to ``eval_size`` (nearest) instead. ``flip_perm``: flip test.
+    dataset: str
+    root: str | Path
+    split: str
+    eval_size: tuple[int, int] | None = None
+    device: str = "cpu"
+    options: dict[str, Any] | None = None
+    workers: int = 1
+    resize_labels: bool = False
+    flip: bool = False
+
+
+def confusion_on_split(model: torch.nn.Module, data: EvalSplit, mean: tuple[float, ...] | None = None,
+                       std: tuple[float, ...] | None = None, flip_perm: list[int] | None = None) -> torch.Tensor:
+    """The [C, C] confusion matrix of ``model`` (already on ``data.device``) over ``data``'s split, images
+    normalised with ``mean`` / ``std`` (the ImageNet statistics when not given); the logits are upsampled to each
+    label's own resolution unless the labels are resized. ``flip_perm``: the flip test (``data.flip`` is not read).
     """
     normalisation = {} if mean is None else {"mean": mean, "std": std}
-    transform = EvalTransform(eval_size, resize_labels=resize_labels, **normalisation)
-    data = build_dataset(dataset, root, split, transform, **(options or {}))
-    loader = torch.utils.data.DataLoader(data, batch_size=1, num_workers=workers)
-    return evaluate(model.eval(), loader, model.num_classes, torch.device(device), amp="none",
+    transform = EvalTransform(data.eval_size, resize_labels=data.resize_labels, **normalisation)
+    dataset = build_dataset(data.dataset, data.root, data.split, transform, **(data.options or {}))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=data.workers)
+    return evaluate(model.eval(), loader, model.num_classes, torch.device(data.device), amp="none",
                     flip_perm=flip_perm).matrix
 
 
-def evaluate_model(model: SegmentationModel, class_set_name: str, dataset: str, root: str | Path, split: str,
-                   eval_size: tuple[int, int] | None = None, device: str = "cpu",
-                   options: dict[str, Any] | None = None, workers: int = 1,
-                   mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-                   resize_labels: bool = False, flip: bool = False) -> dict[str, Any]:
-    """``compute_metrics`` of ``model`` (in class set ``class_set_name``) on ``split``: images resized to
-    ``eval_size`` if given, labels at their own resolution unless ``resize_labels``, ``flip``: flip test;
-    ground truth mapped to the model's class set when the dataset's differs."""
-    model = model.to(device).to(memory_format=torch.channels_last)
-    options = {**(options or {}), "class_set": class_set_name}
-    flip_perm = get_class_set(class_set_name).flip_permutation() if flip else None
-    return compute_metrics(confusion_on_split(model, dataset, root, split, eval_size, device, options, workers,
-                                              mean, std, resize_labels, flip_perm))
+def evaluate_model(model: SegmentationModel, class_set_name: str, data: EvalSplit,
+                   mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> dict[str, Any]:
+    """``compute_metrics`` of ``model`` (in class set ``class_set_name``) on ``data``; ground truth mapped to
+    the model's class set when the dataset's differs."""
+    model = model.to(data.device).to(memory_format=torch.channels_last)
+    data = replace(data, options={**(data.options or {}), "class_set": class_set_name})
+    flip_perm = get_class_set(class_set_name).flip_permutation() if data.flip else None
+    return compute_metrics(confusion_on_split(model, data, mean, std, flip_perm))
 
 
-def evaluate_weights(weights: str | Path, dataset: str, root: str | Path, split: str,
-                     eval_size: tuple[int, int] | None = None, device: str = "cpu",
-                     options: dict[str, Any] | None = None, workers: int = 1, resize_labels: bool = False,
-                     flip: bool = False) -> dict[str, Any]:
+def evaluate_weights(weights: str | Path, data: EvalSplit) -> dict[str, Any]:
     """``evaluate_model`` for the network of a weights file, with its normalisation."""
     model, info = load_weights(weights)
     if getattr(model, "multi_person", False):
         raise ValueError(f"{weights}: multi-person weights ({info.architecture}): evaluate the merged map with "
                          "--serving, or persons with training/tools/ship_persons.py (AP^p, PCP)")
-    return evaluate_model(model, info.class_set_name, dataset, root, split, eval_size, device, options, workers,
-                          info.mean, info.std, resize_labels, flip)
+    return evaluate_model(model, info.class_set_name, data, info.mean, info.std)
 
 
 def model_from_checkpoint(path: str | Path, state: str = "model") -> tuple[SegmentationModel, str]:
@@ -99,13 +104,13 @@ def model_from_checkpoint(path: str | Path, state: str = "model") -> tuple[Segme
     if checkpoint.get(state) is None:
         raise CheckpointError(f"{path}: no {state} model (self-correction's aggregated model exists once the "
                               "main schedule has ended)")
-    config = checkpoint["config"]
-    if is_multi_person(config["model"]["architecture"]):
-        raise ValueError(f"{path}: a multi-person run's checkpoint ({config['model']['architecture']}): evaluate "
+    config = saved_recipe(checkpoint["config"])
+    if is_multi_person(config.model.architecture):
+        raise ValueError(f"{path}: a multi-person run's checkpoint ({config.model.architecture}): evaluate "
                          "the weights file it exports (--weights W --serving), or persons with "
                          "training/tools/ship_persons.py")
-    class_set = recipe_class_set(config)
-    return model_from_state(config, class_set.num_classes, checkpoint[state]), class_set.name
+    class_set = recipe_class_set(config.dataset)
+    return model_from_state(config.model, class_set.num_classes, checkpoint[state]), class_set.name
 
 
 def serving_confusion(weights: str | Path, dataset: str, root: str | Path, split: str, device: str = "cpu",
@@ -174,18 +179,18 @@ def main(argv: list[str] | None = None) -> int:
 def _evaluate(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     """The metrics that ``args`` ask for and the class names of their table."""
     size = tuple(args.eval_size) if args.eval_size else None
+    data = EvalSplit(args.dataset, args.root, args.split, size, args.device, resize_labels=args.resize_labels,
+                     flip=args.flip)
     if args.checkpoint:
         model, class_set_name = model_from_checkpoint(args.checkpoint, args.state)
-        result = evaluate_model(model, class_set_name, args.dataset, args.root, args.split, size, args.device,
-                                resize_labels=args.resize_labels, flip=args.flip)
+        result = evaluate_model(model, class_set_name, data)
         return result, list(get_class_set(class_set_name).names)
     if args.serving:
         result = compute_metrics(serving_confusion(args.weights, args.dataset, args.root, args.split, args.device,
                                                    fold_to=args.fold_to))
         return result, list(get_class_set(args.fold_to).names if args.fold_to
                             else read_weights_info(args.weights).class_names)
-    result = evaluate_weights(args.weights, args.dataset, args.root, args.split, size, args.device,
-                              resize_labels=args.resize_labels, flip=args.flip)
+    result = evaluate_weights(args.weights, data)
     return result, list(read_weights_info(args.weights).class_names)
 
 if __name__ == "__main__":

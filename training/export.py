@@ -8,26 +8,27 @@ import torch
 from human_parsing_ros.class_sets import ClassSet
 from human_parsing_ros.models import SegmentationModel
 from human_parsing_ros.weights import WeightsInfo, save_weights
+from training.config import Recipe
 from training.datasets import SHARED_IMAGE_FOLDER
+from training.recipe import DatasetSection, ModelSection
 
 
-def init_record(config: dict) -> dict[str, str]:
+def init_record(model: ModelSection) -> dict[str, str]:
     """``{"init": file}`` for a run fine-tuned from a weights file (``model.init``), else nothing."""
-    return {"init": str(config["model"]["init"])} if config["model"]["init"] else {}
+    return {"init": str(model.init)} if model.init else {}
 
 
-def validation_is_trained_on(config: dict) -> str | None:
+def validation_is_trained_on(data: DatasetSection) -> str | None:
     """Why the run also trains on its validation images (its validation figures are then not held out), or
     None: ``dataset.options.ids`` picks the same images for both (where the splits share one image folder),
     both splits have one name, or a ``dataset.extra`` entry is the validation split itself, the same dataset
     at the same root."""
-    data = config["dataset"]
-    if "ids" in data["options"] and data["name"] in SHARED_IMAGE_FOLDER:
+    if "ids" in data.options and data.name in SHARED_IMAGE_FOLDER:
         return "dataset.options.ids picks the same images for training and validation"
-    if data["train_split"] == data["val_split"]:
+    if data.train_split == data.val_split:
         return f"train_split and val_split are both '{data['val_split']}'"
-    if any(spec["name"] == data["name"] and spec.get("split", "train") == data["val_split"]
-           and _same_path(spec["root"], data["root"]) for spec in data["extra"]):
+    if any(spec["name"] == data.name and spec.get("split", "train") == data.val_split
+           and _same_path(spec["root"], data.root) for spec in data.extra):
         return f"dataset.extra trains on the validation split '{data['val_split']}' too"
     return None
 
@@ -36,53 +37,59 @@ def _same_path(a: str, b: str) -> bool:
     return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
-def training_splits(config: dict) -> dict:
+def training_splits(data: DatasetSection) -> dict:
     """The splits a run trained and validated on; ``extra`` lists the ``dataset.extra`` data as ``name:split``,
     and ``val_held_out`` is false when the run also trains on its validation images (``validation_is_trained_on``)."""
-    data = config["dataset"]
-    splits = {"train": data["train_split"], "val": data["val_split"]}
-    if data["extra"]:
-        splits["extra"] = [f"{spec['name']}:{spec.get('split', 'train')}" for spec in data["extra"]]
-    if validation_is_trained_on(config):
+    splits = {"train": data.train_split, "val": data.val_split}
+    if data.extra:
+        splits["extra"] = [f"{spec['name']}:{spec.get('split', 'train')}" for spec in data.extra]
+    if validation_is_trained_on(data):
         splits["val_held_out"] = False
     return splits
 
 
-def recipe_summary(config: dict, metrics: dict, stage2_default: str = "decoder") -> dict:
+def recipe_summary(config: Recipe, metrics: dict, stage2_default: str = "decoder") -> dict:
     """What the weights file says about how it was made (DESIGN section 2)."""
-    stage1, stage2 = config["stage1"], config["stage2"]
-    stages = [{"stage": 1, "epochs": stage1["epochs"],
-               "schedule_epochs": stage1["schedule_epochs"] or stage1["epochs"], "loss": stage1["loss"],
-               "cpa_epoch": stage1["cpa_epoch"], "cpa_source": stage1["cpa_source"]}]
-    if stage2["epochs"]:
-        trains = stage2_default if stage2["trains"] == "auto" else stage2["trains"]
-        stages.append({"stage": 2, "epochs": stage2["epochs"], "trains": trains, "sampling": stage2["sampling"],
-                       "loss": stage2["loss"], "eta": stage2["eta"], "floor": stage2["floor"],
-                       "reduction": stage2["reduction"],
-                       **({"prn_counts": stage2["prn_counts"]} if stage2["sampling"] == "prn" else {})})
-    inter_class = config["inter_class"]
+    stage1, stage2 = config.stage1, config.stage2
+    stages = [{"stage": 1, "epochs": stage1.epochs,
+               "schedule_epochs": stage1.schedule_epochs or stage1.epochs, "loss": stage1.loss,
+               "cpa_epoch": stage1.cpa_epoch, "cpa_source": stage1.cpa_source}]
+    if stage2.epochs:
+        trains = stage2_default if stage2.trains == "auto" else stage2.trains
+        stages.append({"stage": 2, "epochs": stage2.epochs, "trains": trains, "sampling": stage2.sampling,
+                       "loss": stage2.loss, "eta": stage2.eta, "floor": stage2.floor,
+                       "reduction": stage2.reduction,
+                       **({"prn_counts": stage2.prn_counts} if stage2.sampling == "prn" else {})})
+    inter_class = config.inter_class
     for stage in stages:
-        if inter_class["weight"] > 0 and stage["stage"] in inter_class["stages"]:
-            stage["inter_class"] = {"weight": inter_class["weight"], "margin": inter_class["margin"]}
-    cycles = config["self_correction"]["cycles"]
+        if inter_class.weight > 0 and stage["stage"] in inter_class.stages:
+            stage["inter_class"] = {"weight": inter_class.weight, "margin": inter_class.margin}
+    cycles = config.self_correction.cycles
     if cycles:
-        stages[0]["self_correction"] = {"cycles": cycles, "cycle_epochs": config["self_correction"]["cycle_epochs"]}
-    return {"untrained": False, "dataset": config["dataset"]["name"], "paper": config["paper"],
-            "schedule": config["optim"]["schedule"], "eval_labels": config["input"]["eval_labels"],
-            "splits": training_splits(config),
-            "recipe": config["name"], "stages": stages, "sampling": stage2["sampling"] if stage2["epochs"] else "none",
-            "crop_size": list(config["input"]["crop_size"]), "batch_size": config["optim"]["batch_size"],
-            "lr": config["optim"]["lr"], "seed": config["seed"], "metrics": {"val": metrics}, **init_record(config)}
+        stages[0]["self_correction"] = {"cycles": cycles, "cycle_epochs": config.self_correction.cycle_epochs}
+    return {"untrained": False, "dataset": config.dataset.name, "paper": config.paper,
+            "schedule": config.optim.schedule, "eval_labels": config.input.eval_labels,
+            "splits": training_splits(config.dataset),
+            "recipe": config.name, "stages": stages, "sampling": stage2.sampling if stage2.epochs else "none",
+            "crop_size": list(config.input.crop_size), "batch_size": config.optim.batch_size,
+            "lr": config.optim.lr, "seed": config.seed, "metrics": {"val": metrics}, **init_record(config.model)}
 
 
-def export_weights(model: SegmentationModel, config: dict, class_set: ClassSet, metrics: dict,
+def weights_args(args: dict, num_classes: int) -> dict:
+    """The architecture arguments a weights file stores: the recipe's ``model.args`` without
+    ``encoder_weights`` (what the untrained encoder started from; every tensor is in the file), with
+    ``num_classes``. The one place this rule is written."""
+    return {**{k: v for k, v in args.items() if k != "encoder_weights"}, "num_classes": num_classes}
+
+
+def export_weights(model: torch.nn.Module, config: Recipe, class_set: ClassSet, recipe: dict,
                    path: str | Path) -> Path:
-    """Write the node's safetensors weights file for ``model``."""
-    args = {k: v for k, v in config["model"]["args"].items() if k != "encoder_weights"}
-    args["num_classes"] = class_set.num_classes
-    info = WeightsInfo.for_class_set(config["model"]["architecture"], args, class_set,
-                                     tuple(config["export"]["input_size"] or config["input"]["crop_size"]),
-                                     recipe_summary(config, metrics, model.stage2_default))
+    """Write the node's safetensors weights file for ``model`` (any kind of run); ``recipe``: what the file says
+    about how it was made and how it scored (``recipe_summary`` for DTPR runs)."""
+    info = WeightsInfo.for_class_set(config.model.architecture, weights_args(config.model.args,
+                                                                                  class_set.num_classes),
+                                     class_set, tuple(config.export.input_size or config.input.crop_size),
+                                     recipe)
     return save_weights(path, model, info)
 
 

@@ -4,7 +4,8 @@
 pixels a PRA/PRN mask keeps (the masks come from ``training.sampling``).
 Baselines and extras: ``focal_loss``, ``class_balanced_weights``,
 ``inter_class_loss``; SCHP's ``ce_lovasz``; auxiliary-head losses by name in ``AUX_LOSSES``
-(``detail_loss``: STDC's detail guidance; ``schp_edge_loss``: CE2P's edge branch).
+(``detail_loss``: STDC's detail guidance; ``edge``: CE2P's edge branch, ``schp.losses.edge_branch_loss``).
+PARSING_LOSSES and REDUCTIONS live in ``training/config.py`` with the other choices.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from human_parsing_ros.class_sets import IGNORE_INDEX
-from training.schp import SoftTargets, consistency_loss, edge_loss, edge_targets, lovasz_softmax, soft_target_kl
+from training.config import REDUCTIONS
+from training.schp.losses import SoftTargets, edge_branch_loss, lovasz_softmax, soft_target_kl
 
 
 def _masked_mean(per_pixel: torch.Tensor, keep: torch.Tensor,
@@ -34,9 +36,6 @@ def _masked_mean(per_pixel: torch.Tensor, keep: torch.Tensor,
 def _valid_mask(target: torch.Tensor, mask: torch.Tensor | None, ignore_index: int) -> torch.Tensor:
     valid = target != ignore_index
     return valid if mask is None else valid & mask.bool()
-
-
-REDUCTIONS = ("kept_mean", "sum")
 
 
 def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
@@ -171,9 +170,6 @@ def ce_lovasz(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 0.5 * masked_cross_entropy(logits, target, None) + 0.5 * lovasz_softmax(logits, target)
 
 
-PARSING_LOSSES = ("ce", "ce_lovasz")  # the losses self-correction refines: their CE becomes a soft-target KL
-
-
 def parsing_loss(logits: torch.Tensor, target: torch.Tensor, name: str, soft: SoftTargets | None) -> torch.Tensor:
     """``name`` ("ce" or "ce_lovasz") on parsing ``logits``; with self-correction's ``soft`` targets the
     cross-entropy is the KL towards them (the Lovász term keeps the labels, as SCHP's)."""
@@ -193,26 +189,11 @@ class AuxContext:
     soft: SoftTargets | None = None
 
 
-CONSISTENCY_WEIGHT = 0.1  # SCHP's lambda_c
-
-
-def schp_edge_loss(edge_logits: torch.Tensor, target: torch.Tensor, context: AuxContext) -> torch.Tensor:
-    """SCHP's edge terms for CE2P's edge logits: the balanced edge loss against the labels' edges (during
-    self-correction the KL towards the refined edges), plus ``CONSISTENCY_WEIGHT`` x the consistency with the
-    edges implied by each parsing output (CE2P: the fusion output and the parsing branch, as SCHP)."""
-    if context.soft is None or context.soft.edges is None:
-        edges = edge_loss(edge_logits, edge_targets(target))
-    else:
-        edges = soft_target_kl(edge_logits, context.soft.edges, target)
-    consistency = sum(consistency_loss(parsing, edge_logits, target) for parsing in context.parsing)
-    return edges + CONSISTENCY_WEIGHT * consistency
-
-
 # Losses an auxiliary head may name (``SegmentationModel.add_aux_head(..., loss=name)``), called as
 # loss(aux_logits, labels, AuxContext).
 AUX_LOSSES = {
     "ce": lambda logits, target, context: parsing_loss(logits, target, "ce", context.soft),
     "ce_lovasz": lambda logits, target, context: parsing_loss(logits, target, "ce_lovasz", context.soft),
     "detail": lambda logits, target, context: detail_loss(logits, target),
-    "edge": schp_edge_loss,
+    "edge": lambda logits, target, context: edge_branch_loss(logits, target, context.parsing, context.soft),
 }

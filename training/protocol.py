@@ -34,11 +34,12 @@ import torch
 import yaml
 
 from human_parsing_ros.weights import load_weights, save_weights
-from training.config import load_config, merge
-from training.dtpr import model_from_state, recipe_class_set, run
-from training.evaluate import confusion_on_split, evaluate_weights
+from training.config import load_config, merge, recipe_of
+from training.dtpr import run
+from training.evaluate import EvalSplit, confusion_on_split, evaluate_weights
 from training.metrics import METRICS, cpa_for_sampling, to_jsonable
 from training.report import write_report
+from training.runs import model_from_state, recipe_class_set
 
 
 def load_protocol(path: str | Path) -> dict[str, Any]:
@@ -71,7 +72,7 @@ def row_config(protocol: dict, model: str, seed: int, row: str, run_dir: Path) -
         "name": f"{model}_{row}_seed{seed}", "seed": seed, "output_dir": str(run_dir),
         "dataset": {"root": protocol["dataset_root"]}, "eval_every": epochs,
         "keep_checkpoints": checkpoint_epochs(protocol), "log": {"tensorboard": False, "progress": False}})
-    return merge(merge(config, budget), changes)
+    return merge(merge(config.to_dict(), budget), changes)
 
 
 def all_rows(protocol: dict) -> dict[str, dict]:
@@ -137,13 +138,14 @@ class SeedRuns:
     def _cpa_after(self, epoch: int, config: dict) -> torch.Tensor:
         """CPA on the validation split of the baseline after ``epoch`` epochs (the paper records epoch 3)."""
         state = torch.load(self.checkpoint(epoch), map_location="cpu", weights_only=True)
-        data_spec = config["dataset"]
-        num_classes = recipe_class_set(config).num_classes
-        model = model_from_state(config, num_classes, state["model"])
-        size = config["input"]["eval_size"]
-        return cpa_for_sampling(confusion_on_split(model, data_spec["name"], data_spec["root"], data_spec["val_split"],
-                                                   tuple(size) if size else None, workers=0,
-                                                   resize_labels=self.protocol["eval_labels"] == "resized"))
+        recipe = recipe_of(config)
+        data_spec = recipe.dataset
+        num_classes = recipe_class_set(recipe.dataset).num_classes
+        model = model_from_state(recipe.model, num_classes, state["model"])
+        size = recipe.input.eval_size
+        data = EvalSplit(data_spec.name, data_spec.root, data_spec.val_split, tuple(size) if size else None,
+                         workers=0, resize_labels=self.protocol["eval_labels"] == "resized")
+        return cpa_for_sampling(confusion_on_split(model, data))
 
     def finish(self, row: str, test: bool) -> dict:
         """Train ``row`` if needed, evaluate its weights and write its result file."""
@@ -157,8 +159,8 @@ class SeedRuns:
                                   "changes": all_rows(self.protocol)[row], "weights": str(weights),
                                   "eval_labels": labels}
         for split in ("val", "test") if test else ("val",):
-            metrics = to_jsonable(evaluate_weights(weights, self.protocol["dataset"], root, split, size,
-                                                   resize_labels=labels == "resized"))
+            metrics = to_jsonable(evaluate_weights(weights, EvalSplit(self.protocol["dataset"], root, split, size,
+                                                                      resize_labels=labels == "resized")))
             result[split] = {k: metrics[k] for k in (*METRICS, "iou", "class_pixel_accuracy",
                                                       "gt_pixels")}
         history = json.loads((weights.parent / "history.json").read_text())

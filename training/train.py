@@ -22,10 +22,11 @@ from human_parsing_ros.models import is_multi_person
 from human_parsing_ros.weights import WeightsError
 from training.checkpoint import CheckpointError
 from training.config import load_config, parse_overrides
-from training.datasets import LabelIdError, UnreadableDataError
 from training.distributed import teardown_distributed
-from training.dtpr import RunDirectoryError, run
+from training.dtpr import run
 from training.engine import NonFiniteError
+from training.label_statistics import LabelIdError, UnreadableDataError
+from training.runs import RunDirectoryError
 
 # Errors that say what is wrong in one line (a file, a step, a value): no traceback for these. (Every
 # FileNotFoundError the trainer raises names the missing path.)

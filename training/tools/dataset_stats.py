@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from training.datasets import DATASET_NAMES, build_dataset, class_statistics
+from training.datasets import DATASET_NAMES, build_dataset
+from training.label_statistics import class_statistics
 
 
 def write_csv(stats: dict[str, Any], path: Path) -> None:

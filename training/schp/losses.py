@@ -1,36 +1,11 @@
-"""SCHP's training pieces (Li et al., "Self-Correction for Human Parsing"): CE2P's losses and self-correction.
-
-Facts from SCHP's code (utils/criterion.py, utils/schp.py, train.py); the code is ours. Where SCHP's
-code and its description differ, the docstrings say which we follow:
-
-* ``edge_targets``: a pixel is an edge where its label differs from a neighbour's (both labelled),
-  marked on the side SCHP marks and widened by a 3x3 dilation, as SCHP generates them from the labels.
-* ``lovasz_softmax``: the Lovász extension of the Jaccard loss over the classes present in the batch
-  (SCHP weighs it 0.5 beside 0.5 cross-entropy on the parsing and fusion outputs).
-* ``edge_loss``: cross-entropy on the two edge classes, each weighted by the other's share of the
-  batch's pixels (edges are rare, so they weigh more); unlabelled pixels count as non-edge, as in SCHP.
-* ``consistency_loss``: SCHP's code compares argmaxes on the pixels where *both* maps say edge, which
-  is identically zero with no gradient; we take what it describes: on the union of pixels where either
-  the parsing-implied edge or the predicted edge is likely, a smooth L1 between the two probabilities
-  (parsing-implied edge = half the L1 distance between a pixel's class distribution and its most
-  different 8-neighbour's: the probability that their classes differ, for one-hot maps exactly 0 or 1).
-* ``soft_target_kl``: label refinement, KL(target || softmax(logits)) with the target
-  m/(m+1) x the aggregated model's probabilities + 1/(m+1) x the one-hot labels after m cycles, averaged
-  over valid pixels and classes as SCHP's ``F.kl_div`` does. (SCHP mixes its logits, not probabilities,
-  with the one-hot labels before a softmax; we mix probabilities, the formula it publishes.)
-  ``refined_targets``: as SCHP, the aggregated model's final parsing output refines the labels of every
-  parsing output, and its edge output the edge maps.
-* ``aggregate_weights`` / ``reestimate_batchnorm``: online model aggregation w_m = m/(m+1) w_{m-1} +
-  1/(m+1) w, then the BatchNorm statistics of the aggregated model recomputed over the training data.
-"""
+"""SCHP's losses: edge targets and edge loss, Lovász-softmax, edge consistency, soft targets (see
+``training/schp/__init__.py`` for what follows SCHP's code and what its description)."""
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from human_parsing_ros.class_sets import IGNORE_INDEX
 
@@ -208,30 +183,17 @@ def refined_targets(teacher_logits: torch.Tensor, teacher_edge_logits: torch.Ten
     return SoftTargets(soft_targets(teacher_logits, labels, cycle), edges)
 
 
-@torch.no_grad()
-def aggregate_weights(aggregated: nn.Module, model: nn.Module, cycle: int) -> None:
-    """Online model aggregation after cycle m = ``cycle`` (1, 2, ...): w_m = m/(m+1) w_{m-1} + 1/(m+1) w, for
-    every parameter (BatchNorm statistics are re-estimated afterwards, not averaged)."""
-    if cycle < 1:
-        raise ValueError(f"cycle must be 1 or more, not {cycle}")
-    share = 1.0 / (cycle + 1)
-    for target, source in zip(aggregated.parameters(), model.parameters(), strict=True):
-        target.mul_(1 - share).add_(source, alpha=share)
+CONSISTENCY_WEIGHT = 0.1  # SCHP's lambda_c
 
 
-@torch.no_grad()
-def reestimate_batchnorm(model: nn.Module, images: Iterable[torch.Tensor]) -> None:
-    """Recompute every BatchNorm's running statistics as the plain average over the batches of ``images``
-    (momentum None), in train mode; momenta and the model's mode are restored afterwards."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    was_training = model.training
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
-    model.train()
-    for batch in images:
-        model(batch)
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
-    model.train(was_training)
+def edge_branch_loss(edge_logits: torch.Tensor, target: torch.Tensor, parsing: tuple[torch.Tensor, ...],
+                     soft: SoftTargets | None = None) -> torch.Tensor:
+    """SCHP's edge terms for CE2P's edge logits: the balanced edge loss against the labels' edges (during
+    self-correction, ``soft``: the KL towards the refined edges), plus ``CONSISTENCY_WEIGHT`` x the consistency
+    with the edges implied by each of the ``parsing`` outputs (CE2P: the fusion output and the parsing branch)."""
+    if soft is None or soft.edges is None:
+        edges = edge_loss(edge_logits, edge_targets(target))
+    else:
+        edges = soft_target_kl(edge_logits, soft.edges, target)
+    consistency = sum(consistency_loss(logits, edge_logits, target) for logits in parsing)
+    return edges + CONSISTENCY_WEIGHT * consistency

@@ -1,4 +1,4 @@
-"""SCHP's self-correction cycles inside the trainer's stage 1 (the pieces are in ``training/schp.py``).
+"""SCHP's self-correction cycles inside the trainer's stage 1 (its losses are in ``training/schp/losses.py``).
 
 After stage 1's main schedule (``stage1.epochs``), ``self_correction.cycles`` cycles of
 ``cycle_epochs`` each keep training the whole network with a cyclical learning rate (a cosine
@@ -21,9 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from training.config import Recipe, check_self_correction
 from training.distributed import DistInfo, sum_over_ranks
-from training.losses import PARSING_LOSSES
-from training.schp import aggregate_weights, reestimate_batchnorm
 
 
 @dataclass(frozen=True)
@@ -51,26 +50,46 @@ class CyclePlan:
         return m if m <= self.cycles else None
 
 
-def cycle_plan(config: dict) -> CyclePlan:
+def cycle_plan(config: Recipe) -> CyclePlan:
     """The plan of ``config`` (checked: self-correction needs a main schedule that ends and a CE loss)."""
-    spec, stage1 = config["self_correction"], config["stage1"]
-    plan = CyclePlan(stage1["epochs"], int(spec["cycles"]), int(spec["cycle_epochs"]))
-    if plan.cycles < 0 or plan.cycle_epochs < 1:
-        raise ValueError(f"self_correction: cycles must be >= 0 and cycle_epochs >= 1, not {plan}")
-    if plan.cycles:
-        if stage1["schedule_epochs"] not in (None, stage1["epochs"]):
-            raise ValueError("self_correction needs stage 1's main schedule to end: stage1.schedule_epochs must be "
-                             "unset or equal stage1.epochs")
-        if stage1["loss"] not in PARSING_LOSSES:
-            raise ValueError(f"self_correction refines the cross-entropy: stage1.loss must be one of "
-                             f"{', '.join(PARSING_LOSSES)}, not '{stage1['loss']}'")
-    return plan
+    check_self_correction(config)
+    spec = config.self_correction
+    return CyclePlan(config.stage1.epochs, int(spec.cycles), int(spec.cycle_epochs))
 
 
-def cycle_lr_factor(config: dict) -> float:
+def cycle_lr_factor(config: Recipe) -> float:
     """Each cycle's starting learning rate as a fraction of stage 1's peak (SCHP: one half)."""
-    lr = config["self_correction"]["lr"]
-    return 0.5 if lr is None else float(lr) / float(config["optim"]["lr"])
+    lr = config.self_correction.lr
+    return 0.5 if lr is None else float(lr) / float(config.optim.lr)
+
+
+@torch.no_grad()
+def aggregate_weights(aggregated: nn.Module, model: nn.Module, cycle: int) -> None:
+    """Online model aggregation after cycle m = ``cycle`` (1, 2, ...): w_m = m/(m+1) w_{m-1} + 1/(m+1) w, for
+    every parameter (BatchNorm statistics are re-estimated afterwards, not averaged)."""
+    if cycle < 1:
+        raise ValueError(f"cycle must be 1 or more, not {cycle}")
+    share = 1.0 / (cycle + 1)
+    for target, source in zip(aggregated.parameters(), model.parameters(), strict=True):
+        target.mul_(1 - share).add_(source, alpha=share)
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, images: Iterable[torch.Tensor]) -> None:
+    """Recompute every BatchNorm's running statistics as the plain average over the batches of ``images``
+    (momentum None), in train mode; momenta and the model's mode are restored afterwards."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    model.train()
+    for batch in images:
+        model(batch)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.train(was_training)
 
 
 @torch.no_grad()
