@@ -16,7 +16,7 @@ Sections of the JSON:
   trainer      stage-1 and stage-2 step time with bf16 AMP, and data-loader images/s with 16 workers, for
                the default and PSPNet-R50: data-bound when the loader delivers fewer images/s than the steps
                take
-  runs         training/dtpr.py's whole run on this device, tiny, on the bundled CCP photos, for what the
+  runs         a whole DTPR run (training/dtpr.py) on this device, tiny, on the bundled CCP photos, for what the
                test suite trains on a CPU only: class-balanced CE then PRA stage 2 (bf16) exported to ONNX, and
                CE2P with SCHP's losses through a self-correction cycle (fp16 loss scaling); each run's losses
                or error

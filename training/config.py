@@ -77,7 +77,7 @@ DEFAULTS: dict[str, Any] = {
         "floor": 0.0,              # lower bound on keep probabilities
         "lr": None,                # None: optim.lr
     },
-    "self_correction": {         # SCHP's cycles after stage 1's main schedule (training/self_correction.py)
+    "self_correction": {         # SCHP's cycles after stage 1's main schedule (training/schp/cycles.py)
         "cycles": 0,               # SCHP: 5
         "cycle_epochs": 10,        # SCHP: 10
         "lr": None,                # each cycle's starting lr; None: optim.lr / 2 (SCHP's)
