@@ -400,6 +400,56 @@ def test_corrupt_weights_are_refused_in_one_line_and_the_node_stays_up(ros, weig
     assert code == 0, node.log()[-2000:]
 
 
+def test_weights_whose_network_cannot_be_built_fail_configure_with_one_error_at_start_up_and_on_request(ros,
+                                                                                                      tmp_path):
+    """An architecture argument that makes the constructor raise an IndexError (not a ValueError): one ERROR line
+    naming the file and the argument, diagnostics ERROR, at start-up and again through the configure service."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from human_parsing_ros.resources import PERSONS_WEIGHTS
+
+    bad = tmp_path / "proposals.safetensors"
+    with safe_open(str(PERSONS_WEIGHTS), framework="pt", device="cpu") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
+        metadata = dict(handle.metadata())
+    metadata["architecture_args"] = json.dumps({**json.loads(metadata["architecture_args"]), "proposals": [10]})
+    save_file(tensors, str(bad), metadata=metadata)
+    ns = "/unbuildable_ns"
+    node = start_node(tmp_path, bad, camera=f"{ns}/cam", ns=ns)
+    client = Client(f"{ns}/cam", {"/diagnostics": DiagnosticArray}, ns, name="hp_test_unbuildable")
+
+    def errors() -> list[str]:
+        return [line for line in node.log().splitlines() if "[ERROR]" in line]
+
+    try:
+        client.wait_for(lambda: any(s.level == s.ERROR for s in _statuses(client, ns)), 60.0, "an ERROR")
+        message = next(s for s in _statuses(client, ns) if s.level == s.ERROR).message
+        assert str(bad) in message and "proposals=[10]" in message, message
+        assert len(errors()) == 1, node.log()[-2000:]
+        assert str(bad) in errors()[0] and "configure failed" in errors()[0] and "proposals=[10]" in errors()[0]
+        assert node.alive() and _state(client, ns) == "unconfigured"
+        # the lifecycle service: refused again, with a second line and diagnostics still ERROR
+        assert not _transition(client, ns, Transition.TRANSITION_CONFIGURE)
+        client.wait_for(lambda: len(errors()) == 2, 20.0, "a second ERROR line")
+        assert "proposals=[10]" in errors()[1]
+        since = time.time()
+
+        def later() -> list:
+            return [s for t, a in client.received.timed("/diagnostics") if t > since for s in a.status
+                    if f"{ns}/" in s.name]
+
+        client.wait_for(later, 10.0, "a diagnostics report after the refused configure")
+        assert all(s.level == s.ERROR and "proposals=[10]" in s.message for s in later())
+        assert "Traceback" not in node.log()
+    finally:
+        client.close()
+        code = node.stop()
+    assert code == 0, node.log()[-2000:]
+
+
 def test_a_plain_start_uses_the_installed_default_weights_and_parses_a_person(ros, tmp_path):
     from human_parsing_ros.resources import DEFAULT_WEIGHTS
     from human_parsing_ros.samples import load_annotation
@@ -645,6 +695,36 @@ def test_a_failed_activate_releases_the_model_and_a_retry_clears_its_error(ros, 
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         level, message = node._health(0)
         assert level != DiagnosticStatus.ERROR and node._error == "", message
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("transition", ["configure", "deactivate"])
+def test_a_transition_that_raises_anything_fails_with_one_error_and_diagnostics_error(ros, weights, monkeypatch,
+                                                                                     transition):
+    """rclpy swallows what a lifecycle callback raises (no log line, diagnostics unchanged): the node never lets it."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from human_parsing_ros.ros import node as node_module
+
+    node = in_process_node(weights, f"/raise_{transition}_ns")
+    try:
+        if transition == "configure":
+            monkeypatch.setattr(node_module, "load_weights", lambda path: {}["no such key"])
+            assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        else:
+            assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+            def broken():
+                raise OSError("device gone (simulated)")
+
+            monkeypatch.setattr(node, "release_parser", broken)
+            assert node.trigger_deactivate() == TransitionCallbackReturn.FAILURE
+        assert node._error.startswith(f"{transition} failed: ")
+        assert ("KeyError" if transition == "configure" else "OSError: device gone") in node._error
+        assert node._health(0) == (DiagnosticStatus.ERROR, node._error)
     finally:
         node.destroy_node()
 
