@@ -29,6 +29,7 @@ from .inference import (
     merge_flipped,
     network_input,
     place_image,
+    trimmed_count,
 )
 from .models import ServableModel
 from .multi_person import merge_persons
@@ -129,7 +130,7 @@ class ParseResult:
         """
         stats = self.statistics
         return parts_from_counts(self.class_set.names, stats.pixel_counts.tolist(), stats.confidence_sums.tolist(),
-                                 stats.boxes.tolist(), self.labels.size, threshold)
+                                 stats.robust_boxes.tolist(), self.labels.size, threshold, stats.boxes.tolist())
 
     def mask(self, class_id: int) -> np.ndarray:
         """0/255 mono8 mask of one class."""
@@ -144,11 +145,25 @@ class ParseResult:
         ids = self.labels[ys, xs].astype(np.int64)
         counts = np.bincount(ids, minlength=self.class_set.num_classes)
         boxes: list[tuple[int, int, int, int] | None] = [None] * len(counts)
+        full: list[tuple[int, int, int, int] | None] = [None] * len(counts)
         for class_id in np.flatnonzero(counts):
             on = ids == class_id
-            boxes[class_id] = (int(xs[on].min()), int(ys[on].min()), int(xs[on].max()), int(ys[on].max()))
+            full[class_id] = (int(xs[on].min()), int(ys[on].min()), int(xs[on].max()), int(ys[on].max()))
+            boxes[class_id] = _trimmed_box(xs[on], ys[on])
         return parts_from_counts(self.class_set.names, counts, self.person_confidence_sums[person.instance], boxes,
-                                 len(ids), threshold)
+                                 len(ids), threshold, full)
+
+
+def _trimmed_box(xs: np.ndarray, ys: np.ndarray) -> tuple[int, int, int, int]:
+    """The robust box of one class's pixels (coordinates ``xs``, ``ys``), as ``ClassStatistics.robust_boxes``
+    defines it: the (k+1)-th smallest and largest of each, k = ``trimmed_count``."""
+    n = len(xs)
+    k = trimmed_count(n)
+    if k == 0:
+        return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+    x = np.partition(xs, (k, n - 1 - k))
+    y = np.partition(ys, (k, n - 1 - k))
+    return int(x[k]), int(y[k]), int(x[n - 1 - k]), int(y[n - 1 - k])
 
 
 class HumanParser:
@@ -350,7 +365,7 @@ class HumanParser:
                 sums = stats.confidence_sums.cpu()
                 if persons is not None:
                     sums = (sums.double() + torch.from_numpy(persons[1])).float()
-                return ClassStatistics(stats.pixel_counts.cpu(), sums, stats.boxes.cpu())
+                return ClassStatistics(stats.pixel_counts.cpu(), sums, stats.boxes.cpu(), stats.robust_boxes.cpu())
 
         return statistics
 
