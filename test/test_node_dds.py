@@ -540,6 +540,40 @@ def test_a_bad_start_up_value_leaves_the_node_up_unconfigured_with_one_error(ros
     assert code == 0, node.log()[-2000:]
 
 
+def test_float_ranges_are_exact_at_start_up_and_at_run_time(ros, weights, tmp_path):
+    """rclpy takes 1.0000001 for a [0, 1] float (its range tolerance): the node does not, at start-up (one ERROR,
+    unconfigured, the default kept) nor at run time, for person_threshold as for every ranged float."""
+    from human_parsing_ros.ros.parameters import PARAMS
+
+    ns = "/exact_range_ns"
+    node = start_node(tmp_path, weights, camera=f"{ns}/cam", ns=ns, person_threshold=1.0000001)
+    client = Client(f"{ns}/cam", {"/diagnostics": DiagnosticArray}, ns, name="probe_exact_range")
+    try:
+        client.wait_for(lambda: any(s.level == s.ERROR for s in _statuses(client, ns)), 60.0, "an ERROR")
+        error = next(s for s in _statuses(client, ns) if s.level == s.ERROR).message
+        assert "person_threshold" in error and "1.0000001" in error and "keeping 0.5" in error, error
+        errors = [line for line in node.log().splitlines() if "[ERROR]" in line]
+        # the refused start-up value, then the autostart's configure refused for it: both name it
+        assert errors and all("person_threshold" in line for line in errors), node.log()[-2000:]
+        assert node.alive() and _state(client, ns) == "unconfigured"
+        for param in PARAMS:
+            if isinstance(param.default, float) and param.value_range is not None:
+                low, high = param.value_range
+                for value in (np.nextafter(high, np.inf), np.nextafter(low, -np.inf)):
+                    ok, reason = _set(client, param.name, float(value), ns=ns)
+                    assert not ok and param.name in reason, (param.name, value, reason)
+        ok, reason = _set(client, "person_threshold", 1.0000001, ns=ns)
+        assert not ok and "person_threshold must be within 0.0..1.0" in reason, reason
+        assert _set(client, "person_threshold", 1.0, ns=ns) == (True, "")  # the bound itself is in range
+        assert _transition(client, ns, Transition.TRANSITION_CONFIGURE)
+        assert _transition(client, ns, Transition.TRANSITION_ACTIVATE)
+        assert _state(client, ns) == "active"
+    finally:
+        client.close()
+        code = node.stop()
+    assert code == 0, node.log()[-2000:]
+
+
 def _blocks_stop_signals(pid: int) -> bool:
     """/proc says SIGINT and SIGTERM are blocked: the node process has taken them over."""
     try:

@@ -108,7 +108,13 @@ class HumanParserNode(LifecycleNode):
             declared = self.declare_parameter(param.name, default, descriptor).value
             given = self._command_line.get(param.name, declared)
             if given is None or _plain(given) == _plain(declared):
-                return
+                if param.read_only or not _outside_range(param, declared):
+                    return
+                # rclpy takes a float a little outside its range (1.0000001 for [0, 1]: its tolerance); the
+                # node's ranges are exact
+                given = declared
+                self.undeclare_parameter(param.name)
+                self.declare_parameter(param.name, default, descriptor, ignore_override=True)
             # rcl dropped a "-p" value whose type differs from the parameter file's value for that name:
             # the file's value stays
         except (InvalidParameterValueException, InvalidParameterTypeException):
@@ -223,6 +229,10 @@ class HumanParserNode(LifecycleNode):
         self._error = ""  # an earlier failed activate is over
         if parser.precision_note:
             self.get_logger().warning(parser.precision_note)
+        limit = parser.detection_limit
+        if limit is not None and options.max_persons > limit:
+            self.get_logger().info(f"max_persons {options.max_persons}: these weights return at most {limit} "
+                                   f"persons per frame, so at most {limit} it is")
         # Everything alive now (torch, rclpy, the model: ~350k objects) lives as long as the node: move it out
         # of the garbage collector's reach, so that no automatic full collection (~170 ms on a 2-core CPU)
         # lands in the middle of a frame.
@@ -320,7 +330,8 @@ class HumanParserNode(LifecycleNode):
         return NodeState(finalized=self.finalized.is_set(), error=self._error, active=parser is not None,
                          input_topic=self.frames.input_topic, weights_path=self._weights_path,
                          model=parser.describe(options) if parser is not None else "not loaded",
-                         multi_person=parser is not None and parser.multi_person)
+                         multi_person=parser is not None and parser.multi_person,
+                         detection_limit=parser.detection_limit if parser is not None else None)
 
     def _health(self, dropped_recently: int, persons_dropped_recently: int = 0) -> tuple[bytes, str]:
         """Diagnostics level and message now (see ``diagnostics.health``)."""
@@ -355,6 +366,11 @@ def _descriptor(param: Param) -> ParameterDescriptor:
         descriptor.floating_point_range = [FloatingPointRange(
             from_value=param.value_range[0], to_value=param.value_range[1], step=0.0)]
     return descriptor
+
+
+def _outside_range(param: Param, value: Any) -> bool:
+    return (param.value_range is not None and isinstance(value, (int, float))
+            and not param.value_range[0] <= value <= param.value_range[1])
 
 
 def _plain(value: Any) -> Any:
