@@ -16,7 +16,9 @@ BOUNDARY_VALUES = 1 << 20
 # Values per buffer of the steps that map a whole axis of the output (confidence rows, per-row class counts):
 # they run in slices of the output so that no buffer is (output height or width) x (network grid or classes),
 # which a 8M x 1 frame would make gigabytes; per-frame memory stays a few bytes per output pixel.
-SLICE_VALUES = 1 << 20
+SLICE_VALUES = 1 << 23
+# Per-line class counts (lines x classes) up to this many values are made whole; beyond, a slice at a time.
+DENSE_COUNTS = 1 << 22
 # Robust boxes leave out this percentage of a class's pixels at each end of x and of y (see ClassStatistics).
 BOX_TRIM_PERCENT = 1
 
@@ -263,8 +265,8 @@ def class_statistics(labels: torch.Tensor, confidence: torch.Tensor, num_classes
     # per class, the first index along an axis where the running pixel count passes each of: 0 (the first
     # pixel), trim (the robust start), counts - 1 - trim (the robust end), counts - 1 (the last pixel)
     passes = torch.stack([torch.zeros_like(counts), trim, counts - 1 - trim, counts - 1])  # 4 x C
-    ys = _axis_positions(labels, num_classes, passes, counts > 0)
-    xs = _axis_positions(labels.t(), num_classes, passes, counts > 0)
+    ys = _axis_positions(labels, num_classes, passes, counts > 0, axis=0)
+    xs = _axis_positions(labels, num_classes, passes, counts > 0, axis=1)
     boxes = torch.stack([xs[0], ys[0], xs[3], ys[3]], dim=1)
     robust = torch.stack([xs[1], ys[1], xs[2], ys[2]], dim=1)
     boxes[counts == 0] = -1
@@ -272,27 +274,59 @@ def class_statistics(labels: torch.Tensor, confidence: torch.Tensor, num_classes
     return ClassStatistics(counts, conf_sums.float(), boxes, robust)
 
 
-def _axis_positions(labels: torch.Tensor, num_classes: int, passes: torch.Tensor,
-                    present: torch.Tensor) -> torch.Tensor:
-    """For each class and each row of ``passes`` (T x C pixel counts), the first index along dim 0 of
-    ``labels`` (L x M class ids) where the class's running pixel count (rows 0..index) exceeds it; 0 where it
-    never does (or where the class is not ``present``). Slices of rows at a time: each slice's (rows x
-    classes) counts, one bincount over (row, class) pairs, bounded by ``SLICE_VALUES`` whatever the shape."""
-    length, across = labels.shape
+def _axis_positions(labels: torch.Tensor, num_classes: int, passes: torch.Tensor, present: torch.Tensor,
+                    axis: int) -> torch.Tensor:
+    """For each class and each row of ``passes`` (T x C pixel counts), the first index along ``axis`` of
+    ``labels`` (H x W class ids: 0 rows, 1 columns) where the class's running pixel count (lines 0..index)
+    exceeds it; 0 where it never does (or where the class is not ``present``).
+
+    The (lines x classes) counts are made whole when they are small (any camera frame), from slices of rows
+    (contiguous memory); along the long axis of an extreme shape (8M x 1) they are made and searched a slice
+    of lines at a time. Either way no buffer exceeds a few times ``SLICE_VALUES`` besides the frame's own."""
+    length = labels.shape[axis]
+    if length * num_classes <= DENSE_COUNTS:
+        counts = _line_counts(labels, num_classes, axis)
+        cumulative = counts.cumsum(0)
+        beyond = cumulative[:, None, :] > passes[None]  # lines x T x C
+        found = beyond.to(torch.uint8).argmax(dim=0)
+        return torch.where(present & beyond.any(dim=0), found, 0)
+    lines = labels if axis == 0 else labels.t()
+    across = lines.shape[1]
     found = torch.where(present, -1, 0).expand_as(passes).clone()  # absent classes: nothing to look for
     running = torch.zeros(num_classes, dtype=torch.int64, device=labels.device)
     step = max(1, SLICE_VALUES // max(across, num_classes))
     for start in range(0, length, step):
-        block = labels[start:start + step].long()
+        block = lines[start:start + step].long()
         rows = block.shape[0]
         pairs = torch.arange(rows, device=labels.device)[:, None] * num_classes + block
-        per_row = torch.bincount(pairs.reshape(-1), minlength=rows * num_classes).view(rows, num_classes)
-        cumulative = per_row.cumsum(0) + running  # rows x C
+        per_line = torch.bincount(pairs.reshape(-1), minlength=rows * num_classes).view(rows, num_classes)
+        cumulative = per_line.cumsum(0) + running  # rows x C
         running = cumulative[-1]
         beyond = cumulative[:, None, :] > passes[None]  # rows x T x C
-        hit = beyond.any(dim=0)
         first = beyond.to(torch.uint8).argmax(dim=0) + start
-        found = torch.where((found < 0) & hit, first, found)
+        found = torch.where((found < 0) & beyond.any(dim=0), first, found)
         if bool((found >= 0).all()):
             break
     return found.clamp(min=0)
+
+
+def _line_counts(labels: torch.Tensor, num_classes: int, axis: int) -> torch.Tensor:
+    """int64 (rows or columns) x C: how many pixels of each class each row (``axis`` 0) or column (1) holds,
+    one bincount over (line, class) pairs per slice of rows."""
+    height, width = labels.shape
+    step = max(1, SLICE_VALUES // max(width, 1))
+    if axis == 0:
+        out = torch.empty((height, num_classes), dtype=torch.int64, device=labels.device)
+    else:
+        out = torch.zeros(width * num_classes, dtype=torch.int64, device=labels.device)
+        columns = torch.arange(width, device=labels.device)[None, :] * num_classes
+    for start in range(0, height, step):
+        block = labels[start:start + step].long()
+        rows = block.shape[0]
+        if axis == 0:
+            pairs = torch.arange(rows, device=labels.device)[:, None] * num_classes + block
+            out[start:start + rows] = torch.bincount(pairs.reshape(-1), minlength=rows * num_classes).view(
+                rows, num_classes)
+        else:
+            out += torch.bincount((columns + block).reshape(-1), minlength=width * num_classes)
+    return out if axis == 0 else out.view(width, num_classes)

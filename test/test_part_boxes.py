@@ -38,9 +38,12 @@ def test_a_few_stray_pixels_stretch_bbox_full_but_not_bbox():
     assert _trimmed_box(xs, ys) == (140, 100, 179, 159)
 
 
+@pytest.mark.parametrize("sliced", [False, True], ids=["whole_counts", "sliced_search"])
 @pytest.mark.parametrize("shape", [(97, 131), (4000, 1), (1, 3000), (700, 3)])
-def test_boxes_match_their_definition_whatever_the_shape_and_the_slices(shape, monkeypatch):
-    monkeypatch.setattr(inference, "SLICE_VALUES", 64)  # many slices, also across a class's pixels
+def test_boxes_match_their_definition_whatever_the_shape_and_the_slices(shape, sliced, monkeypatch):
+    monkeypatch.setattr(inference, "SLICE_VALUES", 64)  # many slices of rows, also across a class's pixels
+    if sliced:  # the path of an extreme shape's long axis: counts made and searched a slice at a time
+        monkeypatch.setattr(inference, "DENSE_COUNTS", 0)
     rng = np.random.default_rng(sum(shape))
     labels = rng.choice(6, size=shape, p=[0.5, 0.3, 0.1, 0.05, 0.05, 0.0]).astype(np.uint8)
     labels[tuple(s // 2 for s in shape)] = 5  # one class of a single pixel
