@@ -13,6 +13,14 @@ import torch.nn.functional as F
 # Interpolated values computed at once for boundary cells (cells x candidate classes x block pixels):
 # bounds that step's memory to about 4 MB per buffer, whatever the image size and the number of classes.
 BOUNDARY_VALUES = 1 << 20
+# Values per buffer of the steps that map a whole axis of the output (confidence rows, per-row class counts):
+# they run in slices of the output so that no buffer is (output height or width) x (network grid or classes),
+# which a 8M x 1 frame would make gigabytes; per-frame memory stays a few bytes per output pixel.
+SLICE_VALUES = 1 << 23
+# Per-line class counts (lines x classes) up to this many values are made whole; beyond, a slice at a time.
+DENSE_COUNTS = 1 << 22
+# Robust boxes leave out this percentage of a class's pixels at each end of x and of y (see ClassStatistics).
+BOX_TRIM_PERCENT = 1
 
 
 @dataclass(frozen=True)
@@ -113,7 +121,12 @@ def logits_to_labels(
     out_h, out_w = out_hw
     flat = torch.empty(out_h * out_w + 1, dtype=dtype, device=logits.device)
     labels = flat[:-1].view(out_h, out_w)
-    torch.index_select(argmax_lo.to(dtype).index_select(0, y0), 1, x0, out=labels)
+    lo_ids = argmax_lo.to(dtype)
+    # the same gather either way; the smaller intermediate first (a tall frame: columns first)
+    if out_h * lo_ids.shape[1] <= lo_ids.shape[0] * out_w:
+        torch.index_select(lo_ids.index_select(0, y0), 1, x0, out=labels)
+    else:
+        torch.index_select(lo_ids.index_select(1, x0), 0, y0, out=labels)
     if not bool(uniform.all()):
         _label_boundary_cells(flat, out_w, logits, uniform, (y0, wy), (x0, wx))
     return labels, confidence_map(logits, network_hw, placement, out_hw) if with_confidence else None
@@ -121,10 +134,19 @@ def logits_to_labels(
 
 def confidence_map(logits: torch.Tensor, network_hw: tuple[int, int], placement: Placement,
                    out_hw: tuple[int, int]) -> torch.Tensor:
-    """The max softmax probability of low-resolution ``logits``, bilinear at ``out_hw`` like the labels."""
+    """The max softmax probability of low-resolution ``logits``, bilinear at ``out_hw`` like the labels.
+
+    Computed in slices of output rows (``SLICE_VALUES``): the same values, element by element, as the whole
+    map at once, without a (output rows x network columns) intermediate."""
     (y0, y1, wy), (x0, x1, wx) = _output_taps(logits.shape[1:], network_hw, placement, out_hw, logits.device)
     confidence_lo = logits.float().softmax(dim=0).amax(dim=0)
-    return _lerp_rows(_lerp_rows(confidence_lo, y0, y1, wy).t(), x0, x1, wx).t()
+    out_h, out_w = out_hw
+    out = torch.empty((out_h, out_w), dtype=confidence_lo.dtype, device=confidence_lo.device)
+    step = max(1, SLICE_VALUES // max(confidence_lo.shape[1], out_w))
+    for top in range(0, out_h, step):
+        rows = slice(top, top + step)
+        out[rows] = _lerp_rows(_lerp_rows(confidence_lo, y0[rows], y1[rows], wy[rows]).t(), x0, x1, wx).t()
+    return out
 
 
 def _output_taps(lo_hw: tuple[int, int], network_hw: tuple[int, int], placement: Placement,
@@ -211,34 +233,100 @@ def _lerp_rows(grid: torch.Tensor, i0: torch.Tensor, i1: torch.Tensor, weight: t
     return grid.index_select(0, i0) * (1 - weight) + grid.index_select(0, i1) * weight
 
 
-def _first(hits: torch.Tensor) -> torch.Tensor:
-    """Index of the first True along dim 0, per column (0 where a column has none)."""
-    return hits.to(torch.uint8).argmax(dim=0)
-
-
 @dataclass
 class ClassStatistics:
-    """Per-class figures of one label map (arrays indexed by class id)."""
+    """Per-class figures of one label map (arrays indexed by class id).
+
+    ``boxes`` is the full extent of each class's pixels; ``robust_boxes`` leaves out, at each end of x and of
+    y, the ``BOX_TRIM_PERCENT`` % of its pixels farthest out (k = n * BOX_TRIM_PERCENT // 100 of n pixels:
+    x_min is the (k+1)-th smallest x of the class's pixels, x_max the (k+1)-th largest; likewise y), so that a
+    few stray pixels across the image do not stretch it. With fewer than 100 pixels k is 0: both are equal.
+    """
 
     pixel_counts: torch.Tensor  # int64 [C]
     confidence_sums: torch.Tensor  # float32 [C]
     boxes: torch.Tensor  # int64 [C, 4]: x_min, y_min, x_max, y_max (inclusive); -1 where absent
+    robust_boxes: torch.Tensor  # int64 [C, 4]: the same, trimmed; -1 where absent
+
+
+def trimmed_count(pixels: int) -> int:
+    """How many of a class's ``pixels`` a robust box leaves out at each end of each axis."""
+    return pixels * BOX_TRIM_PERCENT // 100
 
 
 def class_statistics(labels: torch.Tensor, confidence: torch.Tensor, num_classes: int) -> ClassStatistics:
     h, w = labels.shape
-    lab = labels.long()
-    flat = lab.reshape(-1)
+    flat = labels.reshape(-1).long()
     # Accumulate in float64: a float32 running sum over a megapixel class drifts by percents.
     conf_sums = torch.bincount(flat, weights=confidence.reshape(-1).double(), minlength=num_classes)[:num_classes]
-    # Which classes occur in each row and each column: one bincount each over (index, class) pairs.
-    rows = torch.arange(h, device=lab.device)[:, None] * num_classes + lab
-    cols = torch.arange(w, device=lab.device)[None, :] * num_classes + lab
-    per_row = torch.bincount(rows.reshape(-1), minlength=h * num_classes).view(h, num_classes)
-    in_col = torch.bincount(cols.reshape(-1), minlength=w * num_classes).view(w, num_classes) > 0
-    counts = per_row.sum(dim=0)
-    in_row = per_row > 0
-    boxes = torch.stack([_first(in_col), _first(in_row), w - 1 - _first(in_col.flip(0)),
-                         h - 1 - _first(in_row.flip(0))], dim=1)
+    counts = torch.bincount(flat, minlength=num_classes)[:num_classes]
+    del flat
+    trim = counts * BOX_TRIM_PERCENT // 100
+    # per class, the first index along an axis where the running pixel count passes each of: 0 (the first
+    # pixel), trim (the robust start), counts - 1 - trim (the robust end), counts - 1 (the last pixel)
+    passes = torch.stack([torch.zeros_like(counts), trim, counts - 1 - trim, counts - 1])  # 4 x C
+    ys = _axis_positions(labels, num_classes, passes, counts > 0, axis=0)
+    xs = _axis_positions(labels, num_classes, passes, counts > 0, axis=1)
+    boxes = torch.stack([xs[0], ys[0], xs[3], ys[3]], dim=1)
+    robust = torch.stack([xs[1], ys[1], xs[2], ys[2]], dim=1)
     boxes[counts == 0] = -1
-    return ClassStatistics(counts, conf_sums.float(), boxes)
+    robust[counts == 0] = -1
+    return ClassStatistics(counts, conf_sums.float(), boxes, robust)
+
+
+def _axis_positions(labels: torch.Tensor, num_classes: int, passes: torch.Tensor, present: torch.Tensor,
+                    axis: int) -> torch.Tensor:
+    """For each class and each row of ``passes`` (T x C pixel counts), the first index along ``axis`` of
+    ``labels`` (H x W class ids: 0 rows, 1 columns) where the class's running pixel count (lines 0..index)
+    exceeds it; 0 where it never does (or where the class is not ``present``).
+
+    The (lines x classes) counts are made whole when they are small (any camera frame), from slices of rows
+    (contiguous memory); along the long axis of an extreme shape (8M x 1) they are made and searched a slice
+    of lines at a time. Either way no buffer exceeds a few times ``SLICE_VALUES`` besides the frame's own."""
+    length = labels.shape[axis]
+    if length * num_classes <= DENSE_COUNTS:
+        counts = _line_counts(labels, num_classes, axis)
+        cumulative = counts.cumsum(0)
+        beyond = cumulative[:, None, :] > passes[None]  # lines x T x C
+        found = beyond.to(torch.uint8).argmax(dim=0)
+        return torch.where(present & beyond.any(dim=0), found, 0)
+    lines = labels if axis == 0 else labels.t()
+    across = lines.shape[1]
+    found = torch.where(present, -1, 0).expand_as(passes).clone()  # absent classes: nothing to look for
+    running = torch.zeros(num_classes, dtype=torch.int64, device=labels.device)
+    step = max(1, SLICE_VALUES // max(across, num_classes))
+    for start in range(0, length, step):
+        block = lines[start:start + step].long()
+        rows = block.shape[0]
+        pairs = torch.arange(rows, device=labels.device)[:, None] * num_classes + block
+        per_line = torch.bincount(pairs.reshape(-1), minlength=rows * num_classes).view(rows, num_classes)
+        cumulative = per_line.cumsum(0) + running  # rows x C
+        running = cumulative[-1]
+        beyond = cumulative[:, None, :] > passes[None]  # rows x T x C
+        first = beyond.to(torch.uint8).argmax(dim=0) + start
+        found = torch.where((found < 0) & beyond.any(dim=0), first, found)
+        if bool((found >= 0).all()):
+            break
+    return found.clamp(min=0)
+
+
+def _line_counts(labels: torch.Tensor, num_classes: int, axis: int) -> torch.Tensor:
+    """int64 (rows or columns) x C: how many pixels of each class each row (``axis`` 0) or column (1) holds,
+    one bincount over (line, class) pairs per slice of rows."""
+    height, width = labels.shape
+    step = max(1, SLICE_VALUES // max(width, 1))
+    if axis == 0:
+        out = torch.empty((height, num_classes), dtype=torch.int64, device=labels.device)
+    else:
+        out = torch.zeros(width * num_classes, dtype=torch.int64, device=labels.device)
+        columns = torch.arange(width, device=labels.device)[None, :] * num_classes
+    for start in range(0, height, step):
+        block = labels[start:start + step].long()
+        rows = block.shape[0]
+        if axis == 0:
+            pairs = torch.arange(rows, device=labels.device)[:, None] * num_classes + block
+            out[start:start + rows] = torch.bincount(pairs.reshape(-1), minlength=rows * num_classes).view(
+                rows, num_classes)
+        else:
+            out += torch.bincount((columns + block).reshape(-1), minlength=width * num_classes)
+    return out if axis == 0 else out.view(width, num_classes)

@@ -98,8 +98,20 @@ class PartsMessage:
 
 
 def _part_from_doc(part: dict) -> Part:
-    return Part(int(part["id"]), str(part["name"]), bool(part["present"]), float(part["pixel_fraction"]),
-                tuple(part["bbox"]) if part["bbox"] is not None else None, float(part["mean_confidence"]))
+    """``bbox`` is the robust box, ``bbox_full`` the full extent; a message without ``bbox_full`` (a node from
+    before it existed, whose ``bbox`` was the full extent) gives ``bbox`` for both."""
+    bbox = _box(part["bbox"])
+    return Part(int(part["id"]), str(part["name"]), bool(part["present"]), float(part["pixel_fraction"]), bbox,
+                float(part["mean_confidence"]), _box(part["bbox_full"]) if "bbox_full" in part else bbox)
+
+
+def _box(value: list | None) -> tuple[int, int, int, int] | None:
+    if value is None:
+        return None
+    box = tuple(int(v) for v in value)
+    if len(box) != 4:
+        raise ValueError(f"a box has 4 values (x_min, y_min, x_max, y_max), not {list(value)!r}")
+    return box
 
 
 @dataclass(frozen=True)

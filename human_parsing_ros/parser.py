@@ -29,6 +29,7 @@ from .inference import (
     merge_flipped,
     network_input,
     place_image,
+    trimmed_count,
 )
 from .models import ServableModel
 from .multi_person import merge_persons
@@ -105,6 +106,9 @@ class ParseResult:
     instances: np.ndarray | None = None
     persons: list[PersonDetection] = field(default_factory=list)
     dropped_persons: int = 0
+    # multi-person weights only: the network returned as many persons scoring at least person_threshold as its
+    # detection limit (HumanParser.detection_limit), so it may have cut more, which nobody can count
+    detection_limit_reached: bool = False
     # float64 [persons + 1, C]: row k sums the part probability of person k's pixels of each class
     person_confidence_sums: np.ndarray | None = field(default=None, repr=False)
 
@@ -129,7 +133,7 @@ class ParseResult:
         """
         stats = self.statistics
         return parts_from_counts(self.class_set.names, stats.pixel_counts.tolist(), stats.confidence_sums.tolist(),
-                                 stats.boxes.tolist(), self.labels.size, threshold)
+                                 stats.robust_boxes.tolist(), self.labels.size, threshold, stats.boxes.tolist())
 
     def mask(self, class_id: int) -> np.ndarray:
         """0/255 mono8 mask of one class."""
@@ -144,11 +148,25 @@ class ParseResult:
         ids = self.labels[ys, xs].astype(np.int64)
         counts = np.bincount(ids, minlength=self.class_set.num_classes)
         boxes: list[tuple[int, int, int, int] | None] = [None] * len(counts)
+        full: list[tuple[int, int, int, int] | None] = [None] * len(counts)
         for class_id in np.flatnonzero(counts):
             on = ids == class_id
-            boxes[class_id] = (int(xs[on].min()), int(ys[on].min()), int(xs[on].max()), int(ys[on].max()))
+            full[class_id] = (int(xs[on].min()), int(ys[on].min()), int(xs[on].max()), int(ys[on].max()))
+            boxes[class_id] = _trimmed_box(xs[on], ys[on])
         return parts_from_counts(self.class_set.names, counts, self.person_confidence_sums[person.instance], boxes,
-                                 len(ids), threshold)
+                                 len(ids), threshold, full)
+
+
+def _trimmed_box(xs: np.ndarray, ys: np.ndarray) -> tuple[int, int, int, int]:
+    """The robust box of one class's pixels (coordinates ``xs``, ``ys``), as ``ClassStatistics.robust_boxes``
+    defines it: the (k+1)-th smallest and largest of each, k = ``trimmed_count``."""
+    n = len(xs)
+    k = trimmed_count(n)
+    if k == 0:
+        return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+    x = np.partition(xs, (k, n - 1 - k))
+    y = np.partition(ys, (k, n - 1 - k))
+    return int(x[k]), int(y[k]), int(x[n - 1 - k]), int(y[n - 1 - k])
 
 
 class HumanParser:
@@ -260,6 +278,13 @@ class HumanParser:
     def num_classes(self) -> int:
         return self.class_set.num_classes
 
+    @property
+    def detection_limit(self) -> int | None:
+        """Multi-person weights: the most persons the network returns per frame (the weights' ``detections``);
+        a frame has at most min(max_persons, detection_limit) persons. None for single-map weights."""
+        limit = getattr(self.model, "detection_limit", None) if self.multi_person else None
+        return None if limit is None else int(limit)
+
     def describe(self, options: ParseOptions | None = None) -> str:
         """One line: architecture, classes, input, device, dtype; ``options`` None: the parser's own."""
         options = self._resolve(options, {}, self._options)
@@ -350,7 +375,7 @@ class HumanParser:
                 sums = stats.confidence_sums.cpu()
                 if persons is not None:
                     sums = (sums.double() + torch.from_numpy(persons[1])).float()
-                return ClassStatistics(stats.pixel_counts.cpu(), sums, stats.boxes.cpu())
+                return ClassStatistics(stats.pixel_counts.cpu(), sums, stats.boxes.cpu(), stats.robust_boxes.cpu())
 
         return statistics
 
@@ -369,8 +394,11 @@ class HumanParser:
                              device=semantic.device)
         offset = torch.tensor([placement.left, placement.top] * 2, device=semantic.device)
         boxes = (result["boxes"].float() - offset) * scale
-        merged = merge_persons(result["parts"].float(), boxes, result["scores"].float(), background, *out_hw,
+        scores = result["scores"].float()
+        merged = merge_persons(result["parts"].float(), boxes, scores, background, *out_hw,
                                options.person_threshold, options.max_persons)
+        limit = self.detection_limit
+        at_limit = limit is not None and int((scores >= options.person_threshold).sum()) >= limit
         labels = merged.labels.to(torch.uint8)
         instances = merged.instances.to(torch.uint8).cpu().numpy()
         cells = (len(merged.persons) + 1) * self.num_classes
@@ -388,7 +416,8 @@ class HumanParser:
         return ParseResult(labels.cpu().numpy(), self.class_set,
                            self._statistics(semantic, labels, placement, out_hw, (nobody, person_sums.sum(0))),
                            {key: value * 1e3 for key, value in timings.items()}, instances=instances,
-                           persons=persons, dropped_persons=merged.dropped, person_confidence_sums=person_sums)
+                           persons=persons, dropped_persons=merged.dropped, person_confidence_sums=person_sums,
+                           detection_limit_reached=at_limit)
 
     def warmup(self, iterations: int = 2) -> float:
         """Run dummy frames so the first real one is not slow; returns the last time in ms."""

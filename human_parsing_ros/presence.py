@@ -22,8 +22,9 @@ class Part:
     name: str
     present: bool
     pixel_fraction: float
-    bbox: Box | None
+    bbox: Box | None  # robust: the box of the part's pixels less the 1 % farthest out at each end of x and y
     mean_confidence: float
+    bbox_full: Box | None = None  # the full extent of the part's pixels, stray ones included
 
     def rounded(self) -> Part:
         """This part with its figures at wire precision."""
@@ -42,13 +43,16 @@ class PersonDetection:
 
 
 def parts_from_counts(names: Sequence[str], counts: Sequence[int], confidence_sums: Sequence[float],
-                      boxes: Sequence[Sequence[int] | None], total: int, threshold: float) -> list[Part]:
+                      boxes: Sequence[Sequence[int] | None], total: int, threshold: float,
+                      full_boxes: Sequence[Sequence[int] | None] | None = None) -> list[Part]:
     """One ``Part`` per class name, full precision.
 
     ``counts[c]`` pixels of class c out of ``total`` (a frame's, or one person's), ``confidence_sums[c]`` the
-    sum of their confidence, ``boxes[c]`` their extent (read only where the count is above 0). A class is
-    ``present`` when it has pixels and its fraction of ``total`` is at least ``threshold``.
+    sum of their confidence, ``boxes[c]`` their robust box and ``full_boxes[c]`` their full extent (None: the
+    same as ``boxes``; both read only where the count is above 0). A class is ``present`` when it has pixels
+    and its fraction of ``total`` is at least ``threshold``.
     """
+    full_boxes = boxes if full_boxes is None else full_boxes
     total = max(1, int(total))
     parts = []
     for class_id, name in enumerate(names):
@@ -58,5 +62,6 @@ def parts_from_counts(names: Sequence[str], counts: Sequence[int], confidence_su
             class_id, name, count > 0 and fraction >= threshold, fraction,
             tuple(int(v) for v in boxes[class_id]) if count else None,
             float(confidence_sums[class_id]) / count if count else 0.0,
+            tuple(int(v) for v in full_boxes[class_id]) if count else None,
         ))
     return parts

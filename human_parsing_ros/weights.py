@@ -210,9 +210,19 @@ def load_weights(path: str | os.PathLike) -> tuple[ServableModel, WeightsInfo]:
         raise
     except Exception as err:  # data section shorter than the header says, and similar
         raise WeightsError(f"{path}: unreadable tensors ({err})") from None
+    try:
+        return _build(path, info, state), info
+    except WeightsError:
+        raise
+    except Exception as err:  # noqa: BLE001 (whatever building the network raises, MemoryError included)
+        raise WeightsError(f"{path}: cannot build the network: {type(err).__name__}: "
+                           f"{' '.join(str(err).split())}") from None
+
+
+def _build(path: Path, info: WeightsInfo, state: dict[str, torch.Tensor]) -> ServableModel:
     args = {key: value for key, value in info.architecture_args.items() if key != "encoder_weights"}
     try:
-        model = build_model(info.architecture, **args)
+        model = build_model(info.architecture, **args)  # ValueError, one line, for any failure to build
     except ValueError as err:
         raise WeightsError(f"{path}: {err}") from None
     if model.num_classes != len(info.class_names):
@@ -221,7 +231,7 @@ def load_weights(path: str | os.PathLike) -> tuple[ServableModel, WeightsInfo]:
     rename_legacy_keys(state, model.legacy_aux_keys)  # files written before the zoo's one aux-head attribute
     _check_state(path, model, state)
     model.load_state_dict(state)
-    return model.eval(), info
+    return model.eval()
 
 
 def non_finite_tensor(state: dict[str, torch.Tensor]) -> str | None:

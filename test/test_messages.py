@@ -71,6 +71,18 @@ def test_parts_round_trip():
         decoded.get("tail")
 
 
+def test_a_parts_message_without_bbox_full_decodes_with_bbox_for_both():
+    """A node from before bbox_full (its bbox was the full extent) is still read."""
+    doc = json.loads(_parts_message().to_json())
+    for part in doc["parts"]:
+        del part["bbox_full"]
+    hair = PartsMessage.from_json(json.dumps(doc)).get("hair")
+    assert hair.bbox == hair.bbox_full == (2, 3, 42, 92)
+    doc["parts"][0]["bbox"] = [1, 2, 3]
+    with pytest.raises(SchemaError, match="4 values"):
+        PartsMessage.from_json(json.dumps(doc))
+
+
 def test_class_info_round_trip():
     message = _class_info_message()
     text = message.to_json()
@@ -160,7 +172,8 @@ def test_unknown_extra_fields_are_tolerated():
 
 
 def _wire_format(result, stamp, frame_id, threshold):
-    """The parts JSON as the node has written it since schema 1, computed here from the raw statistics."""
+    """The parts JSON as the node writes it (schema 1; ``bbox_full`` added, ``bbox`` the robust box since #35),
+    computed here from the raw statistics."""
     height, width = result.labels.shape
     total = result.labels.size
     parts = []
@@ -170,8 +183,9 @@ def _wire_format(result, stamp, frame_id, threshold):
         parts.append({
             "id": class_id, "name": name, "present": count > 0 and fraction >= threshold,
             "pixel_fraction": round(fraction, 6),
-            "bbox": result.statistics.boxes[class_id].tolist() if count else None,
+            "bbox": result.statistics.robust_boxes[class_id].tolist() if count else None,
             "mean_confidence": round(float(result.statistics.confidence_sums[class_id]) / count, 4) if count else 0.0,
+            "bbox_full": result.statistics.boxes[class_id].tolist() if count else None,
         })
     doc = {"schema": PARTS_SCHEMA, "stamp": {"sec": stamp.sec, "nanosec": stamp.nanosec}, "frame_id": frame_id,
            "width": width, "height": height, "threshold": threshold, "parts": parts}

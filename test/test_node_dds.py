@@ -137,10 +137,13 @@ def test_outputs_carry_the_input_header_and_size(running, frames):
     ids = image_array(last)
     for part in report.parts:
         assert part.present == (part.pixel_fraction >= report.threshold and part.pixel_fraction > 0)
+        assert (part.bbox is None) == (part.bbox_full is None)
         if part.bbox is not None:
-            x0, y0, x1, y1 = part.bbox
             ys, xs = np.nonzero(ids == part.id)
-            assert (x0, y0, x1, y1) == (xs.min(), ys.min(), xs.max(), ys.max())
+            assert part.bbox_full == (xs.min(), ys.min(), xs.max(), ys.max())
+            k = len(xs) // 100  # the robust box: 1 % of the part's pixels left out at each end of x and y
+            xs, ys = np.sort(xs), np.sort(ys)
+            assert part.bbox == (xs[k], ys[k], xs[-1 - k], ys[-1 - k])
 
 
 def test_class_info_reaches_a_late_subscriber(running):
@@ -400,6 +403,56 @@ def test_corrupt_weights_are_refused_in_one_line_and_the_node_stays_up(ros, weig
     assert code == 0, node.log()[-2000:]
 
 
+def test_weights_whose_network_cannot_be_built_fail_configure_with_one_error_at_start_up_and_on_request(ros,
+                                                                                                      tmp_path):
+    """An architecture argument that makes the constructor raise an IndexError (not a ValueError): one ERROR line
+    naming the file and the argument, diagnostics ERROR, at start-up and again through the configure service."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from human_parsing_ros.resources import PERSONS_WEIGHTS
+
+    bad = tmp_path / "proposals.safetensors"
+    with safe_open(str(PERSONS_WEIGHTS), framework="pt", device="cpu") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
+        metadata = dict(handle.metadata())
+    metadata["architecture_args"] = json.dumps({**json.loads(metadata["architecture_args"]), "proposals": [10]})
+    save_file(tensors, str(bad), metadata=metadata)
+    ns = "/unbuildable_ns"
+    node = start_node(tmp_path, bad, camera=f"{ns}/cam", ns=ns)
+    client = Client(f"{ns}/cam", {"/diagnostics": DiagnosticArray}, ns, name="hp_test_unbuildable")
+
+    def errors() -> list[str]:
+        return [line for line in node.log().splitlines() if "[ERROR]" in line]
+
+    try:
+        client.wait_for(lambda: any(s.level == s.ERROR for s in _statuses(client, ns)), 60.0, "an ERROR")
+        message = next(s for s in _statuses(client, ns) if s.level == s.ERROR).message
+        assert str(bad) in message and "proposals=[10]" in message, message
+        assert len(errors()) == 1, node.log()[-2000:]
+        assert str(bad) in errors()[0] and "configure failed" in errors()[0] and "proposals=[10]" in errors()[0]
+        assert node.alive() and _state(client, ns) == "unconfigured"
+        # the lifecycle service: refused again, with a second line and diagnostics still ERROR
+        assert not _transition(client, ns, Transition.TRANSITION_CONFIGURE)
+        client.wait_for(lambda: len(errors()) == 2, 20.0, "a second ERROR line")
+        assert "proposals=[10]" in errors()[1]
+        since = time.time()
+
+        def later() -> list:
+            return [s for t, a in client.received.timed("/diagnostics") if t > since for s in a.status
+                    if f"{ns}/" in s.name]
+
+        client.wait_for(later, 10.0, "a diagnostics report after the refused configure")
+        assert all(s.level == s.ERROR and "proposals=[10]" in s.message for s in later())
+        assert "Traceback" not in node.log()
+    finally:
+        client.close()
+        code = node.stop()
+    assert code == 0, node.log()[-2000:]
+
+
 def test_a_plain_start_uses_the_installed_default_weights_and_parses_a_person(ros, tmp_path):
     from human_parsing_ros.resources import DEFAULT_WEIGHTS
     from human_parsing_ros.samples import load_annotation
@@ -484,6 +537,40 @@ def test_a_bad_start_up_value_leaves_the_node_up_unconfigured_with_one_error(ros
         assert _set(client, "presence_threshold", 0.25, ns=ns) == (True, "")
         assert _transition(client, ns, Transition.TRANSITION_CONFIGURE)
         assert _state(client, ns) == "inactive"
+    finally:
+        client.close()
+        code = node.stop()
+    assert code == 0, node.log()[-2000:]
+
+
+def test_float_ranges_are_exact_at_start_up_and_at_run_time(ros, weights, tmp_path):
+    """rclpy takes 1.0000001 for a [0, 1] float (its range tolerance): the node does not, at start-up (one ERROR,
+    unconfigured, the default kept) nor at run time, for person_threshold as for every ranged float."""
+    from human_parsing_ros.ros.parameters import PARAMS
+
+    ns = "/exact_range_ns"
+    node = start_node(tmp_path, weights, camera=f"{ns}/cam", ns=ns, person_threshold=1.0000001)
+    client = Client(f"{ns}/cam", {"/diagnostics": DiagnosticArray}, ns, name="probe_exact_range")
+    try:
+        client.wait_for(lambda: any(s.level == s.ERROR for s in _statuses(client, ns)), 60.0, "an ERROR")
+        error = next(s for s in _statuses(client, ns) if s.level == s.ERROR).message
+        assert "person_threshold" in error and "1.0000001" in error and "keeping 0.5" in error, error
+        errors = [line for line in node.log().splitlines() if "[ERROR]" in line]
+        # the refused start-up value, then the autostart's configure refused for it: both name it
+        assert errors and all("person_threshold" in line for line in errors), node.log()[-2000:]
+        assert node.alive() and _state(client, ns) == "unconfigured"
+        for param in PARAMS:
+            if isinstance(param.default, float) and param.value_range is not None:
+                low, high = param.value_range
+                for value in (np.nextafter(high, np.inf), np.nextafter(low, -np.inf)):
+                    ok, reason = _set(client, param.name, float(value), ns=ns)
+                    assert not ok and param.name in reason, (param.name, value, reason)
+        ok, reason = _set(client, "person_threshold", 1.0000001, ns=ns)
+        assert not ok and "person_threshold must be within 0.0..1.0" in reason, reason
+        assert _set(client, "person_threshold", 1.0, ns=ns) == (True, "")  # the bound itself is in range
+        assert _transition(client, ns, Transition.TRANSITION_CONFIGURE)
+        assert _transition(client, ns, Transition.TRANSITION_ACTIVATE)
+        assert _state(client, ns) == "active"
     finally:
         client.close()
         code = node.stop()
@@ -645,6 +732,36 @@ def test_a_failed_activate_releases_the_model_and_a_retry_clears_its_error(ros, 
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         level, message = node._health(0)
         assert level != DiagnosticStatus.ERROR and node._error == "", message
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("transition", ["configure", "deactivate"])
+def test_a_transition_that_raises_anything_fails_with_one_error_and_diagnostics_error(ros, weights, monkeypatch,
+                                                                                     transition):
+    """rclpy swallows what a lifecycle callback raises (no log line, diagnostics unchanged): the node never lets it."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from human_parsing_ros.ros import node as node_module
+
+    node = in_process_node(weights, f"/raise_{transition}_ns")
+    try:
+        if transition == "configure":
+            monkeypatch.setattr(node_module, "load_weights", lambda path: {}["no such key"])
+            assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        else:
+            assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+            def broken():
+                raise OSError("device gone (simulated)")
+
+            monkeypatch.setattr(node, "release_parser", broken)
+            assert node.trigger_deactivate() == TransitionCallbackReturn.FAILURE
+        assert node._error.startswith(f"{transition} failed: ")
+        assert ("KeyError" if transition == "configure" else "OSError: device gone") in node._error
+        assert node._health(0) == (DiagnosticStatus.ERROR, node._error)
     finally:
         node.destroy_node()
 

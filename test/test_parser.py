@@ -109,10 +109,13 @@ def test_presence_and_statistics(parser, photo):
             assert part.bbox is None and part.mean_confidence == 0.0
             continue
         ys, xs = np.nonzero(where)
-        assert part.bbox == (xs.min(), ys.min(), xs.max(), ys.max())
-        x0, y0, x1, y1 = part.bbox
+        assert part.bbox_full == (xs.min(), ys.min(), xs.max(), ys.max())
+        x0, y0, x1, y1 = part.bbox_full
         inside = where[y0:y1 + 1, x0:x1 + 1]
         assert inside.sum() == count and inside[0].any() and inside[-1].any() and inside[:, 0].any()
+        k = count // 100  # the robust box: the (k+1)-th smallest and largest x and y of the part's pixels
+        xs, ys = np.sort(xs), np.sort(ys)
+        assert part.bbox == (xs[k], ys[k], xs[count - 1 - k], ys[count - 1 - k])
         assert 1.0 / 20 - 1e-6 <= part.mean_confidence <= 1.0
 
 

@@ -140,3 +140,23 @@ def test_the_shipped_multi_person_weights_find_the_people_of_a_composite():
         x0, y0, x1, y1 = person.bbox
         overlap = (frame.persons[y0:y1 + 1, x0:x1 + 1] > 0).mean()
         assert overlap > 0.5
+
+
+def test_the_detection_limit_caps_persons_and_says_when_it_may_have_cut_some(weights):
+    """The weights return at most ``detections`` persons (5 here, 20 in the shipped file): the cap is
+    min(max_persons, that limit); a frame whose persons above the threshold fill the limit says so."""
+    from human_parsing_ros.resources import DEFAULT_WEIGHTS, PERSONS_WEIGHTS
+
+    assert HumanParser(DEFAULT_WEIGHTS, device="cpu").detection_limit is None  # single-map weights
+    assert HumanParser(PERSONS_WEIGHTS, device="cpu").detection_limit == 20
+    parser = HumanParser(weights, device="cpu")
+    assert parser.detection_limit == 5
+    image = load_rgb(sample_photos()[0])
+    everyone = parser.parse(image, ParseOptions(person_threshold=0.0, max_persons=255))
+    assert everyone.detection_limit_reached  # these weights call every box a person: the limit is reached
+    assert len(everyone.persons) <= 5 and everyone.dropped_persons == 0
+    capped = parser.parse(image, ParseOptions(person_threshold=0.0, max_persons=2))
+    assert capped.detection_limit_reached and len(capped.persons) <= 2
+    assert capped.dropped_persons == 3  # beyond max_persons: counted, as they were returned
+    nobody = parser.parse(image, ParseOptions(person_threshold=1.0))
+    assert not nobody.detection_limit_reached and not nobody.persons

@@ -394,3 +394,51 @@ def test_an_aux_trained_file_with_the_old_aux_key_names_still_loads(tmp_path):
         expected, expected_aux = model.eval()(x, with_aux=True)
         logits, aux = loaded(x, with_aux=True)
     assert torch.equal(logits, expected) and torch.equal(aux[0], expected_aux[0])
+
+
+# ---------------------------------------------------------------- architecture arguments the constructor chokes on
+def _with_args(src, dst, **changes):
+    def edit(m):
+        m["architecture_args"] = json.dumps({**json.loads(m["architecture_args"]), **changes})
+
+    return _rewrite(src, dst, edit)
+
+
+@pytest.mark.parametrize("value", [-1, 10 ** 9, 1e9], ids=["negative", "huge", "float"])
+def test_an_absurd_size_in_the_default_file_is_refused_in_one_line_naming_it(tmp_path, value):
+    from human_parsing_ros.parser import HumanParser
+    from human_parsing_ros.resources import DEFAULT_WEIGHTS
+
+    path = _with_args(DEFAULT_WEIGHTS, tmp_path / "absurd.safetensors", decoder_channels=value)
+    _refused(path, "decoder_channels", repr(value))
+    with pytest.raises(WeightsError, match="decoder_channels"):
+        HumanParser(path, device="cpu")
+
+
+def test_a_list_the_multi_person_constructor_cannot_index_is_refused_naming_it(tmp_path):
+    from human_parsing_ros.parser import HumanParser
+    from human_parsing_ros.resources import PERSONS_WEIGHTS
+
+    path = _with_args(PERSONS_WEIGHTS, tmp_path / "proposals.safetensors", proposals=[10])
+    message = _refused(path, "proposals=[10]", "IndexError")  # an IndexError inside the constructor
+    assert "channels" not in message  # only the argument to blame, not every argument
+    with pytest.raises(WeightsError, match=r"proposals=\[10\]"):
+        HumanParser(path, device="cpu")
+
+
+def test_any_exception_of_a_constructor_memory_error_included_becomes_one_weights_error(tmp_path, weights_file,
+                                                                                      monkeypatch):
+    from human_parsing_ros.models import ARCHITECTURES
+
+    real = ARCHITECTURES[DEFAULT_ARCHITECTURE]
+
+    class Greedy(real):
+        def __init__(self, *args, head_channels=None, **kwargs):
+            if head_channels is not None:
+                raise MemoryError(f"cannot allocate {head_channels} x {head_channels} channels")
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setitem(ARCHITECTURES, DEFAULT_ARCHITECTURE, Greedy)
+    message = _refused(_with_args(weights_file, tmp_path / "greedy.safetensors", head_channels=4096),
+                       "head_channels=4096", "MemoryError")
+    assert message.count(str(tmp_path)) == 1

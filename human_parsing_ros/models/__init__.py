@@ -6,6 +6,7 @@ The arguments are what a weights file stores, so ``build_model(info.architecture
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from .base import SegmentationHead, SegmentationModel
@@ -13,15 +14,72 @@ from .encoders import ENCODERS, build_encoder
 from .protocol import ServableModel, rename_legacy_keys
 from .registry import ARCHITECTURES, register_architecture
 
+# Integer architecture arguments (channels, proposals, detections, ...) are sizes or counts: none is negative,
+# and none of a network that fits a computer is above this; a weights file saying otherwise is refused before
+# anything is allocated (a constructor asked for 1e9 channels would try to allocate them).
+ARCHITECTURE_INT_RANGE = (0, 1 << 16)
+
 
 def build_model(name: str, **kwargs: Any) -> ServableModel:
-    """Build architecture ``name``; raises ValueError naming what is unknown or wrong."""
+    """Build architecture ``name``; raises ValueError, one line, naming what is unknown or wrong.
+
+    Whatever the constructor raises (an IndexError for a list too short, a RuntimeError for a negative size, a
+    MemoryError) becomes that ValueError, naming the argument(s) that make it fail where one can be found.
+    """
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture '{name}' (known: {', '.join(sorted(ARCHITECTURES))})")
+    cls = ARCHITECTURES[name]
+    reason = _argument_error(cls, kwargs)
+    if reason:
+        raise ValueError(f"bad arguments for architecture '{name}': {reason}")
     try:
-        return ARCHITECTURES[name](**kwargs)
+        return cls(**kwargs)
     except TypeError as err:
         raise ValueError(f"bad arguments for architecture '{name}': {err}") from None
+    except Exception as err:  # noqa: BLE001 (MemoryError included: any failure to build is the arguments')
+        culprits = _culprits(cls, kwargs)
+        which = (", ".join(f"{key}={kwargs[key]!r}" for key in culprits) if culprits
+                 else "arguments " + ", ".join(f"{key}={value!r}" for key, value in sorted(kwargs.items())))
+        kind = "" if isinstance(err, ValueError) else f"{type(err).__name__}: "
+        raise ValueError(f"cannot build architecture '{name}' with {which}: {kind}{_one_line(err)}") from None
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or "(no message)"
+
+
+def _argument_error(cls: type, kwargs: dict[str, Any]) -> str | None:
+    """Why an argument cannot be right whatever the architecture does with it: an integer outside
+    ``ARCHITECTURE_INT_RANGE``, or a non-integer where the constructor's default is an integer."""
+    defaults = {key: param.default for key, param in inspect.signature(cls.__init__).parameters.items()}
+    low, high = ARCHITECTURE_INT_RANGE
+    for key, value in sorted(kwargs.items()):
+        default = defaults.get(key, inspect.Parameter.empty)
+        integer_default = isinstance(default, int) and not isinstance(default, bool)
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            is_int = isinstance(item, int) and not isinstance(item, bool)
+            if integer_default and not is_int:
+                return f"{key}={value!r} must be an integer"
+            if is_int and not low <= item <= high:
+                return f"{key}={value!r} must be within {low}..{high}"
+    return None
+
+
+def _culprits(cls: type, kwargs: dict[str, Any]) -> list[str]:
+    """The arguments which, each set back to its default alone, let ``cls`` build: the ones to blame (or [])."""
+    defaults = {key: param.default for key, param in inspect.signature(cls.__init__).parameters.items()}
+    found = []
+    for key in sorted(kwargs):
+        default = defaults.get(key, inspect.Parameter.empty)
+        if default is inspect.Parameter.empty or kwargs[key] == default:
+            continue
+        try:
+            cls(**{**kwargs, key: default})
+        except Exception:  # noqa: BLE001, S112 (still failing: not this argument alone)
+            continue
+        found.append(key)
+    return found
 
 
 def semantic_architectures() -> list[str]:

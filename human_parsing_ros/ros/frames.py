@@ -152,6 +152,7 @@ class FramePath:
         ids = self.tracker.update([(x0, y0, x1 + 1, y1 + 1) for x0, y0, x1, y1 in (p.bbox for p in result.persons)])
         self.stats.persons_last = len(result.persons)
         self.stats.persons_dropped += result.dropped_persons
+        self.stats.detection_limit_frames += bool(result.detection_limit_reached)
         if not self._node.param("publish_persons"):
             return
         if self.pubs["instances"].get_subscription_count():

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import array
 import copy
+import functools
 import gc
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -18,13 +20,12 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import (
     InvalidParameterTypeException,
     InvalidParameterValueException,
-    ParameterException,
     ParameterUninitializedException,
 )
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.qos_overriding_options import InvalidQosOverridesError, QoSOverridingOptions
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
@@ -32,13 +33,33 @@ from ..class_sets import ClassSet
 from ..messages import ClassInfoMessage
 from ..parser import HumanParser
 from ..resources import resolve_weights_path
-from ..weights import WeightsError, load_weights
+from ..weights import load_weights
 from .diagnostics import FrameStats, NodeState, Reporter, figures, health
 from .frames import FramePath, topic_token
 from .parameters import PARAMS, PARSE_OPTION_PARAMS, Param, Unset, check_value, parse_options
 from .rcl_values import command_line_params
 
 NODE_NAME = "human_parser"
+
+
+def _reason(err: BaseException) -> str:
+    """An exception as one line: its message, with its type unless it is one of ours (ValueError's kin)."""
+    text = " ".join(str(err).split()) or "(no message)"
+    return text if isinstance(err, ValueError) else f"{type(err).__name__}: {text}"
+
+
+def _logged_transition(name: str) -> Callable[[Callable], Callable]:
+    """A lifecycle callback that cannot fail in silence: whatever it raises becomes FAILURE with one ERROR log
+    line and diagnostics ERROR (rclpy itself would log nothing and leave diagnostics as they were)."""
+    def wrap(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def transition(self: HumanParserNode, state: LifecycleState) -> TransitionCallbackReturn:
+            try:
+                return method(self, state)
+            except Exception as err:  # noqa: BLE001
+                return self._fail(f"{name} failed: {_reason(err)}")
+        return transition
+    return wrap
 
 
 class HumanParserNode(LifecycleNode):
@@ -87,7 +108,13 @@ class HumanParserNode(LifecycleNode):
             declared = self.declare_parameter(param.name, default, descriptor).value
             given = self._command_line.get(param.name, declared)
             if given is None or _plain(given) == _plain(declared):
-                return
+                if param.read_only or not _outside_range(param, declared):
+                    return
+                # rclpy takes a float a little outside its range (1.0000001 for [0, 1]: its tolerance); the
+                # node's ranges are exact
+                given = declared
+                self.undeclare_parameter(param.name)
+                self.declare_parameter(param.name, default, descriptor, ignore_override=True)
             # rcl dropped a "-p" value whose type differs from the parameter file's value for that name:
             # the file's value stays
         except (InvalidParameterValueException, InvalidParameterTypeException):
@@ -141,6 +168,7 @@ class HumanParserNode(LifecycleNode):
                 raise ValueError(reason)
 
     # ---- lifecycle ----------------------------------------------------------------------------
+    @_logged_transition("configure")
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self._check_all()
@@ -148,8 +176,8 @@ class HumanParserNode(LifecycleNode):
             model, info = load_weights(self._weights_path)
             class_set = info.class_set()
             mask_ids = self._mask_ids(class_set)
-        except (WeightsError, ValueError) as err:
-            return self._fail(f"configure failed: {err}")
+        except Exception as err:  # noqa: BLE001 (rclpy would swallow it: no log line, no diagnostics)
+            return self._fail(f"configure failed: {_reason(err)}")
         self._loaded = (model, info)
         reliable = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
         pubs = {
@@ -180,6 +208,7 @@ class HumanParserNode(LifecycleNode):
                 "Train with training/train.py or pass weights:=<trained file>.")
         return TransitionCallbackReturn.SUCCESS
 
+    @_logged_transition("activate")
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         model, info = self._loaded
         size = [int(v) for v in self.param("input_size")]
@@ -193,13 +222,17 @@ class HumanParserNode(LifecycleNode):
             self.stats.activated(parser.warmup())
             # a bad qos_overrides value in the parameter file fails here
             self._subscription, qos = self._subscribe()
-        except (ValueError, RuntimeError, ParameterException, InvalidQosOverridesError) as err:
+        except Exception as err:  # noqa: BLE001 (a GPU's out-of-memory RuntimeError, a bad QoS override, ...)
             self.release_parser()  # the device memory too: a failed activate holds nothing
-            return self._fail(f"activate failed: {err}")
+            return self._fail(f"activate failed: {_reason(err)}")
         self.frames.tracker.reset()  # new tracks, but ids keep increasing: an id never names two persons
         self._error = ""  # an earlier failed activate is over
         if parser.precision_note:
             self.get_logger().warning(parser.precision_note)
+        limit = parser.detection_limit
+        if limit is not None and options.max_persons > limit:
+            self.get_logger().info(f"max_persons {options.max_persons}: these weights return at most {limit} "
+                                   f"persons per frame, so at most {limit} it is")
         # Everything alive now (torch, rclpy, the model: ~350k objects) lives as long as the node: move it out
         # of the garbage collector's reach, so that no automatic full collection (~170 ms on a 2-core CPU)
         # lands in the middle of a frame.
@@ -213,6 +246,7 @@ class HumanParserNode(LifecycleNode):
             f"outputs under {self.get_namespace().rstrip('/')}/")
         return super().on_activate(state)
 
+    @_logged_transition("deactivate")
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
@@ -221,6 +255,7 @@ class HumanParserNode(LifecycleNode):
         self.get_logger().info("inactive: subscription closed, model released from the device")
         return super().on_deactivate(state)
 
+    @_logged_transition("cleanup")
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         for pub in [*self.frames.pubs.values(), *self.frames.mask_pubs.values()]:
             self.destroy_lifecycle_publisher(pub)
@@ -229,6 +264,7 @@ class HumanParserNode(LifecycleNode):
         self.frames.pubs, self.frames.mask_pubs, self._class_info_pub, self._loaded = {}, {}, None, None
         return TransitionCallbackReturn.SUCCESS
 
+    @_logged_transition("shutdown")
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.release_parser()
         self.finalized.set()
@@ -294,7 +330,8 @@ class HumanParserNode(LifecycleNode):
         return NodeState(finalized=self.finalized.is_set(), error=self._error, active=parser is not None,
                          input_topic=self.frames.input_topic, weights_path=self._weights_path,
                          model=parser.describe(options) if parser is not None else "not loaded",
-                         multi_person=parser is not None and parser.multi_person)
+                         multi_person=parser is not None and parser.multi_person,
+                         detection_limit=parser.detection_limit if parser is not None else None)
 
     def _health(self, dropped_recently: int, persons_dropped_recently: int = 0) -> tuple[bytes, str]:
         """Diagnostics level and message now (see ``diagnostics.health``)."""
@@ -329,6 +366,11 @@ def _descriptor(param: Param) -> ParameterDescriptor:
         descriptor.floating_point_range = [FloatingPointRange(
             from_value=param.value_range[0], to_value=param.value_range[1], step=0.0)]
     return descriptor
+
+
+def _outside_range(param: Param, value: Any) -> bool:
+    return (param.value_range is not None and isinstance(value, (int, float))
+            and not param.value_range[0] <= value <= param.value_range[1])
 
 
 def _plain(value: Any) -> Any:

@@ -80,7 +80,11 @@ PARAMS = (
     Param("person_threshold", 0.5, "multi-person weights: persons scoring at least this (sqrt(box score x "
           "predicted part mIoU)) are kept", value_range=(0.0, 1.0)),
     Param("max_persons", 16, "multi-person weights: at most this many persons per frame, best first; the rest "
-          "are counted in diagnostics (`persons_dropped`, and a WARN for the second they were dropped in)",
+          "are counted in diagnostics (`persons_dropped`, and a WARN for the second they were dropped in). The "
+          "weights return at most their own detection limit (`detections` in the file, diagnostics "
+          "`detection_limit`: 20 for the shipped persons weights), so the cap is min(max_persons, that limit); "
+          "the network cuts persons beyond its limit without counting them, so a frame whose persons above "
+          "`person_threshold` fill the limit is counted in `frames_at_detection_limit` (and a WARN)",
           value_range=(1, MAX_PERSONS_LIMIT)),
     Param("no_image_warning_s", 5.0, "warn (log, and diagnostics WARN) after this long without an image (s)",
           value_range=(0.5, 3600.0)),
@@ -91,6 +95,12 @@ PARAMS = (
     Param("min_output_rate_hz", 0.0, "diagnostics WARN while the output rate (5 s window) is below this "
           "(0 = off); dropped frames alone are expected (the newest frame wins) and only counted",
           value_range=(0.0, 1000.0)),
+    Param("min_processed_ratio", 0.2, "diagnostics WARN (`behind the camera`, naming the slowest stage of a "
+          "frame and what to do about it) while the frames processed (published or refused) over the last "
+          "`behind_warning_s` are fewer than this fraction of the frames received (0 = off)",
+          value_range=(0.0, 1.0)),
+    Param("behind_warning_s", 10.0, "the window (s) over which `min_processed_ratio` is judged: the node must "
+          "have been behind for that long", value_range=(1.0, 600.0)),
     Param("max_input_pixels", DEFAULT_MAX_INPUT_PIXELS, "frames with more pixels (width x height) are refused "
           "before decoding, with a throttled warning, and counted in `frames_rejected` (default 3840 x 2160)",
           value_range=(1, MAX_PIXELS)),

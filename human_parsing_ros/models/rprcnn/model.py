@@ -70,6 +70,12 @@ class RPRCNN(nn.Module):
     def num_classes(self) -> int:
         return self.parsing_head.num_classes
 
+    @property
+    def detection_limit(self) -> int:
+        """The most persons one image's inference returns (``detections``): the box branch keeps the best-scored
+        boxes after NMS and cuts the rest, uncounted."""
+        return int(self.roi_heads.detections_per_img)
+
     def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]] | None = None):
         if self.training and targets is None:
             raise ValueError("rp_rcnn needs targets in training mode")
