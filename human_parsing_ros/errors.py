@@ -26,9 +26,9 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
-# What run_cli always reports in one line: UserError, and file-system errors (missing file, a directory where a
-# file should be, no permission, disk full). Errors of modules this one cannot import (it sits below them all)
-# are added per command: run_cli(main, extra_user_errors=(WeightsError,)).
+# What run_cli always reports in one line: UserError (WeightsError, SchpImportError, ClassSetError, ... derive
+# from it), and file-system errors (missing file, a directory where a file should be, no permission, disk full).
+# A command may add library errors it knows to be the user's: run_cli(main, extra_user_errors=(SomeError,)).
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError, OSError)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .class_sets import ClassSet
+from .errors import UserError
 from .models import ServableModel, build_model, rename_legacy_keys
 
 FORMAT = "human_parsing_ros.weights"
@@ -29,7 +30,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_SIZE_LIMITS = (16, 4096)  # smallest and largest network input side, in pixels
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """A weights file that cannot be used; the message names the file and the reason."""
 
 

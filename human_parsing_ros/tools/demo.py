@@ -24,7 +24,7 @@ from ..models import is_multi_person
 from ..resources import DEFAULT_WEIGHTS, share_file
 from ..runtime import summary
 from ..samples import load_rgb, sample_photos
-from ..weights import WeightsError, WeightsInfo, load_weights
+from ..weights import WeightsInfo, load_weights
 from .harness import Client, NodeProcess, image_array, stamp_ns, use_large_image_transport
 from .random_weights import make_random_weights
 
@@ -231,7 +231,7 @@ def example_picture(path: str | os.PathLike, weights: str | os.PathLike = DEFAUL
 
 def main(argv: list[str] | None = None) -> None:
     """The ``human_parsing_demo`` command: one line on stderr for a user's mistake (see ``errors.run_cli``)."""
-    run_cli(_main, argv, prog="human_parsing_demo", extra_user_errors=(WeightsError,))
+    run_cli(_main, argv, prog="human_parsing_demo")
 
 
 def _main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,7 @@ from ..class_sets import get_class_set
 from ..errors import UserError, add_debug_flag, run_cli
 from ..models import build_model
 from ..models.ce2p.state import abn_as_batchnorm, match_state, read_state
-from ..weights import WeightsError, WeightsInfo, save_weights
+from ..weights import WeightsInfo, save_weights
 
 # SCHP dataset name -> (our class set, the input size SCHP evaluates at: height, width)
 SCHP_DATASETS = {"lip": ("lip", (473, 473)), "atr": ("atr", (512, 512)), "pascal": ("pascal_person_part", (512, 512))}
@@ -109,7 +109,7 @@ def import_schp(source: str | os.PathLike, output: str | os.PathLike, dataset: s
 
 def main(argv: list[str] | None = None) -> None:
     """The ``human_parsing_import_schp`` command: one line on stderr for a user's mistake (``errors.run_cli``)."""
-    run_cli(_main, argv, prog="human_parsing_import_schp", extra_user_errors=(WeightsError,))
+    run_cli(_main, argv, prog="human_parsing_import_schp")
 
 
 def _main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@ import torch
 from ..class_sets import get_class_set
 from ..errors import UserError, add_debug_flag, run_cli
 from ..models import build_model
-from ..weights import WeightsError, WeightsInfo, save_weights
+from ..weights import WeightsInfo, save_weights
 
 DEFAULT_ARCHITECTURE = "deeplabv3plus"
 DEFAULT_ARCHITECTURE_ARGS = {"encoder": "mobilenet_v2", "output_stride": 16, "decoder_channels": 128}
@@ -40,7 +40,7 @@ def make_random_weights(path: str | os.PathLike, class_set: str = "ccp", seed: i
 
 def main(argv: list[str] | None = None) -> None:
     """The ``human_parsing_random_weights`` command: one line on stderr for a user's mistake (``errors.run_cli``)."""
-    run_cli(_main, argv, prog="human_parsing_random_weights", extra_user_errors=(WeightsError,))
+    run_cli(_main, argv, prog="human_parsing_random_weights")
 
 
 def _main(argv: list[str] | None = None) -> None:

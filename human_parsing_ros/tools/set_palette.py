@@ -61,7 +61,7 @@ def set_palette(path: str | os.PathLike, class_set: str | None = None) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     """The command: one line on stderr for a missing or broken file (``errors.run_cli``)."""
-    run_cli(_main, argv, prog="set_palette", extra_user_errors=(WeightsError,))
+    run_cli(_main, argv, prog="set_palette")
 
 
 def _main(argv: list[str] | None = None) -> None:
