@@ -24,6 +24,7 @@ from human_parsing_ros.parser import HumanParser
 from human_parsing_ros.resources import DEFAULT_WEIGHTS
 from human_parsing_ros.samples import SAMPLES, load_rgb, sample_photos
 from human_parsing_ros.weights import WeightsError, read_weights_info
+from training.checkpoint import CheckpointError
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_IDS = [880, 900, 920, 940, 960, 980]
@@ -274,8 +275,9 @@ def test_evaluate_scores_a_checkpoint_as_the_weights_file_it_became(finished_run
     common = ["--dataset", "ccp", "--root", str(SAMPLES), "--split", "all", "--eval-size", "96", "64"]
     assert evaluate.main(["--checkpoint", str(out / "checkpoint.pt"), *common]) == 0
     assert f"{out / 'checkpoint.pt'} (model) on ccp all" in capsys.readouterr().out
-    assert evaluate.main(["--checkpoint", str(out / "checkpoint.pt"), "--state", "aggregated", *common]) == 1
-    error = capsys.readouterr().err.strip()
+    with pytest.raises(CheckpointError) as refused:  # its command line prints it in one line (run_cli)
+        evaluate.main(["--checkpoint", str(out / "checkpoint.pt"), "--state", "aggregated", *common])
+    error = str(refused.value)
     assert len(error.splitlines()) == 1 and str(out / "checkpoint.pt") in error and "no aggregated model" in error
 
 
