@@ -24,6 +24,7 @@ from human_parsing_ros.parser import HumanParser
 from human_parsing_ros.resources import DEFAULT_WEIGHTS
 from human_parsing_ros.samples import SAMPLES, load_rgb, sample_photos
 from human_parsing_ros.weights import WeightsError, read_weights_info
+from training.checkpoint import CheckpointError
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_IDS = [880, 900, 920, 940, 960, 980]
@@ -274,8 +275,9 @@ def test_evaluate_scores_a_checkpoint_as_the_weights_file_it_became(finished_run
     common = ["--dataset", "ccp", "--root", str(SAMPLES), "--split", "all", "--eval-size", "96", "64"]
     assert evaluate.main(["--checkpoint", str(out / "checkpoint.pt"), *common]) == 0
     assert f"{out / 'checkpoint.pt'} (model) on ccp all" in capsys.readouterr().out
-    assert evaluate.main(["--checkpoint", str(out / "checkpoint.pt"), "--state", "aggregated", *common]) == 1
-    error = capsys.readouterr().err.strip()
+    with pytest.raises(CheckpointError) as refused:  # its command line prints it in one line (run_cli)
+        evaluate.main(["--checkpoint", str(out / "checkpoint.pt"), "--state", "aggregated", *common])
+    error = str(refused.value)
     assert len(error.splitlines()) == 1 and str(out / "checkpoint.pt") in error and "no aggregated model" in error
 
 
@@ -387,7 +389,7 @@ def test_a_diverging_loss_stops_the_run_at_its_step_and_resume_continues(tmp_pat
     assert diverged.returncode == 1, diverged.stdout[-2000:] + diverged.stderr[-2000:]
     assert "stage 1 peak lr 0.02 -> 1e+12" in diverged.stdout
     line = diverged.stderr.strip().splitlines()[-1]
-    assert re.search(r"error: epoch 2 \(stage 1\) step \d+: the loss is (nan|inf)", line), line
+    assert re.search(r"^train.py: epoch 2 \(stage 1\) step \d+: the loss is (nan|inf)", line), line
     assert "max_nonfinite_steps 0" in line and "Traceback" not in diverged.stderr
     assert not (tmp_path / "run" / "model.safetensors").exists()  # nothing non-finite exported
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["epoch"] == 1  # the last good one
@@ -403,8 +405,10 @@ def test_a_missing_dataset_is_refused_in_one_line_naming_it(tmp_path):
     config["dataset"]["root"] = str(tmp_path / "no_such_dataset")
     refused = train_cli(write_config(tmp_path / "c.yaml", config))
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
-    assert refused.stderr.strip().splitlines()[-1].startswith("[dtpr] error: ")
-    assert str(tmp_path / "no_such_dataset") in refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        f"train.py: ccp root not found: {tmp_path / 'no_such_dataset'} "
+        "(download the dataset from github.com/bearpaw/clothing-co-parsing)"]
+    assert not (tmp_path / "run").exists()  # a run that fails its start-up checks leaves no folder
 
 
 def test_tolerated_non_finite_steps_are_skipped_and_counted():

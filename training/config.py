@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import yaml
 
+from human_parsing_ros.errors import UserError
 from training.recipe import Recipe
 from training.sampling import keep_probabilities
 
@@ -101,6 +102,10 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+class RecipeError(UserError, ValueError):
+    """A recipe file, key or value that the trainer cannot run; the message names the key (or file)."""
+
+
 _OPEN = ("args", "options", "val_options", "loss_weights")
 
 
@@ -118,16 +123,40 @@ def read_yaml(text: str):
     return yaml.load(text, Loader=_RecipeLoader)  # a SafeLoader: no Python objects
 
 
-def merge(base: dict, override: dict) -> dict:
-    """Recursive update; unknown keys are refused so that typos do not pass silently."""
+def read_recipe_file(path: str | Path) -> dict:
+    """The YAML mapping of recipe file ``path``; RecipeError naming the file when it is missing, a folder, not
+    YAML or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        hint = f" (did you mean {path.with_suffix('.yaml')}?)" if path.with_suffix(".yaml").is_file() else ""
+        raise RecipeError(f"{path}: recipe file {'is a folder' if path.is_dir() else 'not found'}{hint}")
+    try:
+        doc = read_yaml(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise RecipeError(f"{path}: not a YAML recipe ({' '.join(str(error).split())})") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise RecipeError(f"{path}: a recipe is a YAML mapping of settings, not a {type(doc).__name__}")
+    return doc
+
+
+def merge(base: dict, override: dict, prefix: str = "") -> dict:
+    """Recursive update; unknown keys are refused (named with their section: ``optim.lrr``) so that typos do
+    not pass silently. ``prefix``: the section's dotted name."""
     out = copy.deepcopy(base)
+    if not isinstance(override, dict):
+        raise RecipeError(f"{prefix.rstrip('.') or 'the recipe'} must be a mapping of settings, not {override!r}")
     for key, value in override.items():
         if key not in out:
-            raise ValueError(f"unknown config key '{key}' (known: {', '.join(sorted(out))})")
+            raise RecipeError(f"unknown config key '{prefix}{key}' (known: {', '.join(sorted(map(str, out)))})")
         if key in _OPEN and isinstance(value, dict):
             out[key] = {**out[key], **value}  # free-form: architecture / dataset arguments
         elif isinstance(out[key], dict) and isinstance(value, dict):
-            out[key] = merge(out[key], value)
+            out[key] = merge(out[key], value, f"{prefix}{key}.")
+        elif isinstance(out[key], dict) and key not in _OPEN:
+            raise RecipeError(f"{prefix}{key} is a section of settings ({', '.join(sorted(out[key]))}), "
+                              f"not {value!r}")
         else:
             out[key] = value
     return out
@@ -137,7 +166,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     """DEFAULTS <- the YAML file <- ``overrides``; resolves ``{name}`` in output_dir; checked (``check_recipe``);
     the recipe as frozen sections (``Recipe``)."""
     config = copy.deepcopy(DEFAULTS)
-    doc = (read_yaml(Path(path).read_text()) or {}) if path is not None else {}
+    doc = read_recipe_file(path) if path is not None else {}
     config = merge(config, doc)
     if overrides:
         config = merge(config, overrides)
@@ -173,7 +202,7 @@ EVAL_LABELS = ("original", "resized")
 def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
     """ValueError naming the config ``key`` when ``value`` is not one of ``allowed``."""
     if value not in allowed:
-        raise ValueError(f"{key} '{value}' is not one of {', '.join(allowed)}")
+        raise RecipeError(f"{key} '{value}' is not one of {', '.join(allowed)}")
 
 
 def check_recipe(config: dict) -> None:
@@ -183,7 +212,7 @@ def check_recipe(config: dict) -> None:
     check_choice("stage1.loss", stage1["loss"], STAGE_LOSSES)
     check_choice("stage2.loss", stage2["loss"], STAGE_LOSSES)
     if stage2["sampling"] != "none" and stage2["loss"] != "ce":
-        raise ValueError(f"stage2.loss '{stage2['loss']}' needs stage2.sampling: none (PRA/PRN sample for CE)")
+        raise RecipeError(f"stage2.loss '{stage2['loss']}' needs stage2.sampling: none (PRA/PRN sample for CE)")
     check_choice("stage2.reduction", stage2["reduction"], REDUCTIONS)
     check_choice("stage2.prn_counts", stage2["prn_counts"], PRN_COUNTS)
     check_choice("stage2.sampling", stage2["sampling"], SAMPLINGS)
@@ -193,18 +222,18 @@ def check_recipe(config: dict) -> None:
         try:
             keep_probabilities(torch.ones(2), stage2["eta"], stage2["floor"])
         except ValueError as err:
-            raise ValueError(f"stage2 eta {stage2['eta']!r} / floor {stage2['floor']!r}: {err}") from None
+            raise RecipeError(f"stage2 eta {stage2['eta']!r} / floor {stage2['floor']!r}: {err}") from None
     if stage2["sampling"] == "pra" and stage2["epochs"] and stage1["cpa_epoch"] < 1:
-        raise ValueError("stage2.sampling pra needs CPA: stage1.cpa_epoch must be 1 or more")
+        raise RecipeError("stage2.sampling pra needs CPA: stage1.cpa_epoch must be 1 or more")
     if not isinstance(config["eval_every"], int) or config["eval_every"] < 1:
-        raise ValueError(f"eval_every must be a whole number of epochs, 1 or more, not {config['eval_every']!r} "
+        raise RecipeError(f"eval_every must be a whole number of epochs, 1 or more, not {config['eval_every']!r} "
                          "(the last epoch is always evaluated)")
     optim = config["optim"]
     check_choice("optim.schedule", optim["schedule"], SCHEDULES)
     if optim["warmup_steps"] and optim["warmup_epochs"]:
-        raise ValueError("optim: set warmup_steps or warmup_epochs, not both")
+        raise RecipeError("optim: set warmup_steps or warmup_epochs, not both")
     if not 0 <= optim["min_lr_factor"] < 1 or not 0 <= (optim["warmup_start"] or 0) <= 1:
-        raise ValueError(f"optim: min_lr_factor must be in [0, 1) and warmup_start in [0, 1], not "
+        raise RecipeError(f"optim: min_lr_factor must be in [0, 1) and warmup_start in [0, 1], not "
                          f"{optim['min_lr_factor']} and {optim['warmup_start']}")
     check_choice("input.eval_labels", config["input"]["eval_labels"], EVAL_LABELS)
     check_self_correction(config)
@@ -215,14 +244,14 @@ def check_self_correction(config: dict) -> None:
     spec, stage1 = config["self_correction"], config["stage1"]
     cycles, cycle_epochs = int(spec["cycles"]), int(spec["cycle_epochs"])
     if cycles < 0 or cycle_epochs < 1:
-        raise ValueError(f"self_correction: cycles must be >= 0 and cycle_epochs >= 1, not "
+        raise RecipeError(f"self_correction: cycles must be >= 0 and cycle_epochs >= 1, not "
                          f"CyclePlan(main={stage1['epochs']}, cycles={cycles}, cycle_epochs={cycle_epochs})")
     if cycles:
         if stage1["schedule_epochs"] not in (None, stage1["epochs"]):
-            raise ValueError("self_correction needs stage 1's main schedule to end: stage1.schedule_epochs must be "
+            raise RecipeError("self_correction needs stage 1's main schedule to end: stage1.schedule_epochs must be "
                              "unset or equal stage1.epochs")
         if stage1["loss"] not in PARSING_LOSSES:
-            raise ValueError(f"self_correction refines the cross-entropy: stage1.loss must be one of "
+            raise RecipeError(f"self_correction refines the cross-entropy: stage1.loss must be one of "
                              f"{', '.join(PARSING_LOSSES)}, not '{stage1['loss']}'")
 
 
@@ -231,7 +260,7 @@ def parse_overrides(items: list[str]) -> dict:
     out: dict = {}
     for item in items:
         if "=" not in item:
-            raise ValueError(f"override '{item}' is not key=value")
+            raise RecipeError(f"override '{item}' is not key=value")
         key, text = item.split("=", 1)
         node = out
         parts = key.split(".")

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from human_parsing_ros.class_mappings import mapping_table
 from human_parsing_ros.class_sets import ClassSet, get_class_set
-from human_parsing_ros.errors import one_line
+from human_parsing_ros.errors import UserError, one_line
 
 DATASET_NAMES = ("mhpv2", "lip", "cihp", "atr", "ccp")
 
@@ -60,6 +60,61 @@ def read_image(path: str | Path) -> np.ndarray:
         raise FileNotFoundError(f"{path}: image not found") from None
     except Exception as error:  # PIL raises many types for a broken file; name the file in every one
         raise OSError(f"{path}: unreadable image ({one_line(error)})") from None
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of image ``path``, its whole file read through without decoding it at full size (a JPEG
+    at 1/8 scale, which still reads every byte; other formats' chunks verified) so that a truncated or corrupt
+    file is found; OSError naming the file otherwise."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if img.format == "JPEG":
+                img.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+                img.load()
+            else:
+                img.verify()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: image not found") from None
+    except Exception as error:  # PIL raises many types for a broken file; name the file in every one
+        raise OSError(f"{path}: unreadable image ({one_line(error)})") from None
+    return height, width
+
+
+def label_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of label file ``path``: a PNG's header (chunks verified), a CCP ``.mat`` read whole."""
+    path = Path(path)
+    if path.suffix.lower() == ".mat":
+        return tuple(read_label(path).shape[:2])
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            img.verify()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: label file not found") from None
+    except Exception as error:
+        raise OSError(f"{path}: unreadable label ({one_line(error)})") from None
+    return height, width
+
+
+def sample_problem(item: Sample) -> str | None:
+    """What keeps ``item`` from loading, naming the file (unreadable image or label, sizes that differ), or
+    None; headers only where the format allows (``image_size``, ``label_size``)."""
+    try:
+        size = image_size(item.image)
+        if not item.labels:
+            return f"{item.image}: no label file"
+        for path in item.labels:
+            found = label_size(path)
+            if found != size:
+                return f"{item.image}: image is {size[0]}x{size[1]}, label {path} is {found[0]}x{found[1]}"
+    except (OSError, ValueError) as error:
+        return str(error)
+    return None
 
 
 def read_label(path: str | Path) -> np.ndarray:
@@ -229,6 +284,26 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 # ---------------------------------------------------------------------------
 # Layouts
 
+# Where each dataset is published (a missing root names it).
+DATASET_SOURCES = {"ccp": "github.com/bearpaw/clothing-co-parsing", "lip": "sysu-hcp.net/lip",
+                   "cihp": "sysu-hcp.net/lip", "mhpv2": "lv-mhp.github.io"}
+
+
+class DatasetError(UserError, ValueError):
+    """A dataset name, split, option or folder the trainer cannot read; the message names it."""
+
+
+class DatasetNotFoundError(UserError, FileNotFoundError):
+    """A dataset root or one of its folders and lists is missing; the message names the path (and where the
+    dataset is published)."""
+
+
+def missing_root(key: str, root: Path) -> DatasetNotFoundError:
+    """The error for a missing ``root`` of dataset ``key``, naming where to get the dataset."""
+    source = DATASET_SOURCES.get(key)
+    where = f" (download the dataset from {source})" if source else ""
+    return DatasetNotFoundError(f"{key} root not found: {root}{where}")
+
 
 def build_dataset(name: str, root: str | Path, split: str, transform: Callable | None = None,
                   **options: Any) -> ParsingDataset:
@@ -244,15 +319,15 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Callable |
     """
     key = name.lower()
     if key not in _BUILDERS:
-        raise ValueError(f"unknown dataset '{name}' (known: {', '.join(DATASET_NAMES)})")
+        raise DatasetError(f"unknown dataset '{name}' (known: {', '.join(DATASET_NAMES)})")
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"{key} root not found: {root}")
+        raise missing_root(key, root)
     dataset_options = {k: options.pop(k) for k in ("skip_unreadable", "seed") if k in options}
     target = options.pop("class_set", None)
     items, defaults = _BUILDERS[key](root, split, **_check_options(key, options))
     if not items:
-        raise ValueError(f"{key} split '{split}' under {root} has no samples")
+        raise DatasetError(f"{key} split '{split}' under {root} has no samples")
     settings = {**defaults, **dataset_options}
     class_set = get_class_set(target or key)
     table = mapping_table(key, class_set.name) if class_set.name != key else None
@@ -263,18 +338,18 @@ def _check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     allowed = {"ids"} | ({"verify_images"} if name == "mhpv2" else set())
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+        raise DatasetError(f"{name}: unknown option(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
     return options
 
 
 def _check_split(name: str, split: str, allowed: Sequence[str]) -> None:
     if split not in allowed:
-        raise ValueError(f"{name}: unknown split '{split}' (known: {', '.join(allowed)})")
+        raise DatasetError(f"{name}: unknown split '{split}' (known: {', '.join(allowed)})")
 
 
 def _read_ids(path: Path) -> list[str]:
     if not path.is_file():
-        raise FileNotFoundError(f"id list not found: {path}")
+        raise DatasetNotFoundError(f"id list not found: {path}")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -285,7 +360,7 @@ def choose_ids(ids: Sequence[Any] | None, listing: Path) -> list[str]:
 
 def require_dir(path: Path) -> Path:
     if not path.is_dir():
-        raise FileNotFoundError(f"folder not found: {path}")
+        raise DatasetNotFoundError(f"folder not found: {path}")
     return path
 
 
@@ -383,7 +458,7 @@ def _build_ccp(root: Path, split: str, ids: Sequence[Any] | None = None) -> tupl
 def _photo_number(value: Any) -> int:
     text = str(value).strip()
     if not text.isdigit():
-        raise ValueError(f"ccp ids are photo numbers (1-1004), not '{value}'")
+        raise DatasetError(f"ccp ids are photo numbers (1-1004), not '{value}'")
     return int(text)
 
 

@@ -23,17 +23,17 @@ import torch
 
 from human_parsing_ros.class_sets import ClassSet
 from human_parsing_ros.models import SegmentationModel
-from training.config import PRN_COUNTS, Recipe, check_choice, recipe_of
+from training.config import PRN_COUNTS, Recipe, RecipeError, check_choice, recipe_of
 from training.datasets import ConcatParsingDataset, ParsingDataset, build_dataset
 from training.distributed import unwrap_ddp, wrap_ddp
 from training.engine import EpochSettings, StageLoss, StageState, evaluate, train_one_epoch
 from training.export import export_onnx, recipe_summary, validation_is_trained_on
-from training.label_statistics import UnreadableDataError, check_label_ids, class_statistics
+from training.label_statistics import UnreadableDataError, check_files, check_label_ids, class_statistics
 from training.loaders import make_eval_loader, make_train_loader
 from training.losses import class_balanced_weights
 from training.metrics import METRICS, cpa_for_sampling, format_summary, write_class_table
 from training.recipe import InputSection, Stage2Section
-from training.runs import Run, model_from_state, recipe_class_set, start_run
+from training.runs import Run, model_from_state, plotting_available, recipe_class_set, start_run
 from training.sampling import PixelSampler, keep_probabilities
 from training.schedules import Schedule, make_optimizer, make_scheduler, schedule_shape
 from training.schp.cycles import cycle_lr_factor, cycle_plan, update_aggregated
@@ -45,7 +45,7 @@ def sampling_scores(stage2: Stage2Section, cpa: torch.Tensor | None, counts: dic
     (``stage2.prn_counts``: images containing the class, or its pixels)."""
     if stage2.sampling == "pra":
         if cpa is None:
-            raise ValueError("stage2.sampling pra needs CPA: stage1.cpa_epoch must lie within stage 1")
+            raise RecipeError("stage2.sampling pra needs CPA: stage1.cpa_epoch must lie within stage 1")
         return cpa
     check_choice("stage2.prn_counts", stage2.prn_counts, PRN_COUNTS)
     return counts[stage2.prn_counts]
@@ -105,7 +105,7 @@ def extra_dataset(spec: dict[str, Any], class_set: ClassSet) -> ParsingDataset:
     """One ``dataset.extra`` entry's training data, labels mapped to ``class_set``."""
     unknown = sorted(set(spec) - set(EXTRA_KEYS))
     if unknown or "name" not in spec or "root" not in spec:
-        raise ValueError(f"dataset.extra entry {spec}: needs name and root, may have split and options "
+        raise RecipeError(f"dataset.extra entry {spec}: needs name and root, may have split and options "
                          f"(unknown: {', '.join(unknown) or 'none'})")
     return build_dataset(spec["name"], spec["root"], spec.get("split", "train"),
                          **{**spec.get("options", {}), "class_set": class_set.name})
@@ -195,6 +195,8 @@ def run(config: Recipe, resume: bool = False, overwrite: bool = False) -> dict[s
     class_set = recipe_class_set(config.dataset)
     num_classes = class_set.num_classes
     train_set, val_set = make_datasets(config, class_set)
+    for line in check_files(train_set, val_set, config.dataset.val_split, config.dataset.train_split):
+        current_run.log(line)  # before any epoch: a bad validation file would stop the run at its first
     val_stats = validation_statistics(val_set, config.dataset.val_split)  # before its loader
     check_label_ids(val_stats, num_classes)
     if val_stats["skipped"]:
@@ -306,16 +308,21 @@ def _finish(current_run: Run, model: SegmentationModel, val_loader: torch.utils.
     if not dist_info.is_main:
         return result
     if config.export.onnx:
-        result["onnx"] = str(export_onnx(model, out / config.export.onnx, tuple(config.input.crop_size)))
-    if cpa is not None:
-        from training.plots import plot_cpa_vs_pixels
-
-        plot_cpa_vs_pixels(cpa, pixel_counts, class_set.names, out / "cpa_vs_pixels.png",
-                           config.stage1.cpa_epoch)
+        result["onnx"] = str(export_onnx(model, out / config.export.onnx, tuple(config.input.crop_size),
+                                         intact=current_run.checkpoint_path))
     (out / "metrics.json").write_text(json.dumps(
         {**values, "accuracy_definitions": "PA = correct / labelled pixels; MPA = mean over classes "
          "present in ground truth of CPA(i) = correct_i / predicted_i (the paper's); mean_recall = mean of "
          "correct_i / ground-truth_i"}, indent=2))
+    if cpa is not None:  # the plot last: a missing plot library never costs the run's results
+        if plotting_available():
+            from training.plots import plot_cpa_vs_pixels
+
+            plot_cpa_vs_pixels(cpa, pixel_counts, class_set.names, out / "cpa_vs_pixels.png",
+                               config.stage1.cpa_epoch)
+        else:
+            current_run.log(f"note: matplotlib is not installed: no {out / 'cpa_vs_pixels.png'} "
+                            "(pip install '.[train]')")
     return result
 
 

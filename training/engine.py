@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from human_parsing_ros.errors import UserError
 from human_parsing_ros.inference import merge_flipped
-from training.config import PARSING_LOSSES, REDUCTIONS, STAGE_LOSSES
+from training.config import PARSING_LOSSES, REDUCTIONS, STAGE_LOSSES, RecipeError
 from training.distributed import DistInfo, sum_over_ranks, unwrap_ddp
 from training.losses import (
     AUX_LOSSES,
@@ -36,7 +37,7 @@ from training.seeding import mix_seed, seeded_generator
 AMP_MODES = ("none", "bf16", "fp16")
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(UserError, RuntimeError):
     """A NaN/Inf loss (more steps than tolerated) or model: the run stops before anything of it is saved."""
 
 
@@ -54,9 +55,9 @@ class StageLoss:
 
     def __post_init__(self) -> None:
         if self.name not in STAGE_LOSSES:
-            raise ValueError(f"loss '{self.name}' is not one of {', '.join(STAGE_LOSSES)}")
+            raise RecipeError(f"loss '{self.name}' is not one of {', '.join(STAGE_LOSSES)}")
         if self.reduction not in REDUCTIONS:
-            raise ValueError(f"reduction '{self.reduction}' is not one of {', '.join(REDUCTIONS)}")
+            raise RecipeError(f"reduction '{self.reduction}' is not one of {', '.join(REDUCTIONS)}")
 
 
 @dataclass
@@ -86,7 +87,7 @@ class EpochSettings:
 def autocast(amp: str, device: torch.device) -> torch.autocast:
     """Mixed precision for ``amp`` (none | bf16 | fp16) on ``device``'s type."""
     if amp not in AMP_MODES:
-        raise ValueError(f"amp '{amp}' is not one of {', '.join(AMP_MODES)}")
+        raise RecipeError(f"amp '{amp}' is not one of {', '.join(AMP_MODES)}")
     if amp == "none":
         return torch.autocast(device.type, enabled=False)
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)

@@ -33,10 +33,12 @@ import torch
 
 from human_parsing_ros.class_mappings import mapping_table
 from human_parsing_ros.class_sets import get_class_set
+from human_parsing_ros.errors import UserError, add_debug_flag
 from human_parsing_ros.models import SegmentationModel, is_multi_person
 from human_parsing_ros.parser import HumanParser
 from human_parsing_ros.weights import load_weights, read_weights_info
 from training.checkpoint import CheckpointError, load_checkpoint
+from training.cli import run_training_cli
 from training.config import saved_recipe
 from training.datasets import build_dataset
 from training.engine import evaluate
@@ -86,11 +88,15 @@ def evaluate_model(model: SegmentationModel, class_set_name: str, data: EvalSpli
     return compute_metrics(confusion_on_split(model, data, mean, std, flip_perm))
 
 
+class EvaluateError(UserError, ValueError):
+    """Weights or a checkpoint this command cannot score as asked; the message names the file."""
+
+
 def evaluate_weights(weights: str | Path, data: EvalSplit) -> dict[str, Any]:
     """``evaluate_model`` for the network of a weights file, with its normalisation."""
     model, info = load_weights(weights)
     if getattr(model, "multi_person", False):
-        raise ValueError(f"{weights}: multi-person weights ({info.architecture}): evaluate the merged map with "
+        raise EvaluateError(f"{weights}: multi-person weights ({info.architecture}): evaluate the merged map with "
                          "--serving, or persons with training/tools/ship_persons.py (AP^p, PCP)")
     return evaluate_model(model, info.class_set_name, data, info.mean, info.std)
 
@@ -99,14 +105,14 @@ def model_from_checkpoint(path: str | Path, state: str = "model") -> tuple[Segme
     """The network a trainer's checkpoint holds (``state``: ``model``, or ``aggregated``: self-correction's
     aggregated model) and its class set's name."""
     if state not in ("model", "aggregated"):
-        raise ValueError(f"state {state!r}: model or aggregated")
+        raise EvaluateError(f"state {state!r}: model or aggregated")
     checkpoint = load_checkpoint(Path(path))
     if checkpoint.get(state) is None:
         raise CheckpointError(f"{path}: no {state} model (self-correction's aggregated model exists once the "
                               "main schedule has ended)")
     config = saved_recipe(checkpoint["config"])
     if is_multi_person(config.model.architecture):
-        raise ValueError(f"{path}: a multi-person run's checkpoint ({config.model.architecture}): evaluate "
+        raise EvaluateError(f"{path}: a multi-person run's checkpoint ({config.model.architecture}): evaluate "
                          "the weights file it exports (--weights W --serving), or persons with "
                          "training/tools/ship_persons.py")
     class_set = recipe_class_set(config.dataset)
@@ -152,20 +158,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fold-to", default=None, help="with --serving: map predictions and ground truth to this "
                         "class set (e.g. hri) before counting")
     parser.add_argument("--table", type=Path, default=None, help="write the per-class table here (.csv and .md)")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.fold_to and not args.serving:
-        raise SystemExit("--fold-to needs --serving")
+        raise EvaluateError("--fold-to needs --serving")
     if args.checkpoint and args.serving:
-        raise SystemExit("--serving needs --weights (the node loads weights files, not checkpoints)")
-    try:
-        result, names = _evaluate(args)
-    except (FileNotFoundError, ValueError) as error:  # CheckpointError and WeightsError among them
-        print(f"[evaluate] error: {error}", file=sys.stderr, flush=True)
-        return 1
+        raise EvaluateError("--serving needs --weights (the node loads weights files, not checkpoints)")
+    result, names = _evaluate(args)
     mode = f"serving path{', folded to ' + args.fold_to if args.fold_to else ''}" if args.serving else \
         f"network, labels {'resized' if args.resize_labels and args.eval_size else 'at their resolution'}" \
         f"{', flip test' if args.flip else ''}"
@@ -194,4 +197,4 @@ def _evaluate(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     return result, list(read_weights_info(args.weights).class_names)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_training_cli(main, "evaluate.py")

@@ -8,6 +8,7 @@ import torch
 from human_parsing_ros.class_sets import ClassSet
 from human_parsing_ros.models import SegmentationModel
 from human_parsing_ros.weights import WeightsInfo, save_weights
+from training.checkpoint import disk_full_error, is_disk_full, writing
 from training.config import Recipe
 from training.datasets import SHARED_IMAGE_FOLDER
 from training.recipe import DatasetSection, ModelSection
@@ -83,23 +84,36 @@ def weights_args(args: dict, num_classes: int) -> dict:
 
 
 def export_weights(model: torch.nn.Module, config: Recipe, class_set: ClassSet, recipe: dict,
-                   path: str | Path) -> Path:
+                   path: str | Path, intact: Path | None = None) -> Path:
     """Write the node's safetensors weights file for ``model`` (any kind of run); ``recipe``: what the file says
-    about how it was made and how it scored (``recipe_summary`` for DTPR runs)."""
+    about how it was made and how it scored (``recipe_summary`` for DTPR runs). A full disk raises
+    ``DiskFullError`` naming the file and the run's checkpoint left ``intact`` (save_weights leaves no
+    temporary file)."""
     info = WeightsInfo.for_class_set(config.model.architecture, weights_args(config.model.args,
                                                                                   class_set.num_classes),
                                      class_set, tuple(config.export.input_size or config.input.crop_size),
                                      recipe)
-    return save_weights(path, model, info)
+    try:
+        return save_weights(path, model, info)
+    except Exception as error:
+        if is_disk_full(error):
+            raise disk_full_error(Path(path), intact) from error
+        raise
 
 
-def export_onnx(model: SegmentationModel, path: str | Path, input_hw: tuple[int, int]) -> Path:
-    """ONNX with a dynamic batch and image size; outputs full-resolution logits."""
+def export_onnx(model: SegmentationModel, path: str | Path, input_hw: tuple[int, int],
+                intact: Path | None = None) -> Path:
+    """ONNX with a dynamic batch and image size; outputs full-resolution logits. Written atomically; a full
+    disk raises ``DiskFullError`` naming the file and the run's checkpoint left ``intact``."""
     path = Path(path)
     model = model.eval().float().to(memory_format=torch.contiguous_format)
     dummy = torch.zeros(1, 3, *input_hw, device=next(model.parameters()).device)  # a GPU run's model stays there
-    torch.onnx.export(model, (dummy,), str(path), input_names=["image"], output_names=["logits"],
-                      dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
-                                    "logits": {0: "batch", 2: "height", 3: "width"}},
-                      opset_version=17, dynamo=False)
+
+    def write(tmp: Path) -> None:
+        torch.onnx.export(model, (dummy,), str(tmp), input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                                        "logits": {0: "batch", 2: "height", 3: "width"}},
+                          opset_version=17, dynamo=False)
+
+    writing(path, write, intact)
     return path

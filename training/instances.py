@@ -29,9 +29,11 @@ from human_parsing_ros.weights import IMAGENET_MEAN, IMAGENET_STD
 
 from .composites import Person, compose, cut_person
 from .datasets import (
+    DatasetError,
     build_dataset,
     choose_ids,
     item_generator,
+    missing_root,
     person_maps,
     read_image,
     read_label,
@@ -198,16 +200,16 @@ def build_instance_dataset(name: str, root: str | Path, split: str, transform: C
     (and, for composites, the frames themselves)."""
     key = name.lower()
     if key not in INSTANCE_DATASETS:
-        raise ValueError(f"unknown multi-person dataset '{name}' (known: {', '.join(INSTANCE_DATASETS)})")
+        raise DatasetError(f"unknown multi-person dataset '{name}' (known: {', '.join(INSTANCE_DATASETS)})")
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"{key} root not found: {root}")
+        raise missing_root(key, root)
     target = options.pop("class_set", None)
     seed = options.pop("seed", None)
     allowed = {"count", "size", "persons", "fixed"} if key == "ccp_composites" else {"ids"}
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise ValueError(f"{key}: unknown option(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))}, "
+        raise DatasetError(f"{key}: unknown option(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))}, "
                          "class_set, seed)")
     if key == "ccp_composites":
         people, class_set = ccp_people(root, split, target)
@@ -218,7 +220,7 @@ def build_instance_dataset(name: str, root: str | Path, split: str, transform: C
     lister = {"mhpv2": list_mhpv2, "cihp": list_cihp}[key]
     items = lister(root, split, options.get("ids"))
     if not items:
-        raise ValueError(f"{key} split '{split}' under {root} has no samples")
+        raise DatasetError(f"{key} split '{split}' under {root} has no samples")
     class_set = get_class_set(target or key)
     table = mapping_table(key, class_set.name) if class_set.name != key else None
     return InstanceDataset(items, class_set, transform, label_table=table, seed=seed)

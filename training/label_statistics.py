@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from human_parsing_ros.class_sets import IGNORE_INDEX
-from training.datasets import ParsingDataset, Sample, read_label
+from human_parsing_ros.errors import UserError
+from training.datasets import ParsingDataset, Sample, read_label, sample_problem
 
 
 def class_statistics(dataset: ParsingDataset) -> dict[str, Any]:
@@ -60,13 +61,49 @@ def class_statistics(dataset: ParsingDataset) -> dict[str, Any]:
     }
 
 
-class LabelIdError(ValueError):
+class LabelIdError(UserError, ValueError):
     """Label files holding ids that are neither a class of the class set nor the ignore index."""
 
 
-class UnreadableDataError(ValueError):
+class UnreadableDataError(UserError, ValueError):
     """A validation file that cannot be read (the message names it): validation never substitutes another
     sample, which would score that one twice."""
+
+
+def file_problems(dataset: ParsingDataset) -> list[tuple[str, str]]:
+    """``(item id, problem)`` for every item of ``dataset`` whose image or labels cannot be read or whose sizes
+    differ (``sample_problem``: headers, no full decoding): the trainer's check before its first epoch."""
+    found = [(item.id, sample_problem(item)) for item in dataset.items]
+    return [(item_id, problem) for item_id, problem in found if problem]
+
+
+def listed(problems: list[tuple[str, str]], limit: int = 5) -> str:
+    """The first ``limit`` problems in one line."""
+    more = f"; and {len(problems) - limit} more" if len(problems) > limit else ""
+    return "; ".join(problem for _, problem in problems[:limit]) + more
+
+
+def check_files(train_set: ParsingDataset, val_set: ParsingDataset, val_split: str,
+                train_split: str) -> list[str]:
+    """Every image and label of both splits readable and of one size, before the first epoch. The training set
+    skips what it cannot read (the trainer's loader substitutes the next sample): returned as warning lines. A
+    validation set that skips unreadable samples (MHPv2) leaves them out (a warning line); any other refuses
+    the run (``UnreadableDataError`` naming the files)."""
+    warnings_: list[str] = []
+    bad = file_problems(train_set)
+    if bad:
+        warnings_.append(f"warning: training split '{train_split}': {len(bad)} sample(s) that cannot be read are "
+                         f"skipped: {listed(bad)}")
+    bad = file_problems(val_set)
+    if bad and not val_set.skip_unreadable:
+        raise UnreadableDataError(f"validation split '{val_split}': {len(bad)} sample(s) cannot be read: "
+                                  f"{listed(bad)}")
+    if bad:
+        dropped = {item_id for item_id, _ in bad}
+        val_set.items = [item for item in val_set.items if item.id not in dropped]
+        warnings_.append(f"warning: validation split '{val_split}' leaves out {len(bad)} sample(s) that cannot "
+                         f"be read: {listed(bad)}")
+    return warnings_
 
 
 def _bad_ids(counts: np.ndarray, num_classes: int) -> list[int]:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from training.config import RecipeError
 from training.distributed import DistInfo
 from training.seeding import seeded_generator
 
@@ -15,7 +16,7 @@ def epoch_order(num_items: int, seed: int, epoch: int, dist_info: DistInfo, batc
     order = torch.randperm(num_items, generator=seeded_generator(seed, epoch, 0x5A4D)).tolist()
     per_rank = (num_items // dist_info.world_size) // batch_size * batch_size
     if per_rank == 0:
-        raise ValueError(f"{num_items} training images cannot fill one batch of {batch_size} on "
+        raise RecipeError(f"{num_items} training images cannot fill one batch of {batch_size} on "
                          f"{dist_info.world_size} ranks")
     return order[dist_info.rank::dist_info.world_size][:per_rank]
 

@@ -18,7 +18,7 @@ import torch
 
 from human_parsing_ros.class_sets import ClassSet, get_class_set
 from human_parsing_ros.models.rprcnn.model import LOSS_WEIGHTS
-from training.config import Recipe, recipe_of
+from training.config import Recipe, RecipeError, recipe_of
 from training.distributed import sum_over_ranks, unwrap_ddp, wrap_ddp
 from training.engine import EpochSettings, NonFiniteError, autocast, loss_is_finite
 from training.export import init_record
@@ -38,7 +38,7 @@ def loss_weights(settings: MultiPersonSection) -> dict[str, float]:
     changes = settings.loss_weights
     unknown = sorted(set(changes) - set(LOSS_WEIGHTS))
     if unknown:
-        raise ValueError(f"multi_person.loss_weights: unknown loss {unknown[0]} (known: {', '.join(LOSS_WEIGHTS)})")
+        raise RecipeError(f"multi_person.loss_weights: unknown loss {unknown[0]} (known: {', '.join(LOSS_WEIGHTS)})")
     return {**LOSS_WEIGHTS, **{k: float(v) for k, v in changes.items()}}
 
 
@@ -98,7 +98,7 @@ def run_persons(config: Recipe, resume: bool = False, overwrite: bool = False) -
     config = recipe_of(config)
     weights = loss_weights(config.multi_person)
     if config.export.onnx:
-        raise ValueError("export.onnx: ONNX export is for single-map parsers; multi-person weights ship as "
+        raise RecipeError("export.onnx: ONNX export is for single-map parsers; multi-person weights ship as "
                          ".safetensors only")
     current_run = start_run(config, "persons", resume, overwrite)
     dist_info, device = current_run.dist_info, current_run.device

@@ -33,7 +33,9 @@ if __name__ == "__main__" and not __package__:
 import torch
 import yaml
 
+from human_parsing_ros.errors import UserError, add_debug_flag
 from human_parsing_ros.weights import load_weights, save_weights
+from training.cli import run_training_cli
 from training.config import load_config, merge, recipe_of
 from training.dtpr import run
 from training.evaluate import EvalSplit, confusion_on_split, evaluate_weights
@@ -42,16 +44,28 @@ from training.report import write_report
 from training.runs import model_from_state, recipe_class_set
 
 
+class ProtocolError(UserError, ValueError):
+    """A protocol file, key, model or row this command cannot run; the message names it."""
+
+
 def load_protocol(path: str | Path) -> dict[str, Any]:
-    protocol = yaml.safe_load(Path(path).read_text())
+    path = Path(path)
+    if not path.is_file():
+        raise ProtocolError(f"{path}: protocol file {'is a folder' if path.is_dir() else 'not found'}")
+    try:
+        protocol = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ProtocolError(f"{path}: not a YAML protocol ({' '.join(str(error).split())})") from None
+    if not isinstance(protocol, dict):
+        raise ProtocolError(f"{path}: a protocol is a YAML mapping, not a {type(protocol).__name__}")
     for key in ("dataset", "dataset_root", "results_dir", "runs_dir", "epochs", "split_epoch", "seeds", "eval_size",
                 "eval_labels", "models", "rows"):
         if key not in protocol:
-            raise ValueError(f"{path}: protocol key '{key}' is missing")
+            raise ProtocolError(f"{path}: protocol key '{key}' is missing")
     if not 0 < protocol["split_epoch"] < protocol["epochs"]:
-        raise ValueError(f"{path}: split_epoch must lie between 0 and epochs")
+        raise ProtocolError(f"{path}: split_epoch must lie between 0 and epochs")
     if protocol["eval_labels"] not in ("original", "resized"):
-        raise ValueError(f"{path}: eval_labels must be original or resized, not {protocol['eval_labels']!r}")
+        raise ProtocolError(f"{path}: eval_labels must be original or resized, not {protocol['eval_labels']!r}")
     return protocol
 
 
@@ -128,7 +142,7 @@ class SeedRuns:
                 start["cpa"] = self._cpa_after(cpa_epoch, config)
             elif config["stage1"]["cpa_source"] == "train":  # the baseline recorded both sources at cpa_epoch
                 if start.get("cpa_train") is None:
-                    raise ValueError(f"{source}: holds no training-data CPA (written before the trainer kept it); "
+                    raise ProtocolError(f"{source}: holds no training-data CPA (written before the trainer kept it); "
                                      f"delete {self.runs} and run again to re-create it")
                 start["cpa"] = start["cpa_train"]
             torch.save(start, folder / "checkpoint.pt")
@@ -197,7 +211,7 @@ def ship(protocol: dict, model: str, row: str, destination: str | Path) -> Path:
     """
     results = [json.loads(p.read_text()) for p in Path(protocol["results_dir"]).glob(f"{model}/seed*/{row}.json")]
     if not results:
-        raise FileNotFoundError(f"no finished '{row}' run of {model} under {protocol['results_dir']}")
+        raise ProtocolError(f"no finished '{row}' run of {model} under {protocol['results_dir']}")
     best = max(results, key=lambda r: r["val"]["mean_iou"])
     weights = SeedRuns(protocol, model, best["seed"]).train(row)  # re-created if this machine lacks it
     net, info = load_weights(weights)
@@ -219,16 +233,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="only write the table and plots from the results")
     parser.add_argument("--ship", type=Path, default=None, metavar="FILE",
                         help="also write the first model's best DTPR run (by validation mIoU) to FILE")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     protocol = load_protocol(args.config)
     models = args.models or list(protocol["models"])
     for model in models:
         if model not in protocol["models"]:
-            parser.error(f"unknown model '{model}' (protocol has: {', '.join(protocol['models'])})")
+            raise ProtocolError(f"unknown model '{model}' (protocol has: {', '.join(protocol['models'])})")
     known = [*protocol["rows"], *protocol.get("ablations", {})]
     for row in args.rows or []:
         if row not in known:
-            parser.error(f"unknown row '{row}' (protocol has: {', '.join(known)})")
+            raise ProtocolError(f"unknown row '{row}' (protocol has: {', '.join(known)})")
     if not args.report:
         run_protocol(protocol, models, args.seeds or list(protocol["seeds"]), args.rows)
     write_report(protocol)
@@ -238,4 +253,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_training_cli(main, "protocol.py")

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from human_parsing_ros.class_sets import ClassSet, get_class_set
-from human_parsing_ros.errors import one_line
+from human_parsing_ros.errors import UserError, one_line
 from human_parsing_ros.models import ARCHITECTURES, SegmentationModel, build_model
 from human_parsing_ros.weights import WeightsError, load_weights, non_finite_tensor
 from training.checkpoint import CheckpointError, copy_checkpoint, load_checkpoint, plain_checkpoint, save_checkpoint
@@ -38,18 +38,31 @@ RESUME_IGNORED = ("output_dir", "model.args.encoder_weights")  # a copied run re
 TENSORBOARD_KEYS = ("loss", "lr", "kept_fraction", "pixel_accuracy", "mean_pixel_accuracy", "mean_iou")
 
 
-class RunDirectoryError(FileExistsError):
+class RunDirectoryError(UserError, FileExistsError):
     """A new run asked to write into the directory of an earlier one."""
 
 
 # ---- the network ----------------------------------------------------------------------------------
+class ModelError(UserError, ValueError):
+    """The recipe's network cannot be built: model.args (a value, an encoder weights file that is missing,
+    unreadable or pickled code) or ImageNet weights that cannot be fetched; the message names the setting or
+    file."""
+
+
 def make_model(architecture: str, args: dict[str, Any], num_classes: int) -> SegmentationModel:
-    """``build_model`` with a hint when the ImageNet encoder weights cannot be fetched."""
+    """``build_model``; ``ModelError`` in one line for what the recipe's model settings cause (a hint when the
+    ImageNet encoder weights cannot be fetched)."""
     try:
         return build_model(architecture, **{**args, "num_classes": num_classes})
+    except ValueError as err:  # the models' refusals (an encoder weights file named in the message, a value)
+        raise ModelError(f"model {architecture}: {' '.join(str(err).split())}") from None
+    except TypeError as err:
+        if "unexpected keyword argument" not in str(err):
+            raise
+        raise ModelError(f"model.args of {architecture}: {err}") from None
     except (RuntimeError, OSError) as err:
-        raise RuntimeError(
-            f"building {architecture} failed: {err}. Offline? Put torchvision's checkpoint in "
+        raise ModelError(
+            f"building {architecture} failed: {one_line(err)}. Offline? Put torchvision's checkpoint in "
             "$TORCH_HOME/hub/checkpoints/ or set model.args.encoder_weights: null") from None
 
 
@@ -246,7 +259,7 @@ class Run:
             if epoch in self.config.keep_checkpoints:
                 # the kept copy first: a run killed between the two resumes after this epoch
                 kept = self.out / f"checkpoint_epoch{epoch:02d}.pt"
-                save_checkpoint(state(), kept)
+                save_checkpoint(state(), kept, intact=self.checkpoint_path)
                 copy_checkpoint(kept, self.checkpoint_path)
             else:
                 save_checkpoint(state(), self.checkpoint_path)
@@ -259,7 +272,8 @@ class Run:
         result: dict[str, Any] = {"metrics": metrics, "output_dir": str(self.out), "history": self.history}
         if not self.dist_info.is_main:
             return result
-        weights = export_weights(model, self.config, class_set, recipe, self.out / self.config.export.weights)
+        weights = export_weights(model, self.config, class_set, recipe, self.out / self.config.export.weights,
+                                 intact=self.checkpoint_path)
         result["weights"] = str(weights)
         (self.out / "history.json").write_text(json.dumps(self.history, indent=2))
         self.log(f"{self.config['name']} val: {summary}; weights {weights}")
@@ -284,7 +298,19 @@ def start_run(config: Recipe, tag: str, resume: bool, overwrite: bool) -> Run:
     if changed:
         run.log(f"resuming with settings changed since {path}: {'; '.join(changed)}")
     run.writer = _tensorboard(run, config.log.tensorboard and dist_info.is_main)
+    if dist_info.is_main and not plotting_available():
+        run.log("warning: matplotlib is not installed: the run's plots are skipped, its results are written "
+                "(pip install '.[train]')")
     return run
+
+
+def plotting_available() -> bool:
+    """Whether matplotlib imports (the ``train`` extra): without it a run skips its plots, nothing else."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _tensorboard(run: Run, enabled: bool):

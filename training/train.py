@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -18,20 +20,12 @@ if __name__ == "__main__" and not __package__:
     # root, so `import training` would fail: add the root. Script-only: never runs on import or with -m.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from human_parsing_ros.errors import add_debug_flag
 from human_parsing_ros.models import is_multi_person
-from human_parsing_ros.weights import WeightsError
-from training.checkpoint import CheckpointError
+from training.cli import run_training_cli
 from training.config import load_config, parse_overrides
 from training.distributed import teardown_distributed
 from training.dtpr import run
-from training.engine import NonFiniteError
-from training.label_statistics import LabelIdError, UnreadableDataError
-from training.runs import RunDirectoryError
-
-# Errors that say what is wrong in one line (a file, a step, a value): no traceback for these. (Every
-# FileNotFoundError the trainer raises names the missing path.)
-USER_ERRORS = (CheckpointError, FileNotFoundError, LabelIdError, NonFiniteError, RunDirectoryError,
-               UnreadableDataError, WeightsError)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,25 +36,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode.add_argument("--overwrite", action="store_true",
                       help="delete an earlier run's files in output_dir and start over (refused without it)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. stage2.eta=0.5")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     config = load_config(args.config, parse_overrides(args.overrides))
+    created = first_missing_folder(Path(config.output_dir))
     try:
-        if is_multi_person(config["model"]["architecture"]):
+        if is_multi_person(config.model.architecture):
             from training.person_training import run_persons
 
             run_persons(config, resume=args.resume, overwrite=args.overwrite)
         else:
             run(config, resume=args.resume, overwrite=args.overwrite)
-    except USER_ERRORS as error:
-        print(f"[dtpr] error: {error}", file=sys.stderr, flush=True)
-        sys.exit(1)
+    except BaseException:
+        if created is not None:
+            remove_unstarted_run(created, Path(config.output_dir))
+        raise
     finally:
         teardown_distributed()
 
 
+def first_missing_folder(out: Path) -> Path | None:
+    """The outermost folder of ``out`` (itself included) that does not exist yet, or None."""
+    out = out.absolute()
+    missing = None
+    for folder in (out, *out.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def remove_unstarted_run(created: Path, out: Path) -> None:
+    """Delete ``created`` (the outermost folder of ``out`` that this command made) when the run stopped before
+    its first checkpoint (a failed start-up check): no half-made run folder is left behind. Rank 0 only; a run
+    with a checkpoint stays (--resume continues it)."""
+    if os.environ.get("RANK", "0") != "0" or not created.is_dir() or (out / "checkpoint.pt").exists():
+        return
+    shutil.rmtree(created, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    main()
+    run_training_cli(main, "train.py")

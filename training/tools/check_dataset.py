@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from human_parsing_ros.class_sets import IGNORE_INDEX
-from human_parsing_ros.errors import one_line
+from human_parsing_ros.errors import add_debug_flag, one_line
+from training.cli import run_training_cli
 from training.datasets import DATASET_NAMES, ParsingDataset, Sample, build_dataset, read_image, read_label
 
 KINDS = ("missing-image", "missing-label", "unreadable-image", "unreadable-label", "size-mismatch",
@@ -109,6 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ids", nargs="*", help="explicit sample ids instead of the split's list")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any problem is found")
     parser.add_argument("--limit", type=int, default=50, help="problems to list (default 50)")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -117,11 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     options = {} if args.ids is None else {"ids": args.ids}
     with warnings.catch_warnings(record=True) as caught:  # samples skipped while listing the split
         warnings.simplefilter("always")
-        try:
-            dataset = build_dataset(args.dataset, args.root, args.split, **options)
-        except (FileNotFoundError, ValueError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+        dataset = build_dataset(args.dataset, args.root, args.split, **options)
     skipped = [Problem("skipped", "", "", str(w.message)) for w in caught]
     problems = skipped + check_dataset(dataset)
     print(format_report(problems, len(dataset) + len(skipped), args.limit))
@@ -129,4 +127,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_training_cli(main, "check_dataset.py")

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from human_parsing_ros.errors import add_debug_flag
+from training.cli import run_training_cli
 from training.datasets import DATASET_NAMES, build_dataset
 from training.label_statistics import class_statistics
 
@@ -75,17 +77,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", required=True)
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--ids", nargs="*", help="explicit sample ids instead of the split's list")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     options = {} if args.ids is None else {"ids": args.ids}
-    try:
-        dataset = build_dataset(args.dataset, args.root, args.split, **options)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    dataset = build_dataset(args.dataset, args.root, args.split, **options)
     stats = class_statistics(dataset)
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(stats, args.out / "class_stats.csv")
@@ -96,4 +95,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_training_cli(main, "dataset_stats.py")

@@ -23,8 +23,10 @@ if __name__ == "__main__" and not __package__:
 import torch
 from torchvision.ops import box_iou
 
+from human_parsing_ros.errors import add_debug_flag
 from human_parsing_ros.parser import HumanParser
 from human_parsing_ros.weights import load_weights, save_weights
+from training.cli import run_training_cli
 from training.instance_evaluate import evaluate_instances
 from training.instances import InstanceDataset, build_instance_dataset, person_boxes
 from training.metrics import ConfusionMatrix
@@ -86,10 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=150)
     parser.add_argument("--seed", type=int, default=1004)
     parser.add_argument("--json", type=Path, default=None)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     ship(args.weights, args.destination, args.root, args.split, args.count, args.seed, args.json)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_training_cli(main, "ship_persons.py")

@@ -21,7 +21,9 @@ if __name__ == "__main__" and not __package__:
     # repository root, so `import training` would fail: add the root. Script-only: never on import or with -m.
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from human_parsing_ros.errors import add_debug_flag
 from human_parsing_ros.weights import load_weights, save_weights
+from training.cli import run_training_cli
 from training.evaluate import serving_confusion
 from training.metrics import METRICS, compute_metrics, format_summary, write_class_table
 
@@ -60,10 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--selected", default="the recipe's only run, chosen on validation",
                         help="how these weights were chosen (stored in the metadata)")
     parser.add_argument("--table", type=Path, default=None, help="also write the per-class table (.csv and .md)")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     ship(args.weights, args.destination, args.dataset, args.root, args.split, args.selected, args.table)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_training_cli(main, "ship_weights.py")
