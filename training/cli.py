@@ -7,11 +7,7 @@ import sys
 from collections.abc import Callable
 
 from human_parsing_ros.errors import one_line, run_cli
-from human_parsing_ros.weights import WeightsError
 from training.checkpoint import DiskFullError, is_disk_full
-
-# Errors of modules below the trainer that are not (yet) UserErrors; the trainer's own derive from UserError.
-EXTRA_USER_ERRORS: tuple[type[BaseException], ...] = (WeightsError,)
 
 
 def run_training_cli(main: Callable[[list[str] | None], int | None], prog: str) -> None:
@@ -26,4 +22,4 @@ def run_training_cli(main: Callable[[list[str] | None], int | None], prog: str) 
         if code:
             sys.exit(code)
 
-    run_cli(call, prog=prog, extra_user_errors=EXTRA_USER_ERRORS)
+    run_cli(call, prog=prog)  # the trainer's errors, WeightsError included, derive from UserError

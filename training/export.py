@@ -50,7 +50,7 @@ def training_splits(data: DatasetSection) -> dict:
 
 
 def recipe_summary(config: Recipe, metrics: dict, stage2_default: str = "decoder") -> dict:
-    """What the weights file says about how it was made (DESIGN section 2)."""
+    """What the weights file says about how it was made (docs/weights.md: the recipe entry)."""
     stage1, stage2 = config.stage1, config.stage2
     stages = [{"stage": 1, "epochs": stage1.epochs,
                "schedule_epochs": stage1.schedule_epochs or stage1.epochs, "loss": stage1.loss,
