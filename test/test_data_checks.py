@@ -34,7 +34,8 @@ def broken_ccp(tmp_path) -> Path:
 
 
 def test_sample_problems_name_a_truncated_image_and_a_size_mismatch(broken_ccp):
-    from training.datasets import build_dataset, image_size, sample_problem
+    from training.datasets import build_dataset
+    from training.sample_checks import image_size, sample_problem
 
     data = build_dataset("ccp", broken_ccp, "all", ids=IDS)
     problems = {item.id: sample_problem(item) for item in data.items}

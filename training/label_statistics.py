@@ -11,7 +11,8 @@ import torch
 
 from human_parsing_ros.class_sets import IGNORE_INDEX
 from human_parsing_ros.errors import UserError
-from training.datasets import ParsingDataset, Sample, read_label, sample_problem
+from training.datasets import ParsingDataset, Sample, read_label
+from training.sample_checks import sample_problem
 
 
 def class_statistics(dataset: ParsingDataset) -> dict[str, Any]:
