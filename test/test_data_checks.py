@@ -80,3 +80,42 @@ def test_the_trainer_refuses_bad_validation_files_before_its_first_epoch_in_one_
     assert "0960.jpg: unreadable image" in lines[0] and "0980.jpg: image is " in lines[0]
     assert "loss" not in result.stdout  # no epoch ran
     assert not (tmp_path / "run").exists()
+
+
+def _cihp_root(tmp_path: Path) -> Path:
+    """CIHP's layout with three validation photos: 1 fine, 2 truncated, 3 with a person map of another size."""
+    import numpy as np
+
+    root = tmp_path / "cihp" / "Validation"
+    for folder in ("Images", "Category_ids", "Human_ids"):
+        (root / folder).mkdir(parents=True)
+    (root / "val_id.txt").write_text("1\n2\n3\n")
+    for name in ("1", "2", "3"):
+        Image.fromarray(np.full((40, 30, 3), 90, np.uint8)).save(root / "Images" / f"{name}.jpg")
+        Image.fromarray(np.ones((40, 30), np.uint8)).save(root / "Category_ids" / f"{name}.png")
+        Image.fromarray(np.ones((40, 30), np.uint8)).save(root / "Human_ids" / f"{name}.png")
+    truncated = root / "Images" / "2.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    Image.fromarray(np.ones((20, 30), np.uint8)).save(root / "Human_ids" / "3.png")
+    return root.parent
+
+
+def test_a_multi_person_run_refuses_bad_files_before_its_first_epoch_in_one_line(tmp_path):
+    root = _cihp_root(tmp_path)
+    config = {"name": "persons", "output_dir": str(tmp_path / "run"), "device": "cpu",
+              "dataset": {"name": "cihp", "root": str(root), "train_split": "val", "val_split": "val",
+                          "class_set": "hri"},
+              "model": {"architecture": "rp_rcnn", "args": {"encoder": "mobilenet_v2", "encoder_weights": None}},
+              "input": {"crop_size": [40, 32]}, "optim": {"batch_size": 1, "workers": 0},
+              "multi_person": {"epochs": 1}, "log": {"tensorboard": False, "progress": False}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {key: value for key, value in os.environ.items() if key != "HUMAN_PARSING_DEBUG"}
+    result = subprocess.run([sys.executable, str(ROOT / "training" / "train.py"), "--config", str(path)],
+                            capture_output=True, text=True, timeout=600, env=env)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("train.py: cihp split 'val': 2 sample(s) cannot be read: ")
+    assert "2.jpg: unreadable image" in lines[0] and "person map" in lines[0] and "3.png is 20x30" in lines[0]
+    assert "loss" not in result.stdout
+    assert not (tmp_path / "run").exists()

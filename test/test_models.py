@@ -92,9 +92,12 @@ def test_build_model_bad_argument(name):
     assert name in str(info.value) and "no_such_argument" in str(info.value)
 
 
-def test_build_model_unknown_encoder():
-    with pytest.raises(ValueError, match="not_an_encoder"):
+def test_build_model_unknown_encoder_is_a_user_error():
+    from human_parsing_ros.errors import UserError
+
+    with pytest.raises(ValueError, match="not_an_encoder") as info:
         build_model("deeplabv3plus", num_classes=20, encoder="not_an_encoder")
+    assert isinstance(info.value, UserError)  # a command-line tool prints it as one line
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -60,7 +60,8 @@ def test_persons_and_instances_over_dds(ros, weights, tmp_path):
             sent.append(client.image_msg(frame, frame_id="persons_optical_frame"))
             client.publish(sent[-1])
             time.sleep(0.7)
-        client.wait_for(lambda: _matching(client, "persons", sent[-1]), 30.0, "persons for the last frame")
+        client.resend_until(sent[-1], lambda: _matching(client, "persons", sent[-1]), 30.0,
+                            "persons for the last frame")
         ids = []
         for msg in sent:
             instances, persons = _matching(client, "instances", msg), _matching(client, "persons", msg)
@@ -85,7 +86,7 @@ def test_persons_and_instances_over_dds(ros, weights, tmp_path):
         late.wait_for(lambda: all(s.get_publisher_count() for s in late.subs), 10.0, "the late subscription")
         again = client.image_msg(frame, frame_id="persons_optical_frame")
         client.publish(again)
-        late.wait_for(lambda: _matching(late, "persons", again), 30.0, "persons for the late subscriber")
+        client.resend_until(again, lambda: _matching(late, "persons", again), 30.0, "persons for the late subscriber")
         assert PersonsMessage.from_json(_matching(late, "persons", again)[0].data).persons[0].id == ids[0]
 
         def dropped_reported() -> bool:

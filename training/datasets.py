@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from human_parsing_ros.class_mappings import mapping_table
 from human_parsing_ros.class_sets import ClassSet, get_class_set
 from human_parsing_ros.errors import UserError, one_line
+from training.passers_by import ignore_far_background
 
 DATASET_NAMES = ("mhpv2", "lip", "cihp", "atr", "ccp")
 
@@ -44,8 +45,7 @@ class Sample:
     id: str
 
 
-# ---------------------------------------------------------------------------
-# Reading files
+# --- Reading files
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -118,8 +118,7 @@ def merge_labels(maps: Sequence[np.ndarray]) -> np.ndarray:
     return merged
 
 
-# ---------------------------------------------------------------------------
-# The dataset
+# --- The dataset
 
 
 class ParsingDataset(Dataset):
@@ -130,11 +129,14 @@ class ParsingDataset(Dataset):
     ``seed``: when set, each item's augmentation draws from its own generator
     seeded from (seed, epoch, index), so the augmentation of a sample does not
     depend on worker count or iteration order (call ``set_epoch`` each epoch).
+    ``background_margin``: background farther than this times the person's
+    box from it is ignored (``passers_by.py``; single-person photos only).
     """
 
     def __init__(self, items: list[Sample], class_set: ClassSet, transform: Callable | None = None,
                  *, skip_unreadable: bool = False, seed: int | None = None,
-                 label_table: np.ndarray | None = None) -> None:
+                 label_table: np.ndarray | None = None, background_margin: float | None = None) -> None:
+        self.background_margin = background_margin
         self.items = list(items)
         self.class_set = class_set  # the class set of the labels it returns (after ``label_table``)
         self.label_table = label_table  # uint8 [256] lookup applied to every label read (class_mappings)
@@ -162,8 +164,10 @@ class ParsingDataset(Dataset):
             raise ValueError(f"{item.labels[0].parent}: {item.id}: {error}") from None
 
     def map_label(self, label: np.ndarray) -> np.ndarray:
-        """``label`` in this dataset's class set (through ``label_table`` when it has one)."""
-        return label if self.label_table is None else self.label_table[label]
+        """``label`` in this dataset's class set (through ``label_table`` when it has one), far background
+        ignored when ``background_margin`` is set."""
+        label = label if self.label_table is None else self.label_table[label]
+        return label if self.background_margin is None else ignore_far_background(label, self.background_margin)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 H x W x 3 RGB image, uint8 H x W label) of item ``index``; raises on bad files."""
@@ -184,8 +188,8 @@ class ParsingDataset(Dataset):
     def _load_or_skip(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if not self.skip_unreadable:
             return self.load(index)
-        for step in range(len(self.items)):
-            candidate = (index + step) % len(self.items)
+        for step in range(len(self)):
+            candidate = (index + step) % len(self)
             try:
                 return self.load(candidate)
             except (OSError, ValueError) as error:
@@ -196,7 +200,8 @@ class ParsingDataset(Dataset):
         if index not in self._reported:
             self._reported.add(index)
             # the error names the broken file (image or label), which need not be the photo
-            warnings.warn(f"skipping unreadable sample {self.items[index].id}: {error}", stacklevel=3)
+            name = self.items[index].id if index < len(self.items) else f"#{index}"
+            warnings.warn(f"skipping unreadable sample {name}: {error}", stacklevel=3)
 
 
 class ConcatParsingDataset(ParsingDataset):
@@ -214,10 +219,25 @@ class ConcatParsingDataset(ParsingDataset):
         self.parts = list(parts)
         self._ends = np.cumsum([len(part) for part in parts])
 
-    def load_label(self, index: int) -> np.ndarray:
+    def __len__(self) -> int:
+        return int(self._ends[-1])  # a part may hold no files (composed frames): count its samples, not items
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        for part in self.parts:
+            part.set_epoch(epoch)
+
+    def _part(self, index: int) -> tuple[ParsingDataset, int]:
         part = int(np.searchsorted(self._ends, index, side="right"))
-        start = int(self._ends[part - 1]) if part else 0
-        return self.parts[part].load_label(index - start)
+        return self.parts[part], index - (int(self._ends[part - 1]) if part else 0)
+
+    def load_label(self, index: int) -> np.ndarray:
+        part, local = self._part(index)
+        return part.load_label(local)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        part, local = self._part(index)
+        return part.load(local)
 
 
 def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
@@ -226,8 +246,7 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
 
 
-# ---------------------------------------------------------------------------
-# Layouts
+# --- Layouts
 
 # Where each dataset is published (a missing root names it).
 DATASET_SOURCES = {"ccp": "github.com/bearpaw/clothing-co-parsing", "lip": "sysu-hcp.net/lip",
@@ -259,8 +278,8 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Callable |
     (MHPv2, default True): open each image header and skip (with a warning)
     the ones that cannot be opened; ``class_set`` (every dataset): return
     labels in that class set, mapped on load (``class_mappings``; refused
-    when no mapping exists); ``skip_unreadable`` and ``seed`` go to
-    ``ParsingDataset``.
+    when no mapping exists); ``skip_unreadable``, ``seed`` and
+    ``background_margin`` (passers-by, ``passers_by.py``) go to ``ParsingDataset``.
     """
     key = name.lower()
     if key not in _BUILDERS:
@@ -268,7 +287,7 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Callable |
     root = Path(root).expanduser()
     if not root.is_dir():
         raise missing_root(key, root)
-    dataset_options = {k: options.pop(k) for k in ("skip_unreadable", "seed") if k in options}
+    dataset_options = {k: options.pop(k) for k in ("skip_unreadable", "seed", "background_margin") if k in options}
     target = options.pop("class_set", None)
     items, defaults = _BUILDERS[key](root, split, **_check_options(key, options))
     if not items:

@@ -35,6 +35,7 @@ from training.metrics import METRICS, cpa_for_sampling, format_summary, write_cl
 from training.recipe import InputSection, Stage2Section
 from training.runs import Run, model_from_state, plotting_available, recipe_class_set, start_run
 from training.sampling import PixelSampler, keep_probabilities
+from training.scene_frames import scene_frames
 from training.schedules import Schedule, make_optimizer, make_scheduler, schedule_shape
 from training.schp.cycles import cycle_lr_factor, cycle_plan, update_aggregated
 from training.transforms import EvalTransform, TrainTransform
@@ -107,6 +108,8 @@ def extra_dataset(spec: dict[str, Any], class_set: ClassSet) -> ParsingDataset:
     if unknown or "name" not in spec or "root" not in spec:
         raise RecipeError(f"dataset.extra entry {spec}: needs name and root, may have split and options "
                          f"(unknown: {', '.join(unknown) or 'none'})")
+    if spec["name"] == "ccp_composites":
+        return scene_frames(spec["root"], spec.get("split", "train"), class_set, dict(spec.get("options", {})))
     return build_dataset(spec["name"], spec["root"], spec.get("split", "train"),
                          **{**spec.get("options", {}), "class_set": class_set.name})
 
@@ -127,8 +130,9 @@ def make_datasets(config: Recipe, class_set: ClassSet) -> tuple[ParsingDataset, 
                                   seed=config.seed, skip_unreadable=True, **options)
     eval_size = tuple(input_spec.eval_size) if input_spec.eval_size else None
     resize_labels = eval_labels_resized(input_spec)
+    val_options = {k: v for k, v in options.items() if k != "background_margin"}  # validation scores every pixel
     val_set = build_dataset(data_spec.name, data_spec.root, data_spec.val_split,
-                            EvalTransform(eval_size, resize_labels=resize_labels), **options)
+                            EvalTransform(eval_size, resize_labels=resize_labels), **val_options)
     return train_set, val_set
 
 

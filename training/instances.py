@@ -27,9 +27,10 @@ from human_parsing_ros.class_mappings import mapping_table
 from human_parsing_ros.class_sets import IGNORE_INDEX, ClassSet, get_class_set
 from human_parsing_ros.weights import IMAGENET_MEAN, IMAGENET_STD
 
-from .composites import Person, compose, cut_person
+from .composites import HEIGHT_RANGE, Person, SceneStyle, compose, cut_person
 from .datasets import (
     DatasetError,
+    DatasetNotFoundError,
     build_dataset,
     choose_ids,
     item_generator,
@@ -160,12 +161,13 @@ class CompositeDataset(InstanceDataset):
     """
 
     def __init__(self, people: Sequence[Person], class_set: ClassSet, count: int, seed: int,
-                 size: tuple[int, int], transform: Callable | None = None, *, persons: tuple[int, int] = (1, 4),
-                 fixed: bool = False) -> None:
+                 size: tuple[int, int], transform: Callable | None = None, *, fixed: bool = False,
+                 style: SceneStyle | None = None) -> None:
         super().__init__([], class_set, transform, seed=seed)
         if not people:
             raise ValueError("a composite needs at least one person to cut out")
-        self.people, self.count, self.size, self.persons, self.fixed = list(people), int(count), size, persons, fixed
+        self.people, self.count, self.size, self.fixed = list(people), int(count), size, fixed
+        self.style = style or SceneStyle()
 
     def __len__(self) -> int:
         return self.count
@@ -174,7 +176,7 @@ class CompositeDataset(InstanceDataset):
         if not 0 <= index < self.count:
             raise IndexError(f"composite {index} of {self.count}")
         rng = np.random.default_rng([int(self.seed), 0 if self.fixed else self.epoch + 1, int(index)])
-        frame = compose(self.people, rng, self.size, self.persons)
+        frame = compose(self.people, rng, self.size, self.style.persons, self.style)
         return frame.image, frame.labels, frame.persons
 
 
@@ -192,6 +194,47 @@ def ccp_people(root: str | Path, split: str, class_set: str | None = None) -> tu
     return people, ccp.class_set
 
 
+# ccp_composites options that make the frames look like real scenes (``SceneStyle``)
+# CCP's garments (the hri set says "clothes"): what SceneStyle.photometric brightens or darkens
+CLOTHING_NAMES = frozenset({"blazer", "blouse", "bodysuit", "cardigan", "coat", "dress", "hoodie", "jacket", "jeans",
+                            "jumper", "leggings", "pants", "romper", "shirt", "shorts", "skirt", "suit", "sweater",
+                            "sweatshirt", "t-shirt", "top", "vest"})
+STYLE_OPTIONS = ("backgrounds", "height_range", "empty_share", "occluded_share", "photometric")
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def background_photos(folder: str | Path) -> tuple[Path, ...]:
+    """Every photo in ``folder`` (sorted), or ``DatasetNotFoundError`` naming it when there is none."""
+    folder = Path(folder).expanduser()
+    photos = tuple(sorted(p for p in folder.glob("*") if p.suffix.lower() in PHOTO_SUFFIXES)) if folder.is_dir() else ()
+    if not photos:
+        raise DatasetNotFoundError(f"backgrounds: no photos in {folder} (a folder of people-free photos: "
+                                   "docs/real_scenes.md builds one)")
+    return photos
+
+
+def scene_style(options: dict[str, Any], class_set: ClassSet) -> SceneStyle:
+    """The ``SceneStyle`` of a ccp_composites dataset's options (defaults: the original composites)."""
+    def fraction(key: str) -> float:
+        value = float(options.get(key, 0.0))
+        if not 0.0 <= value <= 1.0:
+            raise DatasetError(f"ccp_composites: {key} must be within 0..1, not {value}")
+        return value
+
+    low, high = (float(v) for v in options.get("height_range", HEIGHT_RANGE))
+    if not 0.0 < low <= high:
+        raise DatasetError(f"ccp_composites: height_range must be [low, high] with 0 < low <= high, not {[low, high]}")
+    empty = fraction("empty_share")
+    backgrounds = background_photos(options["backgrounds"]) if options.get("backgrounds") else ()
+    if empty and not backgrounds:
+        raise DatasetError("ccp_composites: empty_share needs backgrounds (a frame of nobody on a generated field "
+                           "teaches nothing about real scenes)")
+    clothes = tuple(i for i, name in enumerate(class_set.names) if "clothes" in name or name in CLOTHING_NAMES)
+    persons = tuple(int(v) for v in options.get("persons", (1, 4)))
+    return SceneStyle(persons, backgrounds, (low, high), empty, fraction("occluded_share"),
+                      bool(options.get("photometric", False)), clothes)
+
+
 def build_instance_dataset(name: str, root: str | Path, split: str, transform: Callable | None = None,
                            **options: Any) -> InstanceDataset:
     """The ``split`` of multi-person dataset ``name``: mhpv2, cihp (their layouts, persons kept) or
@@ -206,7 +249,7 @@ def build_instance_dataset(name: str, root: str | Path, split: str, transform: C
         raise missing_root(key, root)
     target = options.pop("class_set", None)
     seed = options.pop("seed", None)
-    allowed = {"count", "size", "persons", "fixed"} if key == "ccp_composites" else {"ids"}
+    allowed = {"count", "size", "persons", "fixed", *STYLE_OPTIONS} if key == "ccp_composites" else {"ids"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise DatasetError(f"{key}: unknown option(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))}, "
@@ -216,7 +259,7 @@ def build_instance_dataset(name: str, root: str | Path, split: str, transform: C
         return CompositeDataset(people, class_set, int(options.get("count", len(people))),
                                 0 if seed is None else int(seed),
                                 tuple(options.get("size", (288, 384))), transform,
-                                persons=tuple(options.get("persons", (1, 4))), fixed=bool(options.get("fixed", False)))
+                                fixed=bool(options.get("fixed", False)), style=scene_style(options, class_set))
     lister = {"mhpv2": list_mhpv2, "cihp": list_cihp}[key]
     items = lister(root, split, options.get("ids"))
     if not items:

@@ -24,9 +24,11 @@ from training.engine import EpochSettings, NonFiniteError, autocast, loss_is_fin
 from training.export import init_record
 from training.instance_evaluate import evaluate_instances
 from training.instances import InstanceDataset, InstanceTrainTransform, build_instance_dataset, collate_instances
+from training.label_statistics import UnreadableDataError, listed
 from training.loaders import make_train_loader
 from training.recipe import DatasetSection, MultiPersonSection
 from training.runs import start_run
+from training.sample_checks import instance_sample_problem
 from training.schedules import Schedule, make_optimizer, make_scheduler, schedule_shape
 from training.seeding import mix_seed
 
@@ -56,6 +58,16 @@ def make_person_datasets(config: Recipe, class_set: ClassSet) -> tuple[InstanceD
     val = build_instance_dataset(spec.name, spec.root, spec.val_split, class_set=class_set.name,
                                  seed=config.seed, **settings.val_options)
     return train, val
+
+
+def check_person_files(train_set: InstanceDataset, val_set: InstanceDataset, spec: DatasetSection) -> None:
+    """Every image, part map and person map of both splits readable and of one size (headers only), or
+    ``UnreadableDataError`` naming the files: the multi-person loader substitutes no other sample."""
+    for split, dataset in ((spec.train_split, train_set), (spec.val_split, val_set)):
+        bad = [(item.id, problem) for item in dataset.items if (problem := instance_sample_problem(item))]
+        if bad:
+            raise UnreadableDataError(f"{spec.name} split '{split}': {len(bad)} sample(s) cannot be read: "
+                                      f"{listed(bad)}")
 
 
 def train_person_epoch(net: torch.nn.Module, loader, optimizer: torch.optim.Optimizer,
@@ -105,6 +117,7 @@ def run_persons(config: Recipe, resume: bool = False, overwrite: bool = False) -
     optim, epochs = config.optim, person_epochs(config)
     class_set = person_class_set(config.dataset)
     train_set, val_set = make_person_datasets(config, class_set)
+    check_person_files(train_set, val_set, config.dataset)  # before any epoch, as DTPR runs do
     steps_per_epoch = len(make_train_loader(train_set, optim.batch_size, optim.workers, config.seed, 0,
                                             dist_info, collate_instances))
     model = current_run.build_model(class_set)

@@ -3,6 +3,7 @@ read through their headers (a JPEG at 1/8 scale) rather than decoded at full siz
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from human_parsing_ros.errors import one_line
 from training.datasets import Sample, read_label
@@ -60,4 +61,19 @@ def sample_problem(item: Sample) -> str | None:
                 return f"{item.image}: image is {size[0]}x{size[1]}, label {path} is {found[0]}x{found[1]}"
     except (OSError, ValueError) as error:
         return str(error)
+    return None
+
+
+def instance_sample_problem(item: Any) -> str | None:
+    """``sample_problem`` for a multi-person sample, whose person map (``item.humans``, CIHP) must also be
+    readable and of the image's size."""
+    problem = sample_problem(item)
+    if problem or getattr(item, "humans", None) is None:
+        return problem
+    try:
+        size, found = image_size(item.image), label_size(item.humans)
+    except (OSError, ValueError) as error:
+        return str(error)
+    if found != size:
+        return f"{item.image}: image is {size[0]}x{size[1]}, person map {item.humans} is {found[0]}x{found[1]}"
     return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from ..errors import UserError
 from .base import SegmentationHead, SegmentationModel
 from .encoders import ENCODERS, build_encoder
 from .protocol import ServableModel, rename_legacy_keys
@@ -20,28 +21,32 @@ from .registry import ARCHITECTURES, register_architecture
 ARCHITECTURE_INT_RANGE = (0, 1 << 16)
 
 
+class ArchitectureError(UserError, ValueError):
+    """An architecture name or arguments (from a recipe or a weights file) that build no network."""
+
+
 def build_model(name: str, **kwargs: Any) -> ServableModel:
-    """Build architecture ``name``; raises ValueError, one line, naming what is unknown or wrong.
+    """Build architecture ``name``; raises ArchitectureError (a ValueError), one line, naming what is unknown or wrong.
 
     Whatever the constructor raises (an IndexError for a list too short, a RuntimeError for a negative size, a
-    MemoryError) becomes that ValueError, naming the argument(s) that make it fail where one can be found.
+    MemoryError) becomes that error, naming the argument(s) that make it fail where one can be found.
     """
     if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture '{name}' (known: {', '.join(sorted(ARCHITECTURES))})")
+        raise ArchitectureError(f"unknown architecture '{name}' (known: {', '.join(sorted(ARCHITECTURES))})")
     cls = ARCHITECTURES[name]
     reason = _argument_error(cls, kwargs)
     if reason:
-        raise ValueError(f"bad arguments for architecture '{name}': {reason}")
+        raise ArchitectureError(f"bad arguments for architecture '{name}': {reason}")
     try:
         return cls(**kwargs)
     except TypeError as err:
-        raise ValueError(f"bad arguments for architecture '{name}': {err}") from None
+        raise ArchitectureError(f"bad arguments for architecture '{name}': {err}") from None
     except Exception as err:  # noqa: BLE001 (MemoryError included: any failure to build is the arguments')
         culprits = _culprits(cls, kwargs)
         which = (", ".join(f"{key}={kwargs[key]!r}" for key in culprits) if culprits
                  else "arguments " + ", ".join(f"{key}={value!r}" for key, value in sorted(kwargs.items())))
         kind = "" if isinstance(err, ValueError) else f"{type(err).__name__}: "
-        raise ValueError(f"cannot build architecture '{name}' with {which}: {kind}{_one_line(err)}") from None
+        raise ArchitectureError(f"cannot build architecture '{name}' with {which}: {kind}{_one_line(err)}") from None
 
 
 def _one_line(err: BaseException) -> str:

@@ -6,6 +6,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 ENCODERS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -17,14 +19,18 @@ def register_encoder(name: str) -> Callable[[Callable[..., nn.Module]], Callable
     return add
 
 
+class EncoderWeightsError(UserError, ValueError):
+    """An encoder name or encoder weights file that cannot be used; the message names it."""
+
+
 def build_encoder(name: str, weights: str | None = None, output_stride: int = 16,
                   stride2: bool = False) -> nn.Module:
     """Encoder ``name``; ``weights="imagenet"`` loads torchvision's ImageNet weights; ``stride2``: the feature
     list starts with a stride-2 map (same parameters and names, one more output)."""
     if name not in ENCODERS:
-        raise ValueError(f"unknown encoder '{name}' (known: {', '.join(sorted(ENCODERS))})")
+        raise EncoderWeightsError(f"unknown encoder '{name}' (known: {', '.join(sorted(ENCODERS))})")
     if weights not in (None, "imagenet"):
-        raise ValueError(f"encoder weights must be 'imagenet' or None, not '{weights}'")
+        raise EncoderWeightsError(f"encoder weights must be 'imagenet' or None, not '{weights}'")
     encoder = ENCODERS[name](weights=weights, output_stride=output_stride)
     if stride2:
         encoder.with_stride2()

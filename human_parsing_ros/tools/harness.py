@@ -216,6 +216,23 @@ class Client:
     def publish(self, msg: Any) -> None:
         self.camera.publish(msg)
 
+    def resend_until(self, msg: Any, condition: Callable[[], bool], timeout: float, what: str,
+                     every: float = 5.0) -> None:
+        """Wait for ``condition`` after publishing ``msg``, sending it again every ``every`` s meanwhile.
+
+        The camera topic is best effort, as cameras are: under load a large frame can lose a UDP
+        fragment and never arrive, so one send is not a fair test; a camera would send the next frame.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.wait_for(condition, min(every, max(deadline - time.monotonic(), 0.0)), what)
+                return
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}") from None
+            self.publish(msg)
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join()

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
+from ..encoders import EncoderWeightsError
 from .state import abn_as_batchnorm, match_state, read_state
 
 
@@ -51,14 +52,15 @@ def schp_imagenet_state(path: str | os.PathLike, expected: dict[str, torch.Tenso
     its classifier (``fc.*``) dropped, the first convolution's input channels reversed because SCHP feeds
     the file BGR and this project feeds RGB, and the BatchNorm weights as SCHP's in-place ABN applies them
     (|w| + eps): the network SCHP's training starts from, whichever order the file learnt ImageNet in. Loaded
-    with ``weights_only=True``; ValueError naming the file for anything else."""
+    with ``weights_only=True``; EncoderWeightsError (a ValueError) naming the file for anything else."""
     if str(path) == "imagenet":
-        raise ValueError("encoder 'resnet101_schp' has no torchvision weights: set encoder_weights to the path of "
-                         "SCHP's resnet101-imagenet.pth, start from an imported SCHP checkpoint "
-                         "(human_parsing_import_schp, model.init) or from scratch (encoder_weights: null)")
-    state = read_state(path, "ImageNet ResNet-101 file")
+        raise EncoderWeightsError("encoder 'resnet101_schp' has no torchvision weights: set encoder_weights to the "
+                                  "path of SCHP's resnet101-imagenet.pth, start from an imported SCHP checkpoint "
+                                  "(human_parsing_import_schp, model.init) or from scratch (encoder_weights: null)")
+    state = read_state(path, "ImageNet ResNet-101 file", EncoderWeightsError)
     state = {key: value for key, value in state.items() if not key.startswith("fc.")}  # the ImageNet classifier
-    state = abn_as_batchnorm(match_state(path, state, expected, "SCHP's ResNet-101 (three-convolution stem)"))
+    state = abn_as_batchnorm(match_state(path, state, expected, "SCHP's ResNet-101 (three-convolution stem)",
+                                              EncoderWeightsError))
     return {**state, "conv1.weight": state["conv1.weight"].flip(1)}
 
 
