@@ -57,8 +57,10 @@ def check_max_persons(value: Any) -> int:
 class ParseOptions:
     """What one ``HumanParser.parse`` call does; every field is checked here (ValueError naming it).
 
-    ``person_threshold`` and ``max_persons`` matter only for multi-person weights; ``person_threshold``
-    None means the weights file's own ``min_score``.
+    ``person_threshold`` matters only for multi-person weights (None: the weights file's own calibrated
+    ``min_score``); ``max_persons`` caps the persons of either source. ``map_persons``: single-map weights
+    also give persons, the connected regions of their map (``map_persons.py``), as ``instances`` and
+    ``persons``; multi-person weights ignore it (their network says who is who).
     """
 
     output_resolution: str = "input"  # input: labels at the image's size | network: at the letterboxed input's
@@ -66,6 +68,7 @@ class ParseOptions:
     flip_tta: bool = False
     person_threshold: float | None = None
     max_persons: int = 16
+    map_persons: bool = False
 
     def __post_init__(self) -> None:
         check_output_resolution(self.output_resolution)
@@ -74,3 +77,6 @@ class ParseOptions:
         if self.person_threshold is not None:
             object.__setattr__(self, "person_threshold", check_person_threshold(self.person_threshold))
         object.__setattr__(self, "max_persons", check_max_persons(self.max_persons))
+        if not isinstance(self.map_persons, (bool, np.bool_)):
+            raise ValueError(f"map_persons must be True or False, not '{self.map_persons}'")
+        object.__setattr__(self, "map_persons", bool(self.map_persons))

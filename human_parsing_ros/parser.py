@@ -34,6 +34,7 @@ from .inference import (
 from .models import ServableModel
 from .multi_person import merge_persons
 from .parse_options import (
+    MAX_PERSONS_LIMIT,
     OUTPUT_RESOLUTIONS,
     RESIZE_MODES,
     ParseOptions,
@@ -143,7 +144,7 @@ class ParseResult:
         """Every class, within one person: ``pixel_fraction`` is of the person's pixels, ``bbox`` in image
         pixels, ``mean_confidence`` the mean of the person's part probability over the class's pixels."""
         if self.instances is None or self.person_confidence_sums is None:
-            raise ValueError("person_presence needs a multi-person parse (rp_rcnn weights)")
+            raise ValueError("person_presence needs persons: multi-person weights, or map_persons=True")
         ys, xs = np.nonzero(self.instances == person.instance)
         ids = self.labels[ys, xs].astype(np.int64)
         counts = np.bincount(ids, minlength=self.class_set.num_classes)
@@ -294,6 +295,7 @@ class HumanParser:
                 f"input {self.network_hw[0]}x{self.network_hw[1]} {options.resize_mode}, "
                 f"{self.device} {str(self.dtype).replace('torch.', '')}, "
                 f"flip TTA {'on' if options.flip_tta else 'off'}"
+                + (", persons from the map" if options.map_persons and not self.multi_person else "")
                 + (f", compiled ({self.compile_mode})" if self.compile_mode != "none" else ""))
 
     @torch.inference_mode()
@@ -354,8 +356,32 @@ class HumanParser:
         labels_np = labels.to(torch.uint8).cpu().numpy()
         t_labels = time.perf_counter()
         timings = {"preprocess": t_pre - start, "forward": t_fwd - t_pre, "labels": t_labels - t_fwd}
-        return ParseResult(labels_np, self.class_set, self._statistics(logits, labels, placement, out_hw),
-                           {key: value * 1e3 for key, value in timings.items()})
+        result = ParseResult(labels_np, self.class_set, self._statistics(logits, labels, placement, out_hw),
+                             timings)
+        if options.map_persons:
+            self._add_map_persons(result, logits, labels, placement, options.max_persons)
+            timings["persons"] = time.perf_counter() - t_labels
+        result.timings_ms = {key: value * 1e3 for key, value in timings.items()}
+        return result
+
+    def _add_map_persons(self, result: ParseResult, logits: torch.Tensor, labels: torch.Tensor,
+                         placement: Placement, max_persons: int) -> None:
+        """``result`` with the persons of its map (``persons_from_map``, largest first, those beyond
+        ``max_persons`` counted in ``dropped_persons``) and their per-class confidence sums."""
+        from .map_persons import persons_from_map  # scipy, only for parsers asked for map persons
+
+        instances, persons = persons_from_map(result.labels, max_persons=MAX_PERSONS_LIMIT)
+        if len(persons) > max_persons:
+            result.dropped_persons = len(persons) - max_persons
+            persons = persons[:max_persons]
+            instances[instances > max_persons] = 0
+        confidence = confidence_map(logits, self.network_hw, placement, result.labels.shape)
+        cells = (len(persons) + 1) * self.num_classes
+        owner = torch.from_numpy(instances).to(labels.device).long()
+        sums = torch.bincount((owner * self.num_classes + labels.long()).reshape(-1),
+                              weights=confidence.reshape(-1).double(), minlength=cells)
+        result.instances, result.persons = instances, persons
+        result.person_confidence_sums = sums[:cells].reshape(-1, self.num_classes).cpu().numpy()
 
     def _statistics(self, logits: torch.Tensor, labels: torch.Tensor, placement: Placement,
                     out_hw: tuple[int, int], persons: tuple[torch.Tensor, np.ndarray] | None = None,

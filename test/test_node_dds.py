@@ -32,7 +32,7 @@ from human_parsing_ros.tools.random_weights import make_random_weights  # noqa: 
 NS = "/human_parsing"
 CAMERA = "/test_cam/image_raw"
 OUTPUTS = {"labels": Image, "labels/color": Image, "overlay": Image, "masks/hair": Image, "masks/skin": Image,
-           "parts": String, "/diagnostics": DiagnosticArray}
+           "parts": String, "instances": Image, "persons": String, "/diagnostics": DiagnosticArray}
 PARAMS_FILE = share_file("config", "parser.yaml")
 
 
@@ -214,6 +214,26 @@ def test_hostile_inputs_are_dropped_and_the_node_keeps_answering(running, frames
         lab = wait_labels_for(client, msg)
         assert (lab.height, lab.width) == (h, w)
     assert "dropped frame from /test_cam/image_raw" in node.log()
+
+
+def test_single_map_weights_report_the_maps_regions_as_persons(running, frames):
+    """map_persons (on in config/parser.yaml): instances and persons are the connected regions of the labels
+    the node published for the same frame."""
+    from human_parsing_ros.map_persons import persons_from_map
+    from human_parsing_ros.messages import PersonsMessage
+
+    node, client = running
+    msg = client.image_msg(frames[1], frame_id="map_persons")
+    client.publish(msg)
+    client.resend_until(msg, lambda: all(outputs_for(client, t, msg) for t in ("labels", "instances", "persons")),
+                        30.0, "labels, instances and persons of the frame")
+    ids = image_array(outputs_for(client, "labels", msg)[0])
+    expected_instances, expected = persons_from_map(ids, max_persons=16)
+    np.testing.assert_array_equal(image_array(outputs_for(client, "instances", msg)[0]), expected_instances)
+    decoded = PersonsMessage.from_json(outputs_for(client, "persons", msg)[0].data)
+    assert decoded.frame_id == "map_persons" and len(decoded.persons) == len(expected)
+    assert [(p.instance, p.bbox) for p in decoded.persons] == [(e.instance, e.bbox) for e in expected]
+    assert len({p.id for p in decoded.persons}) == len(decoded.persons)
 
 
 def test_a_fast_camera_builds_no_backlog(running, frames):
@@ -561,7 +581,7 @@ def test_float_ranges_are_exact_at_start_up_and_at_run_time(ros, weights, tmp_pa
     try:
         client.wait_for(lambda: any(s.level == s.ERROR for s in _statuses(client, ns)), 60.0, "an ERROR")
         error = next(s for s in _statuses(client, ns) if s.level == s.ERROR).message
-        assert "person_threshold" in error and "1.0000001" in error and "keeping 0.5" in error, error
+        assert "person_threshold" in error and "1.0000001" in error and "keeping -1.0" in error, error
         errors = [line for line in node.log().splitlines() if "[ERROR]" in line]
         # the refused start-up value, then the autostart's configure refused for it: both name it
         assert errors and all("person_threshold" in line for line in errors), node.log()[-2000:]
@@ -573,7 +593,7 @@ def test_float_ranges_are_exact_at_start_up_and_at_run_time(ros, weights, tmp_pa
                     ok, reason = _set(client, param.name, float(value), ns=ns)
                     assert not ok and param.name in reason, (param.name, value, reason)
         ok, reason = _set(client, "person_threshold", 1.0000001, ns=ns)
-        assert not ok and "person_threshold must be within 0.0..1.0" in reason, reason
+        assert not ok and "person_threshold must be within -1.0..1.0" in reason, reason
         assert _set(client, "person_threshold", 1.0, ns=ns) == (True, "")  # the bound itself is in range
         assert _transition(client, ns, Transition.TRANSITION_CONFIGURE)
         assert _transition(client, ns, Transition.TRANSITION_ACTIVATE)
@@ -788,7 +808,7 @@ def test_a_parse_parameter_change_rebuilds_the_options_the_next_frame_parses_wit
         assert node.frames.options is None  # built at activate
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         before = node.frames.options
-        assert before == ParseOptions(person_threshold=0.5, max_persons=16)  # config/parser.yaml's values
+        assert before == ParseOptions(person_threshold=None, max_persons=16, map_persons=True)  # parser.yaml's
         assert node.set_parameters([Parameter("resize_mode", value="stretch")])[0].successful
         after = node.frames.options
         assert after == replace(before, resize_mode="stretch") and before.resize_mode == "letterbox"

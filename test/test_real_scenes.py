@@ -234,3 +234,28 @@ def _always_false() -> SceneTally:
     tally = SceneTally()
     tally.add_persons(100, [(0, 0, 5, 5)], [0.99], [])
     return tally
+
+
+def test_a_single_map_parser_gives_the_maps_regions_as_persons_when_asked():
+    from human_parsing_ros.parser import HumanParser
+    from human_parsing_ros.resources import DEFAULT_WEIGHTS
+    from human_parsing_ros.samples import load_rgb, sample_photos
+
+    parser = HumanParser(DEFAULT_WEIGHTS, device="cpu", input_size=(256, 256))
+    two = [load_rgb(path)[::3, ::3] for path in sample_photos()[:2]]
+    height = min(p.shape[0] for p in two)
+    gap = np.full((height, 60, 3), 255, np.uint8)
+    image = np.ascontiguousarray(np.concatenate([two[0][:height], gap, two[1][:height]], axis=1))
+    assert parser.parse(image).instances is None  # off unless asked: it costs a pass over the map
+    result = parser.parse(image, map_persons=True)
+    instances, persons = persons_from_map(result.labels, max_persons=255)
+    assert len(persons) >= 2  # two photos side by side: at least two people apart
+    np.testing.assert_array_equal(result.instances, instances)
+    assert result.persons == persons and result.dropped_persons == 0
+    for person in persons[:3]:
+        parts = result.person_presence(person, 0.0)
+        assert sum(p.pixel_fraction for p in parts) == pytest.approx(1.0)
+        assert all(0.0 <= p.mean_confidence <= 1.0 for p in parts)
+    capped = parser.parse(image, map_persons=True, max_persons=1)
+    assert capped.persons == persons[:1] and capped.dropped_persons == len(persons) - 1
+    assert set(np.unique(capped.instances)) <= {0, 1}

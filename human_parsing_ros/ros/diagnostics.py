@@ -76,7 +76,7 @@ class NodeState:
     input_topic: str
     weights_path: str = ""
     model: str = "not loaded"
-    multi_person: bool = False
+    multi_person: bool = False  # the parse reports persons (multi-person weights, or map persons)
     detection_limit: int | None = None  # multi-person weights: the most persons the network returns per frame
 
 

@@ -186,7 +186,7 @@ class HumanParserNode(LifecycleNode):
             "overlay": self.create_lifecycle_publisher(Image, "overlay", reliable),
             "parts": self.create_lifecycle_publisher(String, "parts", reliable),
         }
-        if getattr(model, "multi_person", False):
+        if getattr(model, "multi_person", False) or self.param("map_persons"):
             pubs["instances"] = self.create_lifecycle_publisher(Image, "instances", reliable)
             pubs["persons"] = self.create_lifecycle_publisher(String, "persons", reliable)
         self.frames.pubs = pubs
@@ -330,7 +330,7 @@ class HumanParserNode(LifecycleNode):
         return NodeState(finalized=self.finalized.is_set(), error=self._error, active=parser is not None,
                          input_topic=self.frames.input_topic, weights_path=self._weights_path,
                          model=parser.describe(options) if parser is not None else "not loaded",
-                         multi_person=parser is not None and parser.multi_person,
+                         multi_person=parser is not None and (parser.multi_person or options.map_persons),
                          detection_limit=parser.detection_limit if parser is not None else None)
 
     def _health(self, dropped_recently: int, persons_dropped_recently: int = 0) -> tuple[bytes, str]:

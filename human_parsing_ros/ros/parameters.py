@@ -75,13 +75,17 @@ PARAMS = (
     Param("publish_overlay", True, "publish `overlay` (only computed while subscribed)"),
     Param("publish_masks", True, "publish `masks/<part>` (each only computed while subscribed)"),
     Param("publish_parts", True, "publish `parts` (only computed while subscribed)"),
-    Param("publish_persons", True, "multi-person weights: publish `instances` and `persons` (each only while "
-          "subscribed; persons are tracked either way)"),
-    Param("person_threshold", 0.5, "multi-person weights: persons scoring at least this (sqrt(box score x "
-          "predicted part mIoU)) are kept", value_range=(0.0, 1.0)),
-    Param("max_persons", 16, "multi-person weights: at most this many persons per frame, best first; the rest "
-          "are counted in diagnostics (`persons_dropped`, and a WARN for the second they were dropped in). The "
-          "weights return at most their own detection limit (`detections` in the file, diagnostics "
+    Param("publish_persons", True, "publish `instances` and `persons` (multi-person weights, or `map_persons`; "
+          "each only while subscribed; persons are tracked either way)"),
+    Param("map_persons", True, "single-map weights (the default): persons are the connected regions of the map "
+          "(people who touch in the image are one person), published on `instances` and `persons`; false: no "
+          "persons. Multi-person weights ignore it", True),
+    Param("person_threshold", -1.0, "multi-person weights: persons scoring at least this (sqrt(box score x "
+          "predicted part mIoU)) are kept; -1: the weights file's own threshold, calibrated on real photos "
+          "(`min_score`: 0.XX for the shipped persons weights)", value_range=(-1.0, 1.0)),
+    Param("max_persons", 16, "at most this many persons per frame, best (multi-person) or largest (map) first; "
+          "the rest are counted in diagnostics (`persons_dropped`, and a WARN for the second they were dropped "
+          "in). Multi-person weights return at most their own detection limit (`detections` in the file, diagnostics "
           "`detection_limit`: 20 for the shipped persons weights), so the cap is min(max_persons, that limit); "
           "the network cuts persons beyond its limit without counting them, so a frame whose persons above "
           "`person_threshold` fill the limit is counted in `frames_at_detection_limit` (and a WARN)",
@@ -117,12 +121,16 @@ PARAMS = (
 )
 PARAM_BY_NAME = {p.name: p for p in PARAMS}
 # The parameters that make the node's ParseOptions (same names as its fields); changing one rebuilds it.
-PARSE_OPTION_PARAMS = ("output_resolution", "resize_mode", "flip_tta", "person_threshold", "max_persons")
+PARSE_OPTION_PARAMS = ("output_resolution", "resize_mode", "flip_tta", "person_threshold", "max_persons",
+                       "map_persons")
 
 
 def parse_options(value_of: Callable[[str], Any]) -> ParseOptions:
     """The ``ParseOptions`` that the parameters' current values (``value_of(name)``) ask for."""
-    return ParseOptions(**{name: value_of(name) for name in PARSE_OPTION_PARAMS})
+    values = {name: value_of(name) for name in PARSE_OPTION_PARAMS}
+    if values["person_threshold"] < 0:
+        values["person_threshold"] = None  # the weights file's own
+    return ParseOptions(**values)
 
 
 def decode_limits(value_of: Callable[[str], Any]) -> DecodeLimits:
