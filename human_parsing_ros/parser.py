@@ -102,8 +102,8 @@ class ParseResult:
     compute_statistics: Callable[[], ClassStatistics] | None = field(repr=False)  # dropped once used
     timings_ms: dict[str, float] = field(default_factory=dict)  # each step of the parse, ms
     _statistics: ClassStatistics | None = field(default=None, init=False, repr=False)
-    # multi-person weights only: H x W uint8 (0 = nobody, k = persons[k - 1]), the persons (best score
-    # first), and how many persons above the threshold the person cap left out
+    # multi-person weights, or map_persons: H x W uint8 (0 = nobody, k = persons[k - 1]), the persons (best score
+    # or largest first), and how many persons (above the threshold) the person cap left out
     instances: np.ndarray | None = None
     persons: list[PersonDetection] = field(default_factory=list)
     dropped_persons: int = 0
