@@ -25,7 +25,7 @@ setup(
                 "ros-lifecycle-msgs"],
         # The trainer (training/): progress bars, TensorBoard, plots, ONNX export and its check.
         "train": ["tqdm", "tensorboard", "matplotlib", "onnx", "onnxruntime"],
-        "test": ["pytest", "ruff"],
+        "test": ["pytest", "pytest-xdist", "ruff"],
     },
     zip_safe=False,
     maintainer="human_parsing_ros maintainers",
