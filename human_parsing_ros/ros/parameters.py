@@ -81,8 +81,8 @@ PARAMS = (
           "(people who touch in the image are one person), published on `instances` and `persons`; false: no "
           "persons. Multi-person weights ignore it", True),
     Param("person_threshold", -1.0, "multi-person weights: persons scoring at least this (sqrt(box score x "
-          "predicted part mIoU)) are kept; -1: the weights file's own threshold, calibrated on real photos "
-          "(`min_score`: 0.XX for the shipped persons weights)", value_range=(-1.0, 1.0)),
+          "predicted part mIoU)) are kept; negative (the default, -1): the weights file's own threshold, "
+          "calibrated on real photos (`min_score`: 0.XX for the shipped persons weights)", value_range=(-1.0, 1.0)),
     Param("max_persons", 16, "at most this many persons per frame, best (multi-person) or largest (map) first; "
           "the rest are counted in diagnostics (`persons_dropped`, and a WARN for the second they were dropped "
           "in). Multi-person weights return at most their own detection limit (`detections` in the file, diagnostics "
@@ -127,10 +127,15 @@ PARSE_OPTION_PARAMS = ("output_resolution", "resize_mode", "flip_tta", "person_t
 
 def parse_options(value_of: Callable[[str], Any]) -> ParseOptions:
     """The ``ParseOptions`` that the parameters' current values (``value_of(name)``) ask for."""
-    values = {name: value_of(name) for name in PARSE_OPTION_PARAMS}
-    if values["person_threshold"] < 0:
-        values["person_threshold"] = None  # the weights file's own
-    return ParseOptions(**values)
+    return ParseOptions(**{name: option_value(name, value_of(name)) for name in PARSE_OPTION_PARAMS})
+
+
+def option_value(name: str, value: Any) -> Any:
+    """Parameter ``name``'s value as its ``ParseOptions`` field takes it: a negative person_threshold means the
+    weights file's own (None)."""
+    if name == "person_threshold" and _is_number(value, False) and value < 0:
+        return None
+    return value
 
 
 def decode_limits(value_of: Callable[[str], Any]) -> DecodeLimits:
@@ -181,7 +186,7 @@ def check_value(name: str, value: Any) -> str | None:
         return check_input_size(value)
     if name in PARSE_OPTION_PARAMS:  # the parser's own check of that field
         try:
-            ParseOptions(**{name: value})
+            ParseOptions(**{name: option_value(name, value)})
         except ValueError as err:
             return str(err)
     return None
