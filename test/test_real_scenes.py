@@ -199,6 +199,15 @@ def test_scene_style_frames(people, backgrounds):
         scene_style({"empty_share": 0.5}, hri)
 
 
+def test_photo_backgrounds_are_writable_whatever_the_crop(backgrounds):
+    from training.composites import photo_background
+
+    photo = sorted(backgrounds.glob("*.jpg"))[0]
+    for seed in range(300):  # crops that take whole rows of the scaled photo (a view, unless copied) included
+        frame = photo_background(np.random.default_rng(seed), photo, 60, 60)
+        assert frame.shape == (60, 60, 3) and frame.flags.writeable
+
+
 def test_composed_frames_train_with_ccp_photos_and_change_every_epoch(backgrounds):
     from human_parsing_ros.class_sets import get_class_set
     from training.datasets import ConcatParsingDataset, build_dataset

@@ -131,7 +131,7 @@ def photo_background(rng: np.random.Generator, path: Path, height: int, width: i
     photo = np.asarray(photo.resize(size, Image.BILINEAR))
     top, left = int(rng.integers(0, size[1] - height + 1)), int(rng.integers(0, size[0] - width + 1))
     crop = photo[top:top + height, left:left + width]
-    return np.ascontiguousarray(crop[:, ::-1] if rng.random() < 0.5 else crop)
+    return np.array(crop[:, ::-1] if rng.random() < 0.5 else crop)  # a writable copy: persons are pasted on it
 
 
 def _placement(rng: np.random.Generator, person: Person, height: int, width: int,
