@@ -79,7 +79,17 @@ def play(client: Client, frames, rate_hz: float = 10.0, frame_id: str = "test_op
 
 
 def outputs_for(client: Client, topic: str, msg) -> list:
+    """What ``topic`` published for frame ``msg``: images by their header, JSON messages by their stamp."""
+    if topic in ("parts", "persons"):
+        return [m for m in client.received.get(topic) if _json_stamp_ns(m.data) == stamp_ns(msg.header)]
     return [m for m in client.received.get(topic) if stamp_ns(m.header) == stamp_ns(msg.header)]
+
+
+def _json_stamp_ns(text: str) -> int:
+    import json
+
+    stamp = json.loads(text)["stamp"]
+    return stamp["sec"] * 1_000_000_000 + stamp["nanosec"]
 
 
 def wait_labels_for(client: Client, msg, timeout: float = 20.0, resend: bool = True) -> Image:
