@@ -268,3 +268,21 @@ def test_a_single_map_parser_gives_the_maps_regions_as_persons_when_asked():
     capped = parser.parse(image, map_persons=True, max_persons=1)
     assert capped.persons == persons[:1] and capped.dropped_persons == len(persons) - 1
     assert set(np.unique(capped.instances)) <= {0, 1}
+
+
+PEOPLE_FREE = sorted((Path(__file__).resolve().parent / "data" / "real_scenes").glob("*.jpg"))
+
+
+@pytest.mark.parametrize("photo", PEOPLE_FREE, ids=lambda p: p.stem)
+def test_the_shipped_weights_see_nobody_in_a_real_empty_room(photo):
+    """A kitchen and a desk with computers (CC BY / BY-SA, test/data/real_scenes/LICENCE.md): the multi-person
+    weights report no person and an all-zero instances map; the default labels under 2% of the photo a part."""
+    from human_parsing_ros.parser import HumanParser
+    from human_parsing_ros.resources import DEFAULT_WEIGHTS, PERSONS_WEIGHTS
+    from human_parsing_ros.samples import load_rgb
+
+    image = load_rgb(photo)
+    persons = HumanParser(PERSONS_WEIGHTS, device="cpu").parse(image)
+    assert persons.persons == [] and not persons.instances.any() and persons.dropped_persons == 0
+    single = HumanParser(DEFAULT_WEIGHTS, device="cpu").parse(image, map_persons=True)
+    assert (single.labels != 0).mean() < 0.02
