@@ -82,7 +82,7 @@ PARAMS = (
           "persons. Multi-person weights ignore it", True),
     Param("person_threshold", -1.0, "multi-person weights: persons scoring at least this (sqrt(box score x "
           "predicted part mIoU)) are kept; negative (the default, -1): the weights file's own threshold, "
-          "calibrated on real photos (`min_score`: 0.XX for the shipped persons weights)", value_range=(-1.0, 1.0)),
+          "calibrated on real photos (`min_score`: 0.25 for the shipped persons weights)", value_range=(-1.0, 1.0)),
     Param("max_persons", 16, "at most this many persons per frame, best (multi-person) or largest (map) first; "
           "the rest are counted in diagnostics (`persons_dropped`, and a WARN for the second they were dropped "
           "in). Multi-person weights return at most their own detection limit (`detections` in the file, diagnostics "
