@@ -35,7 +35,7 @@ def test_a_recipe_that_fine_tunes_starts_from_another_recipes_output_with_its_ne
     config = load_config(path)
     sources = [load_config(p) for p in CONFIGS]
     source = next(c for c in sources if config["model"]["init"] == f"{c['output_dir']}/{c['export']['weights']}")
-    assert source.model == replace(config.model, init=None)
+    assert replace(source.model, init=None) == replace(config.model, init=None)  # a source may fine-tune too
     assert source["dataset"]["class_set"] == config["dataset"]["class_set"]
 
 

@@ -57,8 +57,11 @@ def test_parameter_checks_cover_types_ranges_and_the_parser_own():
     assert "boolean" in check_value("flip_tta", "yes") and "strings" in check_value("mask_parts", [1])
     assert check_value("presence_threshold", 1) is None  # an integer for a number: rcl's "-p x:=1" is taken
     defaults = {"output_resolution": "input", "resize_mode": "letterbox", "flip_tta": False,
-                "person_threshold": 0.5, "max_persons": 16}
+                "person_threshold": 0.5, "max_persons": 16, "map_persons": False}
     assert parse_options(defaults.__getitem__) == ParseOptions(person_threshold=0.5)
+    # a negative person_threshold (the parameter's default, -1) is the weights file's own: None
+    assert parse_options({**defaults, "person_threshold": -1.0}.__getitem__) == ParseOptions()
+    assert check_value("person_threshold", -1.0) is None and "person_threshold" in check_value("person_threshold", 2.0)
 
 
 def test_parameter_validation_gives_reasons():
