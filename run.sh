@@ -35,7 +35,7 @@ case "$job" in
       case "$arg" in test|test/*|./test/*) exec "$VENV/bin/python" -m pytest "$@" ;; esac
     done
     # the whole suite on HPR_TEST_WORKERS processes (default 2: many tests wait on subprocesses and DDS)
-    exec "$VENV/bin/python" -m pytest test -n "${HPR_TEST_WORKERS:-2}" "$@" ;;
+    exec "$VENV/bin/python" -m pytest test -n "${HPR_TEST_WORKERS:-2}" --dist worksteal "$@" ;;
   bench) setup; exec "$VENV/bin/python" benchmarks/bench_serving.py "$@" ;;
   lint)  setup; exec "$VENV/bin/ruff" check . "$@" ;;
   *) echo "usage: ./run.sh demo|test|bench|lint [args]" >&2; exit 2 ;;
