@@ -14,8 +14,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-
-from human_parsing_ros.samples import SAMPLES
+from test_trainer import tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,16 +55,10 @@ runpy.run_path(train, run_name="__main__")
 
 
 def recipe(tmp_path: Path, name: str) -> Path:
-    config = {"name": name, "seed": 3, "output_dir": str(tmp_path / name), "device": "cpu",
-              "dataset": {"name": "ccp", "root": str(SAMPLES), "train_split": "all", "val_split": "all",
-                          "options": {"ids": [880, 900, 920, 940]}},
-              "model": {"architecture": "deeplabv3plus",
-                        "args": {"encoder": "mobilenet_v2", "encoder_weights": None, "decoder_channels": 16}},
-              "input": {"crop_size": [64, 64], "eval_size": [96, 64]},
-              "optim": {"lr": 0.02, "batch_size": 2, "workers": 0, "eval_batch_size": 2},
-              "stage1": {"epochs": 2, "cpa_epoch": 1, "cpa_source": "train"},
-              "stage2": {"epochs": 1, "trains": "decoder", "sampling": "pra", "eta": "median"},
-              "keep_checkpoints": [2], "log": {"tensorboard": False, "progress": False}}
+    """test_trainer's tiny recipe on four photos, keeping its epoch-2 checkpoint, written as a file."""
+    config = tiny_config(tmp_path / name)
+    config["dataset"]["options"]["ids"] = [880, 900, 920, 940]
+    config.update(name=name, keep_checkpoints=[2], log={"tensorboard": False, "progress": False})
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -3,6 +3,7 @@ key or value, a dataset, weights or checkpoint it cannot use) with exactly one s
 non-zero exit status and nothing left behind; --debug / HUMAN_PARSING_DEBUG=1 bring the traceback back (#31)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -114,6 +115,25 @@ def test_evaluate_names_missing_and_unreadable_files(tmp_path, garbage):
     assert_one_line(command("evaluate", "--weights", garbage, "--root", tmp_path / "nowhere", "--table", table),
                     "evaluate.py")
     assert not table.parent.exists()
+
+
+def test_the_real_scene_tools_name_what_is_missing_or_wrong(tmp_path, garbage):
+    from human_parsing_ros.resources import DEFAULT_WEIGHTS
+
+    assert_one_line(command("evaluate_scenes", "--scenes", tmp_path / "nowhere"), "evaluate_scenes.py",
+                    tmp_path / "nowhere", "annotation file not found")
+    scenes = tmp_path / "scenes"
+    (scenes / "images").mkdir(parents=True)
+    (scenes / "annotations.json").write_text("{not json")
+    assert_one_line(command("evaluate_scenes", "--scenes", scenes), "evaluate_scenes.py", "not a COCO instances file")
+    empty = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "person"}]}
+    (scenes / "annotations.json").write_text(json.dumps(empty))
+    out = tmp_path / "calibrated.safetensors"
+    assert_one_line(command("tools.calibrate_persons", DEFAULT_WEIGHTS, "--scenes", scenes, "--out", out),
+                    "calibrate_persons.py", "single-map weights")
+    assert_one_line(command("tools.scene_sheet", "--scenes", scenes, "--photos", "none.jpg", "--weights", garbage,
+                            "--out", tmp_path / "sheet.jpg"), "scene_sheet.py", garbage)
+    assert not out.exists() and not (tmp_path / "sheet.jpg").exists()
 
 
 def test_protocol_names_a_missing_file_and_a_missing_key(tmp_path):
