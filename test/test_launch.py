@@ -68,7 +68,7 @@ def test_launch_file_runs_under_launch(tmp_path):
     rclpy.init()
     client = Client("/launch_cam/image_raw", {"class_info": String}, "/human_parsing", name="launch_probe")
     try:
-        client.wait_for_node(60.0)
+        client.wait_for_node()
         client.wait_for(lambda: client.received.get("class_info"), 10.0, "class_info")
     finally:
         client.close()

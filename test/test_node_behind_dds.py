@@ -48,7 +48,7 @@ def test_a_node_far_behind_its_camera_warns_naming_the_slow_stage(ros, tmp_path)
                 if f"{ns}/" in s.name and s.level == s.WARN and "behind the camera" in s.message]
 
     try:
-        client.wait_for_node(90.0)
+        client.wait_for_node()
         client.wait_for(lambda: client.subs[0].get_publisher_count(), 20.0, "labels to match")
         deadline = time.monotonic() + 120.0
         while not warnings() and time.monotonic() < deadline:

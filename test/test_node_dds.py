@@ -60,7 +60,7 @@ def running(ros, weights, tmp_path_factory):
     node = start_node(tmp_path_factory.mktemp("node"), weights)
     client = Client(CAMERA, OUTPUTS, NS, name="hp_test_client")
     try:
-        client.wait_for_node(60.0)
+        client.wait_for_node()
         client.wait_for(lambda: all(s.get_publisher_count() for s in client.subs), 10.0, "outputs to match")
         yield node, client
     finally:
@@ -358,7 +358,7 @@ def test_lifecycle_deactivate_stops_outputs_and_activate_resumes(running, frames
     assert not any(outputs_for(client, "labels", m) for m in silent)
     assert _call(client, ChangeState, change, ChangeState.Request(
         transition=Transition(id=Transition.TRANSITION_ACTIVATE))).success
-    client.wait_for_node(20.0)
+    client.wait_for_node()
     msg = play(client, [frames[0]], frame_id="reactivated")[0]
     wait_labels_for(client, msg)
 
@@ -389,7 +389,7 @@ def test_compressed_input(ros, weights, tmp_path, frames):
     client = Client("/jpeg_cam/image_raw/compressed", {"labels": Image, "/diagnostics": DiagnosticArray}, "/jpeg_ns",
                     compressed=True, name="hp_test_jpeg")
     try:
-        client.wait_for_node(60.0)
+        client.wait_for_node()
         buf = io.BytesIO()
         PILImage.fromarray(frames[1]).save(buf, format="JPEG", quality=90)
 
@@ -499,7 +499,7 @@ def test_a_plain_start_uses_the_installed_default_weights_and_parses_a_person(ro
     node.start()
     client = Client(camera, {"labels": Image, "class_info": String}, ns, name="default_probe")
     try:
-        client.wait_for_node(60.0)
+        client.wait_for_node()
         client.wait_for(lambda: client.received.get("class_info"), 10.0, "class_info")
         info = ClassInfoMessage.from_json(client.received.get("class_info")[0].data)
         assert info.weights == str(DEFAULT_WEIGHTS) and not info.untrained
@@ -526,7 +526,7 @@ def test_the_node_runs_an_imported_schp_checkpoint(ros, tmp_path):
     node = start_node(tmp_path, weights, camera=camera, ns=ns, input_size=[97, 65])  # small: CPU time
     client = Client(camera, {"labels": Image, "class_info": String}, ns, name="schp_probe")
     try:
-        client.wait_for_node(90.0)
+        client.wait_for_node()
         client.wait_for(lambda: client.received.get("class_info"), 10.0, "class_info")
         info = ClassInfoMessage.from_json(client.received.get("class_info")[0].data)
         assert info.class_set == "lip" and info.names == get_class_set("lip").names and info.weights == str(weights)
@@ -642,7 +642,7 @@ def test_any_number_of_signals_during_teardown_end_with_exit_code_0(ros, weights
     node = start_node(tmp_path, weights, camera=f"{ns}/cam", ns=ns)
     client = Client(f"{ns}/cam", {}, ns, name="signals_probe")
     try:
-        client.wait_for_node(60.0)
+        client.wait_for_node()
     finally:
         client.close()
     code = _hammer(node)
@@ -669,7 +669,7 @@ def test_lifecycle_shutdown_ends_the_process_and_says_so_in_diagnostics(ros, wei
     node = start_node(tmp_path, weights, camera=f"{ns}/cam", ns=ns)
     client = Client(f"{ns}/cam", {"/diagnostics": DiagnosticArray}, ns, name="finalize_probe")
     try:
-        client.wait_for_node(60.0)
+        client.wait_for_node()
         assert _transition(client, ns, Transition.TRANSITION_ACTIVE_SHUTDOWN)
         node.process.wait(20)
         client.wait_for(lambda: any(s.level == s.STALE for s in _statuses(client, ns)), 5.0, "a STALE status")

@@ -53,7 +53,7 @@ def test_persons_and_instances_over_dds(ros, weights, tmp_path):
                     NS, name="persons_client")
     late = None
     try:
-        client.wait_for_node(60.0)
+        client.wait_for_node()
         client.wait_for(lambda: all(s.get_publisher_count() for s in client.subs), 10.0, "outputs to match")
         sent = []
         for _ in range(4):

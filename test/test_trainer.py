@@ -602,7 +602,7 @@ def test_the_node_loads_what_the_trainer_wrote(tmp_path):
     node.start()
     client = Client("/trained_cam/image_raw", {"class_info": String}, "/trained_ns", name="trained_probe")
     try:
-        client.wait_for_node(60.0)
+        client.wait_for_node()
         client.wait_for(lambda: client.received.get("class_info"), 10.0, "class_info")
         info = ClassInfoMessage.from_json(client.received.get("class_info")[0].data)
         assert info.weights == weights and not info.untrained and info.class_set == "ccp"

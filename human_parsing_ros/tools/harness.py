@@ -139,6 +139,9 @@ class Received:
             return list(self.messages.get(topic, []))
 
 
+NODE_START_TIMEOUT_S = 300.0
+
+
 class Client:
     """A camera publisher plus subscribers to the node's outputs, spinning in a background thread.
 
@@ -181,8 +184,10 @@ class Client:
                 raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
             time.sleep(0.05)
 
-    def wait_for_node(self, timeout: float = 60.0) -> None:
-        """Until the node's input subscription matches our camera (it subscribes on activate)."""
+    def wait_for_node(self, timeout: float = NODE_START_TIMEOUT_S) -> None:
+        """Until the node's input subscription matches our camera (it subscribes on activate, after loading
+        torch and the weights and a warm-up: seconds when idle, over a minute on a machine busy four times over;
+        the default only guards against a hang)."""
         self.wait_for(lambda: self.camera.get_subscription_count() > 0, timeout, "the node's image subscription")
 
     def image_msg(self, rgb: np.ndarray, stamp_ns: int | None = None, frame_id: str = "camera",
