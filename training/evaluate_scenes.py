@@ -49,8 +49,10 @@ def person_sources(multi_person: bool, persons: str, both: bool) -> list[str]:
 
 def score_parser(parser: Any, photos: list[ScenePhoto], sources: list[str]) -> dict[str, SceneTally]:
     """A tally per person source of ``parser`` (a ``HumanParser``) on ``photos``. Network persons are kept down
-    to ``DETECTION_FLOOR`` (read them at ``parser.person_threshold`` or any higher threshold); the map is the
-    one the node would publish, with the persons at ``parser.person_threshold`` for multi-person weights."""
+    to ``DETECTION_FLOOR`` (read them at ``parser.person_threshold`` or any higher threshold). The map scored is
+    the labels of single-map weights; for multi-person weights it is the parts of the persons scoring at least
+    ``parser.person_threshold`` only (the node's merged ``labels`` also hold the network's semantic branch
+    outside persons, which one parse at the floor cannot give back)."""
     from human_parsing_ros.map_persons import persons_from_map
     from human_parsing_ros.samples import load_rgb
 
