@@ -33,6 +33,18 @@ def broken_ccp(tmp_path) -> Path:
     return root
 
 
+def train_cli(tmp_path: Path, config: dict) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """``training/train.py --config`` on ``config`` (without HUMAN_PARSING_DEBUG), asserted to fail in one line."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {key: value for key, value in os.environ.items() if key != "HUMAN_PARSING_DEBUG"}
+    result = subprocess.run([sys.executable, str(ROOT / "training" / "train.py"), "--config", str(path)],
+                            capture_output=True, text=True, timeout=600, env=env)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr[-3000:]
+    return result, lines
+
+
 def test_sample_problems_name_a_truncated_image_and_a_size_mismatch(broken_ccp):
     from training.datasets import build_dataset
     from training.sample_checks import image_size, sample_problem
@@ -69,13 +81,7 @@ def test_the_trainer_refuses_bad_validation_files_before_its_first_epoch_in_one_
               "input": {"crop_size": [64, 64], "eval_size": [96, 64]},
               "optim": {"batch_size": 2, "workers": 0}, "stage1": {"epochs": 1}, "stage2": {"epochs": 0},
               "log": {"tensorboard": False, "progress": False}}
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(config))
-    env = {key: value for key, value in os.environ.items() if key != "HUMAN_PARSING_DEBUG"}
-    result = subprocess.run([sys.executable, str(ROOT / "training" / "train.py"), "--config", str(path)],
-                            capture_output=True, text=True, timeout=600, env=env)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 1 and len(lines) == 1, result.stderr[-3000:]
+    result, lines = train_cli(tmp_path, config)
     assert lines[0].startswith("train.py: validation split 'all': 2 sample(s) cannot be read: ")
     assert "0960.jpg: unreadable image" in lines[0] and "0980.jpg: image is " in lines[0]
     assert "loss" not in result.stdout  # no epoch ran
@@ -108,13 +114,7 @@ def test_a_multi_person_run_refuses_bad_files_before_its_first_epoch_in_one_line
               "model": {"architecture": "rp_rcnn", "args": {"encoder": "mobilenet_v2", "encoder_weights": None}},
               "input": {"crop_size": [40, 32]}, "optim": {"batch_size": 1, "workers": 0},
               "multi_person": {"epochs": 1}, "log": {"tensorboard": False, "progress": False}}
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(config))
-    env = {key: value for key, value in os.environ.items() if key != "HUMAN_PARSING_DEBUG"}
-    result = subprocess.run([sys.executable, str(ROOT / "training" / "train.py"), "--config", str(path)],
-                            capture_output=True, text=True, timeout=600, env=env)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 1 and len(lines) == 1, result.stderr[-3000:]
+    result, lines = train_cli(tmp_path, config)
     assert lines[0].startswith("train.py: cihp split 'val': 2 sample(s) cannot be read: ")
     assert "2.jpg: unreadable image" in lines[0] and "person map" in lines[0] and "3.png is 20x30" in lines[0]
     assert "loss" not in result.stdout
