@@ -6,7 +6,7 @@ import torch
 
 from human_parsing_ros import inference
 from human_parsing_ros.inference import class_statistics, confidence_map, place_image
-from human_parsing_ros.parser import _trimmed_box
+from human_parsing_ros.parse_result import trimmed_box
 from human_parsing_ros.presence import parts_from_counts
 
 
@@ -35,7 +35,7 @@ def test_a_few_stray_pixels_stretch_bbox_full_but_not_bbox():
     assert parts[4].bbox is None and parts[4].bbox_full is None
     # a person's parts (ParseResult.person_presence) use the same definition
     ys, xs = np.nonzero(labels == 3)
-    assert _trimmed_box(xs, ys) == (140, 100, 179, 159)
+    assert trimmed_box(xs, ys) == (140, 100, 179, 159)
 
 
 @pytest.mark.parametrize("sliced", [False, True], ids=["whole_counts", "sliced_search"])
@@ -58,7 +58,7 @@ def test_boxes_match_their_definition_whatever_the_shape_and_the_slices(shape, s
         assert tuple(stats.boxes[class_id].tolist()) == full
         assert tuple(stats.robust_boxes[class_id].tolist()) == robust
         ys, xs = np.nonzero(labels == class_id)
-        assert _trimmed_box(xs, ys) == robust
+        assert trimmed_box(xs, ys) == robust
 
 
 @pytest.mark.parametrize("out_hw", [(300, 200), (5000, 1), (1, 5000), (413, 7)])
