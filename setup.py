@@ -38,6 +38,7 @@ setup(
             "human_parsing_demo = human_parsing_ros.tools.demo:main",
             "human_parsing_random_weights = human_parsing_ros.tools.random_weights:main",
             "human_parsing_import_schp = human_parsing_ros.tools.import_schp:main",
+            "human_parsing_export_model = human_parsing_ros.tools.export_model:main",
         ],
     },
 )

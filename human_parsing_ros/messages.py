@@ -190,15 +190,17 @@ class ClassInfoMessage:
     architecture: str
     weights: str
     untrained: bool
+    backend: str = "torch"  # what runs the network (backends.py); absent in messages of older nodes
 
     @classmethod
-    def from_weights(cls, info: WeightsInfo, weights_path: str | os.PathLike) -> ClassInfoMessage:
-        """What ``class_info`` says about the weights file at ``weights_path``."""
+    def from_weights(cls, info: WeightsInfo, weights_path: str | os.PathLike,
+                     backend: str = "torch") -> ClassInfoMessage:
+        """What ``class_info`` says about the weights file at ``weights_path`` run by ``backend``."""
         class_set = info.class_set()
         palette = tuple(tuple(int(channel) for channel in colour) for colour in class_set.palette.tolist())
         flip_pairs = tuple((int(left), int(right)) for left, right in class_set.flip_pairs)
         return cls(info.class_set_name, tuple(class_set.names), palette, flip_pairs, info.architecture,
-                   str(weights_path), info.untrained)
+                   str(weights_path), info.untrained, backend)
 
     def to_json(self) -> str:
         doc = {"schema": CLASS_INFO_SCHEMA, **asdict(self)}
@@ -210,6 +212,6 @@ class ClassInfoMessage:
         try:
             return cls(str(doc["class_set"]), tuple(doc["names"]), tuple(tuple(colour) for colour in doc["palette"]),
                        tuple(tuple(pair) for pair in doc["flip_pairs"]), str(doc["architecture"]),
-                       str(doc["weights"]), bool(doc["untrained"]))
+                       str(doc["weights"]), bool(doc["untrained"]), str(doc.get("backend", "torch")))
         except (KeyError, TypeError, ValueError) as err:
             raise SchemaError(f"bad {CLASS_INFO_SCHEMA} message: {err!r}") from None

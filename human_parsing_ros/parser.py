@@ -14,11 +14,13 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .backends import OnnxRuntimeNetwork, check_backend, choose_backend
 from .inference import (
     ClassStatistics,
     Placement,
@@ -29,8 +31,9 @@ from .inference import (
     network_input,
     place_image,
 )
-from .models import ServableModel
+from .models import ServableModel, is_multi_person
 from .multi_person import merge_persons
+from .onnx_model import cached_export, default_cache_dir, is_onnx_file
 from .parse_options import (
     MAX_PERSONS_LIMIT,
     OUTPUT_RESOLUTIONS,
@@ -41,13 +44,13 @@ from .parse_options import (
 )
 from .parse_result import ParseResult
 from .presence import PersonDetection
-from .weights import WeightsInfo, check_input_size, load_weights
+from .weights import WeightsInfo, check_input_size, load_weights, read_weights_info
 
 # OUTPUT_RESOLUTIONS, RESIZE_MODES and PersonDetection are defined in parse_options and presence; named here for
 # the callers that read them with the parser
 __all__ = [
     "COMPILE_MODES", "OUTPUT_RESOLUTIONS", "PRECISIONS", "RESIZE_MODES", "HumanParser", "ParseOptions",
-    "ParseResult", "PersonDetection", "resolve_device", "resolve_precision",
+    "ParseResult", "PersonDetection", "resolve_backend", "resolve_device", "resolve_precision",
 ]
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -84,6 +87,19 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype
     return PRECISIONS[precision], None
 
 
+def resolve_backend(path: str | os.PathLike, backend: str, device: str) -> str:
+    """The backend that runs ``path``: an exported .onnx file runs in onnxruntime; ``auto`` asks
+    ``choose_backend`` (a multi-person weights file stays with torch)."""
+    check_backend(backend)
+    if is_onnx_file(path):
+        if backend == "torch":
+            raise ValueError(f"{path}: an exported ONNX file runs with backend onnxruntime (or auto), not torch")
+        return "onnxruntime"
+    if backend != "auto":
+        return backend
+    return choose_backend(backend, resolve_device(device), is_multi_person(read_weights_info(path).architecture))
+
+
 def _compiled(network: Callable, compile_mode: str, device: torch.device) -> Callable:
     if compile_mode == "none":
         return network
@@ -110,51 +126,74 @@ class HumanParser:
         input_size: tuple[int, int] | None = None,
         compile_mode: str = "none",
         options: ParseOptions | None = None,
+        backend: str = "torch",
+        cache_dir: str | os.PathLike | None = None,
         **option_fields: Any,
     ) -> None:
-        model, info = load_weights(weights)
-        self._setup(model, info, device, precision, input_size, compile_mode, options, option_fields)
+        """``weights``: a .safetensors weights file, or an exported .onnx file (backend onnxruntime or auto).
+        ``backend``: torch, onnxruntime or auto (backends.py); a weights file runs in onnxruntime through its
+        ONNX export, made once into ``cache_dir`` (default: ``onnx_model.default_cache_dir()``)."""
+        if resolve_backend(weights, backend, device) == "torch":
+            model, info = load_weights(weights)
+            self._setup(model, info, device, precision, input_size, compile_mode, options, option_fields)
+        else:
+            cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+            onnx_path = weights if is_onnx_file(weights) else cached_export(weights, cache / "onnx")
+            network = OnnxRuntimeNetwork(onnx_path, resolve_device(device), torch.get_num_threads(),
+                                         cache / "tensorrt")
+            self._setup(network, network.info, device, precision, input_size, compile_mode, options, option_fields)
         self.weights_path = str(weights)
 
     @classmethod
     def from_model(cls, model: ServableModel, info: WeightsInfo, device: str = "auto", precision: str = "fp32",
                    input_size: tuple[int, int] | None = None, compile_mode: str = "none",
                    options: ParseOptions | None = None, **option_fields: Any) -> HumanParser:
-        """Wrap a model already in memory (the trainer's evaluation and the node use this)."""
+        """Wrap a model already in memory (the trainer's evaluation and the node use this); backend torch."""
         parser = cls.__new__(cls)
         parser._setup(model, info, device, precision, input_size, compile_mode, options, option_fields)
         parser.weights_path = "<in memory>"
         return parser
 
-    def _setup(self, model: ServableModel, info: WeightsInfo, device: str, precision: str,
+    def _setup(self, model: ServableModel | OnnxRuntimeNetwork, info: WeightsInfo, device: str, precision: str,
                input_size: tuple[int, int] | None, compile_mode: str, options: ParseOptions | None,
                option_fields: dict[str, Any]) -> None:
         self.info = info
-        self.multi_person = model.multi_person
+        on_onnxruntime = isinstance(model, OnnxRuntimeNetwork)
+        self.backend = "onnxruntime" if on_onnxruntime else "torch"
+        self.multi_person = False if on_onnxruntime else model.multi_person
         self._min_score = check_person_threshold(info.recipe.get("min_score", 0.5))
         self._options = self._resolve(options, option_fields, ParseOptions())
         if self.multi_person and (self._options.flip_tta or compile_mode != "none"):
             raise ValueError(f"{info.architecture}: flip TTA and compile modes are for single-map parsers; "
                              "multi-person weights run with flip_tta false and compile_mode none")
+        if on_onnxruntime and compile_mode != "none":
+            raise ValueError(f"compile mode '{compile_mode}' is for the torch backend; onnxruntime compiles itself")
         self.class_set = info.class_set()
         if self.class_set.num_classes > 256:
             raise ValueError(f"{self.class_set.num_classes} classes do not fit a mono8 label image")
         self.device = resolve_device(device)
         self.dtype, self.precision_note = resolve_precision(precision, self.device)
+        if on_onnxruntime and self.dtype != torch.float32:
+            self.dtype = torch.float32
+            self.precision_note = f"onnxruntime runs the exported fp32 graph, not {precision}"
         size = info.input_size if input_size is None else input_size
         reason = check_input_size(size)
         if reason:
             raise ValueError(reason)
         self.network_hw = (int(size[0]), int(size[1]))
-        self.model = model.eval().to(self.device, self.dtype).to(memory_format=torch.channels_last)
         if compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, not '{compile_mode}'")
         self.compile_mode = compile_mode
         # the one choice of parse path: a frame of a multi-person parser never meets the single-map code
-        if self.multi_person:
+        if on_onnxruntime:
+            self.model, self._network = None, model
+            self._parse_frame = self._parse_map
+        elif self.multi_person:
+            self.model = model.eval().to(self.device, self.dtype).to(memory_format=torch.channels_last)
             self._network = None
             self._parse_frame = self._parse_persons
         else:
+            self.model = model.eval().to(self.device, self.dtype).to(memory_format=torch.channels_last)
             self._network = _compiled(self.model.forward_lowres, compile_mode, self.device)
             self._parse_frame = self._parse_map
         self._mean = torch.tensor(info.mean, device=self.device)
@@ -200,6 +239,11 @@ class HumanParser:
         return self._options.max_persons
 
     @property
+    def backend_description(self) -> str:
+        """``torch``, or ``onnxruntime (<the execution provider it runs on>)``."""
+        return f"onnxruntime ({self._network.provider})" if self.backend == "onnxruntime" else "torch"
+
+    @property
     def num_classes(self) -> int:
         return self.class_set.num_classes
 
@@ -218,7 +262,8 @@ class HumanParser:
         return (f"{self.info.architecture}({args}), {self.num_classes} classes ({self.info.class_set_name}), "
                 f"input {self.network_hw[0]}x{self.network_hw[1]} {options.resize_mode}, "
                 f"{self.device} {str(self.dtype).replace('torch.', '')}, "
-                f"flip TTA {'on' if options.flip_tta else 'off'}"
+                + (f"{self.backend_description}, " if self.backend == "onnxruntime" else "")
+                + f"flip TTA {'on' if options.flip_tta else 'off'}"
                 + (", persons from the map" if options.map_persons and not self.multi_person else "")
                 + (f", compiled ({self.compile_mode})" if self.compile_mode != "none" else ""))
 

@@ -1,5 +1,6 @@
 """Isolate every test run's DDS traffic (its own domain, localhost only, large-frame transport); the `ros` fixture."""
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ os.environ["ROS_DOMAIN_ID"] = str(_domain_id())
 if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one thread each (children inherit it)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+# ONNX exports of weights files (backend onnxruntime) go to a cache of the run's own, never the user's ~/.cache
+os.environ["HPR_CACHE_DIR"] = tempfile.mkdtemp(prefix="hpr-test-cache-")
 os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE",
                       str(Path(__file__).resolve().parent.parent / "config" / "fastdds_large_images.xml"))
 

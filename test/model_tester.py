@@ -227,3 +227,30 @@ def check_onnx_export(name: str, args: dict[str, Any], tmp_path: Path, size: tup
         (got,) = session.run(None, {"image": x.numpy()})
         assert got.shape == expected.shape, f"{name}: ONNX output {got.shape}, PyTorch {expected.shape}"
         np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3, err_msg=f"{name}: ONNX differs")
+
+
+def check_model_file_export(name: str, args: dict[str, Any], tmp_path: Path, size: tuple[int, int] = (64, 64)) -> None:
+    """A weights file exported to an ONNX model file: the file carries the same metadata, and the parser on
+    onnxruntime gives PyTorch's logits (random input) and labels (a real photo)."""
+    import numpy as np
+
+    from human_parsing_ros.onnx_model import export_onnx_model, read_onnx_info
+    from human_parsing_ros.parser import HumanParser
+    from human_parsing_ros.samples import load_rgb, sample_photos
+
+    model = _build(name, args, seed=3).eval()
+    names = [f"class_{i}" for i in range(args["num_classes"])]
+    info = WeightsInfo(name, dict(args), "test_set", names, [(1, 2)], voc_palette(len(names)).tolist(), size,
+                       recipe={"dataset": "none"})
+    weights = save_weights(tmp_path / f"{name}.safetensors", model, info)
+    exported = export_onnx_model(weights, tmp_path / f"{name}.onnx")
+    assert read_onnx_info(exported) == info, f"{name}: the exported file's metadata differs"
+    on_torch = HumanParser(weights, device="cpu")
+    on_onnx = HumanParser(exported, device="cpu", backend="onnxruntime")
+    assert on_onnx.backend == "onnxruntime" and on_torch.backend == "torch"
+    x = _images(1, size, seed=11)
+    np.testing.assert_allclose(on_onnx.forward(x, flip_tta=True).numpy(), on_torch.forward(x, flip_tta=True).numpy(),
+                               rtol=1e-3, atol=1e-4, err_msg=f"{name}: ONNX Runtime's logits differ")
+    image = load_rgb(sample_photos()[0])[::4, ::4].copy()
+    agree = (on_onnx.parse(image).labels == on_torch.parse(image).labels).mean()
+    assert agree >= 0.999, f"{name}: {agree:.5f} of the labels agree"

@@ -106,6 +106,13 @@ def test_onnx_export_matches(name, tmp_path):
     model_tester.check_onnx_export(name, args_for(name), tmp_path)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_model_file_export_round_trips(name, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    model_tester.check_model_file_export(name, args_for(name), tmp_path)
+
+
 # Variants beyond the defaults that the registry sweep above does not build.
 VARIANT_ARGS = [("deeplabv3plus", {"encoder": "resnet50", "decoder_channels": 64, "aux": True}),
                 ("pspnet", {"aux": True}), ("stdc", {"variant": "stdc2", "aux": True}),

@@ -515,6 +515,48 @@ def test_a_plain_start_uses_the_installed_default_weights_and_parses_a_person(ro
     assert code == 0, node.log()[-2000:]
 
 
+@pytest.mark.parametrize("route", ["auto_with_weights", "exported_file"])
+def test_the_node_serves_on_onnxruntime(ros, tmp_path, route):
+    """backend auto takes onnxruntime on this CPU (a weights file exported once into cache_dir), or the node
+    runs an exported .onnx file; either way class_info names the backend and the labels are those
+    HumanParser gives on onnxruntime."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from human_parsing_ros.onnx_model import export_onnx_model
+    from human_parsing_ros.parser import HumanParser
+    from human_parsing_ros.resources import DEFAULT_WEIGHTS
+
+    if route == "exported_file":
+        weights, params = export_onnx_model(DEFAULT_WEIGHTS, tmp_path / "default.onnx"), {"backend": "onnxruntime"}
+    else:
+        weights, params = DEFAULT_WEIGHTS, {"backend": "auto", "cache_dir": str(tmp_path / "cache")}
+    camera, ns = f"/ort_{route}/image_raw", f"/ort_{route}"
+    node = start_node(tmp_path, weights, camera=camera, ns=ns, **params)
+    client = Client(camera, {"labels": Image, "class_info": String, "/diagnostics": DiagnosticArray}, ns,
+                    name=f"ort_probe_{route}")
+    try:
+        client.wait_for_node()
+        client.wait_for(lambda: client.received.get("class_info"), 10.0, "class_info")
+        info = ClassInfoMessage.from_json(client.received.get("class_info")[0].data)
+        assert info.backend == "onnxruntime" and info.weights == str(weights)
+        if route == "auto_with_weights":
+            assert len(list((tmp_path / "cache" / "onnx").glob("default-*.onnx"))) == 1
+        client.wait_for(lambda: client.subs[0].get_publisher_count(), 10.0, "labels to match")
+        image = load_rgb(sample_photos()[1])[::2, ::2].copy()
+        msg = play(client, [image], rate_hz=2.0)[0]
+        ids = image_array(wait_labels_for(client, msg, 30.0))
+        expected = HumanParser(weights, device="cpu", backend="onnxruntime",
+                               cache_dir=tmp_path / "cache").parse(image).labels
+        assert (ids == expected).mean() >= 0.999
+        assert diagnostics_value(client, "backend") == "onnxruntime (CPUExecutionProvider)"
+        assert diagnostics_value(client, "precision") == "float32"
+    finally:
+        client.close()
+        code = node.stop()
+    assert code == 0, node.log()[-2000:]
+    assert "onnxruntime (CPUExecutionProvider)" in node.log()
+
+
 def test_the_node_runs_an_imported_schp_checkpoint(ros, tmp_path):
     """SCHP's published file layout (random values) -> human_parsing_import_schp -> the node over DDS."""
     from test_schp_import import fake_schp_checkpoint

@@ -78,6 +78,8 @@ class NodeState:
     model: str = "not loaded"
     multi_person: bool = False  # the parse reports persons (multi-person weights, or map persons)
     detection_limit: int | None = None  # multi-person weights: the most persons the network returns per frame
+    backend: str = ""  # what runs the network: "torch", or "onnxruntime (<its execution provider>)"
+    precision: str = ""  # the dtype the network runs in
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,7 @@ def figures(stats: FrameStats, state: NodeState, dropped_total: int) -> dict[str
         "inference_ms_p50": f"{inference_p50:.1f}", "inference_ms_p99": f"{inference_p99:.1f}",
         "end_to_end_ms_p50": f"{end_to_end_p50:.1f}", "end_to_end_ms_p99": f"{end_to_end_p99:.1f}",
         "warmup_ms": f"{stats.warmup_ms:.1f}", "weights": state.weights_path, "model": state.model,
+        "backend": state.backend, "precision": state.precision,
         **({"persons": stats.persons_last, "persons_dropped": stats.persons_dropped,
             "detection_limit": state.detection_limit, "frames_at_detection_limit": stats.detection_limit_frames}
            if state.active and state.multi_person else {}),

@@ -31,9 +31,9 @@ from std_msgs.msg import Header, String
 
 from ..class_sets import ClassSet
 from ..messages import ClassInfoMessage
-from ..parser import HumanParser
+from ..parser import HumanParser, resolve_backend
 from ..resources import resolve_weights_path
-from ..weights import load_weights
+from ..weights import load_weights, read_model_info
 from .diagnostics import FrameStats, NodeState, Reporter, figures, health
 from .frames import FramePath, topic_token
 from .parameters import PARAMS, PARSE_OPTION_PARAMS, Param, Unset, check_value, parse_options
@@ -83,6 +83,7 @@ class HumanParserNode(LifecycleNode):
         self.add_post_set_parameters_callback(self._after_set_parameters)
         self._loaded: tuple[Any, Any] | None = None  # (CPU model, WeightsInfo) after configure
         self._weights_path = ""
+        self._backend = "torch"  # made concrete at configure (resolve_backend)
         self._subscription = None
         self._class_info_pub = None
         self.finalized = threading.Event()  # set by the lifecycle shutdown transition: the process should end
@@ -173,7 +174,11 @@ class HumanParserNode(LifecycleNode):
         try:
             self._check_all()
             self._weights_path = str(resolve_weights_path(self.param("weights")))
-            model, info = load_weights(self._weights_path)
+            self._backend = resolve_backend(self._weights_path, self.param("backend"), self.param("device"))
+            if self._backend == "torch":
+                model, info = load_weights(self._weights_path)
+            else:  # the parser loads (or exports) the ONNX file at activate
+                model, info = None, read_model_info(self._weights_path)
             class_set = info.class_set()
             mask_ids = self._mask_ids(class_set)
         except Exception as err:  # noqa: BLE001 (rclpy would swallow it: no log line, no diagnostics)
@@ -198,7 +203,8 @@ class HumanParserNode(LifecycleNode):
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._class_info_pub = self.create_publisher(String, "class_info", latched)
-        self._class_info_pub.publish(String(data=ClassInfoMessage.from_weights(info, self._weights_path).to_json()))
+        class_info = ClassInfoMessage.from_weights(info, self._weights_path, self._backend)
+        self._class_info_pub.publish(String(data=class_info.to_json()))
         self._error = ""
         self.get_logger().info(f"loaded {self._weights_path}: {info.architecture}, "
                                f"{class_set.num_classes} classes ({info.class_set_name})")
@@ -214,10 +220,14 @@ class HumanParserNode(LifecycleNode):
         size = [int(v) for v in self.param("input_size")]
         try:
             options = parse_options(self.param)
-            parser = HumanParser.from_model(
-                copy.deepcopy(model), info, device=self.param("device"), precision=self.param("precision"),
-                input_size=None if size == [0, 0] else tuple(size), compile_mode=self.param("compile"),
-                options=options)
+            common = {"device": self.param("device"), "precision": self.param("precision"),
+                      "input_size": None if size == [0, 0] else tuple(size), "compile_mode": self.param("compile"),
+                      "options": options}
+            if model is None:
+                parser = HumanParser(self._weights_path, backend=self._backend,
+                                     cache_dir=self.param("cache_dir") or None, **common)
+            else:
+                parser = HumanParser.from_model(copy.deepcopy(model), info, **common)
             self.frames.parser, self.frames.options = parser, options
             self.stats.activated(parser.warmup())
             # a bad qos_overrides value in the parameter file fails here
@@ -331,7 +341,9 @@ class HumanParserNode(LifecycleNode):
                          input_topic=self.frames.input_topic, weights_path=self._weights_path,
                          model=parser.describe(options) if parser is not None else "not loaded",
                          multi_person=parser is not None and (parser.multi_person or options.map_persons),
-                         detection_limit=parser.detection_limit if parser is not None else None)
+                         detection_limit=parser.detection_limit if parser is not None else None,
+                         backend=parser.backend_description if parser is not None else "",
+                         precision=str(parser.dtype).removeprefix("torch.") if parser is not None else "")
 
     def _health(self, dropped_recently: int, persons_dropped_recently: int = 0) -> tuple[bytes, str]:
         """Diagnostics level and message now (see ``diagnostics.health``)."""

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..backends import BACKENDS
 from ..image_codec import MAX_PIXELS, DecodeLimits
 from ..parse_options import MAX_PERSONS_LIMIT, OUTPUT_RESOLUTIONS, RESIZE_MODES, ParseOptions
 from ..parser import COMPILE_MODES, PRECISIONS, resolve_device
@@ -39,8 +40,16 @@ class Param:
 
 
 PARAMS = (
-    Param("weights", "", "`.safetensors` weights file; empty = the default installed with the package", True),
+    Param("weights", "", "`.safetensors` weights file, or an exported `.onnx` model file (backend `onnxruntime` or "
+          "`auto`); empty = the default installed with the package", True),
     Param("device", "auto", "`auto` (CUDA if present), `cpu`, `cuda` or `cuda:N`", True),
+    Param("backend", "torch", "what runs the network: `torch` (PyTorch, every weights file), `onnxruntime` (ONNX "
+          "Runtime: an exported `.onnx` file, or a `.safetensors` file exported once into `cache_dir`; single-map "
+          "weights; on a GPU with the CUDA/TensorRT providers of onnxruntime-gpu), or `auto` (onnxruntime where it "
+          "is installed and runs on the device and the weights are single-map, else torch)", True, tuple(BACKENDS)),
+    Param("cache_dir", "", "where `.safetensors` weights are exported to ONNX for onnxruntime (`onnx/`) and "
+          "TensorRT engines are kept (`tensorrt/`); empty = `$HPR_CACHE_DIR`, else `~/.cache/human_parsing_ros`",
+          True),
     Param("precision", "fp32", "network precision; fp16 falls back to fp32 on CPU, with a warning", True,
           tuple(PRECISIONS)),
     Param("compile", "none", "`torch.compile` the network at activate: `none` (eager), `default`, "
