@@ -3,6 +3,7 @@
 #   ./run.sh demo [--out DIR ...]   set up, then run the node on the bundled frames over DDS
 #   ./run.sh test [pytest args]     set up, then run the test suite (what CI runs); a test path runs just that
 #   ./run.sh bench [args]           set up, then print forward / parser / node latency figures
+#   ./run.sh bench-backends [args]  the same for every installed backend, side by side (torch, onnxruntime, ...)
 #   ./run.sh lint                   set up, then ruff check (rules in ruff.toml; CI runs it too)
 # Set-up is a virtual environment in .venv (HPR_VENV to change) with this package installed
 # editable, its ROS 2 wheels (no ROS distro needed) and the pinned PyTorch of constraints.txt.
@@ -19,7 +20,7 @@ setup() {
   if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
     echo "[run.sh] installing the package, PyTorch and the ROS 2 wheels into $VENV (first time: a few minutes)" >&2
     "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" >&2 || true
-    "$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[ros,train,test]' 2>&1 | grep -v "is ignored" >&2 || true
+    "$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[ros,train,test,onnxruntime,openvino]' 2>&1 | grep -v "is ignored" >&2 || true
     "$VENV/bin/python" -c "import human_parsing_ros.ros.node, torch, torchvision" # fails loudly if the install did
     touch "$stamp"
   fi
@@ -37,6 +38,7 @@ case "$job" in
     # the whole suite on HPR_TEST_WORKERS processes (default 2: many tests wait on subprocesses and DDS)
     exec "$VENV/bin/python" -m pytest test -n "${HPR_TEST_WORKERS:-2}" --dist worksteal "$@" ;;
   bench) setup; exec "$VENV/bin/python" benchmarks/bench_serving.py "$@" ;;
+  bench-backends) setup; exec "$VENV/bin/python" benchmarks/bench_backends.py "$@" ;;
   lint)  setup; exec "$VENV/bin/ruff" check . "$@" ;;
-  *) echo "usage: ./run.sh demo|test|bench|lint [args]" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh demo|test|bench|bench-backends|lint [args]" >&2; exit 2 ;;
 esac

@@ -26,6 +26,9 @@ setup(
         # The trainer (training/): progress bars, TensorBoard, plots, ONNX export and its check.
         "train": ["tqdm", "tensorboard", "matplotlib", "onnx", "onnxruntime"],
         "test": ["pytest", "pytest-xdist", "ruff"],
+        # Backends beside PyTorch (human_parsing_ros/backends.py): ONNX Runtime, and OpenVINO for the CPU.
+        "onnxruntime": ["onnxruntime", "onnx"],
+        "openvino": ["openvino", "onnx"],
     },
     zip_safe=False,
     maintainer="human_parsing_ros maintainers",

@@ -4,7 +4,13 @@ inference.py and the parser, shared, so every backend gives the same ``ParseResu
     torch        PyTorch eager or torch.compile: every architecture, the only one for multi-person weights
     onnxruntime  ONNX Runtime on an exported file (onnx_model.py): CPU; CUDA (and TensorRT, with an engine
                  cache) execution providers where the installed onnxruntime has them
-    auto         onnxruntime where it is installed and runs on the device, else torch
+    openvino     OpenVINO on the same exported file: CPU, fp32 or bf16 (where the CPU has bf16 instructions)
+    auto         for a single-map network: openvino on the CPU, else onnxruntime where it is installed and runs
+                 on the device, else torch (the order of their speed on this project's CPU, docs/backends.md)
+
+An exported network (``OnnxRuntimeNetwork``, ``OpenVinoNetwork``) takes the normalised float32 N x 3 x H x W
+input and returns the low-resolution logits, as the torch model's ``forward_lowres`` does; it knows the file's
+``info``, its ``name``, the ``provider`` it runs on and the ``precision`` it computes in.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ import torch
 from .onnx_model import INPUT_NAME, onnx_info
 from .weights import WeightsError, WeightsInfo
 
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
@@ -36,20 +42,31 @@ def onnxruntime_providers() -> list[str]:
     return list(onnxruntime.get_available_providers())
 
 
+def openvino_installed() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
 def choose_backend(requested: str, device: torch.device, multi_person: bool) -> str:
-    """``requested`` made concrete: ``auto`` is onnxruntime when it is installed and has a provider for
-    ``device`` (and the weights are single-map), else torch."""
+    """``requested`` made concrete. ``auto``: torch for multi-person weights; on the CPU openvino, else
+    onnxruntime, whichever is installed first; on a GPU onnxruntime where it has a GPU provider; else torch."""
     check_backend(requested)
     if requested != "auto":
         return requested
+    if multi_person:
+        return "torch"
     providers = onnxruntime_providers()
-    usable = "CPUExecutionProvider" in providers if device.type == "cpu" else bool(set(GPU_PROVIDERS) & set(providers))
-    return "onnxruntime" if usable and not multi_person else "torch"
+    if device.type == "cpu":
+        if openvino_installed():
+            return "openvino"
+        return "onnxruntime" if "CPUExecutionProvider" in providers else "torch"
+    return "onnxruntime" if set(GPU_PROVIDERS) & set(providers) else "torch"
 
 
 class OnnxRuntimeNetwork:
-    """An exported file in an ONNX Runtime session: normalised N x 3 x H x W in, low-resolution logits out, as
-    the torch model's ``forward_lowres`` (on the parser's device)."""
+    """An exported file in an ONNX Runtime session (fp32), on the parser's device."""
+
+    name = "onnxruntime"
+    precision = "fp32"
 
     def __init__(self, path: str | os.PathLike, device: torch.device, threads: int,
                  engine_cache: str | os.PathLike | None = None) -> None:
@@ -69,10 +86,7 @@ class OnnxRuntimeNetwork:
         except Exception as err:  # noqa: BLE001 (onnxruntime's own error types, one per failure kind)
             raise WeightsError(f"{self.path}: ONNX Runtime cannot load it ({' '.join(str(err).split())})") from None
         self.info: WeightsInfo = onnx_info(self.session.get_modelmeta().custom_metadata_map, self.path)
-        channels = self.session.get_outputs()[0].shape[1]
-        if channels != len(self.info.class_names):
-            raise WeightsError(f"{self.path}: class count mismatch: the graph has {channels} outputs, the metadata "
-                               f"names {len(self.info.class_names)} classes")
+        check_class_count(self.path, self.session.get_outputs()[0].shape[1], self.info)
 
     @property
     def provider(self) -> str:
@@ -83,6 +97,52 @@ class OnnxRuntimeNetwork:
         image = network_in.float().contiguous().cpu().numpy()
         (logits,) = self.session.run(None, {INPUT_NAME: image})
         return torch.from_numpy(logits).to(self.device)
+
+
+class OpenVinoNetwork:
+    """An exported file compiled by OpenVINO for the CPU; ``precision`` bf16 where the CPU has it, else fp32."""
+
+    name = "openvino"
+    provider = "CPU"
+
+    def __init__(self, path: str | os.PathLike, device: torch.device, threads: int, precision: str) -> None:
+        try:
+            import openvino
+        except ImportError:
+            raise ValueError("backend openvino: openvino is not installed (pip install openvino)") from None
+        if device.type != "cpu":
+            raise ValueError(f"backend openvino runs on the CPU here, not on {device}; use onnxruntime or torch")
+        self.path = Path(path)
+        core = openvino.Core()
+        try:
+            model = core.read_model(str(self.path))
+            runtime_info = model.get_rt_info()  # ONNX metadata_props land under "framework"
+            keys = list(runtime_info["framework"].keys()) if "framework" in runtime_info else []
+            metadata = {key: model.get_rt_info(["framework", key]).astype(str) for key in keys}
+        except Exception as err:  # noqa: BLE001 (OpenVINO raises RuntimeError with a multi-line text)
+            raise WeightsError(f"{self.path}: OpenVINO cannot read it ({_first_line(err)})") from None
+        self.info: WeightsInfo = onnx_info(metadata, self.path)
+        check_class_count(self.path, model.outputs[0].get_partial_shape()[1].get_length(), self.info)
+        bf16 = precision == "bf16" and "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        self.precision = "bf16" if bf16 else "fp32"
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                                                     "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32"})
+        self.request = compiled.create_infer_request()
+
+    def __call__(self, network_in: torch.Tensor) -> torch.Tensor:
+        outputs = self.request.infer({0: network_in.float().contiguous().numpy()})
+        return torch.from_numpy(outputs[0].copy())  # the request reuses its output buffer on the next call
+
+
+def check_class_count(path: Path, channels: object, info: WeightsInfo) -> None:
+    if channels != len(info.class_names):
+        raise WeightsError(f"{path}: class count mismatch: the graph has {channels} outputs, the metadata "
+                           f"names {len(info.class_names)} classes")
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def _providers(device: torch.device, available: list[str], engine_cache: str | os.PathLike | None) -> list:
@@ -105,3 +165,13 @@ def _providers(device: torch.device, available: list[str], engine_cache: str | o
         else:
             chosen.append((name, options))
     return [*chosen, "CPUExecutionProvider"]
+
+
+def open_network(backend: str, path: str | os.PathLike, device: torch.device, threads: int, precision: str,
+                 engine_cache: str | os.PathLike | None = None) -> OnnxRuntimeNetwork | OpenVinoNetwork:
+    """The exported file ``path`` on ``backend`` (onnxruntime or openvino)."""
+    if backend == "openvino":
+        return OpenVinoNetwork(path, device, threads, precision)
+    if backend == "onnxruntime":
+        return OnnxRuntimeNetwork(path, device, threads, engine_cache)
+    raise ValueError(f"backend {backend} does not run exported files")

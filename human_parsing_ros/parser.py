@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .backends import OnnxRuntimeNetwork, check_backend, choose_backend
+from .backends import OnnxRuntimeNetwork, OpenVinoNetwork, check_backend, choose_backend, open_network
 from .inference import (
     ClassStatistics,
     Placement,
@@ -88,13 +88,15 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype
 
 
 def resolve_backend(path: str | os.PathLike, backend: str, device: str) -> str:
-    """The backend that runs ``path``: an exported .onnx file runs in onnxruntime; ``auto`` asks
-    ``choose_backend`` (a multi-person weights file stays with torch)."""
+    """The backend that runs ``path``: ``auto`` asks ``choose_backend`` (a multi-person weights file stays with
+    torch); an exported .onnx file needs one that runs exported files."""
     check_backend(backend)
     if is_onnx_file(path):
-        if backend == "torch":
-            raise ValueError(f"{path}: an exported ONNX file runs with backend onnxruntime (or auto), not torch")
-        return "onnxruntime"
+        chosen = choose_backend(backend, resolve_device(device), multi_person=False)
+        if chosen == "torch":
+            raise ValueError(f"{path}: an exported ONNX file runs with backend onnxruntime or openvino (installed: "
+                             "neither, or torch was asked for)")
+        return chosen
     if backend != "auto":
         return backend
     return choose_backend(backend, resolve_device(device), is_multi_person(read_weights_info(path).architecture))
@@ -131,16 +133,17 @@ class HumanParser:
         **option_fields: Any,
     ) -> None:
         """``weights``: a .safetensors weights file, or an exported .onnx file (backend onnxruntime or auto).
-        ``backend``: torch, onnxruntime or auto (backends.py); a weights file runs in onnxruntime through its
-        ONNX export, made once into ``cache_dir`` (default: ``onnx_model.default_cache_dir()``)."""
-        if resolve_backend(weights, backend, device) == "torch":
+        ``backend``: torch, onnxruntime, openvino or auto (backends.py); a weights file runs on onnxruntime or
+        openvino through its ONNX export, made once into ``cache_dir`` (default: ``onnx_model.default_cache_dir()``)."""
+        chosen = resolve_backend(weights, backend, device)
+        if chosen == "torch":
             model, info = load_weights(weights)
             self._setup(model, info, device, precision, input_size, compile_mode, options, option_fields)
         else:
             cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
             onnx_path = weights if is_onnx_file(weights) else cached_export(weights, cache / "onnx")
-            network = OnnxRuntimeNetwork(onnx_path, resolve_device(device), torch.get_num_threads(),
-                                         cache / "tensorrt")
+            network = open_network(chosen, onnx_path, resolve_device(device), torch.get_num_threads(), precision,
+                                   cache / "tensorrt")
             self._setup(network, network.info, device, precision, input_size, compile_mode, options, option_fields)
         self.weights_path = str(weights)
 
@@ -154,28 +157,29 @@ class HumanParser:
         parser.weights_path = "<in memory>"
         return parser
 
-    def _setup(self, model: ServableModel | OnnxRuntimeNetwork, info: WeightsInfo, device: str, precision: str,
-               input_size: tuple[int, int] | None, compile_mode: str, options: ParseOptions | None,
+    def _setup(self, model: ServableModel | OnnxRuntimeNetwork | OpenVinoNetwork, info: WeightsInfo, device: str,
+               precision: str, input_size: tuple[int, int] | None, compile_mode: str, options: ParseOptions | None,
                option_fields: dict[str, Any]) -> None:
         self.info = info
-        on_onnxruntime = isinstance(model, OnnxRuntimeNetwork)
-        self.backend = "onnxruntime" if on_onnxruntime else "torch"
-        self.multi_person = False if on_onnxruntime else model.multi_person
+        exported = isinstance(model, (OnnxRuntimeNetwork, OpenVinoNetwork))
+        self.backend = model.name if exported else "torch"
+        self.multi_person = False if exported else model.multi_person
         self._min_score = check_person_threshold(info.recipe.get("min_score", 0.5))
         self._options = self._resolve(options, option_fields, ParseOptions())
         if self.multi_person and (self._options.flip_tta or compile_mode != "none"):
             raise ValueError(f"{info.architecture}: flip TTA and compile modes are for single-map parsers; "
                              "multi-person weights run with flip_tta false and compile_mode none")
-        if on_onnxruntime and compile_mode != "none":
-            raise ValueError(f"compile mode '{compile_mode}' is for the torch backend; onnxruntime compiles itself")
+        if exported and compile_mode != "none":
+            raise ValueError(f"compile mode '{compile_mode}' is for the torch backend; {self.backend} compiles itself")
         self.class_set = info.class_set()
         if self.class_set.num_classes > 256:
             raise ValueError(f"{self.class_set.num_classes} classes do not fit a mono8 label image")
         self.device = resolve_device(device)
         self.dtype, self.precision_note = resolve_precision(precision, self.device)
-        if on_onnxruntime and self.dtype != torch.float32:
+        if exported:  # the input stays float32; the runtime picks its own compute precision
             self.dtype = torch.float32
-            self.precision_note = f"onnxruntime runs the exported fp32 graph, not {precision}"
+            if model.precision != precision:
+                self.precision_note = f"{self.backend} runs {model.precision} here, not {precision}"
         size = info.input_size if input_size is None else input_size
         reason = check_input_size(size)
         if reason:
@@ -185,7 +189,7 @@ class HumanParser:
             raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, not '{compile_mode}'")
         self.compile_mode = compile_mode
         # the one choice of parse path: a frame of a multi-person parser never meets the single-map code
-        if on_onnxruntime:
+        if exported:
             self.model, self._network = None, model
             self._parse_frame = self._parse_map
         elif self.multi_person:
@@ -240,8 +244,15 @@ class HumanParser:
 
     @property
     def backend_description(self) -> str:
-        """``torch``, or ``onnxruntime (<the execution provider it runs on>)``."""
-        return f"onnxruntime ({self._network.provider})" if self.backend == "onnxruntime" else "torch"
+        """``torch``, or ``<backend> (<the execution provider or device it runs on>)``."""
+        return "torch" if self.backend == "torch" else f"{self.backend} ({self._network.provider})"
+
+    @property
+    def precision_name(self) -> str:
+        """What the network computes in: fp32, fp16 or bf16."""
+        if self.backend != "torch":
+            return self._network.precision
+        return next(name for name, dtype in PRECISIONS.items() if dtype == self.dtype)
 
     @property
     def num_classes(self) -> int:
@@ -261,8 +272,8 @@ class HumanParser:
                          if key != "num_classes")
         return (f"{self.info.architecture}({args}), {self.num_classes} classes ({self.info.class_set_name}), "
                 f"input {self.network_hw[0]}x{self.network_hw[1]} {options.resize_mode}, "
-                f"{self.device} {str(self.dtype).replace('torch.', '')}, "
-                + (f"{self.backend_description}, " if self.backend == "onnxruntime" else "")
+                f"{self.device} {self.precision_name}, "
+                + (f"{self.backend_description}, " if self.backend != "torch" else "")
                 + f"flip TTA {'on' if options.flip_tta else 'off'}"
                 + (", persons from the map" if options.map_persons and not self.multi_person else "")
                 + (f", compiled ({self.compile_mode})" if self.compile_mode != "none" else ""))

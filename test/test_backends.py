@@ -48,6 +48,21 @@ def test_the_default_weights_parse_alike_on_both_backends(exported):
     assert len(agreements) >= 8 and min(agreements) >= 0.995, agreements
 
 
+@pytest.mark.parametrize("precision,bar", [("fp32", 0.995), ("bf16", 0.99)])
+def test_openvino_parses_like_pytorch(exported, precision, bar):
+    """OpenVINO on the same exported file: fp32 agrees with PyTorch fp32 on >= 99.5% of the pixels, bf16 (where
+    the CPU has it; else it runs fp32 and says so) on >= 99%."""
+    pytest.importorskip("openvino")
+    on_torch = HumanParser(DEFAULT_WEIGHTS, device="cpu")
+    on_openvino = HumanParser(exported, device="cpu", backend="openvino", precision=precision)
+    assert on_openvino.backend_description == "openvino (CPU)"
+    assert on_openvino.precision_name in (precision, "fp32")
+    assert (on_openvino.precision_note is None) == (on_openvino.precision_name == precision)
+    agreements = [float((on_torch.parse(load_rgb(path)).labels == on_openvino.parse(load_rgb(path)).labels).mean())
+                  for path in sample_photos()]
+    assert min(agreements) >= bar, agreements
+
+
 def test_an_exported_file_carries_the_weights_metadata_and_its_source(exported):
     info = read_weights_info(DEFAULT_WEIGHTS)
     assert read_model_info(exported) == info
@@ -67,15 +82,18 @@ def test_a_weights_file_runs_on_onnxruntime_through_the_cache(tmp_path):
     assert "onnxruntime (CPUExecutionProvider)" in first.describe()
 
 
-def test_auto_takes_onnxruntime_on_the_cpu_and_torch_for_multi_person_weights(exported, monkeypatch):
+def test_auto_takes_the_fastest_installed_runtime_and_torch_for_multi_person_weights(exported, monkeypatch):
     cpu = torch.device("cpu")
-    assert choose_backend("auto", cpu, multi_person=False) == "onnxruntime"
+    fastest = "openvino" if backends.openvino_installed() else "onnxruntime"
+    assert choose_backend("auto", cpu, multi_person=False) == fastest
     assert choose_backend("auto", cpu, multi_person=True) == "torch"
     assert choose_backend("torch", cpu, multi_person=False) == "torch"
-    assert resolve_backend(DEFAULT_WEIGHTS, "auto", "cpu") == "onnxruntime"
-    assert resolve_backend(exported, "auto", "cpu") == "onnxruntime"
+    assert resolve_backend(DEFAULT_WEIGHTS, "auto", "cpu") == fastest
+    assert resolve_backend(exported, "auto", "cpu") == fastest
     if PERSONS_WEIGHTS.is_file():
         assert resolve_backend(PERSONS_WEIGHTS, "auto", "cpu") == "torch"
+    monkeypatch.setattr(backends, "openvino_installed", lambda: False)
+    assert choose_backend("auto", cpu, multi_person=False) == "onnxruntime"
     # a GPU cannot exist here: the provider list is what decides, so give it one without GPU providers
     monkeypatch.setattr(backends, "onnxruntime_providers", lambda: ["CPUExecutionProvider"])
     assert choose_backend("auto", torch.device("cuda"), multi_person=False) == "torch"
@@ -97,12 +115,12 @@ def test_impossible_choices_are_refused_in_one_line(exported, tmp_path):
     assert str(exported) in _one_line(err.value) and "onnxruntime" in str(err.value)
     with pytest.raises(ValueError) as err:
         HumanParser(DEFAULT_WEIGHTS, backend="tensorrt")
-    assert "backend must be one of auto, torch, onnxruntime" in _one_line(err.value)
+    assert "backend must be one of auto, torch, onnxruntime, openvino" in _one_line(err.value)
     with pytest.raises(ValueError) as err:
         HumanParser(exported, backend="onnxruntime", compile_mode="default")
     assert "compile mode" in _one_line(err.value)
     parser = HumanParser(exported, backend="onnxruntime", precision="bf16", device="cpu")
-    assert parser.dtype == torch.float32 and "fp32" in parser.precision_note
+    assert parser.precision_name == "fp32" and parser.precision_note == "onnxruntime runs fp32 here, not bf16"
     if PERSONS_WEIGHTS.is_file():
         with pytest.raises(WeightsError) as err:
             HumanParser(PERSONS_WEIGHTS, backend="onnxruntime", cache_dir=tmp_path)

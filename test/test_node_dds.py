@@ -515,46 +515,45 @@ def test_a_plain_start_uses_the_installed_default_weights_and_parses_a_person(ro
     assert code == 0, node.log()[-2000:]
 
 
-@pytest.mark.parametrize("route", ["auto_with_weights", "exported_file"])
-def test_the_node_serves_on_onnxruntime(ros, tmp_path, route):
-    """backend auto takes onnxruntime on this CPU (a weights file exported once into cache_dir), or the node
-    runs an exported .onnx file; either way class_info names the backend and the labels are those
-    HumanParser gives on onnxruntime."""
-    pytest.importorskip("onnxruntime")
+@pytest.mark.parametrize("backend,source", [("auto", "weights"), ("onnxruntime", "exported"),
+                                            ("openvino", "exported")])
+def test_the_node_serves_on_an_exported_network(ros, tmp_path, backend, source):
+    """backend auto (the fastest installed runtime on this CPU; a weights file exported once into cache_dir), or
+    an exported .onnx file on each CPU runtime: class_info and diagnostics name the backend, and the labels are
+    those HumanParser gives on it."""
     pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime" if backend == "auto" else backend)
     from human_parsing_ros.onnx_model import export_onnx_model
-    from human_parsing_ros.parser import HumanParser
+    from human_parsing_ros.parser import HumanParser, resolve_backend
     from human_parsing_ros.resources import DEFAULT_WEIGHTS
 
-    if route == "exported_file":
-        weights, params = export_onnx_model(DEFAULT_WEIGHTS, tmp_path / "default.onnx"), {"backend": "onnxruntime"}
-    else:
-        weights, params = DEFAULT_WEIGHTS, {"backend": "auto", "cache_dir": str(tmp_path / "cache")}
-    camera, ns = f"/ort_{route}/image_raw", f"/ort_{route}"
-    node = start_node(tmp_path, weights, camera=camera, ns=ns, **params)
+    weights = export_onnx_model(DEFAULT_WEIGHTS, tmp_path / "default.onnx") if source == "exported" else DEFAULT_WEIGHTS
+    expected_backend = resolve_backend(weights, backend, "cpu")
+    assert expected_backend != "torch"
+    camera, ns = f"/ort_{backend}/image_raw", f"/ort_{backend}"
+    node = start_node(tmp_path, weights, camera=camera, ns=ns, backend=backend, cache_dir=str(tmp_path / "cache"))
     client = Client(camera, {"labels": Image, "class_info": String, "/diagnostics": DiagnosticArray}, ns,
-                    name=f"ort_probe_{route}")
+                    name=f"ort_probe_{backend}")
     try:
         client.wait_for_node()
         client.wait_for(lambda: client.received.get("class_info"), 10.0, "class_info")
         info = ClassInfoMessage.from_json(client.received.get("class_info")[0].data)
-        assert info.backend == "onnxruntime" and info.weights == str(weights)
-        if route == "auto_with_weights":
+        assert info.backend == expected_backend and info.weights == str(weights)
+        if source == "weights":
             assert len(list((tmp_path / "cache" / "onnx").glob("default-*.onnx"))) == 1
         client.wait_for(lambda: client.subs[0].get_publisher_count(), 10.0, "labels to match")
         image = load_rgb(sample_photos()[1])[::2, ::2].copy()
         msg = play(client, [image], rate_hz=2.0)[0]
         ids = image_array(wait_labels_for(client, msg, 30.0))
-        expected = HumanParser(weights, device="cpu", backend="onnxruntime",
+        expected = HumanParser(weights, device="cpu", backend=expected_backend,
                                cache_dir=tmp_path / "cache").parse(image).labels
         assert (ids == expected).mean() >= 0.999
-        assert diagnostics_value(client, "backend") == "onnxruntime (CPUExecutionProvider)"
-        assert diagnostics_value(client, "precision") == "float32"
+        assert diagnostics_value(client, "backend").startswith(f"{expected_backend} (")
+        assert diagnostics_value(client, "precision") == "fp32"
     finally:
         client.close()
         code = node.stop()
     assert code == 0, node.log()[-2000:]
-    assert "onnxruntime (CPUExecutionProvider)" in node.log()
 
 
 def test_the_node_runs_an_imported_schp_checkpoint(ros, tmp_path):

@@ -177,7 +177,7 @@ class HumanParserNode(LifecycleNode):
             self._backend = resolve_backend(self._weights_path, self.param("backend"), self.param("device"))
             if self._backend == "torch":
                 model, info = load_weights(self._weights_path)
-            else:  # the parser loads (or exports) the ONNX file at activate
+            else:  # the parser opens (or first exports) the ONNX file at activate
                 model, info = None, read_model_info(self._weights_path)
             class_set = info.class_set()
             mask_ids = self._mask_ids(class_set)
@@ -343,7 +343,7 @@ class HumanParserNode(LifecycleNode):
                          multi_person=parser is not None and (parser.multi_person or options.map_persons),
                          detection_limit=parser.detection_limit if parser is not None else None,
                          backend=parser.backend_description if parser is not None else "",
-                         precision=str(parser.dtype).removeprefix("torch.") if parser is not None else "")
+                         precision=parser.precision_name if parser is not None else "")
 
     def _health(self, dropped_recently: int, persons_dropped_recently: int = 0) -> tuple[bytes, str]:
         """Diagnostics level and message now (see ``diagnostics.health``)."""
