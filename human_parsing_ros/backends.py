@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .onnx_model import INPUT_NAME, onnx_info
+from .onnx_model import INPUT_NAME, onnx_info, quantization_of
 from .weights import WeightsError, WeightsInfo
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
@@ -63,10 +63,9 @@ def choose_backend(requested: str, device: torch.device, multi_person: bool) -> 
 
 
 class OnnxRuntimeNetwork:
-    """An exported file in an ONNX Runtime session (fp32), on the parser's device."""
+    """An exported file in an ONNX Runtime session on the parser's device; fp32, or int8 for a quantized file."""
 
     name = "onnxruntime"
-    precision = "fp32"
 
     def __init__(self, path: str | os.PathLike, device: torch.device, threads: int,
                  engine_cache: str | os.PathLike | None = None) -> None:
@@ -85,7 +84,9 @@ class OnnxRuntimeNetwork:
             self.session = onnxruntime.InferenceSession(str(self.path), options, providers=self.providers)
         except Exception as err:  # noqa: BLE001 (onnxruntime's own error types, one per failure kind)
             raise WeightsError(f"{self.path}: ONNX Runtime cannot load it ({' '.join(str(err).split())})") from None
-        self.info: WeightsInfo = onnx_info(self.session.get_modelmeta().custom_metadata_map, self.path)
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.info: WeightsInfo = onnx_info(metadata, self.path)
+        self.precision = quantization_of(metadata).get("precision", "fp32")
         check_class_count(self.path, self.session.get_outputs()[0].shape[1], self.info)
 
     @property
@@ -124,7 +125,7 @@ class OpenVinoNetwork:
         self.info: WeightsInfo = onnx_info(metadata, self.path)
         check_class_count(self.path, model.outputs[0].get_partial_shape()[1].get_length(), self.info)
         bf16 = precision == "bf16" and "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        self.precision = "bf16" if bf16 else "fp32"
+        self.precision = quantization_of(metadata).get("precision", "bf16" if bf16 else "fp32")
         compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
                                                      "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32"})
         self.request = compiled.create_infer_request()

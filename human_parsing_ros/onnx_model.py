@@ -36,11 +36,14 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def export_onnx_model(weights: str | os.PathLike, out: str | os.PathLike) -> Path:
+def export_onnx_model(weights: str | os.PathLike, out: str | os.PathLike,
+                      int8_photos: list[Path] | None = None) -> Path:
     """Write ``weights`` (a .safetensors weights file of a single-map network) as ONNX with its metadata, atomically.
 
-    Multi-person weights are refused (their network returns a variable number of persons; they run with the
-    torch backend)."""
+    ``int8_photos``: quantize to int8 (ONNX Runtime's static QDQ quantization: per-channel int8 weights, uint8
+    activations whose ranges are calibrated (min/max) on these photos, letterboxed as the parser does); the
+    file's ``quantization`` metadata names the method and the photos. Multi-person weights are refused (their
+    network returns a variable number of persons; they run with the torch backend)."""
     import onnx
     import torch
 
@@ -69,9 +72,11 @@ def export_onnx_model(weights: str | os.PathLike, out: str | os.PathLike) -> Pat
                           dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
                                         OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"}},
                           opset_version=OPSET, dynamo=False)
-        graph = onnx.load(tmp)
         metadata = {**info.to_metadata(), "onnx_graph": json.dumps(GRAPH),
                     "exported_from": json.dumps({"file": weights.name, "sha256": file_sha256(weights)})}
+        if int8_photos:
+            metadata["quantization"] = json.dumps(quantize_int8(tmp, info, int8_photos))
+        graph = onnx.load(tmp)
         onnx.helper.set_model_props(graph, metadata)
         onnx.save(graph, tmp)
         os.chmod(tmp, 0o644)
@@ -80,6 +85,62 @@ def export_onnx_model(weights: str | os.PathLike, out: str | os.PathLike) -> Pat
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out
+
+
+QUANTIZATION_METHOD = ("ONNX Runtime static quantization, QDQ format: per-channel symmetric int8 weights, uint8 "
+                       "activations calibrated by min/max over the calibration photos (letterboxed to the input size)")
+
+
+def quantize_int8(path: str | os.PathLike, info: WeightsInfo, photos: list[Path]) -> dict:
+    """Replace the fp32 ONNX file at ``path`` by its int8 quantization calibrated on ``photos``; what was done."""
+    import numpy as np
+    import torch
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from PIL import Image, UnidentifiedImageError
+
+    from .inference import network_input, place_image
+
+    mean, std = torch.tensor(info.mean), torch.tensor(info.std)
+
+    def prepared(photo: Path) -> np.ndarray:
+        try:
+            with Image.open(photo) as handle:
+                image = torch.from_numpy(np.array(handle.convert("RGB")))
+        except (OSError, UnidentifiedImageError) as err:
+            raise WeightsError(f"{photo}: cannot read the calibration photo ({err})") from None
+        placement = place_image(tuple(image.shape[:2]), info.input_size, "letterbox")
+        return network_input(image, info.input_size, placement, mean, std, torch.float32).contiguous().numpy()
+
+    class Photos(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.remaining = iter(photos)
+
+        def get_next(self) -> dict | None:
+            photo = next(self.remaining, None)
+            return None if photo is None else {INPUT_NAME: prepared(photo)}
+
+    shaped = f"{path}.shaped.onnx"
+    try:
+        quant_pre_process(str(path), shaped)
+        quantize_static(shaped, str(path), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+    finally:
+        if os.path.exists(shaped):
+            os.unlink(shaped)
+    return {"precision": "int8", "method": QUANTIZATION_METHOD, "photos": [Path(p).name for p in photos]}
+
+
+def quantization_of(metadata: dict[str, str]) -> dict:
+    """The ``quantization`` record of an exported file's metadata ({} for an fp32 file)."""
+    return json.loads(metadata["quantization"]) if "quantization" in metadata else {}
 
 
 def cached_export(weights: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -107,7 +168,7 @@ def onnx_info(metadata: dict[str, str], path: str | os.PathLike) -> WeightsInfo:
     if metadata.get("onnx_graph") != json.dumps(GRAPH):
         raise WeightsError(f"{path}: not a human_parsing_ros model file (no onnx_graph '{GRAPH}' in its metadata; "
                            "export one with python -m human_parsing_ros.tools.export_model)")
-    keys = {key: value for key, value in metadata.items() if key not in ("onnx_graph", "exported_from")}
+    keys = {key: value for key, value in metadata.items() if key not in ("onnx_graph", "exported_from", "quantization")}
     return WeightsInfo.from_metadata(keys, path)
 
 

@@ -168,3 +168,37 @@ def test_the_export_command_writes_a_file_the_parser_runs_and_refuses_in_one_lin
                            ([str(DEFAULT_WEIGHTS), str(tmp_path / "out.bin")], "must end in .onnx")):
         done = subprocess.run([*command, *args], capture_output=True, text=True, env=env, timeout=600)
         assert done.returncode == 1 and expected in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_an_int8_export_names_its_calibration_and_runs_in_int8(tmp_path):
+    """--int8: the file is quantized (smaller), its metadata names the photos and the method, the runtimes report
+    int8, and its labels still mostly agree with PyTorch fp32 (the accuracy bar is CCP test mIoU:
+    docs/backends.md)."""
+    from human_parsing_ros.onnx_model import export_onnx_model, quantization_of
+
+    photos = sample_photos()[:3]
+    fp32 = export_onnx_model(DEFAULT_WEIGHTS, tmp_path / "fp32.onnx")
+    int8 = export_onnx_model(DEFAULT_WEIGHTS, tmp_path / "int8.onnx", int8_photos=photos)
+    assert int8.stat().st_size < 0.5 * fp32.stat().st_size
+    props = {p.key: p.value for p in onnx.load(str(int8), load_external_data=False).metadata_props}
+    record = quantization_of(props)
+    assert record["precision"] == "int8" and record["photos"] == [p.name for p in photos]
+    assert "min/max" in record["method"] and read_model_info(int8) == read_weights_info(DEFAULT_WEIGHTS)
+    parser = HumanParser(int8, device="cpu", backend="onnxruntime")
+    assert parser.precision_name == "int8"
+    image = load_rgb(sample_photos()[-1])
+    agree = (parser.parse(image).labels == HumanParser(DEFAULT_WEIGHTS, device="cpu").parse(image).labels).mean()
+    assert 0.85 <= agree < 1.0, agree  # quantized, so not identical; still the same parse for most pixels
+
+
+def test_the_evaluation_scores_an_exported_file_through_the_serving_path(exported):
+    """training/evaluate.py --serving --backend: the bundled CCP photos score (nearly) alike on both backends."""
+    from human_parsing_ros.samples import SAMPLES
+    from training.evaluate import EvaluateError, main, serving_confusion
+    from training.metrics import compute_metrics
+
+    on_torch = compute_metrics(serving_confusion(DEFAULT_WEIGHTS, "ccp", SAMPLES, "all"))
+    on_onnx = compute_metrics(serving_confusion(exported, "ccp", SAMPLES, "all", backend="onnxruntime"))
+    assert abs(on_onnx["mean_iou"] - on_torch["mean_iou"]) < 0.002 and on_torch["mean_iou"] > 0.3
+    with pytest.raises(EvaluateError, match="--backend needs --serving"):
+        main(["--weights", str(exported), "--backend", "onnxruntime", "--root", str(SAMPLES)])

@@ -31,12 +31,13 @@ if __name__ == "__main__" and not __package__:
 
 import torch
 
+from human_parsing_ros.backends import BACKENDS
 from human_parsing_ros.class_mappings import mapping_table
 from human_parsing_ros.class_sets import get_class_set
 from human_parsing_ros.errors import UserError, add_debug_flag
 from human_parsing_ros.models import SegmentationModel, is_multi_person
 from human_parsing_ros.parser import HumanParser
-from human_parsing_ros.weights import load_weights, read_weights_info
+from human_parsing_ros.weights import load_weights, read_model_info, read_weights_info
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.cli import run_training_cli
 from training.config import saved_recipe
@@ -120,10 +121,12 @@ def model_from_checkpoint(path: str | Path, state: str = "model") -> tuple[Segme
 
 
 def serving_confusion(weights: str | Path, dataset: str, root: str | Path, split: str, device: str = "cpu",
-                      options: dict[str, Any] | None = None, fold_to: str | None = None) -> torch.Tensor:
+                      options: dict[str, Any] | None = None, fold_to: str | None = None,
+                      backend: str = "torch") -> torch.Tensor:
     """The confusion matrix of what the node delivers: ``HumanParser.parse`` of every photo of ``split``
-    against its ground truth, both at the photo's resolution, in the weights' class set or ``fold_to``."""
-    parser = HumanParser(weights, device=device)
+    against its ground truth, both at the photo's resolution, in the weights' class set or ``fold_to``;
+    ``backend`` runs the network (an exported .onnx file needs onnxruntime, openvino or auto)."""
+    parser = HumanParser(weights, device=device, backend=backend)
     target = fold_to or parser.class_set.name
     data = build_dataset(dataset, root, split, None, **{**(options or {}), "class_set": target})
     fold = mapping_table(parser.class_set.name, target) if target != parser.class_set.name else None
@@ -155,6 +158,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--serving", action="store_true",
                         help="through the node's HumanParser: letterbox at the weights' input size, labels at each "
                              "photo's resolution (what the node delivers)")
+    parser.add_argument("--backend", default="torch", choices=BACKENDS,
+                        help="with --serving: what runs the network (docs/backends.md); a .onnx --weights file needs "
+                             "onnxruntime, openvino or auto")
     parser.add_argument("--fold-to", default=None, help="with --serving: map predictions and ground truth to this "
                         "class set (e.g. hri) before counting")
     parser.add_argument("--table", type=Path, default=None, help="write the per-class table here (.csv and .md)")
@@ -166,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.fold_to and not args.serving:
         raise EvaluateError("--fold-to needs --serving")
+    if args.backend != "torch" and not args.serving:
+        raise EvaluateError("--backend needs --serving (the other modes run the PyTorch network)")
     if args.checkpoint and args.serving:
         raise EvaluateError("--serving needs --weights (the node loads weights files, not checkpoints)")
     result, names = _evaluate(args)
@@ -190,9 +198,9 @@ def _evaluate(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         return result, list(get_class_set(class_set_name).names)
     if args.serving:
         result = compute_metrics(serving_confusion(args.weights, args.dataset, args.root, args.split, args.device,
-                                                   fold_to=args.fold_to))
+                                                   fold_to=args.fold_to, backend=args.backend))
         return result, list(get_class_set(args.fold_to).names if args.fold_to
-                            else read_weights_info(args.weights).class_names)
+                            else read_model_info(args.weights).class_names)
     result = evaluate_weights(args.weights, data)
     return result, list(read_weights_info(args.weights).class_names)
 

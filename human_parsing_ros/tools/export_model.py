@@ -2,6 +2,7 @@
 
     human_parsing_export_model default.safetensors default.onnx
     human_parsing_export_model default.safetensors default.onnx --check photo.jpg   # and compare with PyTorch
+    human_parsing_export_model default.safetensors default_int8.onnx --int8 calibration/*.jpg   # int8
 
 The node and ``HumanParser`` run the written file with ``backend onnxruntime`` and need nothing else.
 """
@@ -26,11 +27,18 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("output", help=f"the {ONNX_SUFFIX} file to write")
     parser.add_argument("--check", nargs="*", default=[], metavar="IMAGE",
                         help="parse these photos with PyTorch and with the written file; print the pixels that agree")
+    parser.add_argument("--int8", nargs="+", default=None, metavar="PHOTO",
+                        help="quantize to int8, calibrated on these photos (use training photos, never test photos; "
+                             "a few dozen suffice); the file's metadata names them and the method")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     if Path(args.output).suffix.lower() != ONNX_SUFFIX:
         raise UserError(f"{args.output}: the exported file's name must end in {ONNX_SUFFIX}")
-    path = export_onnx_model(args.weights, args.output)
+    photos = [Path(photo) for photo in args.int8] if args.int8 else None
+    for photo in photos or []:
+        if not photo.is_file():
+            raise UserError(f"{photo}: no such calibration photo")
+    path = export_onnx_model(args.weights, args.output, photos)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     for image in args.check:
         print(f"{image}: {agreement(args.weights, path, image) * 100:.3f}% of pixels agree with PyTorch")
