@@ -1,6 +1,9 @@
 """Backends side by side: the bare forward pass, parser.parse and the node end to end, one run, with ratios.
 
-    ./run.sh bench-backends [--backends torch onnxruntime] [--threads 2] [--iterations 40] [--frames 40]
+    ./run.sh bench-backends [--backends torch onnxruntime openvino:bf16] [--threads 2] [--frames 40]
+    ./run.sh bench-backends --int8 default_int8.onnx     # adds onnxruntime on that int8 file
+
+A backend may name a precision (``openvino:bf16``).
 
 (1) forward and (2) parse are timed in one process, the backends in turns inside every iteration (forward of
 each, then parse of each), so that a drifting machine affects all alike; (3) the node end to end over DDS (camera
@@ -11,6 +14,7 @@ end-to-end p50 <= 1.35x its own forward.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -18,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from human_parsing_ros.backends import onnxruntime_providers
+from human_parsing_ros.backends import onnxruntime_providers, openvino_installed
 from human_parsing_ros.inference import network_input, place_image
 from human_parsing_ros.parser import HumanParser
 from human_parsing_ros.resources import DEFAULT_WEIGHTS
@@ -29,16 +33,24 @@ from bench_serving import bench_node, camera_frame, time_calls  # noqa: E402
 
 
 def installed_backends() -> list[str]:
-    return ["torch", *(["onnxruntime"] if onnxruntime_providers() else [])]
+    return ["torch", *(["onnxruntime"] if onnxruntime_providers() else []),
+            *(["openvino"] if openvino_installed() else [])]
 
 
-def bench_in_process(weights: Path, backends: list[str], frame, iterations: int, cache: Path) -> dict[str, dict]:
-    """forward and parse p50/p99 of each backend, timed in turns."""
-    parsers = {name: HumanParser(weights, device="cpu", backend=name, cache_dir=cache) for name in backends}
+def make_parser(spec: str, weights: Path, int8: Path | None, cache: Path) -> HumanParser:
+    """``backend[:precision]``; precision int8 runs the ``int8`` file."""
+    backend, _, precision = spec.partition(":")
+    if precision == "int8":
+        return HumanParser(int8, device="cpu", backend=backend)
+    return HumanParser(weights, device="cpu", backend=backend, precision=precision or "fp32", cache_dir=cache)
+
+
+def bench_in_process(parsers: dict[str, HumanParser], frame, iterations: int) -> dict[str, dict]:
+    """forward and parse p50/p99 of each parser, timed in turns."""
     inputs = {}
     for name, parser in parsers.items():
         placement = place_image(frame.shape[:2], parser.network_hw, "letterbox")
-        inputs[name] = network_input(torch.from_numpy(frame), parser.network_hw, placement, parser._mean,
+        inputs[name] = network_input(torch.from_numpy(frame.copy()), parser.network_hw, placement, parser._mean,
                                      parser._std, parser.dtype)
     times: dict[str, dict[str, list[float]]] = {name: {"forward": [], "parse": []} for name in parsers}
     with torch.inference_mode():
@@ -76,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--iterations", type=int, default=40)
     parser.add_argument("--frames", type=int, default=40, help="frames per node; 0 skips the node")
+    parser.add_argument("--int8", type=Path, default=None, help="an int8 file (human_parsing_export_model --int8)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the nodes' processes
@@ -84,16 +98,34 @@ def main(argv: list[str] | None = None) -> None:
     backends = args.backends or installed_backends()
     if "torch" not in backends:
         backends = ["torch", *backends]  # the ratios are against PyTorch eager
+    if args.int8:
+        backends += ["onnxruntime:int8"]  # int8 files are calibrated for ONNX Runtime (OpenVINO refuses them)
     frame = camera_frame(args.width, args.height)
-    results = bench_in_process(Path(args.weights), backends, frame, args.iterations, workdir / "cache")
+    parsers = {spec: make_parser(spec, Path(args.weights), args.int8, workdir / "cache") for spec in backends}
+    results = bench_in_process(parsers, frame, args.iterations)
+    del parsers
     if args.frames:
-        for name in backends:
-            latency, _ = bench_node(Path(args.weights), frame, "cpu", "fp32",
-                                    {"backend": name, "cache_dir": str(workdir / "cache")},
-                                    results[name]["parse"]["p50"], args.frames, workdir / f"node_{name}.log")
-            results[name]["node"] = latency
+        for spec in backends:
+            backend, _, precision = spec.partition(":")
+            weights = args.int8 if precision == "int8" else Path(args.weights)
+            latency, _ = bench_node(weights, frame, "cpu", "fp32" if precision in ("", "int8") else precision,
+                                    {"backend": backend, "cache_dir": str(workdir / "cache")},
+                                    results[spec]["parse"]["p50"], args.frames, workdir / f"node_{backend}.log")
+            results[spec]["node"] = latency
     report(results, args.threads, frame.shape[:2])
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"threads": args.threads, "frame": [args.width, args.height],
+                                         "cpu": cpu_name(), "results": results}, indent=1) + "\n")
     sys.stdout.flush()
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            return next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        return ""
 
 
 if __name__ == "__main__":

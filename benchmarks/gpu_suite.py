@@ -11,6 +11,10 @@ Sections of the JSON:
                channels-last, eager and compiled (compile_mode cudagraphs on a GPU: CUDA graphs, compiled in
                seconds; the default also with reduce-overhead, inductor's kernels in CUDA graphs); network
                throughput at batch 1 and 8; peak frames/s of the default at 960x544 (batch 8)
+  backends     onnxruntime on this device (its CUDA and TensorRT execution providers on a GPU, fp32 and fp16;
+               the CPU provider in a dry run): the default weights' labels on real photos against PyTorch fp32 on
+               the CPU, parse p50 per size, and frames/s at batch 8 at the peak size; "skipped" with the reason
+               where onnxruntime or its GPU providers are not installed (onnxruntime-gpu is)
   node         the node over DDS on this device, camera 1920x1200 at 30 Hz: end-to-end p50/p99, drops
                (reported as skipped, with the reason, where rclpy is not installed)
   trainer      stage-1 and stage-2 step time with bf16 AMP, and data-loader images/s with 16 workers, for
@@ -192,6 +196,37 @@ def _peak(model, info, device, precision, plan, sync) -> dict[str, float]:
     return {"input": f"{width}x{height}", "batch": 8, "frames_per_s": 8 * 1000.0 / ms}
 
 
+def measure_backends(device: torch.device, plan: dict, photos: list[np.ndarray], workdir: Path) -> dict[str, Any]:
+    """The default weights on onnxruntime on ``device``: agreement with PyTorch fp32 (CPU), parse p50 per size,
+    network frames/s at batch 8 (the session directly)."""
+    from human_parsing_ros.backends import GPU_PROVIDERS, onnxruntime_providers
+
+    providers = onnxruntime_providers()
+    if device.type == "cuda" and not set(GPU_PROVIDERS) & set(providers):
+        return {"skipped": f"onnxruntime has no GPU execution provider here (has: {providers or 'no onnxruntime'})"}
+    reference = HumanParser(DEFAULT_WEIGHTS, device="cpu")
+    expected = [reference.parse(photo).labels for photo in photos]
+    out: dict[str, Any] = {}
+    for precision in ("fp32", "fp16") if device.type == "cuda" else ("fp32",):
+        parser = HumanParser(DEFAULT_WEIGHTS, device=str(device), backend="onnxruntime", precision=precision,
+                             cache_dir=workdir / "cache")
+        entry: dict[str, Any] = {"backend": parser.backend_description, "precision": parser.precision_name,
+                                 "agreement": min(float((parser.parse(photo).labels == labels).mean())
+                                                  for photo, labels in zip(photos, expected)),
+                                 "parse_ms_p50": {}}
+        for width, height in plan["sizes"]:
+            frame = _resize(photos[0], width, height)
+            entry["parse_ms_p50"][f"{width}x{height}"] = median_ms(lambda f=frame, q=parser: q.parse(f),
+                                                                   plan["iterations"])
+        batch = np.zeros((8, 3, plan["peak"][1], plan["peak"][0]), np.float32)
+        session = parser._network.session
+        seconds = median_ms(lambda s=session, b=batch: s.run(None, {"image": b}), plan["iterations"]) / 1e3
+        entry["network_frames_per_s_batch8"] = 8 / seconds
+        out[precision] = entry
+        print(f"[backends] {precision}: {entry}", flush=True)
+    return out
+
+
 def measure_node(device: torch.device, plan: dict, workdir: Path) -> dict[str, Any]:
     """The node over DDS with ``plan['node_frame']`` frames at ``plan['node_hz']``."""
     try:
@@ -323,6 +358,7 @@ def run_suite(device: torch.device, dry_run: bool, out_path: Path) -> dict[str, 
         "dry_run": dry_run, "plan": {k: v for k, v in plan.items()}}
     sections = {"correctness": lambda: check_correctness(nets, device, photos),
                 "latency": lambda: measure_latency(nets, device, plan),
+                "backends": lambda: measure_backends(device, plan, photos, Path(workdir)),
                 "node": lambda: measure_node(device, plan, Path(workdir)),
                 "trainer": lambda: measure_trainer(device, plan),
                 "runs": lambda: check_training_runs(device, plan, Path(workdir))}

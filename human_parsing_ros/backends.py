@@ -68,7 +68,7 @@ class OnnxRuntimeNetwork:
     name = "onnxruntime"
 
     def __init__(self, path: str | os.PathLike, device: torch.device, threads: int,
-                 engine_cache: str | os.PathLike | None = None) -> None:
+                 engine_cache: str | os.PathLike | None = None, precision: str = "fp32") -> None:
         try:
             import onnxruntime
         except ImportError:
@@ -79,14 +79,18 @@ class OnnxRuntimeNetwork:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads  # the same thread budget torch has in this process
         options.inter_op_num_threads = 1
-        self.providers = _providers(device, onnxruntime.get_available_providers(), engine_cache)
+        # ONNX Runtime's threads spin after each run by default: they would take the cores from the torch steps
+        # that follow the forward pass (the label map) and from the rest of the robot
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.providers = _providers(device, onnxruntime.get_available_providers(), engine_cache, precision == "fp16")
         try:
             self.session = onnxruntime.InferenceSession(str(self.path), options, providers=self.providers)
         except Exception as err:  # noqa: BLE001 (onnxruntime's own error types, one per failure kind)
             raise WeightsError(f"{self.path}: ONNX Runtime cannot load it ({' '.join(str(err).split())})") from None
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.info: WeightsInfo = onnx_info(metadata, self.path)
-        self.precision = quantization_of(metadata).get("precision", "fp32")
+        fp16 = precision == "fp16" and self.provider == "TensorrtExecutionProvider"  # TensorRT builds fp16 kernels
+        self.precision = quantization_of(metadata).get("precision", "fp16" if fp16 else "fp32")
         check_class_count(self.path, self.session.get_outputs()[0].shape[1], self.info)
 
     @property
@@ -123,9 +127,13 @@ class OpenVinoNetwork:
         except Exception as err:  # noqa: BLE001 (OpenVINO raises RuntimeError with a multi-line text)
             raise WeightsError(f"{self.path}: OpenVINO cannot read it ({_first_line(err)})") from None
         self.info: WeightsInfo = onnx_info(metadata, self.path)
+        if quantization_of(metadata):
+            raise WeightsError(f"{self.path}: an int8 file runs with backend onnxruntime, which it was calibrated "
+                               f"for; OpenVINO runs it less accurately (CCP test mIoU 47.7 against 56.0, "
+                               "docs/backends.md)")
         check_class_count(self.path, model.outputs[0].get_partial_shape()[1].get_length(), self.info)
         bf16 = precision == "bf16" and "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        self.precision = quantization_of(metadata).get("precision", "bf16" if bf16 else "fp32")
+        self.precision = "bf16" if bf16 else "fp32"
         compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
                                                      "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32"})
         self.request = compiled.create_infer_request()
@@ -146,7 +154,8 @@ def _first_line(error: BaseException) -> str:
     return lines[-1] if lines else type(error).__name__
 
 
-def _providers(device: torch.device, available: list[str], engine_cache: str | os.PathLike | None) -> list:
+def _providers(device: torch.device, available: list[str], engine_cache: str | os.PathLike | None,
+               fp16: bool) -> list:
     if device.type == "cpu":
         return ["CPUExecutionProvider"]
     gpu = [name for name in GPU_PROVIDERS if name in available]
@@ -158,7 +167,7 @@ def _providers(device: torch.device, available: list[str], engine_cache: str | o
     for name in gpu:
         if name == "TensorrtExecutionProvider":  # the engine is built on first use and cached
             cache = Path(engine_cache).expanduser() if engine_cache else None
-            trt = {**options, "trt_engine_cache_enable": cache is not None, "trt_fp16_enable": False}
+            trt = {**options, "trt_engine_cache_enable": cache is not None, "trt_fp16_enable": fp16}
             if cache is not None:
                 cache.mkdir(parents=True, exist_ok=True)
                 trt["trt_engine_cache_path"] = str(cache)
@@ -174,5 +183,5 @@ def open_network(backend: str, path: str | os.PathLike, device: torch.device, th
     if backend == "openvino":
         return OpenVinoNetwork(path, device, threads, precision)
     if backend == "onnxruntime":
-        return OnnxRuntimeNetwork(path, device, threads, engine_cache)
+        return OnnxRuntimeNetwork(path, device, threads, engine_cache, precision)
     raise ValueError(f"backend {backend} does not run exported files")

@@ -172,8 +172,8 @@ def onnx_info(metadata: dict[str, str], path: str | os.PathLike) -> WeightsInfo:
     return WeightsInfo.from_metadata(keys, path)
 
 
-def read_onnx_info(path: str | os.PathLike) -> WeightsInfo:
-    """Only the metadata of an exported file (ONNX Runtime reads the file; no session is kept)."""
+def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``metadata_props`` of an exported file (ONNX Runtime reads the file; no session is kept)."""
     try:
         import onnxruntime
     except ImportError:
@@ -184,4 +184,9 @@ def read_onnx_info(path: str | os.PathLike) -> WeightsInfo:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 (onnxruntime's own error types)
         raise WeightsError(f"{path}: ONNX Runtime cannot load it ({' '.join(str(err).split())})") from None
-    return onnx_info(session.get_modelmeta().custom_metadata_map, path)
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def read_onnx_info(path: str | os.PathLike) -> WeightsInfo:
+    """Only the weights metadata of an exported file."""
+    return onnx_info(read_onnx_metadata(path), path)

@@ -27,8 +27,9 @@ class ParseResult:
     # multi-person weights only: the network returned as many persons scoring at least person_threshold as its
     # detection limit (HumanParser.detection_limit), so it may have cut more, which nobody can count
     detection_limit_reached: bool = False
-    # float64 [persons + 1, C]: row k sums the part probability of person k's pixels of each class
-    person_confidence_sums: np.ndarray | None = field(default=None, repr=False)
+    # gives person_confidence_sums (dropped once used)
+    compute_person_confidence: Callable[[], np.ndarray] | None = field(default=None, repr=False)
+    _person_confidence_sums: np.ndarray | None = field(default=None, init=False, repr=False)
 
     @property
     def statistics(self) -> ClassStatistics:
@@ -41,8 +42,24 @@ class ParseResult:
             start = time.perf_counter()
             self._statistics = self.compute_statistics()
             self.compute_statistics = None  # frees the logits and label tensors it held
-            self.timings_ms["statistics"] = (time.perf_counter() - start) * 1e3
+            self._add_statistics_time(start)
         return self._statistics
+
+    @property
+    def person_confidence_sums(self) -> np.ndarray | None:
+        """float64 [persons + 1, C]: row k sums the part probability of person k's pixels of each class; None
+        without persons. Computed on first use, like ``statistics`` (a node with nobody subscribed to ``persons``
+        never pays for the full-resolution confidence map of map persons); the time goes to
+        ``timings_ms["statistics"]``."""
+        if self._person_confidence_sums is None and self.compute_person_confidence is not None:
+            start = time.perf_counter()
+            self._person_confidence_sums = self.compute_person_confidence()
+            self.compute_person_confidence = None
+            self._add_statistics_time(start)
+        return self._person_confidence_sums
+
+    def _add_statistics_time(self, start: float) -> None:
+        self.timings_ms["statistics"] = self.timings_ms.get("statistics", 0.0) + (time.perf_counter() - start) * 1e3
 
     def presence(self, threshold: float) -> list[Part]:
         """Every class; ``present`` when its pixel fraction is at least ``threshold`` (and above 0).

@@ -33,7 +33,7 @@ from .inference import (
 )
 from .models import ServableModel, is_multi_person
 from .multi_person import merge_persons
-from .onnx_model import cached_export, default_cache_dir, is_onnx_file
+from .onnx_model import cached_export, default_cache_dir, is_onnx_file, quantization_of, read_onnx_metadata
 from .parse_options import (
     MAX_PERSONS_LIMIT,
     OUTPUT_RESOLUTIONS,
@@ -89,10 +89,12 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype
 
 def resolve_backend(path: str | os.PathLike, backend: str, device: str) -> str:
     """The backend that runs ``path``: ``auto`` asks ``choose_backend`` (a multi-person weights file stays with
-    torch); an exported .onnx file needs one that runs exported files."""
+    torch, an int8 file goes to onnxruntime); an exported .onnx file needs one that runs exported files."""
     check_backend(backend)
     if is_onnx_file(path):
         chosen = choose_backend(backend, resolve_device(device), multi_person=False)
+        if chosen == "openvino" and backend == "auto" and quantization_of(read_onnx_metadata(path)):
+            chosen = "onnxruntime"  # int8 files are calibrated for it (OpenVINO refuses them)
         if chosen == "torch":
             raise ValueError(f"{path}: an exported ONNX file runs with backend onnxruntime or openvino (installed: "
                              "neither, or torch was asked for)")
@@ -347,7 +349,7 @@ class HumanParser:
     def _add_map_persons(self, result: ParseResult, logits: torch.Tensor, labels: torch.Tensor,
                          placement: Placement, max_persons: int) -> None:
         """``result`` with the persons of its map (``persons_from_map``, largest first, those beyond
-        ``max_persons`` counted in ``dropped_persons``) and their per-class confidence sums."""
+        ``max_persons`` counted in ``dropped_persons``) and their per-class confidence sums (deferred)."""
         from .map_persons import persons_from_map  # scipy, only for parsers asked for map persons
 
         instances, persons = persons_from_map(result.labels, max_persons=MAX_PERSONS_LIMIT)
@@ -355,13 +357,19 @@ class HumanParser:
             result.dropped_persons = len(persons) - max_persons
             persons = persons[:max_persons]
             instances[instances > max_persons] = 0
-        confidence = confidence_map(logits, self.network_hw, placement, result.labels.shape)
-        cells = (len(persons) + 1) * self.num_classes
-        owner = torch.from_numpy(instances).to(labels.device).long()
-        sums = torch.bincount((owner * self.num_classes + labels.long()).reshape(-1),
-                              weights=confidence.reshape(-1).double(), minlength=cells)
+        num_classes, network_hw, shape = self.num_classes, self.network_hw, result.labels.shape
+
+        def person_confidence() -> np.ndarray:
+            with torch.inference_mode():
+                confidence = confidence_map(logits, network_hw, placement, shape)
+                cells = (len(persons) + 1) * num_classes
+                owner = torch.from_numpy(instances).to(labels.device).long()
+                sums = torch.bincount((owner * num_classes + labels.long()).reshape(-1),
+                                      weights=confidence.reshape(-1).double(), minlength=cells)
+                return sums[:cells].reshape(-1, num_classes).cpu().numpy()
+
         result.instances, result.persons = instances, persons
-        result.person_confidence_sums = sums[:cells].reshape(-1, self.num_classes).cpu().numpy()
+        result.compute_person_confidence = person_confidence
 
     def _statistics(self, logits: torch.Tensor, labels: torch.Tensor, placement: Placement,
                     out_hw: tuple[int, int], persons: tuple[torch.Tensor, np.ndarray] | None = None,
@@ -422,7 +430,8 @@ class HumanParser:
         return ParseResult(labels.cpu().numpy(), self.class_set,
                            self._statistics(semantic, labels, placement, out_hw, (nobody, person_sums.sum(0))),
                            {key: value * 1e3 for key, value in timings.items()}, instances=instances,
-                           persons=persons, dropped_persons=merged.dropped, person_confidence_sums=person_sums,
+                           persons=persons, dropped_persons=merged.dropped,
+                           compute_person_confidence=lambda: person_sums,
                            detection_limit_reached=at_limit)
 
     def warmup(self, iterations: int = 2) -> float:

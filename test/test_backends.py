@@ -189,6 +189,11 @@ def test_an_int8_export_names_its_calibration_and_runs_in_int8(tmp_path):
     image = load_rgb(sample_photos()[-1])
     agree = (parser.parse(image).labels == HumanParser(DEFAULT_WEIGHTS, device="cpu").parse(image).labels).mean()
     assert 0.85 <= agree < 1.0, agree  # quantized, so not identical; still the same parse for most pixels
+    if backends.openvino_installed():  # OpenVINO runs such files far less accurately: refused, and auto avoids it
+        with pytest.raises(WeightsError) as err:
+            HumanParser(int8, device="cpu", backend="openvino")
+        assert _one_line(err.value).startswith(str(int8)) and "onnxruntime" in str(err.value)
+        assert resolve_backend(int8, "auto", "cpu") == "onnxruntime"
 
 
 def test_the_evaluation_scores_an_exported_file_through_the_serving_path(exported):

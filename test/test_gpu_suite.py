@@ -20,7 +20,7 @@ def test_the_gpu_suite_dry_run_writes_every_section(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["dry_run"] and report["torch"]
-    sections = {"correctness", "latency", "node", "trainer", "runs"}
+    sections = {"correctness", "latency", "backends", "node", "trainer", "runs"}
     assert not [name for name in sections if "error" in report[name]], report
     assert set(report["section_seconds"]) == sections
     assert set(report["correctness"]) == {"default", "BiSeNetV2"}
@@ -33,6 +33,9 @@ def test_the_gpu_suite_dry_run_writes_every_section(tmp_path):
         assert all(ms > 0 for mode in latency["parse_ms_p50"].values() for ms in mode.values())
         assert latency["images_per_s"]["batch8"] > 0 and latency["images_per_s"]["batch1"] > 0
     assert report["latency"]["peak"]["frames_per_s"] > 0
+    onnx = report["backends"]["fp32"]  # the CPU provider in a dry run
+    assert onnx["backend"] == "onnxruntime (CPUExecutionProvider)" and onnx["agreement"] >= 0.995
+    assert all(ms > 0 for ms in onnx["parse_ms_p50"].values()) and onnx["network_frames_per_s_batch8"] > 0
     node = report["node"]
     # the newest-frame node drops frames that arrive while it parses, so how many arrive depends on the
     # machine's load (2 of 8 on two cores beside a training run): a throughput figure, not a test; some must

@@ -66,6 +66,19 @@ def test_labels_at_input_resolution(parser, photo):
     assert all(v >= 0 for v in result.timings_ms.values())
 
 
+def test_map_persons_confidence_is_computed_on_first_use_and_sums_the_statistics(photo):
+    """Map persons: the per-person confidence sums wait for their first reader (the node asks only for a
+    ``persons`` subscriber); added over persons and nobody, they are the frame's per-class confidence sums."""
+    from human_parsing_ros.resources import DEFAULT_WEIGHTS
+
+    result = HumanParser(DEFAULT_WEIGHTS, device="cpu").parse(photo, map_persons=True)
+    assert result.persons and "statistics" not in result.timings_ms
+    sums = result.person_confidence_sums
+    assert result.compute_person_confidence is None and "statistics" in result.timings_ms
+    assert result.person_confidence_sums is sums and sums.shape == (len(result.persons) + 1, 11)
+    np.testing.assert_allclose(sums.sum(0), result.statistics.confidence_sums.numpy(), rtol=1e-4, atol=1e-2)
+
+
 def test_untouched_random_weights_parse(random_weights, photo):
     result = HumanParser(random_weights, device="cpu").parse(photo)
     assert result.labels.shape == photo.shape[:2] and result.labels.max() < 20
