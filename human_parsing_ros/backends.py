@@ -14,6 +14,7 @@ input and returns the low-resolution logits, as the torch model's ``forward_lowr
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 from pathlib import Path
@@ -35,15 +36,26 @@ def check_backend(name: str) -> str:
 
 def onnxruntime_providers() -> list[str]:
     """The execution providers of the installed onnxruntime; [] without one."""
-    if importlib.util.find_spec("onnxruntime") is None:
+    try:
+        import onnxruntime
+    except ImportError:
         return []
-    import onnxruntime
-
     return list(onnxruntime.get_available_providers())
 
 
 def openvino_installed() -> bool:
-    return importlib.util.find_spec("openvino") is not None
+    try:
+        return importlib.util.find_spec("openvino") is not None
+    except ImportError:
+        return False
+
+
+def require_runtime(backend: str) -> None:
+    """ValueError naming what to install when ``backend`` (onnxruntime or openvino) cannot be imported."""
+    try:
+        importlib.import_module(backend)
+    except ImportError:
+        raise ValueError(f"backend {backend}: {backend} is not installed (pip install {backend})") from None
 
 
 def choose_backend(requested: str, device: torch.device, multi_person: bool) -> str:
@@ -69,10 +81,8 @@ class OnnxRuntimeNetwork:
 
     def __init__(self, path: str | os.PathLike, device: torch.device, threads: int,
                  engine_cache: str | os.PathLike | None = None, precision: str = "fp32") -> None:
-        try:
-            import onnxruntime
-        except ImportError:
-            raise ValueError("backend onnxruntime: onnxruntime is not installed (pip install onnxruntime)") from None
+        require_runtime("onnxruntime")
+        import onnxruntime
 
         self.path = Path(path)
         self.device = device
@@ -111,10 +121,9 @@ class OpenVinoNetwork:
     provider = "CPU"
 
     def __init__(self, path: str | os.PathLike, device: torch.device, threads: int, precision: str) -> None:
-        try:
-            import openvino
-        except ImportError:
-            raise ValueError("backend openvino: openvino is not installed (pip install openvino)") from None
+        require_runtime("openvino")
+        import openvino
+
         if device.type != "cpu":
             raise ValueError(f"backend openvino runs on the CPU here, not on {device}; use onnxruntime or torch")
         self.path = Path(path)

@@ -16,7 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .weights import WeightsError, WeightsInfo
+from .weights import WeightsError, WeightsInfo, read_weights_info
 
 ONNX_SUFFIX = ".onnx"
 OPSET = 17
@@ -190,3 +190,8 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
 def read_onnx_info(path: str | os.PathLike) -> WeightsInfo:
     """Only the weights metadata of an exported file."""
     return onnx_info(read_onnx_metadata(path), path)
+
+
+def read_model_info(path: str | os.PathLike) -> WeightsInfo:
+    """The metadata of a .safetensors weights file or of an exported .onnx model file."""
+    return read_onnx_info(path) if is_onnx_file(path) else read_weights_info(path)

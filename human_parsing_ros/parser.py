@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .backends import OnnxRuntimeNetwork, OpenVinoNetwork, check_backend, choose_backend, open_network
+from .backends import (
+    OnnxRuntimeNetwork,
+    OpenVinoNetwork,
+    check_backend,
+    choose_backend,
+    open_network,
+    require_runtime,
+)
 from .inference import (
     ClassStatistics,
     Placement,
@@ -142,6 +149,7 @@ class HumanParser:
             model, info = load_weights(weights)
             self._setup(model, info, device, precision, input_size, compile_mode, options, option_fields)
         else:
+            require_runtime(chosen)  # before any export
             cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
             onnx_path = weights if is_onnx_file(weights) else cached_export(weights, cache / "onnx")
             network = open_network(chosen, onnx_path, resolve_device(device), torch.get_num_threads(), precision,

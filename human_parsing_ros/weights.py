@@ -200,13 +200,6 @@ def read_weights_info(path: str | os.PathLike) -> WeightsInfo:
         return WeightsInfo.from_metadata(handle.metadata(), path)
 
 
-def read_model_info(path: str | os.PathLike) -> WeightsInfo:
-    """The metadata of a weights file or of an exported .onnx model file (onnx_model.py)."""
-    from .onnx_model import is_onnx_file, read_onnx_info  # onnx_model builds on this module
-
-    return read_onnx_info(path) if is_onnx_file(path) else read_weights_info(path)
-
-
 def load_weights(path: str | os.PathLike) -> tuple[ServableModel, WeightsInfo]:
     """Build the architecture the file names and load its tensors (on the CPU, in eval mode)."""
     path = Path(path)

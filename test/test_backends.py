@@ -13,10 +13,11 @@ import torch
 
 from human_parsing_ros import backends
 from human_parsing_ros.backends import choose_backend
+from human_parsing_ros.onnx_model import read_model_info
 from human_parsing_ros.parser import HumanParser, resolve_backend
 from human_parsing_ros.resources import DEFAULT_WEIGHTS
 from human_parsing_ros.samples import load_rgb, sample_photos
-from human_parsing_ros.weights import WeightsError, read_model_info, read_weights_info
+from human_parsing_ros.weights import WeightsError, read_weights_info
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -207,3 +208,26 @@ def test_the_evaluation_scores_an_exported_file_through_the_serving_path(exporte
     assert abs(on_onnx["mean_iou"] - on_torch["mean_iou"]) < 0.002 and on_torch["mean_iou"] > 0.3
     with pytest.raises(EvaluateError, match="--backend needs --serving"):
         main(["--weights", str(exported), "--backend", "onnxruntime", "--root", str(SAMPLES)])
+
+
+WITHOUT_RUNTIMES = r"""
+import sys
+
+sys.modules["onnxruntime"] = sys.modules["openvino"] = None  # as if not installed: importing them fails
+from human_parsing_ros.parser import HumanParser
+from human_parsing_ros.resources import DEFAULT_WEIGHTS
+print(HumanParser(DEFAULT_WEIGHTS, device="cpu", backend="auto").backend)
+try:
+    HumanParser(DEFAULT_WEIGHTS, device="cpu", backend="onnxruntime", cache_dir=sys.argv[1])
+except ValueError as error:
+    print(error)
+"""
+
+
+def test_without_the_runtimes_auto_is_torch_and_asking_for_one_says_what_to_install(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", WITHOUT_RUNTIMES, str(tmp_path)], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["torch", "backend onnxruntime: onnxruntime is not installed "
+                                                 "(pip install onnxruntime)"]

@@ -36,8 +36,9 @@ from human_parsing_ros.class_mappings import mapping_table
 from human_parsing_ros.class_sets import get_class_set
 from human_parsing_ros.errors import UserError, add_debug_flag
 from human_parsing_ros.models import SegmentationModel, is_multi_person
+from human_parsing_ros.onnx_model import read_model_info
 from human_parsing_ros.parser import HumanParser
-from human_parsing_ros.weights import load_weights, read_model_info, read_weights_info
+from human_parsing_ros.weights import load_weights, read_weights_info
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.cli import run_training_cli
 from training.config import saved_recipe

@@ -31,9 +31,10 @@ from std_msgs.msg import Header, String
 
 from ..class_sets import ClassSet
 from ..messages import ClassInfoMessage
+from ..onnx_model import read_model_info
 from ..parser import HumanParser, resolve_backend
 from ..resources import resolve_weights_path
-from ..weights import load_weights, read_model_info
+from ..weights import load_weights
 from .diagnostics import FrameStats, NodeState, Reporter, figures, health
 from .frames import FramePath, topic_token
 from .parameters import PARAMS, PARSE_OPTION_PARAMS, Param, Unset, check_value, parse_options

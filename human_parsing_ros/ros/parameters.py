@@ -40,14 +40,15 @@ class Param:
 
 
 PARAMS = (
-    Param("weights", "", "`.safetensors` weights file, or an exported `.onnx` model file (backend `onnxruntime` or "
-          "`auto`); empty = the default installed with the package", True),
+    Param("weights", "", "`.safetensors` weights file, or an exported `.onnx` model file (backend `onnxruntime`, "
+          "`openvino` or `auto`); empty = the default installed with the package", True),
     Param("device", "auto", "`auto` (CUDA if present), `cpu`, `cuda` or `cuda:N`", True),
-    Param("backend", "torch", "what runs the network: `torch` (PyTorch, every weights file), `onnxruntime` (ONNX "
-          "Runtime: an exported `.onnx` file, or a `.safetensors` file exported once into `cache_dir`; single-map "
-          "weights; on a GPU with the CUDA/TensorRT providers of onnxruntime-gpu), or `auto` (onnxruntime where it "
-          "is installed and runs on the device and the weights are single-map, else torch)", True, tuple(BACKENDS)),
-    Param("cache_dir", "", "where `.safetensors` weights are exported to ONNX for onnxruntime (`onnx/`) and "
+    Param("backend", "torch", "what runs the network ([backends](backends.md)): `torch` (PyTorch, every weights "
+          "file), `onnxruntime` (an exported `.onnx` file, or a `.safetensors` file exported once into `cache_dir`; "
+          "single-map weights; int8 files; CUDA/TensorRT providers of onnxruntime-gpu on a GPU), `openvino` (the "
+          "same files on the CPU; `precision: bf16` where the CPU has it), or `auto` (single-map weights: openvino "
+          "on the CPU, else onnxruntime where installed; multi-person weights: torch)", True, tuple(BACKENDS)),
+    Param("cache_dir", "", "where `.safetensors` weights are exported to ONNX for the ONNX backends (`onnx/`) and "
           "TensorRT engines are kept (`tensorrt/`); empty = `$HPR_CACHE_DIR`, else `~/.cache/human_parsing_ros`",
           True),
     Param("precision", "fp32", "network precision; fp16 falls back to fp32 on CPU, with a warning", True,
