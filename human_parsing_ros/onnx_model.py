@@ -173,13 +173,27 @@ def onnx_info(metadata: dict[str, str], path: str | os.PathLike) -> WeightsInfo:
 
 
 def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The ``metadata_props`` of an exported file (ONNX Runtime reads the file; no session is kept)."""
+    """The ``metadata_props`` of an exported file, read with the ``onnx`` package (both backends' extras have it)
+    or else with ONNX Runtime."""
+    if not Path(path).is_file():
+        raise WeightsError(f"{path}: no such model file")
+    try:
+        import onnx
+    except ImportError:
+        return _metadata_by_onnxruntime(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # noqa: BLE001 (protobuf's DecodeError, and whatever onnx raises on a bad file)
+        raise WeightsError(f"{path}: not a readable ONNX file ({' '.join(str(err).split())})") from None
+    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+def _metadata_by_onnxruntime(path: str | os.PathLike) -> dict[str, str]:
     try:
         import onnxruntime
     except ImportError:
-        raise WeightsError(f"{path}: an exported .onnx file needs onnxruntime (pip install onnxruntime)") from None
-    if not Path(path).is_file():
-        raise WeightsError(f"{path}: no such model file")
+        raise WeightsError(f"{path}: reading an exported .onnx file needs onnx or onnxruntime "
+                           "(pip install human_parsing_ros[onnxruntime] or [openvino])") from None
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 (onnxruntime's own error types)

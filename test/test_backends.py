@@ -128,6 +128,22 @@ def test_impossible_choices_are_refused_in_one_line(exported, tmp_path):
         assert "multi-person" in _one_line(err.value) and "torch backend" in str(err.value)
 
 
+def test_an_exported_file_is_read_without_onnxruntime(exported, tmp_path):
+    """The openvino extra has onnx but not onnxruntime: the node's configure reads the file's metadata with onnx."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    script = ("import sys; sys.modules['onnxruntime'] = None\n"
+              "from human_parsing_ros.onnx_model import read_model_info\n"
+              f"print(read_model_info({str(exported)!r}).class_names)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(read_weights_info(DEFAULT_WEIGHTS).class_names)
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08" * 100)
+    with pytest.raises(WeightsError) as err:
+        read_model_info(corrupt)
+    assert _one_line(err.value).startswith(str(corrupt))
+
+
 def test_corrupt_and_mismatched_model_files_are_refused_naming_the_file(exported, tmp_path):
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(exported.read_bytes()[: 4096])
