@@ -21,8 +21,10 @@ from pathlib import Path
 
 import torch
 
-from .onnx_model import INPUT_NAME, onnx_info, quantization_of
-from .weights import WeightsError, WeightsInfo
+from .devices import resolve_device
+from .models import is_multi_person
+from .onnx_model import INPUT_NAME, is_onnx_file, onnx_info, quantization_of, read_onnx_metadata
+from .weights import WeightsError, WeightsInfo, read_weights_info
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -72,6 +74,23 @@ def choose_backend(requested: str, device: torch.device, multi_person: bool) -> 
             return "openvino"
         return "onnxruntime" if "CPUExecutionProvider" in providers else "torch"
     return "onnxruntime" if set(GPU_PROVIDERS) & set(providers) else "torch"
+
+
+def resolve_backend(path: str | os.PathLike, backend: str, device: str) -> str:
+    """The backend that runs ``path``: ``auto`` asks ``choose_backend`` (a multi-person weights file stays with
+    torch, an int8 file goes to onnxruntime); an exported .onnx file needs one that runs exported files."""
+    check_backend(backend)
+    if is_onnx_file(path):
+        chosen = choose_backend(backend, resolve_device(device), multi_person=False)
+        if chosen == "openvino" and backend == "auto" and quantization_of(read_onnx_metadata(path)):
+            chosen = "onnxruntime"  # int8 files are calibrated for it (OpenVINO refuses them)
+        if chosen == "torch":
+            raise ValueError(f"{path}: an exported ONNX file runs with backend onnxruntime or openvino (installed: "
+                             "neither, or torch was asked for)")
+        return chosen
+    if backend != "auto":
+        return backend
+    return choose_backend(backend, resolve_device(device), is_multi_person(read_weights_info(path).architecture))
 
 
 class OnnxRuntimeNetwork:

@@ -20,14 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .backends import (
-    OnnxRuntimeNetwork,
-    OpenVinoNetwork,
-    check_backend,
-    choose_backend,
-    open_network,
-    require_runtime,
-)
+from .backends import OnnxRuntimeNetwork, OpenVinoNetwork, open_network, require_runtime, resolve_backend
+from .devices import COMPILE_MODES, PRECISIONS, compiled, resolve_device, resolve_precision
 from .inference import (
     ClassStatistics,
     Placement,
@@ -38,9 +32,9 @@ from .inference import (
     network_input,
     place_image,
 )
-from .models import ServableModel, is_multi_person
+from .models import ServableModel
 from .multi_person import merge_persons
-from .onnx_model import cached_export, default_cache_dir, is_onnx_file, quantization_of, read_onnx_metadata
+from .onnx_model import cached_export, default_cache_dir, is_onnx_file
 from .parse_options import (
     MAX_PERSONS_LIMIT,
     OUTPUT_RESOLUTIONS,
@@ -51,74 +45,16 @@ from .parse_options import (
 )
 from .parse_result import ParseResult
 from .presence import PersonDetection
-from .weights import WeightsInfo, check_input_size, load_weights, read_weights_info
+from .weights import WeightsInfo, check_input_size, load_weights
 
-# OUTPUT_RESOLUTIONS, RESIZE_MODES and PersonDetection are defined in parse_options and presence; named here for
-# the callers that read them with the parser
+# names defined in devices, backends, parse_options and presence, kept here for the callers that read them with
+# the parser
 __all__ = [
     "COMPILE_MODES", "OUTPUT_RESOLUTIONS", "PRECISIONS", "RESIZE_MODES", "HumanParser", "ParseOptions",
     "ParseResult", "PersonDetection", "resolve_backend", "resolve_device", "resolve_precision",
 ]
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-# torch.compile of the network: none (eager), one of torch.compile's modes ("reduce-overhead" captures
-# CUDA graphs of inductor's kernels), or "cudagraphs" (CUDA graphs of the eager kernels: no code
-# generation, so it compiles in seconds; GPU only). The first parses compile; warmup() does it.
-COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "cudagraphs")
 OPTION_FIELDS = tuple(option.name for option in fields(ParseOptions))
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` (CUDA if there is one), ``cpu``, ``cuda`` or ``cuda:N``; ValueError otherwise."""
-    spec = spec.strip().lower()
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec == "cuda" or (spec.startswith("cuda:") and spec[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device '{spec}' requested but CUDA is not available")
-        device = torch.device(spec)
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device '{spec}' requested but only {torch.cuda.device_count()} CUDA devices exist")
-        return device
-    raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not '{spec}'")
-
-
-def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype, str | None]:
-    """The dtype to run in, and a warning when the request had to be changed for this device."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
-    if device.type == "cpu" and precision == "fp16":
-        return torch.float32, "fp16 is not fast on CPU; running fp32"
-    return PRECISIONS[precision], None
-
-
-def resolve_backend(path: str | os.PathLike, backend: str, device: str) -> str:
-    """The backend that runs ``path``: ``auto`` asks ``choose_backend`` (a multi-person weights file stays with
-    torch, an int8 file goes to onnxruntime); an exported .onnx file needs one that runs exported files."""
-    check_backend(backend)
-    if is_onnx_file(path):
-        chosen = choose_backend(backend, resolve_device(device), multi_person=False)
-        if chosen == "openvino" and backend == "auto" and quantization_of(read_onnx_metadata(path)):
-            chosen = "onnxruntime"  # int8 files are calibrated for it (OpenVINO refuses them)
-        if chosen == "torch":
-            raise ValueError(f"{path}: an exported ONNX file runs with backend onnxruntime or openvino (installed: "
-                             "neither, or torch was asked for)")
-        return chosen
-    if backend != "auto":
-        return backend
-    return choose_backend(backend, resolve_device(device), is_multi_person(read_weights_info(path).architecture))
-
-
-def _compiled(network: Callable, compile_mode: str, device: torch.device) -> Callable:
-    if compile_mode == "none":
-        return network
-    if compile_mode == "cudagraphs":
-        if device.type != "cuda":
-            raise ValueError(f"compile mode 'cudagraphs' needs a CUDA device, not {device}")
-        return torch.compile(network, backend="cudagraphs", dynamic=False)
-    return torch.compile(network, mode=compile_mode, dynamic=False)
 
 
 class HumanParser:
@@ -208,7 +144,7 @@ class HumanParser:
             self._parse_frame = self._parse_persons
         else:
             self.model = model.eval().to(self.device, self.dtype).to(memory_format=torch.channels_last)
-            self._network = _compiled(self.model.forward_lowres, compile_mode, self.device)
+            self._network = compiled(self.model.forward_lowres, compile_mode, self.device)
             self._parse_frame = self._parse_map
         self._mean = torch.tensor(info.mean, device=self.device)
         self._std = torch.tensor(info.std, device=self.device)

@@ -29,10 +29,11 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
+from ..backends import resolve_backend
 from ..class_sets import ClassSet
 from ..messages import ClassInfoMessage
 from ..onnx_model import read_model_info
-from ..parser import HumanParser, resolve_backend
+from ..parser import HumanParser
 from ..resources import resolve_weights_path
 from ..weights import load_weights
 from .diagnostics import FrameStats, NodeState, Reporter, figures, health

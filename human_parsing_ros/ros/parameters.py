@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..backends import BACKENDS
+from ..devices import COMPILE_MODES, PRECISIONS, resolve_device
 from ..image_codec import MAX_PIXELS, DecodeLimits
 from ..parse_options import MAX_PERSONS_LIMIT, OUTPUT_RESOLUTIONS, RESIZE_MODES, ParseOptions
-from ..parser import COMPILE_MODES, PRECISIONS, resolve_device
 from ..weights import check_input_size
 
 
