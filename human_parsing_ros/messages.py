@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from .presence import CONFIDENCE_DIGITS, PIXEL_FRACTION_DIGITS, Part, PersonDetection
+from .presence import CONFIDENCE_DIGITS, PIXEL_FRACTION_DIGITS, Part, PersonDetection, Position3D
 
 if TYPE_CHECKING:  # for type hints only: this module stays free of torch and ROS
     from collections.abc import Sequence
@@ -64,14 +64,15 @@ class PartsMessage:
     height: int
     threshold: float
     parts: tuple[Part, ...]
+    depth_frame_id: str = ""  # the frame of the parts' locations (the depth camera's optical frame); "" without
 
     @classmethod
     def from_parts(cls, parts: Sequence[Part], stamp: Stamp, frame_id: str, width: int, height: int,
-                   threshold: float) -> PartsMessage:
+                   threshold: float, depth_frame_id: str = "") -> PartsMessage:
         """The message for one parsed frame (``ParseResult.presence(threshold)`` of a ``width`` x ``height``
         label image): every part, figures rounded to wire precision."""
         return cls(stamp, frame_id, int(width), int(height), float(threshold),
-                   tuple(part.rounded() for part in parts))
+                   tuple(part.rounded() for part in parts), depth_frame_id)
 
     def get(self, name: str) -> Part:
         for part in self.parts:
@@ -83,7 +84,7 @@ class PartsMessage:
         return [part for part in self.parts if part.present]
 
     def to_json(self) -> str:
-        doc = {"schema": PARTS_SCHEMA, **asdict(self)}
+        doc = _without_depth({"schema": PARTS_SCHEMA, **asdict(self)})
         return json.dumps(doc, separators=(",", ":"))
 
     @classmethod
@@ -92,7 +93,8 @@ class PartsMessage:
         try:
             parts = tuple(_part_from_doc(part) for part in doc["parts"])
             return cls(Stamp(int(doc["stamp"]["sec"]), int(doc["stamp"]["nanosec"])), str(doc["frame_id"]),
-                       int(doc["width"]), int(doc["height"]), float(doc["threshold"]), parts)
+                       int(doc["width"]), int(doc["height"]), float(doc["threshold"]), parts,
+                       str(doc.get("depth_frame_id", "")))
         except (KeyError, TypeError, ValueError) as err:
             raise SchemaError(f"bad {PARTS_SCHEMA} message: {err!r}") from None
 
@@ -102,7 +104,31 @@ def _part_from_doc(part: dict) -> Part:
     before it existed, whose ``bbox`` was the full extent) gives ``bbox`` for both."""
     bbox = _box(part["bbox"])
     return Part(int(part["id"]), str(part["name"]), bool(part["present"]), float(part["pixel_fraction"]), bbox,
-                float(part["mean_confidence"]), _box(part["bbox_full"]) if "bbox_full" in part else bbox)
+                float(part["mean_confidence"]), _box(part["bbox_full"]) if "bbox_full" in part else bbox,
+                _location(part.get("location")))
+
+
+def _without_depth(doc: dict) -> dict:
+    """``doc`` (a message, or a person) without the depth keys it does not use: without depth input the wire is
+    what it was before depth existed. Parts lose a null ``location``."""
+    if doc.get("depth_frame_id") == "":
+        del doc["depth_frame_id"]
+    if "location" in doc and doc["location"] is None:
+        del doc["location"]
+    for part in doc.get("parts", ()):
+        if part.get("location", 0) is None:
+            del part["location"]
+    return doc
+
+
+def _location(value: dict | None) -> Position3D | None:
+    """A part's or person's ``location`` (absent in messages of nodes without depth input, or older ones)."""
+    if value is None:
+        return None
+    position, extent = tuple(float(v) for v in value["position"]), tuple(float(v) for v in value["extent"])
+    if len(position) != 3 or len(extent) != 3:
+        raise ValueError(f"a location has 3 coordinates, not {value!r}")
+    return Position3D(position, extent, int(value["valid_pixels"]))
 
 
 def _box(value: list | None) -> tuple[int, int, int, int] | None:
@@ -125,6 +151,7 @@ class Person:
     bbox: tuple[int, int, int, int]  # x_min, y_min, x_max, y_max of its pixels, inclusive
     pixel_fraction: float  # of the image
     parts: tuple[Part, ...]
+    location: Position3D | None = None  # with depth input: where the person is (all its pixels), else None
 
     def get(self, name: str) -> Part:
         for part in self.parts:
@@ -142,19 +169,24 @@ class PersonsMessage:
     threshold: float  # part presence threshold
     dropped: int  # persons above the score threshold left out by the node's max_persons
     persons: tuple[Person, ...]
+    depth_frame_id: str = ""  # the frame of the locations (the depth camera's optical frame); "" without
 
     @classmethod
     def from_persons(cls, persons: Sequence[tuple[int, PersonDetection, Sequence[Part]]], stamp: Stamp,
-                     frame_id: str, width: int, height: int, threshold: float, dropped: int) -> PersonsMessage:
+                     frame_id: str, width: int, height: int, threshold: float, dropped: int,
+                     locations: dict[int, Position3D] | None = None, depth_frame_id: str = "") -> PersonsMessage:
         """The message for one parsed frame of ``width`` x ``height``: per person its tracked id, its detection
-        (``ParseResult.persons``) and its parts (``ParseResult.person_presence``), rounded to wire precision."""
+        (``ParseResult.persons``) and its parts (``ParseResult.person_presence``), rounded to wire precision;
+        ``locations`` by instance value (``depth.locate_labels`` of the instance image)."""
         total = max(1, int(width) * int(height))
+        locations = locations or {}
         people = tuple(
             Person(int(person_id), detection.instance, round(detection.score, CONFIDENCE_DIGITS),
                    tuple(int(v) for v in detection.bbox), round(detection.pixels / total, PIXEL_FRACTION_DIGITS),
-                   tuple(part.rounded() for part in parts))
+                   tuple(part.rounded() for part in parts),
+                   location.rounded() if (location := locations.get(detection.instance)) else None)
             for person_id, detection, parts in persons)
-        return cls(stamp, frame_id, int(width), int(height), float(threshold), int(dropped), people)
+        return cls(stamp, frame_id, int(width), int(height), float(threshold), int(dropped), people, depth_frame_id)
 
     def get(self, person_id: int) -> Person:
         for person in self.persons:
@@ -163,7 +195,9 @@ class PersonsMessage:
         raise KeyError(f"no person with id {person_id}")
 
     def to_json(self) -> str:
-        doc = {"schema": PERSONS_SCHEMA, **asdict(self)}
+        doc = _without_depth({"schema": PERSONS_SCHEMA, **asdict(self)})
+        for person in doc["persons"]:
+            _without_depth(person)
         return json.dumps(doc, separators=(",", ":"))
 
     @classmethod
@@ -172,11 +206,13 @@ class PersonsMessage:
         try:
             persons = tuple(
                 Person(int(p["id"]), int(p["instance"]), float(p["score"]), tuple(int(v) for v in p["bbox"]),
-                       float(p["pixel_fraction"]), tuple(_part_from_doc(part) for part in p["parts"]))
+                       float(p["pixel_fraction"]), tuple(_part_from_doc(part) for part in p["parts"]),
+                       _location(p.get("location")))
                 for p in doc["persons"]
             )
             return cls(Stamp(int(doc["stamp"]["sec"]), int(doc["stamp"]["nanosec"])), str(doc["frame_id"]),
-                       int(doc["width"]), int(doc["height"]), float(doc["threshold"]), int(doc["dropped"]), persons)
+                       int(doc["width"]), int(doc["height"]), float(doc["threshold"]), int(doc["dropped"]), persons,
+                       str(doc.get("depth_frame_id", "")))
         except (KeyError, TypeError, ValueError) as err:
             raise SchemaError(f"bad {PERSONS_SCHEMA} message: {err!r}") from None
 

@@ -14,6 +14,20 @@ PIXEL_FRACTION_DIGITS = 6
 CONFIDENCE_DIGITS = 4
 
 Box = tuple[int, int, int, int]  # x_min, y_min, x_max, y_max in label-image pixels, inclusive
+POSITION_DIGITS = 3  # metres on the wire: millimetres
+
+
+@dataclass(frozen=True)
+class Position3D:
+    """Where a part or a person is, from depth (human_parsing_ros.depth): in the depth camera's optical frame."""
+
+    position: tuple[float, float, float]  # per-axis median x, y, z of the back-projected pixels (m)
+    extent: tuple[float, float, float]  # 5th-95th percentile spread along x, y, z (m)
+    valid_pixels: int  # depth pixels that went into it
+
+    def rounded(self) -> Position3D:
+        return Position3D(tuple(round(v, POSITION_DIGITS) for v in self.position),
+                          tuple(round(v, POSITION_DIGITS) for v in self.extent), int(self.valid_pixels))
 
 
 @dataclass(frozen=True)
@@ -25,11 +39,13 @@ class Part:
     bbox: Box | None  # robust: the box of the part's pixels less the 1 % farthest out at each end of x and y
     mean_confidence: float
     bbox_full: Box | None = None  # the full extent of the part's pixels, stray ones included
+    location: Position3D | None = None  # with depth input: where the part is; None without a valid reading
 
     def rounded(self) -> Part:
         """This part with its figures at wire precision."""
         return replace(self, pixel_fraction=round(self.pixel_fraction, PIXEL_FRACTION_DIGITS),
-                       mean_confidence=round(self.mean_confidence, CONFIDENCE_DIGITS))
+                       mean_confidence=round(self.mean_confidence, CONFIDENCE_DIGITS),
+                       location=self.location.rounded() if self.location else None)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,20 @@ class NodeState:
     detection_limit: int | None = None  # multi-person weights: the most persons the network returns per frame
     backend: str = ""  # what runs the network: "torch", or "onnxruntime (<its execution provider>)"
     precision: str = ""  # the dtype the network runs in
+    depth: DepthState | None = None  # depth_input on: how its pairing goes
+
+
+@dataclass(frozen=True)
+class DepthState:
+    """The depth input as diagnostics see it."""
+
+    topic: str
+    silent_s: float  # since the last depth image (since subscribing when none came)
+    exact: int  # colour frames paired with a depth image of the same stamp
+    nearest: int  # paired with the nearest one within depth_sync_tolerance_ms
+    unpaired: int  # no depth image close enough: 2D only
+    rejected: int  # depth images or camera_infos that could not be used
+    last_rejection: str
 
 
 @dataclass(frozen=True)
@@ -135,6 +149,10 @@ def health(stats: FrameStats, value_of: Callable[[str], Any], state: NodeState, 
         return DiagnosticStatus.ERROR, f"stalled: frames arriving, none published for {stall:.0f} s"
     if last_in is None or now - last_in > value_of("no_image_warning_s"):
         return DiagnosticStatus.WARN, f"no image on {state.input_topic}"
+    if state.depth is not None and state.depth.silent_s > value_of("depth_timeout_s"):
+        reason = f": {state.depth.last_rejection}" if state.depth.last_rejection else ""
+        return (DiagnosticStatus.WARN, f"no depth on {state.depth.topic} for {state.depth.silent_s:.0f} s: "
+                f"2D outputs only{reason}")
     ratio = value_of("min_processed_ratio")
     if (ratio > 0 and behind is not None and behind.received >= BEHIND_MIN_FRAMES
             and behind.processed < ratio * behind.received):
@@ -173,6 +191,9 @@ def figures(stats: FrameStats, state: NodeState, dropped_total: int) -> dict[str
         "end_to_end_ms_p50": f"{end_to_end_p50:.1f}", "end_to_end_ms_p99": f"{end_to_end_p99:.1f}",
         "warmup_ms": f"{stats.warmup_ms:.1f}", "weights": state.weights_path, "model": state.model,
         "backend": state.backend, "precision": state.precision,
+        **({"depth_pairs_exact": state.depth.exact, "depth_pairs_nearest": state.depth.nearest,
+            "frames_without_depth": state.depth.unpaired, "depth_rejected": state.depth.rejected,
+            "depth_last_rejection": state.depth.last_rejection} if state.depth is not None else {}),
         **({"persons": stats.persons_last, "persons_dropped": stats.persons_dropped,
             "detection_limit": state.detection_limit, "frames_at_detection_limit": stats.detection_limit_frames}
            if state.active and state.multi_person else {}),

@@ -15,6 +15,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from .. import render
+from ..depth import DepthFrame, locate_labels, with_locations
 from ..image_codec import ImageError, ImageTooLarge, decode_compressed, decode_raw, encode_like
 from ..messages import PartsMessage, PersonsMessage, Stamp
 from ..parse_options import ParseOptions
@@ -48,6 +49,7 @@ class FramePath:
         self.pubs: dict[str, Any] = {}
         self.mask_pubs: dict[int, Any] = {}
         self.input_topic = ""
+        self.depth: Any = None  # the node's DepthInput while depth_input is on and the node active
         self.tracker = PersonTracker()  # multi-person weights: ids that last while a person stays in view
         self._tracked_resolution: tuple = ()  # output_resolution and label size of the tracker's boxes
 
@@ -126,13 +128,17 @@ class FramePath:
             for class_id, pub in self.mask_pubs.items():
                 if pub.get_subscription_count():
                     pub.publish(_image_msg(header, result.mask(class_id), "mono8"))
+        depth = self.depth.frame_for(header) if self.depth is not None else None
         if param("publish_parts") and self.pubs["parts"].get_subscription_count():
             threshold = param("presence_threshold")
-            parts = PartsMessage.from_parts(result.presence(threshold), _stamp(header), header.frame_id,
-                                            labels.shape[1], labels.shape[0], threshold)
-            self.pubs["parts"].publish(String(data=parts.to_json()))
+            parts = result.presence(threshold)
+            if depth is not None:
+                parts = with_locations(parts, _locate(labels, [part.id for part in parts if part.present], depth))
+            message = PartsMessage.from_parts(parts, _stamp(header), header.frame_id, labels.shape[1],
+                                              labels.shape[0], threshold, depth.frame_id if depth else "")
+            self.pubs["parts"].publish(String(data=message.to_json()))
         if result.instances is not None:
-            self.publish_persons(result, header, options)
+            self.publish_persons(result, header, options, depth)
         statistics_ms = result.timings_ms.get("statistics", 0.0)  # computed only for a parts subscriber
         timings = {"decode": (start - began) * 1e3, **result.timings_ms, "statistics": statistics_ms,
                    "publish": (time.perf_counter() - parsed) * 1e3 - statistics_ms}
@@ -142,7 +148,8 @@ class FramePath:
         stats.pending_since = None
         stats.end_to_end_ms.add(_age_ms(self._node, header))
 
-    def publish_persons(self, result: Any, header: Any, options: ParseOptions) -> None:
+    def publish_persons(self, result: Any, header: Any, options: ParseOptions, depth: DepthFrame | None = None,
+                        ) -> None:
         """Track every frame (ids must not jump when a subscriber arrives); publish while subscribed."""
         resolution = (options.output_resolution, result.labels.shape)
         if resolution != self._tracked_resolution:  # the boxes change scale with it: no old track can match
@@ -160,10 +167,13 @@ class FramePath:
         if self.pubs["persons"].get_subscription_count():
             threshold = self._node.param("presence_threshold")
             height, width = result.labels.shape
+            locations = (_locate(result.instances, [person.instance for person in result.persons], depth)
+                         if depth is not None else None)
             persons = PersonsMessage.from_persons(
                 [(person_id, person, result.person_presence(person, threshold))
                  for person_id, person in zip(ids, result.persons)],
-                _stamp(header), header.frame_id, width, height, threshold, result.dropped_persons)
+                _stamp(header), header.frame_id, width, height, threshold, result.dropped_persons, locations,
+                depth.frame_id if depth is not None else "")
             self.pubs["persons"].publish(String(data=persons.to_json()))
 
 
@@ -174,6 +184,13 @@ def _image_msg(header: Any, pixels: np.ndarray, encoding: str) -> Image:
                 step=width * (pixels.shape[2] if pixels.ndim == 3 else 1))
     msg.data = array.array("B", pixels.tobytes())
     return msg
+
+
+def _locate(labels: np.ndarray, ids: list[int], depth: DepthFrame) -> dict[int, Any]:
+    """Where each label value of ``ids`` is; the colour camera is the depth camera (registered depth) at the
+    label image's size."""
+    colour = depth.camera.scaled_to(labels.shape[1], labels.shape[0])
+    return locate_labels(labels, ids, depth.metres, colour, depth.camera)
 
 
 def _stamp(header: Any) -> Stamp:

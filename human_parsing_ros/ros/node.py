@@ -31,12 +31,14 @@ from std_msgs.msg import Header, String
 
 from ..backends import resolve_backend
 from ..class_sets import ClassSet
+from ..depth import DepthPairing
 from ..messages import ClassInfoMessage
 from ..onnx_model import read_model_info
 from ..parser import HumanParser
 from ..resources import resolve_weights_path
 from ..weights import load_weights
-from .diagnostics import FrameStats, NodeState, Reporter, figures, health
+from .depth_input import DepthInput
+from .diagnostics import DepthState, FrameStats, NodeState, Reporter, figures, health
 from .frames import FramePath, topic_token
 from .parameters import PARAMS, PARSE_OPTION_PARAMS, Param, Unset, check_value, parse_options
 from .rcl_values import command_line_params
@@ -91,6 +93,7 @@ class HumanParserNode(LifecycleNode):
         self.finalized = threading.Event()  # set by the lifecycle shutdown transition: the process should end
         self.stats = FrameStats()
         self.frames = FramePath(self, self.stats)
+        self.depth_input = DepthInput(self, DepthPairing())
         self._reporter = Reporter(self.stats)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -234,6 +237,9 @@ class HumanParserNode(LifecycleNode):
             self.stats.activated(parser.warmup())
             # a bad qos_overrides value in the parameter file fails here
             self._subscription, qos = self._subscribe()
+            if self.param("depth_input"):
+                self.depth_input.subscribe()
+                self.frames.depth = self.depth_input
         except Exception as err:  # noqa: BLE001 (a GPU's out-of-memory RuntimeError, a bad QoS override, ...)
             self.release_parser()  # the device memory too: a failed activate holds nothing
             return self._fail(f"activate failed: {_reason(err)}")
@@ -285,8 +291,11 @@ class HumanParserNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def release_parser(self) -> None:
-        """Give the model's device memory back; waits for a frame being parsed (never pulled from under it)."""
+        """Give the model's device memory back; waits for a frame being parsed (never pulled from under it). The
+        depth input goes with it."""
         parser = self.frames.detach()
+        self.depth_input.unsubscribe()
+        self.frames.depth = None
         if parser is not None:
             parser.release()
             gc.unfreeze()  # what activate froze may be garbage now; the next activate freezes again
@@ -345,7 +354,13 @@ class HumanParserNode(LifecycleNode):
                          multi_person=parser is not None and (parser.multi_person or options.map_persons),
                          detection_limit=parser.detection_limit if parser is not None else None,
                          backend=parser.backend_description if parser is not None else "",
-                         precision=parser.precision_name if parser is not None else "")
+                         precision=parser.precision_name if parser is not None else "",
+                         depth=self._depth_state() if self.frames.depth is not None else None)
+
+    def _depth_state(self) -> DepthState:
+        depth, pairing = self.depth_input, self.depth_input.pairing
+        return DepthState(depth.topic, depth.silent_s(), pairing.exact, pairing.nearest, pairing.unpaired,
+                          depth.rejected, depth.last_rejection)
 
     def _health(self, dropped_recently: int, persons_dropped_recently: int = 0) -> tuple[bytes, str]:
         """Diagnostics level and message now (see ``diagnostics.health``)."""

@@ -100,6 +100,15 @@ PARAMS = (
           "the network cuts persons beyond its limit without counting them, so a frame whose persons above "
           "`person_threshold` fill the limit is counted in `frames_at_detection_limit` (and a WARN)",
           value_range=(1, MAX_PERSONS_LIMIT)),
+    Param("depth_input", False, "also subscribe to `depth` (sensor_msgs/Image, `16UC1` mm or `32FC1` m, registered "
+          "to the colour camera, any resolution) and `depth/camera_info`: `parts` and `persons` then give each part "
+          "and person a 3D `location` in the depth optical frame ([3D from depth](ros_api.md#3d-from-depth))", True),
+    Param("depth_sync_tolerance_ms", 20.0, "a colour frame takes the depth image of the same stamp, else the "
+          "nearest one at most this far (ms); none that close: that frame has no 3D", value_range=(0.0, 1000.0)),
+    Param("min_depth", 0.1, "depth readings nearer than this (m) are invalid", value_range=(0.0, 100.0)),
+    Param("max_depth", 10.0, "depth readings farther than this (m) are invalid", value_range=(0.0, 1000.0)),
+    Param("depth_timeout_s", 2.0, "diagnostics WARN when depth_input is on and no depth image came for this long "
+          "(s); the 2D outputs go on", value_range=(0.1, 3600.0)),
     Param("no_image_warning_s", 5.0, "warn (log, and diagnostics WARN) after this long without an image (s)",
           value_range=(0.5, 3600.0)),
     Param("stall_timeout_s", 3.0, "diagnostics ERROR when frames arrive but none has been published for this "
