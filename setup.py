@@ -22,7 +22,7 @@ setup(
     extras_require={
         # ROS 2 from PyPI wheels, for machines without a ROS distro.
         "ros": ["ros-rclpy[fastrtps]", "ros-sensor-msgs", "ros-std-msgs", "ros-diagnostic-msgs",
-                "ros-lifecycle-msgs"],
+                "ros-lifecycle-msgs", "ros-visualization-msgs"],
         # The trainer (training/): progress bars, TensorBoard, plots, ONNX export and its check.
         "train": ["tqdm", "tensorboard", "matplotlib", "onnx", "onnxruntime"],
         "test": ["pytest", "pytest-xdist", "ruff"],

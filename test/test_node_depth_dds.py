@@ -10,8 +10,12 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import PointStamped  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
+
+visualization_msgs = pytest.importorskip("visualization_msgs.msg")
+MarkerArray = visualization_msgs.MarkerArray
 
 from human_parsing_ros.messages import PartsMessage, PersonsMessage  # noqa: E402
 from human_parsing_ros.resources import DEFAULT_WEIGHTS, share_file  # noqa: E402
@@ -55,8 +59,8 @@ def node(ros, tmp_path_factory):
                            "depth_timeout_s": 1.0},
                           log_path=tmp_path_factory.mktemp("node") / "node.log")
     process.start()
-    client = Client(CAMERA, {"labels": Image, "parts": String, "persons": String, "/diagnostics": DiagnosticArray},
-                    NS, name="depth_probe")
+    client = Client(CAMERA, {"labels": Image, "parts": String, "persons": String, "markers": MarkerArray,
+                             "/diagnostics": DiagnosticArray}, NS, name="depth_probe")
     depth_pub = client.node.create_publisher(Image, DEPTH, 2)
     info_pub = client.node.create_publisher(CameraInfo, DEPTH_INFO, 2)
     try:
@@ -64,6 +68,9 @@ def node(ros, tmp_path_factory):
         client.wait_for(lambda: all(s.get_publisher_count() for s in client.subs[:3]), 10.0, "outputs to match")
         client.wait_for(lambda: depth_pub.get_subscription_count() and info_pub.get_subscription_count(), 10.0,
                         "the node's depth subscriptions")
+        for _ in range(5):  # the first messages of a new writer can lag behind later ones: start the stream
+            info_pub.publish(camera_info(client, 64, 48, client.image_msg(np.zeros((1, 1, 3), np.uint8)).header.stamp))
+            time.sleep(0.1)
         yield process, client, depth_pub, info_pub
     finally:
         client.close()
@@ -119,7 +126,7 @@ def test_parts_and_persons_are_located_on_a_plane_at_two_metres(node, encoding, 
     _, client, depth_pub, info_pub = node
     image = load_rgb(sample_photos()[0])[::2, ::2].copy()  # 275 x 416, a standing person
     labels, parts = Frame(client, depth_pub, info_pub, image).with_depth(scale, encoding).outputs()
-    assert parts.depth_frame_id == "depth_optical_frame"
+    assert parts.depth_frame_id == "depth_optical_frame", node[0].log()[-1500:]
     present = [part for part in parts.parts if part.present and part.id != 0]
     assert len(present) >= 3
     for part in present:
@@ -133,10 +140,45 @@ def test_parts_and_persons_are_located_on_a_plane_at_two_metres(node, encoding, 
                  if (p.stamp.sec, p.stamp.nanosec) == (parts.stamp.sec, parts.stamp.nanosec)]
         return found[0] if found else None
 
-    client.wait_for(lambda: persons_for() is not None, 10.0, "persons for the frame")
+    try:
+        client.wait_for(lambda: persons_for() is not None, 10.0, "persons for the frame")
+    except TimeoutError:
+        raise AssertionError(node[0].log()[-1500:]) from None
     person = persons_for()
     assert person.depth_frame_id == "depth_optical_frame" and person.persons
     assert person.persons[0].location.position[2] == pytest.approx(2.0, abs=0.01)
+
+
+def test_each_tracked_person_gets_a_point_stamped_and_a_marker(node):
+    """bodies/person_<id>/position (PointStamped: the colour frame's stamp, the depth optical frame, z at the plane)
+    and markers (a box per person) for the frame that located the person."""
+    _, client, depth_pub, info_pub = node
+    image = load_rgb(sample_photos()[2])[::2, ::2].copy()
+    _, first = Frame(client, depth_pub, info_pub, image).with_depth(1, "16UC1").outputs()
+    client.wait_for(lambda: any((p.stamp.sec, p.stamp.nanosec) == (first.stamp.sec, first.stamp.nanosec)
+                                for p in (PersonsMessage.from_json(m.data) for m in client.received.get("persons"))),
+                    10.0, "persons for the first frame")
+    persons = [PersonsMessage.from_json(m.data) for m in client.received.get("persons")]
+    person_id = next(p for p in persons if (p.stamp.sec, p.stamp.nanosec) ==
+                     (first.stamp.sec, first.stamp.nanosec)).persons[0].id
+    client.subscribe(f"bodies/person_{person_id}/position", PointStamped, 10)
+    time.sleep(0.5)  # the subscription matches the node's publisher, made with the person's first location
+    frame = Frame(client, depth_pub, info_pub, image).with_depth(1, "16UC1")
+    frame.outputs()
+    topic = f"bodies/person_{person_id}/position"
+    client.wait_for(lambda: any(stamp_ns(m.header) == stamp_ns(frame.msg.header)
+                                for m in client.received.get(topic)), 10.0, "the person's position")
+    point = next(m for m in client.received.get(topic) if stamp_ns(m.header) == stamp_ns(frame.msg.header))
+    assert point.header.frame_id == "depth_optical_frame" and point.point.z == pytest.approx(2.0, abs=0.01)
+    client.wait_for(lambda: any(stamp_ns(m.markers[0].header) == stamp_ns(frame.msg.header)
+                                for m in client.received.get("markers") if m.markers), 10.0, "markers")
+    drawn = next(m for m in client.received.get("markers")
+                 if m.markers and stamp_ns(m.markers[0].header) == stamp_ns(frame.msg.header))
+    boxes = [m for m in drawn.markers if m.ns == "human_parsing/persons"]
+    assert person_id in [m.id for m in boxes]
+    box = next(m for m in boxes if m.id == person_id)
+    assert box.pose.position.z == pytest.approx(2.0, abs=0.01) and box.pose.position.x == pytest.approx(
+        point.point.x, abs=1e-6) and box.scale.y > 0.2  # a standing person is taller than 20 cm
 
 
 def test_depth_too_late_stopped_or_unusable_leaves_the_2d_outputs(node):

@@ -50,6 +50,7 @@ class FramePath:
         self.mask_pubs: dict[int, Any] = {}
         self.input_topic = ""
         self.depth: Any = None  # the node's DepthInput while depth_input is on and the node active
+        self.positions: Any = None  # PersonPositions, with depth_input and persons
         self.tracker = PersonTracker()  # multi-person weights: ids that last while a person stays in view
         self._tracked_resolution: tuple = ()  # output_resolution and label size of the tracker's boxes
 
@@ -164,11 +165,15 @@ class FramePath:
             return
         if self.pubs["instances"].get_subscription_count():
             self.pubs["instances"].publish(_image_msg(header, result.instances, "mono8"))
+        locations = (_locate(result.instances, [person.instance for person in result.persons], depth)
+                     if depth is not None else None)
+        if locations is not None and self.positions is not None:
+            self.positions.publish(header, depth.frame_id, [(person_id, locations[person.instance])
+                                                            for person_id, person in zip(ids, result.persons)
+                                                            if person.instance in locations])
         if self.pubs["persons"].get_subscription_count():
             threshold = self._node.param("presence_threshold")
             height, width = result.labels.shape
-            locations = (_locate(result.instances, [person.instance for person in result.persons], depth)
-                         if depth is not None else None)
             persons = PersonsMessage.from_persons(
                 [(person_id, person, result.person_presence(person, threshold))
                  for person_id, person in zip(ids, result.persons)],

@@ -41,6 +41,7 @@ from .depth_input import DepthInput
 from .diagnostics import DepthState, FrameStats, NodeState, Reporter, figures, health
 from .frames import FramePath, topic_token
 from .parameters import PARAMS, PARSE_OPTION_PARAMS, Param, Unset, check_value, parse_options
+from .positions import PersonPositions
 from .rcl_values import command_line_params
 
 NODE_NAME = "human_parser"
@@ -199,6 +200,8 @@ class HumanParserNode(LifecycleNode):
         if getattr(model, "multi_person", False) or self.param("map_persons"):
             pubs["instances"] = self.create_lifecycle_publisher(Image, "instances", reliable)
             pubs["persons"] = self.create_lifecycle_publisher(String, "persons", reliable)
+            if self.param("depth_input"):
+                self.frames.positions = PersonPositions(self, self._markers_publisher(reliable))
         self.frames.pubs = pubs
         self.frames.mask_pubs = {
             class_id: self.create_lifecycle_publisher(Image, f"masks/{topic_token(class_set.names[class_id])}",
@@ -277,6 +280,11 @@ class HumanParserNode(LifecycleNode):
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         for pub in [*self.frames.pubs.values(), *self.frames.mask_pubs.values()]:
             self.destroy_lifecycle_publisher(pub)
+        if self.frames.positions is not None:
+            self.frames.positions.close()
+            if self.frames.positions.markers_pub is not None:
+                self.destroy_lifecycle_publisher(self.frames.positions.markers_pub)
+            self.frames.positions = None
         if self._class_info_pub is not None:
             self.destroy_publisher(self._class_info_pub)
         self.frames.pubs, self.frames.mask_pubs, self._class_info_pub, self._loaded = {}, {}, None, None
@@ -356,6 +364,15 @@ class HumanParserNode(LifecycleNode):
                          backend=parser.backend_description if parser is not None else "",
                          precision=parser.precision_name if parser is not None else "",
                          depth=self._depth_state() if self.frames.depth is not None else None)
+
+    def _markers_publisher(self, qos: QoSProfile) -> Any | None:
+        """The ``markers`` publisher, or None (one warning) where visualization_msgs is not installed."""
+        try:
+            from visualization_msgs.msg import MarkerArray
+        except ImportError:
+            self.get_logger().warning("no markers topic: visualization_msgs is not installed (ros-visualization-msgs)")
+            return None
+        return self.create_lifecycle_publisher(MarkerArray, "markers", qos)
 
     def _depth_state(self) -> DepthState:
         depth, pairing = self.depth_input, self.depth_input.pairing
