@@ -180,11 +180,14 @@ def _raw(client: Client, encoding: str, height: int, width: int, step: int, data
     return msg
 
 
-def diagnostics_value(client: Client, key: str, timeout: float = 5.0) -> str:
-    """The newest reported value of ``key`` (waiting for a first report that has it)."""
+def diagnostics_value(client: Client, key: str, timeout: float = 5.0, node_ns: str = "") -> str:
+    """The newest reported value of ``key`` (waiting for a first report that has it); ``node_ns``: only from the
+    node in that namespace (/diagnostics is one topic for every node of the domain)."""
     def newest() -> str | None:
         for array_msg in reversed(client.received.get("/diagnostics")):
             for status in array_msg.status:
+                if node_ns and not status.name.startswith(f"{node_ns}/"):
+                    continue
                 for kv in status.values:
                     if kv.key == key:
                         return kv.value
@@ -548,8 +551,8 @@ def test_the_node_serves_on_an_exported_network(ros, tmp_path, backend, source):
         expected = HumanParser(weights, device="cpu", backend=expected_backend,
                                cache_dir=tmp_path / "cache").parse(image).labels
         assert (ids == expected).mean() >= 0.999
-        assert diagnostics_value(client, "backend").startswith(f"{expected_backend} (")
-        assert diagnostics_value(client, "precision") == "fp32"
+        assert diagnostics_value(client, "backend", node_ns=ns).startswith(f"{expected_backend} (")
+        assert diagnostics_value(client, "precision", node_ns=ns) == "fp32"
     finally:
         client.close()
         code = node.stop()
