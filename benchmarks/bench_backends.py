@@ -108,9 +108,10 @@ def main(argv: list[str] | None = None) -> None:
         for spec in backends:
             backend, _, precision = spec.partition(":")
             weights = args.int8 if precision == "int8" else Path(args.weights)
+            log = workdir / f"node_{spec.replace(':', '_')}.log"
             latency, _ = bench_node(weights, frame, "cpu", "fp32" if precision in ("", "int8") else precision,
                                     {"backend": backend, "cache_dir": str(workdir / "cache")},
-                                    results[spec]["parse"]["p50"], args.frames, workdir / f"node_{backend}.log")
+                                    results[spec]["parse"]["p50"], args.frames, log)
             results[spec]["node"] = latency
     report(results, args.threads, frame.shape[:2])
     if args.json:

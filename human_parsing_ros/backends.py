@@ -85,8 +85,10 @@ def resolve_backend(path: str | os.PathLike, backend: str, device: str) -> str:
         if chosen == "openvino" and backend == "auto" and quantization_of(read_onnx_metadata(path)):
             chosen = "onnxruntime"  # int8 files are calibrated for it (OpenVINO refuses them)
         if chosen == "torch":
-            raise ValueError(f"{path}: an exported ONNX file runs with backend onnxruntime or openvino (installed: "
-                             "neither, or torch was asked for)")
+            why = ("backend torch runs .safetensors weights files" if backend == "torch" else
+                   f"no installed runtime runs it on {device}: install onnxruntime or openvino for the CPU, "
+                   "onnxruntime-gpu for CUDA")
+            raise ValueError(f"{path}: an exported ONNX file runs with backend onnxruntime or openvino; {why}")
         return chosen
     if backend != "auto":
         return backend

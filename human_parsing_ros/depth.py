@@ -13,6 +13,7 @@ per-axis spread between the 5th and the 95th percentile.
 """
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -65,8 +66,21 @@ class Intrinsics:
                           width, height)
 
 
+def check_registered(depth: Intrinsics, colour_hw: tuple[int, int], tolerance: float = 0.01) -> None:
+    """DepthError unless the depth image has the colour image's aspect ratio (within ``tolerance``): the colour
+    camera is taken to be the depth camera at another resolution, which holds for depth registered to it."""
+    depth_ratio, colour_ratio = depth.width / depth.height, colour_hw[1] / colour_hw[0]
+    if abs(depth_ratio / colour_ratio - 1) > tolerance:
+        raise DepthError(f"depth image {depth.width}x{depth.height} and colour image {colour_hw[1]}x{colour_hw[0]} "
+                         "differ in aspect ratio: is the depth registered to the colour camera "
+                         "(aligned_depth_to_color)?")
+
+
 def depth_in_metres(depth: np.ndarray, encoding: str, min_depth: float, max_depth: float) -> np.ndarray:
     """float32 metres, NaN where the reading is invalid (0, NaN, Inf, outside ``[min_depth, max_depth]``)."""
+    if min_depth >= max_depth:
+        raise DepthError(f"min_depth {min_depth:g} must be below max_depth {max_depth:g}: every reading would be "
+                         "invalid")
     if encoding == "16UC1":
         metres = depth.astype(np.float32) * np.float32(1e-3)
     elif encoding == "32FC1":
@@ -79,42 +93,49 @@ def depth_in_metres(depth: np.ndarray, encoding: str, min_depth: float, max_dept
     return metres
 
 
-def colour_pixels_of_depth(colour: Intrinsics, depth: Intrinsics) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For every depth pixel, the colour pixel it sees (rows, columns as int arrays of the depth image's shape)
-    and whether that pixel is inside the colour image."""
+@functools.lru_cache(maxsize=8)
+def colour_pixels_of_depth(colour: Intrinsics, depth: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
+    """The depth pixels that see a colour pixel (flat indices into the depth image) and that colour pixel
+    (flat indices into the colour image). Cached: a camera pair's mapping stays the same from frame to frame."""
     u = (np.arange(depth.width) - depth.cx) * (colour.fx / depth.fx) + colour.cx
     v = (np.arange(depth.height) - depth.cy) * (colour.fy / depth.fy) + colour.cy
-    columns = np.rint(u).astype(np.int64)
-    rows = np.rint(v).astype(np.int64)
+    columns, rows = np.rint(u).astype(np.int64), np.rint(v).astype(np.int64)
     inside = ((rows >= 0) & (rows < colour.height))[:, None] & ((columns >= 0) & (columns < colour.width))[None, :]
-    grid_rows = np.broadcast_to(np.clip(rows, 0, colour.height - 1)[:, None], (depth.height, depth.width))
-    grid_columns = np.broadcast_to(np.clip(columns, 0, colour.width - 1)[None, :], (depth.height, depth.width))
-    return grid_rows, grid_columns, inside
+    depth_index = np.flatnonzero(inside)
+    colour_index = (rows[depth_index // depth.width] * colour.width + columns[depth_index % depth.width])
+    for array in (depth_index, colour_index):
+        array.flags.writeable = False  # shared by every caller through the cache
+    return depth_index, colour_index
 
 
 def locate_labels(labels: np.ndarray, ids: Sequence[int], depth_m: np.ndarray, colour: Intrinsics,
                   depth: Intrinsics) -> dict[int, Position3D]:
     """The 3D position of each label value in ``ids`` (class ids of a label map, or person values of an
-    instance map), from ``depth_m`` (``depth_in_metres``); ids without a valid depth pixel are left out."""
+    instance map), from ``depth_m`` (``depth_in_metres``); ids without a valid depth pixel are left out.
+    One pass over the depth image whatever the number of ids."""
     if labels.shape != (colour.height, colour.width):
         raise DepthError(f"labels are {labels.shape[1]}x{labels.shape[0]}, the colour intrinsics describe "
                          f"{colour.width}x{colour.height}")
     if depth_m.shape != (depth.height, depth.width):
         raise DepthError(f"depth image is {depth_m.shape[1]}x{depth_m.shape[0]}, its camera_info says "
                          f"{depth.width}x{depth.height}")
-    rows, columns, inside = colour_pixels_of_depth(colour, depth)
-    seen = np.where(inside, labels[rows, columns], -1)
-    valid = np.isfinite(depth_m)
+    depth_index, colour_index = colour_pixels_of_depth(colour, depth)
+    z = depth_m.reshape(-1)[depth_index]
+    wanted = np.isin(labels.reshape(-1)[colour_index], np.asarray(list(ids), dtype=labels.dtype)) & np.isfinite(z)
+    index, z = depth_index[wanted], z[wanted].astype(np.float64)
+    seen = labels.reshape(-1)[colour_index[wanted]]
+    order = np.argsort(seen, kind="stable")
+    index, z, seen = index[order], z[order], seen[order]
     found: dict[int, Position3D] = {}
     for label in ids:
-        ys, xs = np.nonzero((seen == label) & valid)
-        if len(ys) == 0:
+        start, end = np.searchsorted(seen, label, "left"), np.searchsorted(seen, label, "right")
+        if start == end:
             continue
-        z = depth_m[ys, xs].astype(np.float64)
-        points = np.stack([(xs - depth.cx) / depth.fx * z, (ys - depth.cy) / depth.fy * z, z], axis=1)
+        ys, xs, depths = index[start:end] // depth.width, index[start:end] % depth.width, z[start:end]
+        points = np.stack([(xs - depth.cx) / depth.fx * depths, (ys - depth.cy) / depth.fy * depths, depths], axis=1)
         low, high = np.percentile(points, EXTENT_PERCENTILES, axis=0)
         found[int(label)] = Position3D(tuple(float(v) for v in np.median(points, axis=0)),
-                                       tuple(float(v) for v in high - low), len(z))
+                                       tuple(float(v) for v in high - low), int(end - start))
     return found
 
 
@@ -134,20 +155,22 @@ class DepthFrame:
 
 
 class DepthPairing:
-    """The recent depth messages (kept as they came, decoded only when paired), and the one that goes with a
+    """The depth messages of the last second (kept as they came, decoded only when paired), and the one for a
     colour frame: the same stamp first, else the nearest within a tolerance. Counts what happened to each colour
     frame. Thread-safe (filled by the depth callback, read by the frame loop)."""
 
-    def __init__(self, keep: int = 8) -> None:
+    def __init__(self, keep: int = 64, keep_ns: int = 1_000_000_000) -> None:
         self._items: list[tuple[int, Any]] = []
-        self._keep = keep
+        self._keep, self._keep_ns = keep, keep_ns
         self._lock = threading.Lock()
         self.exact = self.nearest = self.unpaired = 0
         self.last_received: float | None = None  # time.monotonic() of the newest depth message
 
     def add(self, stamp_ns: int, item: Any) -> None:
+        """Keep ``item``, and the others stamped at most ``keep_ns`` before it (at most ``keep`` in all)."""
         with self._lock:
-            self._items = [*self._items[-(self._keep - 1):], (stamp_ns, item)]
+            recent = [entry for entry in self._items[-(self._keep - 1):] if stamp_ns - entry[0] <= self._keep_ns]
+            self._items = [*recent, (stamp_ns, item)]
             self.last_received = time.monotonic()
 
     def pair(self, stamp_ns: int, tolerance_ns: int) -> Any | None:

@@ -137,3 +137,24 @@ def test_pairing_takes_the_same_stamp_then_the_nearest_within_the_tolerance_and_
     assert (pairing.exact, pairing.nearest, pairing.unpaired) == (1, 1, 2)
     pairing.clear()
     assert pairing.pair(3_000, 10) is None and pairing.last_received is None
+
+
+def test_unregistered_depth_and_an_empty_depth_range_are_refused_in_one_line():
+    from human_parsing_ros.depth import check_registered
+
+    check_registered(Intrinsics(300.0, 300.0, 159.5, 119.5, 320, 240), (480, 640))  # same view, half size
+    with pytest.raises(DepthError) as err:
+        check_registered(Intrinsics(300.0, 300.0, 159.5, 119.5, 320, 240), (720, 1280))  # 4:3 depth, 16:9 colour
+    assert "aspect ratio" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(DepthError, match="min_depth 5 must be below max_depth 2"):
+        depth_in_metres(np.full((4, 4), 2000, np.uint16), "16UC1", 5.0, 2.0)
+
+
+def test_pairing_keeps_a_second_of_depth_whatever_the_rate():
+    from human_parsing_ros.depth import DepthPairing
+
+    pairing = DepthPairing()
+    for k in range(90):  # three seconds at 30 Hz
+        pairing.add(k * 33_333_333, k)
+    assert pairing.pair(60 * 33_333_333, 0) == 60  # 1 s old: kept
+    assert pairing.pair(55 * 33_333_333, 1_000_000) is None  # older than a second: gone

@@ -71,3 +71,24 @@ def test_frames_at_the_weights_detection_limit_warn_that_more_may_have_been_cut(
     assert level == DiagnosticStatus.WARN
     assert "3 frames" in message and "(20)" in message and "cannot be counted" in message
     assert health(stats, DEFAULTS.get, STATE, 0) == (DiagnosticStatus.OK, "running")
+
+
+def test_depth_that_stops_or_arrives_without_giving_3d_is_a_warning():
+    from dataclasses import replace
+
+    from human_parsing_ros.ros.diagnostics import DepthState
+
+    stats = FrameStats()
+    _receiving(stats)
+    stats.published.tick()
+    flowing = DepthState("/cam/depth", silent_s=0.1, without_3d_s=0.1, exact=10, nearest=0, unpaired=0, rejected=0,
+                         last_rejection="")
+    value_of = DEFAULTS.get
+    assert health(stats, value_of, replace(STATE, depth=flowing), 0)[0] == DiagnosticStatus.OK
+    stopped = replace(flowing, silent_s=5.0, without_3d_s=5.0)
+    level, message = health(stats, value_of, replace(STATE, depth=stopped), 0)
+    assert level == DiagnosticStatus.WARN and message.startswith("no depth on /cam/depth for 5 s")
+    useless = replace(flowing, without_3d_s=5.0, unpaired=40)  # depth arrives, stamps never close enough
+    level, message = health(stats, value_of, replace(STATE, depth=useless), 0)
+    assert level == DiagnosticStatus.WARN and "no frame got 3D for 5 s" in message
+    assert "depth_sync_tolerance_ms" in message

@@ -11,7 +11,15 @@ import numpy as np
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
-from ..depth import DEPTH_ENCODINGS, DepthError, DepthFrame, DepthPairing, Intrinsics, depth_in_metres
+from ..depth import (
+    DEPTH_ENCODINGS,
+    DepthError,
+    DepthFrame,
+    DepthPairing,
+    Intrinsics,
+    check_registered,
+    depth_in_metres,
+)
 
 DTYPES = {"16UC1": np.uint16, "32FC1": np.float32}
 
@@ -25,6 +33,7 @@ class DepthInput:
         self.camera: tuple[Intrinsics, str] | None = None  # the newest usable camera_info and its frame
         self.rejected = 0
         self.last_rejection = ""
+        self.last_located: float | None = None  # time.monotonic() of the last frame that got its depth
         self.topic = ""
         self._subs: list[Any] = []
         self._subscribed_at = time.monotonic()
@@ -36,6 +45,7 @@ class DepthInput:
         self._subs = [depth, info]
         self.topic = depth.topic_name
         self._subscribed_at = time.monotonic()
+        self.last_located = None
 
     def unsubscribe(self) -> None:
         for sub in self._subs:
@@ -57,24 +67,32 @@ class DepthInput:
         arrived by then; a driver's first camera_info may come just after its first depth image)."""
         self.pairing.add(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec, msg)
 
-    def frame_for(self, header: Any) -> DepthFrame | None:
-        """The decoded depth frame paired with the colour frame of ``header``, or None (none close enough, or
-        unusable: counted, one throttled warning)."""
+    def pair(self, header: Any) -> Image | None:
+        """The depth message that goes with the colour frame of ``header`` (counted), not yet decoded."""
         tolerance_ns = int(self._node.param("depth_sync_tolerance_ms") * 1e6)
-        msg = self.pairing.pair(header.stamp.sec * 1_000_000_000 + header.stamp.nanosec, tolerance_ns)
-        if msg is None:
+        return self.pairing.pair(header.stamp.sec * 1_000_000_000 + header.stamp.nanosec, tolerance_ns)
+
+    def decode(self, msg: Image, colour_hw: tuple[int, int], needed: bool = True) -> DepthFrame | None:
+        """The paired depth message decoded, or None when it cannot be used (counted, one throttled warning);
+        ``needed`` False (nobody wants 3D of this frame): not decoded, the pairing alone counts as 3D."""
+        if not needed:
+            self.last_located = time.monotonic()
             return None
         try:
-            return self.frame(msg)
+            frame = self.frame(msg)
+            check_registered(frame.camera, colour_hw)
         except DepthError as err:
             self._reject(f"{self.topic}: {err}")
             return None
+        self.last_located = time.monotonic()
+        return frame
 
     def frame(self, msg: Image) -> DepthFrame:
         """The depth frame of ``msg`` with the newest camera_info; DepthError naming what is wrong."""
-        if self.camera is None:
+        camera_of_msg = self.camera  # read once: the camera_info callback may replace it meanwhile
+        if camera_of_msg is None:
             raise DepthError("no usable camera_info yet on depth/camera_info: no 3D until one arrives")
-        camera, camera_frame = self.camera
+        camera, camera_frame = camera_of_msg
         if (msg.width, msg.height) != (camera.width, camera.height):
             raise DepthError(f"depth image is {msg.width}x{msg.height}, its camera_info describes "
                              f"{camera.width}x{camera.height}")
@@ -89,6 +107,10 @@ class DepthInput:
         metres = depth_in_metres(values, msg.encoding, self._node.param("min_depth"), self._node.param("max_depth"))
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         return DepthFrame(stamp, metres, camera, msg.header.frame_id or camera_frame)
+
+    def without_3d_s(self) -> float:
+        """Seconds since a colour frame last got usable depth (since subscribing, when none did)."""
+        return time.monotonic() - (self._subscribed_at if self.last_located is None else self.last_located)
 
     def silent_s(self) -> float:
         """Seconds since the last depth frame (since subscribing, when none came yet)."""

@@ -89,6 +89,7 @@ class DepthState:
 
     topic: str
     silent_s: float  # since the last depth image (since subscribing when none came)
+    without_3d_s: float  # since a colour frame last got usable depth (since subscribing when none did)
     exact: int  # colour frames paired with a depth image of the same stamp
     nearest: int  # paired with the nearest one within depth_sync_tolerance_ms
     unpaired: int  # no depth image close enough: 2D only
@@ -149,10 +150,14 @@ def health(stats: FrameStats, value_of: Callable[[str], Any], state: NodeState, 
         return DiagnosticStatus.ERROR, f"stalled: frames arriving, none published for {stall:.0f} s"
     if last_in is None or now - last_in > value_of("no_image_warning_s"):
         return DiagnosticStatus.WARN, f"no image on {state.input_topic}"
-    if state.depth is not None and state.depth.silent_s > value_of("depth_timeout_s"):
-        reason = f": {state.depth.last_rejection}" if state.depth.last_rejection else ""
-        return (DiagnosticStatus.WARN, f"no depth on {state.depth.topic} for {state.depth.silent_s:.0f} s: "
-                f"2D outputs only{reason}")
+    depth, depth_timeout = state.depth, value_of("depth_timeout_s")
+    if depth is not None and depth.silent_s > depth_timeout:
+        reason = f": {depth.last_rejection}" if depth.last_rejection else ""
+        return DiagnosticStatus.WARN, f"no depth on {depth.topic} for {depth.silent_s:.0f} s: 2D outputs only{reason}"
+    if depth is not None and depth.without_3d_s > depth_timeout:
+        reason = depth.last_rejection or "no depth image within depth_sync_tolerance_ms of the colour stamps"
+        return (DiagnosticStatus.WARN, f"depth arrives on {depth.topic} but no frame got 3D for "
+                f"{depth.without_3d_s:.0f} s: {reason}")
     ratio = value_of("min_processed_ratio")
     if (ratio > 0 and behind is not None and behind.received >= BEHIND_MIN_FRAMES
             and behind.processed < ratio * behind.received):

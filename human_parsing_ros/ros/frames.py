@@ -111,6 +111,8 @@ class FramePath:
             self._node.get_logger().warning(stats.reject(f"dropped frame from {self.input_topic}: {err}"),
                                             throttle_duration_sec=5.0)
             return
+        # paired before the parse: the depth buffer holds about a second, and a slow parse must not outlast it
+        paired = self.depth.pair(msg.header) if self.depth is not None else None
         start = time.perf_counter()
         result = parser.parse(image, options)
         parsed = time.perf_counter()
@@ -129,12 +131,17 @@ class FramePath:
             for class_id, pub in self.mask_pubs.items():
                 if pub.get_subscription_count():
                     pub.publish(_image_msg(header, result.mask(class_id), "mono8"))
-        depth = self.depth.frame_for(header) if self.depth is not None else None
-        if param("publish_parts") and self.pubs["parts"].get_subscription_count():
+        wants_parts = param("publish_parts") and self.pubs["parts"].get_subscription_count()
+        depth = None
+        if paired is not None:  # decoded only for a consumer of 3D
+            depth = self.depth.decode(paired, image.shape[:2], wants_parts or result.instances is not None)
+        if wants_parts:
             threshold = param("presence_threshold")
             parts = result.presence(threshold)
             if depth is not None:
-                parts = with_locations(parts, _locate(labels, [part.id for part in parts if part.present], depth))
+                background = result.class_set.background
+                parts = with_locations(parts, _locate(labels, [part.id for part in parts
+                                                               if part.present and part.id != background], depth))
             message = PartsMessage.from_parts(parts, _stamp(header), header.frame_id, labels.shape[1],
                                               labels.shape[0], threshold, depth.frame_id if depth else "")
             self.pubs["parts"].publish(String(data=message.to_json()))
@@ -167,10 +174,10 @@ class FramePath:
             self.pubs["instances"].publish(_image_msg(header, result.instances, "mono8"))
         locations = (_locate(result.instances, [person.instance for person in result.persons], depth)
                      if depth is not None else None)
-        if locations is not None and self.positions is not None:
-            self.positions.publish(header, depth.frame_id, [(person_id, locations[person.instance])
-                                                            for person_id, person in zip(ids, result.persons)
-                                                            if person.instance in locations])
+        if self.positions is not None:  # without depth this frame: no positions, and the grace period runs
+            self.positions.publish(header, depth.frame_id if depth else "", [
+                (person_id, locations[person.instance]) for person_id, person in zip(ids, result.persons)
+                if locations is not None and person.instance in locations])
         if self.pubs["persons"].get_subscription_count():
             threshold = self._node.param("presence_threshold")
             height, width = result.labels.shape

@@ -244,7 +244,10 @@ class HumanParserNode(LifecycleNode):
                 self.depth_input.subscribe()
                 self.frames.depth = self.depth_input
         except Exception as err:  # noqa: BLE001 (a GPU's out-of-memory RuntimeError, a bad QoS override, ...)
-            self.release_parser()  # the device memory too: a failed activate holds nothing
+            if self._subscription is not None:  # subscribed before what failed after it
+                self.destroy_subscription(self._subscription)
+                self._subscription = None
+            self.release_parser()  # the device memory and the depth input too: a failed activate holds nothing
             return self._fail(f"activate failed: {_reason(err)}")
         self.frames.tracker.reset()  # new tracks, but ids keep increasing: an id never names two persons
         self._error = ""  # an earlier failed activate is over
@@ -376,8 +379,8 @@ class HumanParserNode(LifecycleNode):
 
     def _depth_state(self) -> DepthState:
         depth, pairing = self.depth_input, self.depth_input.pairing
-        return DepthState(depth.topic, depth.silent_s(), pairing.exact, pairing.nearest, pairing.unpaired,
-                          depth.rejected, depth.last_rejection)
+        return DepthState(depth.topic, depth.silent_s(), depth.without_3d_s(), pairing.exact, pairing.nearest,
+                          pairing.unpaired, depth.rejected, depth.last_rejection)
 
     def _health(self, dropped_recently: int, persons_dropped_recently: int = 0) -> tuple[bytes, str]:
         """Diagnostics level and message now (see ``diagnostics.health``)."""

@@ -27,6 +27,8 @@ class PersonPositions:
         self._pubs: dict[int, list] = {}  # id -> [publisher, frames since last seen]
 
     def publish(self, header: Any, frame_id: str, located: list[tuple[int, Position3D]]) -> None:
+        """Positions of the persons ``located`` this frame (none when the frame had no depth: the grace
+        period of every publisher still runs)."""
         stamped = Header(stamp=header.stamp, frame_id=frame_id)
         seen = set()
         for person_id, location in located:
@@ -42,7 +44,7 @@ class PersonPositions:
             self._pubs[person_id][1] += 1
             if self._pubs[person_id][1] > GRACE_FRAMES:
                 self._node.destroy_publisher(self._pubs.pop(person_id)[0])
-        if self.markers_pub is not None and self.markers_pub.get_subscription_count():
+        if located and self.markers_pub is not None and self.markers_pub.get_subscription_count():
             self.markers_pub.publish(markers(stamped, located))
 
     def close(self) -> None:
