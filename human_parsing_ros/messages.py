@@ -227,16 +227,18 @@ class ClassInfoMessage:
     weights: str
     untrained: bool
     backend: str = "torch"  # what runs the network (backends.py); absent in messages of older nodes
+    precision: str = ""  # what the network computes in (fp32, fp16, bf16, int8); "" until the node is active
 
     @classmethod
-    def from_weights(cls, info: WeightsInfo, weights_path: str | os.PathLike,
-                     backend: str = "torch") -> ClassInfoMessage:
-        """What ``class_info`` says about the weights file at ``weights_path`` run by ``backend``."""
+    def from_weights(cls, info: WeightsInfo, weights_path: str | os.PathLike, backend: str = "torch",
+                     precision: str = "") -> ClassInfoMessage:
+        """What ``class_info`` says about the weights file at ``weights_path`` run by ``backend`` in
+        ``precision``."""
         class_set = info.class_set()
         palette = tuple(tuple(int(channel) for channel in colour) for colour in class_set.palette.tolist())
         flip_pairs = tuple((int(left), int(right)) for left, right in class_set.flip_pairs)
         return cls(info.class_set_name, tuple(class_set.names), palette, flip_pairs, info.architecture,
-                   str(weights_path), info.untrained, backend)
+                   str(weights_path), info.untrained, backend, precision)
 
     def to_json(self) -> str:
         doc = {"schema": CLASS_INFO_SCHEMA, **asdict(self)}
@@ -248,6 +250,7 @@ class ClassInfoMessage:
         try:
             return cls(str(doc["class_set"]), tuple(doc["names"]), tuple(tuple(colour) for colour in doc["palette"]),
                        tuple(tuple(pair) for pair in doc["flip_pairs"]), str(doc["architecture"]),
-                       str(doc["weights"]), bool(doc["untrained"]), str(doc.get("backend", "torch")))
+                       str(doc["weights"]), bool(doc["untrained"]), str(doc.get("backend", "torch")),
+                       str(doc.get("precision", "")))
         except (KeyError, TypeError, ValueError) as err:
             raise SchemaError(f"bad {CLASS_INFO_SCHEMA} message: {err!r}") from None

@@ -553,6 +553,8 @@ def test_the_node_serves_on_an_exported_network(ros, tmp_path, backend, source):
         assert (ids == expected).mean() >= 0.999
         assert diagnostics_value(client, "backend", node_ns=ns).startswith(f"{expected_backend} (")
         assert diagnostics_value(client, "precision", node_ns=ns) == "fp32"
+        client.wait_for(lambda: any(ClassInfoMessage.from_json(m.data).precision == "fp32"
+                                    for m in client.received.get("class_info")), 10.0, "class_info with the precision")
     finally:
         client.close()
         code = node.stop()

@@ -211,8 +211,7 @@ class HumanParserNode(LifecycleNode):
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._class_info_pub = self.create_publisher(String, "class_info", latched)
-        class_info = ClassInfoMessage.from_weights(info, self._weights_path, self._backend)
-        self._class_info_pub.publish(String(data=class_info.to_json()))
+        self._publish_class_info(info)
         self._error = ""
         self.get_logger().info(f"loaded {self._weights_path}: {info.architecture}, "
                                f"{class_set.num_classes} classes ({info.class_set_name})")
@@ -253,6 +252,7 @@ class HumanParserNode(LifecycleNode):
         self._error = ""  # an earlier failed activate is over
         if parser.precision_note:
             self.get_logger().warning(parser.precision_note)
+        self._publish_class_info(info, parser.precision_name)  # latched: now with the precision it runs in
         limit = parser.detection_limit
         if limit is not None and options.max_persons > limit:
             self.get_logger().info(f"max_persons {options.max_persons}: these weights return at most {limit} "
@@ -367,6 +367,10 @@ class HumanParserNode(LifecycleNode):
                          backend=parser.backend_description if parser is not None else "",
                          precision=parser.precision_name if parser is not None else "",
                          depth=self._depth_state() if self.frames.depth is not None else None)
+
+    def _publish_class_info(self, info: Any, precision: str = "") -> None:
+        message = ClassInfoMessage.from_weights(info, self._weights_path, self._backend, precision)
+        self._class_info_pub.publish(String(data=message.to_json()))
 
     def _markers_publisher(self, qos: QoSProfile) -> Any | None:
         """The ``markers`` publisher, or None (one warning) where visualization_msgs is not installed."""
