@@ -77,7 +77,7 @@ class HumanParser:
         cache_dir: str | os.PathLike | None = None,
         **option_fields: Any,
     ) -> None:
-        """``weights``: a .safetensors weights file, or an exported .onnx file (backend onnxruntime or auto).
+        """``weights``: a .safetensors weights file, or an exported .onnx file (backend onnxruntime, openvino or auto).
         ``backend``: torch, onnxruntime, openvino or auto (backends.py); a weights file runs on onnxruntime or
         openvino through its ONNX export, made once into ``cache_dir`` (default: ``onnx_model.default_cache_dir()``)."""
         chosen = resolve_backend(weights, backend, device)
