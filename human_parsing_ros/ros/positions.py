@@ -52,10 +52,6 @@ class PersonPositions:
             self._node.destroy_publisher(publisher)
         self._pubs = {}
 
-    @property
-    def ids(self) -> list[int]:
-        return sorted(self._pubs)
-
 
 def markers(header: Header, located: list[tuple[int, Position3D]]) -> Any:
     """A box (the 5-95% extent, at least 5 cm a side) and a text label per person."""
