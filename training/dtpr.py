@@ -32,6 +32,7 @@ from training.label_statistics import UnreadableDataError, check_files, check_la
 from training.loaders import make_eval_loader, make_train_loader
 from training.losses import class_balanced_weights
 from training.metrics import METRICS, cpa_for_sampling, format_summary, write_class_table
+from training.person_labels import coco_persons
 from training.recipe import InputSection, Stage2Section
 from training.runs import Run, model_from_state, plotting_available, recipe_class_set, start_run
 from training.sampling import PixelSampler, keep_probabilities
@@ -110,6 +111,8 @@ def extra_dataset(spec: dict[str, Any], class_set: ClassSet) -> ParsingDataset:
                          f"(unknown: {', '.join(unknown) or 'none'})")
     if spec["name"] == "ccp_composites":
         return scene_frames(spec["root"], spec.get("split", "train"), class_set, dict(spec.get("options", {})))
+    if spec["name"] == "coco_persons":
+        return coco_persons(spec["root"], class_set, dict(spec.get("options", {})))
     return build_dataset(spec["name"], spec["root"], spec.get("split", "train"),
                          **{**spec.get("options", {}), "class_set": class_set.name})
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from human_parsing_ros.class_sets import IGNORE_INDEX
 from human_parsing_ros.errors import UserError
 from human_parsing_ros.inference import merge_flipped
 from training.config import PARSING_LOSSES, REDUCTIONS, STAGE_LOSSES, RecipeError
@@ -30,6 +31,7 @@ from training.losses import (
     parsing_loss,
 )
 from training.metrics import ConfusionMatrix
+from training.person_labels import person_loss, split_person_labels
 from training.sampling import PixelSampler, kept_pixel_counts
 from training.schp.losses import SoftTargets, refined_targets
 from training.seeding import mix_seed, seeded_generator
@@ -130,9 +132,14 @@ def aux_loss_terms(model: torch.nn.Module) -> list[tuple[float, str]]:
 def batch_loss(logits: torch.Tensor, aux: list[torch.Tensor], target: torch.Tensor, loss: StageLoss,
                aux_terms: list[tuple[float, str]], generator: torch.Generator | None,
                soft: SoftTargets | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``compute_loss`` on the main output plus each auxiliary head's weighted loss (``aux_loss_terms``)."""
+    """``compute_loss`` on the main output plus each auxiliary head's weighted loss (``aux_loss_terms``).
+
+    Pixels labelled ``PERSON_INDEX`` (a person, part unknown: ``training/person_labels.py``) are ignored by
+    those and add ``person_loss`` on the main output."""
     logits, aux = logits.float(), [extra.float() for extra in aux]
+    target, person = split_person_labels(target)
     value, mask = compute_loss(logits, target, loss, generator, soft)
+    value = value + person_loss(logits, person, target != IGNORE_INDEX)
     parsing = (logits, *(extra for (_, name), extra in zip(aux_terms, aux) if name in PARSING_LOSSES))
     context = AuxContext(parsing, soft)
     for (weight, name), extra in zip(aux_terms, aux):
@@ -204,7 +211,7 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, state: StageStat
         scaler.step(state.optimizer)
         scaler.update()
         state.scheduler.step()
-        confusion.update(logits.detach().argmax(1), target)
+        confusion.update(logits.detach().argmax(1), split_person_labels(target)[0])
         if mask is not None:
             kept_now, total_now = kept_pixel_counts(target, mask, num_classes)
             kept += kept_now

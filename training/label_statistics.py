@@ -12,6 +12,7 @@ import torch
 from human_parsing_ros.class_sets import IGNORE_INDEX
 from human_parsing_ros.errors import UserError
 from training.datasets import ParsingDataset, Sample, read_label
+from training.person_labels import PERSON_INDEX
 from training.sample_checks import sample_problem
 
 
@@ -21,7 +22,8 @@ def class_statistics(dataset: ParsingDataset) -> dict[str, Any]:
     Keys: ``class_set``, ``names``, ``pixels`` (per class), ``images`` (items
     containing the class), ``pixel_fraction`` (of the pixels with a valid
     class id), ``num_images``, ``total_pixels`` (every label pixel),
-    ``labelled_pixels`` (valid class ids), ``ignored_pixels`` (255) and
+    ``labelled_pixels`` (valid class ids), ``ignored_pixels`` (255), ``person_pixels`` (254: a person, part
+    unknown, ``person_labels.py``) and
     ``out_of_range_pixels`` (other ids >= num_classes), ``out_of_range``
     (one ``(label file, [ids])`` per file holding such ids), ``skipped`` (ids of
     items whose labels could not be read, for datasets that skip those).
@@ -56,7 +58,8 @@ def class_statistics(dataset: ParsingDataset) -> dict[str, Any]:
         "total_pixels": int(pixels.sum()),
         "labelled_pixels": labelled,
         "ignored_pixels": int(pixels[IGNORE_INDEX]),
-        "out_of_range_pixels": int(pixels[num_classes:].sum() - pixels[IGNORE_INDEX]),
+        "person_pixels": int(pixels[PERSON_INDEX]),
+        "out_of_range_pixels": int(pixels[num_classes:].sum() - pixels[IGNORE_INDEX] - pixels[PERSON_INDEX]),
         "out_of_range": out_of_range,
         "skipped": skipped,
     }
@@ -74,8 +77,13 @@ class UnreadableDataError(UserError, ValueError):
 def file_problems(dataset: ParsingDataset) -> list[tuple[str, str]]:
     """``(item id, problem)`` for every item of ``dataset`` whose image or labels cannot be read or whose sizes
     differ (``sample_problem``: headers, no full decoding): the trainer's check before its first epoch."""
-    found = [(item.id, sample_problem(item)) for item in dataset.items]
+    found = [(item.id, _problem(part, item)) for part in getattr(dataset, "parts", [dataset]) for item in part.items]
     return [(item_id, problem) for item_id, problem in found if problem]
+
+
+def _problem(part: ParsingDataset, item: Sample) -> str | None:
+    own_check = getattr(part, "sample_problem", None)  # a dataset whose labels are not files has its own check
+    return own_check(item) if own_check else sample_problem(item)
 
 
 def listed(problems: list[tuple[str, str]], limit: int = 5) -> str:
@@ -108,7 +116,7 @@ def check_files(train_set: ParsingDataset, val_set: ParsingDataset, val_split: s
 
 
 def _bad_ids(counts: np.ndarray, num_classes: int) -> list[int]:
-    return [int(v) for v in np.flatnonzero(counts) if v >= num_classes and v != IGNORE_INDEX]
+    return [int(v) for v in np.flatnonzero(counts) if v >= num_classes and v not in (IGNORE_INDEX, PERSON_INDEX)]
 
 
 def _files_with_bad_ids(dataset: ParsingDataset, item: Sample, num_classes: int) -> list[tuple[str, list[int]]]:
