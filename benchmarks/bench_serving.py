@@ -108,7 +108,8 @@ def bench_node(weights: Path, frame: np.ndarray, device: str, precision: str, op
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
-    from std_msgs.msg import String
+
+    from human_parsing_msgs.msg import Parts
 
     camera = "/bench_cam/image_raw"
     node = NodeProcess(share_file("config", "parser.yaml"), "/human_parsing", {"image": camera},
@@ -118,7 +119,7 @@ def bench_node(weights: Path, frame: np.ndarray, device: str, precision: str, op
     client = None
     try:
         node.start()
-        outputs = {"labels": Image, "/diagnostics": DiagnosticArray, **({"parts": String} if parts else {})}
+        outputs = {"labels": Image, "/diagnostics": DiagnosticArray, **({"parts": Parts} if parts else {})}
         client = Client(camera, outputs, name="hp_bench")
         client.wait_for_node(120.0)
         client.wait_for(lambda: client.subs[0].get_publisher_count() > 0, 10.0, "labels publisher")

@@ -49,9 +49,9 @@ def test_launch_file_runs_under_launch(tmp_path):
     import rclpy
     from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
-    from std_msgs.msg import String
 
     import launch
+    from human_parsing_msgs.msg import ClassInfo
     from human_parsing_ros.tools.harness import Client
     from human_parsing_ros.tools.random_weights import make_random_weights
 
@@ -66,7 +66,7 @@ def test_launch_file_runs_under_launch(tmp_path):
     runner = threading.Thread(target=service.run, daemon=True)
     runner.start()
     rclpy.init()
-    client = Client("/launch_cam/image_raw", {"class_info": String}, "/human_parsing", name="launch_probe")
+    client = Client("/launch_cam/image_raw", {"class_info": ClassInfo}, "/human_parsing", name="launch_probe")
     try:
         client.wait_for_node()
         client.wait_for(lambda: client.received.get("class_info"), 10.0, "class_info")

@@ -20,11 +20,11 @@ from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
-from std_msgs.msg import String  # noqa: E402
 
+from human_parsing_msgs.msg import ClassInfo, Parts, Persons  # noqa: E402
 from human_parsing_ros.class_sets import get_class_set  # noqa: E402
-from human_parsing_ros.messages import ClassInfoMessage, PartsMessage  # noqa: E402
 from human_parsing_ros.resources import share_file  # noqa: E402
+from human_parsing_ros.ros.interface import class_info_from_msg, parts_from_msg, persons_from_msg  # noqa: E402
 from human_parsing_ros.samples import load_rgb, sample_photos  # noqa: E402
 from human_parsing_ros.tools.harness import Client, NodeProcess, image_array, stamp_ns  # noqa: E402
 from human_parsing_ros.tools.random_weights import make_random_weights  # noqa: E402
@@ -32,7 +32,7 @@ from human_parsing_ros.tools.random_weights import make_random_weights  # noqa: 
 NS = "/human_parsing"
 CAMERA = "/test_cam/image_raw"
 OUTPUTS = {"labels": Image, "labels/color": Image, "overlay": Image, "masks/hair": Image, "masks/skin": Image,
-           "parts": String, "instances": Image, "persons": String, "/diagnostics": DiagnosticArray}
+           "parts": Parts, "instances": Image, "persons": Persons, "/diagnostics": DiagnosticArray}
 PARAMS_FILE = share_file("config", "parser.yaml")
 
 
@@ -79,17 +79,8 @@ def play(client: Client, frames, rate_hz: float = 10.0, frame_id: str = "test_op
 
 
 def outputs_for(client: Client, topic: str, msg) -> list:
-    """What ``topic`` published for frame ``msg``: images by their header, JSON messages by their stamp."""
-    if topic in ("parts", "persons"):
-        return [m for m in client.received.get(topic) if _json_stamp_ns(m.data) == stamp_ns(msg.header)]
+    """What ``topic`` published for frame ``msg``: every output carries the input's header."""
     return [m for m in client.received.get(topic) if stamp_ns(m.header) == stamp_ns(msg.header)]
-
-
-def _json_stamp_ns(text: str) -> int:
-    import json
-
-    stamp = json.loads(text)["stamp"]
-    return stamp["sec"] * 1_000_000_000 + stamp["nanosec"]
 
 
 def wait_labels_for(client: Client, msg, timeout: float = 20.0, resend: bool = True) -> Image:
@@ -143,7 +134,7 @@ def test_outputs_carry_the_input_header_and_size(running, frames):
     last_stamp = (sent[-1].header.stamp.sec, sent[-1].header.stamp.nanosec)
 
     def last_report():  # parts is published after labels: it may still be on its way
-        reports = [PartsMessage.from_json(m.data) for m in client.received.get("parts")]
+        reports = [parts_from_msg(m) for m in client.received.get("parts")]
         return next((r for r in reports if (r.stamp.sec, r.stamp.nanosec) == last_stamp), None)
 
     client.wait_for(lambda: last_report() is not None, 10.0, "the last frame's parts report")
@@ -166,9 +157,9 @@ def test_outputs_carry_the_input_header_and_size(running, frames):
 def test_class_info_reaches_a_late_subscriber(running):
     node, client = running
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    client.subscribe("class_info", String, latched)
+    client.subscribe("class_info", ClassInfo, latched)
     client.wait_for(lambda: client.received.get("class_info"), 10.0, "latched class_info")
-    info = ClassInfoMessage.from_json(client.received.get("class_info")[0].data)
+    info = class_info_from_msg(client.received.get("class_info")[0])
     assert info.class_set == "ccp" and info.names == get_class_set("ccp").names and info.untrained
     assert len(info.palette) == 59
 
@@ -233,7 +224,6 @@ def test_single_map_weights_report_the_maps_regions_as_persons(running, frames):
     """map_persons (on in config/parser.yaml): instances and persons are the connected regions of the labels
     the node published for the same frame."""
     from human_parsing_ros.map_persons import persons_from_map
-    from human_parsing_ros.messages import PersonsMessage
 
     node, client = running
     msg = client.image_msg(frames[1], frame_id="map_persons")
@@ -243,7 +233,7 @@ def test_single_map_weights_report_the_maps_regions_as_persons(running, frames):
     ids = image_array(outputs_for(client, "labels", msg)[0])
     expected_instances, expected = persons_from_map(ids, max_persons=16)
     np.testing.assert_array_equal(image_array(outputs_for(client, "instances", msg)[0]), expected_instances)
-    decoded = PersonsMessage.from_json(outputs_for(client, "persons", msg)[0].data)
+    decoded = persons_from_msg(outputs_for(client, "persons", msg)[0])
     assert decoded.frame_id == "map_persons" and len(decoded.persons) == len(expected)
     assert [(p.instance, p.bbox) for p in decoded.persons] == [(e.instance, e.bbox) for e in expected]
     assert len({p.id for p in decoded.persons}) == len(decoded.persons)
@@ -294,9 +284,9 @@ def test_parameters_are_validated_and_runtime_ones_apply(running, frames):
     assert _set(client, "presence_threshold", 0.25) == (True, "")
     msg = play(client, [frames[0]], frame_id="threshold")[0]
     client.wait_for(lambda: [m for m in client.received.get("parts")
-                             if PartsMessage.from_json(m.data).frame_id == "threshold"], 20.0, "parts")
-    report = next(PartsMessage.from_json(m.data) for m in client.received.get("parts")
-                  if PartsMessage.from_json(m.data).frame_id == "threshold")
+                             if parts_from_msg(m).frame_id == "threshold"], 20.0, "parts")
+    report = next(parts_from_msg(m) for m in client.received.get("parts")
+                  if parts_from_msg(m).frame_id == "threshold")
     assert report.threshold == 0.25
     assert all(p.present == (p.pixel_fraction >= 0.25) for p in report.parts)
     assert _set(client, "presence_threshold", 0.005)[0]
@@ -500,11 +490,11 @@ def test_a_plain_start_uses_the_installed_default_weights_and_parses_a_person(ro
     camera, ns = "/default_cam/image_raw", "/default_ns"
     node = NodeProcess(PARAMS_FILE, ns, {"image": camera}, {"device": "cpu"}, log_path=tmp_path / "node.log")
     node.start()
-    client = Client(camera, {"labels": Image, "class_info": String}, ns, name="default_probe")
+    client = Client(camera, {"labels": Image, "class_info": ClassInfo}, ns, name="default_probe")
     try:
         client.wait_for_node()
         client.wait_for(lambda: client.received.get("class_info"), 10.0, "class_info")
-        info = ClassInfoMessage.from_json(client.received.get("class_info")[0].data)
+        info = class_info_from_msg(client.received.get("class_info")[0])
         assert info.weights == str(DEFAULT_WEIGHTS) and not info.untrained
         client.wait_for(lambda: client.subs[0].get_publisher_count(), 10.0, "labels to match")
         photo = sample_photos()[0]
@@ -535,12 +525,12 @@ def test_the_node_serves_on_an_exported_network(ros, tmp_path, backend, source):
     assert expected_backend != "torch"
     camera, ns = f"/ort_{backend}/image_raw", f"/ort_{backend}"
     node = start_node(tmp_path, weights, camera=camera, ns=ns, backend=backend, cache_dir=str(tmp_path / "cache"))
-    client = Client(camera, {"labels": Image, "class_info": String, "/diagnostics": DiagnosticArray}, ns,
+    client = Client(camera, {"labels": Image, "class_info": ClassInfo, "/diagnostics": DiagnosticArray}, ns,
                     name=f"ort_probe_{backend}")
     try:
         client.wait_for_node()
         client.wait_for(lambda: client.received.get("class_info"), 10.0, "class_info")
-        info = ClassInfoMessage.from_json(client.received.get("class_info")[0].data)
+        info = class_info_from_msg(client.received.get("class_info")[0])
         assert info.backend == expected_backend and info.weights == str(weights)
         if source == "weights":
             assert len(list((tmp_path / "cache" / "onnx").glob("default-*.onnx"))) == 1
@@ -553,7 +543,7 @@ def test_the_node_serves_on_an_exported_network(ros, tmp_path, backend, source):
         assert (ids == expected).mean() >= 0.999
         assert diagnostics_value(client, "backend", node_ns=ns).startswith(f"{expected_backend} (")
         assert diagnostics_value(client, "precision", node_ns=ns) == "fp32"
-        client.wait_for(lambda: any(ClassInfoMessage.from_json(m.data).precision == "fp32"
+        client.wait_for(lambda: any(class_info_from_msg(m).precision == "fp32"
                                     for m in client.received.get("class_info")), 10.0, "class_info with the precision")
     finally:
         client.close()
@@ -570,11 +560,11 @@ def test_the_node_runs_an_imported_schp_checkpoint(ros, tmp_path):
     weights = import_schp(fake_schp_checkpoint(tmp_path / "lip.pth"), tmp_path / "schp_lip.safetensors", "lip")
     camera, ns = "/schp_cam/image_raw", "/schp_ns"
     node = start_node(tmp_path, weights, camera=camera, ns=ns, input_size=[97, 65])  # small: CPU time
-    client = Client(camera, {"labels": Image, "class_info": String}, ns, name="schp_probe")
+    client = Client(camera, {"labels": Image, "class_info": ClassInfo}, ns, name="schp_probe")
     try:
         client.wait_for_node()
         client.wait_for(lambda: client.received.get("class_info"), 10.0, "class_info")
-        info = ClassInfoMessage.from_json(client.received.get("class_info")[0].data)
+        info = class_info_from_msg(client.received.get("class_info")[0])
         assert info.class_set == "lip" and info.names == get_class_set("lip").names and info.weights == str(weights)
         client.wait_for(lambda: client.subs[0].get_publisher_count(), 10.0, "labels to match")
         frame = load_rgb(sample_photos()[0])[::4, ::4].copy()

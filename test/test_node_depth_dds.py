@@ -12,13 +12,15 @@ rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PointStamped  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
-from std_msgs.msg import String  # noqa: E402
+
+from human_parsing_msgs.msg import Parts, Persons  # noqa: E402
 
 visualization_msgs = pytest.importorskip("visualization_msgs.msg")
 MarkerArray = visualization_msgs.MarkerArray
 
-from human_parsing_ros.messages import PartsMessage, PersonsMessage  # noqa: E402
+from human_parsing_ros.messages import PartsMessage  # noqa: E402
 from human_parsing_ros.resources import DEFAULT_WEIGHTS, share_file  # noqa: E402
+from human_parsing_ros.ros.interface import parts_from_msg, persons_from_msg  # noqa: E402
 from human_parsing_ros.samples import load_rgb, sample_photos  # noqa: E402
 from human_parsing_ros.tools.harness import Client, NodeProcess, image_array, stamp_ns  # noqa: E402
 
@@ -59,7 +61,7 @@ def node(ros, tmp_path_factory):
                            "depth_timeout_s": 1.0},
                           log_path=tmp_path_factory.mktemp("node") / "node.log")
     process.start()
-    client = Client(CAMERA, {"labels": Image, "parts": String, "persons": String, "markers": MarkerArray,
+    client = Client(CAMERA, {"labels": Image, "parts": Parts, "persons": Persons, "markers": MarkerArray,
                              "/diagnostics": DiagnosticArray}, NS, name="depth_probe")
     depth_pub = client.node.create_publisher(Image, DEPTH, 2)
     info_pub = client.node.create_publisher(CameraInfo, DEPTH_INFO, 2)
@@ -106,7 +108,7 @@ class Frame:
         stamp = (self.msg.header.stamp.sec, self.msg.header.stamp.nanosec)
 
         def parts_for():
-            return [p for p in (PartsMessage.from_json(m.data) for m in self.client.received.get("parts"))
+            return [p for p in (parts_from_msg(m) for m in self.client.received.get("parts"))
                     if (p.stamp.sec, p.stamp.nanosec) == stamp]
 
         deadline = time.monotonic() + timeout
@@ -136,7 +138,7 @@ def test_parts_and_persons_are_located_on_a_plane_at_two_metres(node, encoding, 
         assert part.location.valid_pixels > 0
 
     def persons_for():
-        found = [p for p in (PersonsMessage.from_json(m.data) for m in client.received.get("persons"))
+        found = [p for p in (persons_from_msg(m) for m in client.received.get("persons"))
                  if (p.stamp.sec, p.stamp.nanosec) == (parts.stamp.sec, parts.stamp.nanosec)]
         return found[0] if found else None
 
@@ -156,9 +158,9 @@ def test_each_tracked_person_gets_a_point_stamped_and_a_marker(node):
     image = load_rgb(sample_photos()[2])[::2, ::2].copy()
     _, first = Frame(client, depth_pub, info_pub, image).with_depth(1, "16UC1").outputs()
     client.wait_for(lambda: any((p.stamp.sec, p.stamp.nanosec) == (first.stamp.sec, first.stamp.nanosec)
-                                for p in (PersonsMessage.from_json(m.data) for m in client.received.get("persons"))),
+                                for p in (persons_from_msg(m) for m in client.received.get("persons"))),
                     10.0, "persons for the first frame")
-    persons = [PersonsMessage.from_json(m.data) for m in client.received.get("persons")]
+    persons = [persons_from_msg(m) for m in client.received.get("persons")]
     person_id = next(p for p in persons if (p.stamp.sec, p.stamp.nanosec) ==
                      (first.stamp.sec, first.stamp.nanosec)).persons[0].id
     client.subscribe(f"bodies/person_{person_id}/position", PointStamped, 10)

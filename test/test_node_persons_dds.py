@@ -12,11 +12,11 @@ rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from person_weights import PAINTED, make_person_weights  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
-from std_msgs.msg import String  # noqa: E402
 
-from human_parsing_ros.messages import PersonsMessage  # noqa: E402
+from human_parsing_msgs.msg import Persons  # noqa: E402
 from human_parsing_ros.parser import HumanParser  # noqa: E402
 from human_parsing_ros.resources import share_file  # noqa: E402
+from human_parsing_ros.ros.interface import persons_from_msg  # noqa: E402
 from human_parsing_ros.samples import load_rgb, sample_photos  # noqa: E402
 from human_parsing_ros.tools.harness import Client, NodeProcess, image_array, stamp_ns  # noqa: E402
 
@@ -30,14 +30,8 @@ def weights(tmp_path_factory):
 
 
 def _matching(client, topic, msg):
-    """What ``topic`` published for the input ``msg`` (JSON messages carry the stamp in their body)."""
-    def stamp(out) -> int:
-        if isinstance(out, String):
-            decoded = PersonsMessage.from_json(out.data).stamp
-            return decoded.sec * 1_000_000_000 + decoded.nanosec
-        return stamp_ns(out.header)
-
-    return [m for m in client.received.get(topic) if stamp(m) == stamp_ns(msg.header)]
+    """What ``topic`` published for the input ``msg`` (by the input's header, which every output carries)."""
+    return [m for m in client.received.get(topic) if stamp_ns(m.header) == stamp_ns(msg.header)]
 
 
 def test_persons_and_instances_over_dds(ros, weights, tmp_path):
@@ -49,7 +43,7 @@ def test_persons_and_instances_over_dds(ros, weights, tmp_path):
                        {"weights": str(weights), "device": "cpu", "person_threshold": 0.3, "max_persons": 1},
                        log_path=tmp_path / "node.log")
     node.start()
-    client = Client(CAMERA, {"labels": Image, "instances": Image, "persons": String, "/diagnostics": DiagnosticArray},
+    client = Client(CAMERA, {"labels": Image, "instances": Image, "persons": Persons, "/diagnostics": DiagnosticArray},
                     NS, name="persons_client")
     late = None
     try:
@@ -70,7 +64,7 @@ def test_persons_and_instances_over_dds(ros, weights, tmp_path):
             image = instances[0]
             assert image.encoding == "mono8" and image.header.frame_id == "persons_optical_frame"
             assert (image.height, image.width) == frame.shape[:2]
-            decoded = PersonsMessage.from_json(persons[0].data)
+            decoded = persons_from_msg(persons[0])
             assert decoded.frame_id == "persons_optical_frame" and (decoded.height, decoded.width) == frame.shape[:2]
             assert len(decoded.persons) == 1 and decoded.dropped == above - 1  # max_persons 1
             person = decoded.persons[0]
@@ -82,12 +76,12 @@ def test_persons_and_instances_over_dds(ros, weights, tmp_path):
             ids.append(person.id)
         assert len(ids) >= 2 and len(set(ids)) == 1  # the same person keeps its id
 
-        late = Client(CAMERA, {"persons": String}, NS, name="persons_late_client")
+        late = Client(CAMERA, {"persons": Persons}, NS, name="persons_late_client")
         late.wait_for(lambda: all(s.get_publisher_count() for s in late.subs), 10.0, "the late subscription")
         again = client.image_msg(frame, frame_id="persons_optical_frame")
         client.publish(again)
         client.resend_until(again, lambda: _matching(late, "persons", again), 30.0, "persons for the late subscriber")
-        assert PersonsMessage.from_json(_matching(late, "persons", again)[0].data).persons[0].id == ids[0]
+        assert persons_from_msg(_matching(late, "persons", again)[0]).persons[0].id == ids[0]
 
         def dropped_reported() -> bool:
             for array in client.received.get("/diagnostics"):

@@ -100,8 +100,8 @@ def test_tracker_keeps_ids_while_people_stay_and_never_reuses_them():
         PersonTracker(min_iou=0.0)
 
 
-def test_persons_message_round_trip_and_schema(weights):
-    from human_parsing_ros.messages import PersonsMessage, SchemaError, Stamp
+def test_persons_message_of_a_parse(weights):
+    from human_parsing_ros.messages import PersonsMessage, Stamp
 
     result = HumanParser(weights, device="cpu").parse(load_rgb(sample_photos()[0])[::4, ::4].copy())
     ids = [10 + k for k in range(len(result.persons))]
@@ -112,14 +112,9 @@ def test_persons_message_round_trip_and_schema(weights):
     assert [p.pixels for p in result.persons] == [int((result.instances == p.instance).sum()) for p in result.persons]
     assert message.persons[0].pixel_fraction == pytest.approx((result.instances == 1).mean(), abs=1e-6)
     assert message.persons[0].parts == tuple(part.rounded() for part in result.person_presence(result.persons[0], 0.01))
-    assert PersonsMessage.from_json(message.to_json()) == message
     assert message.get(ids[0]).get("headwear").present
     with pytest.raises(KeyError):
         message.get(99)
-    with pytest.raises(SchemaError, match="human_parsing_ros/persons/1"):
-        PersonsMessage.from_json('{"schema": "human_parsing_ros/parts/1"}')
-    with pytest.raises(SchemaError, match="bad human_parsing_ros/persons/1"):
-        PersonsMessage.from_json('{"schema": "human_parsing_ros/persons/1", "persons": [{}]}')
 
 
 def test_the_shipped_multi_person_weights_find_the_people_of_a_composite():

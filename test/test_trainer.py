@@ -585,10 +585,10 @@ def test_fp16_resumes_across_the_stage_boundary_and_a_run_may_switch_to_fp16(tmp
 def test_the_node_loads_what_the_trainer_wrote(tmp_path):
     pytest.importorskip("rclpy")
     import rclpy
-    from std_msgs.msg import String
 
-    from human_parsing_ros.messages import ClassInfoMessage
+    from human_parsing_msgs.msg import ClassInfo
     from human_parsing_ros.resources import share_file
+    from human_parsing_ros.ros.interface import class_info_from_msg
     from human_parsing_ros.tools.harness import Client, NodeProcess
     from training.config import load_config
     from training.dtpr import run
@@ -600,11 +600,11 @@ def test_the_node_loads_what_the_trainer_wrote(tmp_path):
     node = NodeProcess(share_file("config", "parser.yaml"), "/trained_ns", {"image": "/trained_cam/image_raw"},
                        {"weights": weights, "device": "cpu"}, log_path=tmp_path / "node.log")
     node.start()
-    client = Client("/trained_cam/image_raw", {"class_info": String}, "/trained_ns", name="trained_probe")
+    client = Client("/trained_cam/image_raw", {"class_info": ClassInfo}, "/trained_ns", name="trained_probe")
     try:
         client.wait_for_node()
         client.wait_for(lambda: client.received.get("class_info"), 10.0, "class_info")
-        info = ClassInfoMessage.from_json(client.received.get("class_info")[0].data)
+        info = class_info_from_msg(client.received.get("class_info")[0])
         assert info.weights == weights and not info.untrained and info.class_set == "ccp"
         assert "UNTRAINED" not in node.log()
     finally:

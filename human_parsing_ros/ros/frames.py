@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 from rclpy.lifecycle import LifecycleNode
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import String
 
 from .. import render
 from ..depth import DepthFrame, locate_labels, with_locations
@@ -23,6 +22,7 @@ from ..parser import HumanParser
 from ..runtime import LatestSlot
 from ..tracking import PersonTracker
 from .diagnostics import FrameStats
+from .interface import parts_msg, persons_msg
 from .parameters import decode_limits
 
 
@@ -144,7 +144,7 @@ class FramePath:
                                                                if part.present and part.id != background], depth))
             message = PartsMessage.from_parts(parts, _stamp(header), header.frame_id, labels.shape[1],
                                               labels.shape[0], threshold, depth.frame_id if depth else "")
-            self.pubs["parts"].publish(String(data=message.to_json()))
+            self.pubs["parts"].publish(parts_msg(message))
         if result.instances is not None:
             self.publish_persons(result, header, options, depth)
         statistics_ms = result.timings_ms.get("statistics", 0.0)  # computed only for a parts subscriber
@@ -186,7 +186,7 @@ class FramePath:
                  for person_id, person in zip(ids, result.persons)],
                 _stamp(header), header.frame_id, width, height, threshold, result.dropped_persons, locations,
                 depth.frame_id if depth is not None else "")
-            self.pubs["persons"].publish(String(data=persons.to_json()))
+            self.pubs["persons"].publish(persons_msg(persons))
 
 
 def _image_msg(header: Any, pixels: np.ndarray, encoding: str) -> Image:

@@ -27,7 +27,9 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Header, String
+from std_msgs.msg import Header
+
+from human_parsing_msgs.msg import ClassInfo, Parts, Persons
 
 from ..backends import resolve_backend
 from ..class_sets import ClassSet
@@ -40,6 +42,7 @@ from ..weights import load_weights
 from .depth_input import DepthInput
 from .diagnostics import DepthState, FrameStats, NodeState, Reporter, figures, health
 from .frames import FramePath, topic_token
+from .interface import class_info_msg
 from .parameters import PARAMS, PARSE_OPTION_PARAMS, Param, Unset, check_value, parse_options
 from .positions import PersonPositions
 from .rcl_values import command_line_params
@@ -195,11 +198,11 @@ class HumanParserNode(LifecycleNode):
             "labels": self.create_lifecycle_publisher(Image, "labels", reliable),
             "color": self.create_lifecycle_publisher(Image, "labels/color", reliable),
             "overlay": self.create_lifecycle_publisher(Image, "overlay", reliable),
-            "parts": self.create_lifecycle_publisher(String, "parts", reliable),
+            "parts": self.create_lifecycle_publisher(Parts, "parts", reliable),
         }
         if getattr(model, "multi_person", False) or self.param("map_persons"):
             pubs["instances"] = self.create_lifecycle_publisher(Image, "instances", reliable)
-            pubs["persons"] = self.create_lifecycle_publisher(String, "persons", reliable)
+            pubs["persons"] = self.create_lifecycle_publisher(Persons, "persons", reliable)
             if self.param("depth_input"):
                 self.frames.positions = PersonPositions(self, self._markers_publisher(reliable))
         self.frames.pubs = pubs
@@ -210,7 +213,7 @@ class HumanParserNode(LifecycleNode):
         }
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._class_info_pub = self.create_publisher(String, "class_info", latched)
+        self._class_info_pub = self.create_publisher(ClassInfo, "class_info", latched)
         self._publish_class_info(info)
         self._error = ""
         self.get_logger().info(f"loaded {self._weights_path}: {info.architecture}, "
@@ -370,7 +373,8 @@ class HumanParserNode(LifecycleNode):
 
     def _publish_class_info(self, info: Any, precision: str = "") -> None:
         message = ClassInfoMessage.from_weights(info, self._weights_path, self._backend, precision)
-        self._class_info_pub.publish(String(data=message.to_json()))
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self._class_info_pub.publish(class_info_msg(message, header))
 
     def _markers_publisher(self, qos: QoSProfile) -> Any | None:
         """The ``markers`` publisher, or None (one warning) where visualization_msgs is not installed."""

@@ -9,6 +9,7 @@ on stderr, exit status 1 and no output folder; ``--debug`` or HUMAN_PARSING_DEBU
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -19,7 +20,6 @@ import numpy as np
 
 from .. import render
 from ..errors import UserError, add_debug_flag, run_cli
-from ..messages import ClassInfoMessage, PartsMessage, PersonsMessage
 from ..models import is_multi_person
 from ..resources import DEFAULT_WEIGHTS, share_file
 from ..runtime import summary
@@ -64,7 +64,8 @@ def run_demo(out: Path, weights: str | None = None, rate_hz: float = 4.0, loops:
              device: str = "auto", timeout: float = 120.0) -> dict:
     import rclpy
     from sensor_msgs.msg import Image
-    from std_msgs.msg import String
+
+    from human_parsing_msgs.msg import ClassInfo, Parts, Persons
 
     if out.exists() and not out.is_dir():
         raise DemoError(f"{out}: exists and is not a folder (--out)")
@@ -85,9 +86,9 @@ def run_demo(out: Path, weights: str | None = None, rate_hz: float = 4.0, loops:
     client = None
     try:
         node.start()
-        outputs = {"labels": Image, "overlay": Image, "parts": String, "class_info": String}
+        outputs = {"labels": Image, "overlay": Image, "parts": Parts, "class_info": ClassInfo}
         if multi_person:
-            outputs.update({"instances": Image, "persons": String})
+            outputs.update({"instances": Image, "persons": Persons})
         client = Client(camera, outputs, name="human_parsing_demo")
         client.wait_for(lambda: node.alive() is False or client.camera.get_subscription_count() > 0, timeout,
                         "the node to come up")
@@ -108,6 +109,11 @@ def run_demo(out: Path, weights: str | None = None, rate_hz: float = 4.0, loops:
         node.stop()
         rclpy.try_shutdown()
     return _write_outputs(out, client, sent, weights_path, untrained, loops * len(frames))
+
+
+def view_json(view: object) -> str:
+    """A received message's view (``human_parsing_ros.messages``) as the JSON of the demo's records."""
+    return json.dumps(dataclasses.asdict(view), indent=1)
 
 
 def demo_frames(multi_person: bool) -> tuple[list[np.ndarray], list[str]]:
@@ -141,16 +147,18 @@ def _write_outputs(out: Path, client: Client, sent: dict[int, str], weights: Pat
                    published: int) -> dict:
     from PIL import Image as PILImage
 
+    from ..ros.interface import class_info_from_msg, parts_from_msg, persons_from_msg
+
     latencies = [(arrived - stamp_ns(msg.header) / 1e9) * 1e3 for arrived, msg in client.received.timed("labels")]
-    info = [ClassInfoMessage.from_json(msg.data) for msg in client.received.get("class_info")]
+    info = [class_info_from_msg(msg) for msg in client.received.get("class_info")]
     labels_by_stamp = {stamp_ns(msg.header): image_array(msg) for msg in client.received.get("labels")}
     instances_by_stamp = {stamp_ns(msg.header): image_array(msg) for msg in client.received.get("instances")}
     persons_by_stamp = {}
     for msg in client.received.get("persons"):
-        persons = PersonsMessage.from_json(msg.data)
+        persons = persons_from_msg(msg)
         persons_by_stamp[persons.stamp.sec * 1_000_000_000 + persons.stamp.nanosec] = persons
         (out / f"persons_{sent.get(persons.stamp.sec * 1_000_000_000 + persons.stamp.nanosec, 'unknown')}.json"
-         ).write_text(msg.data)
+         ).write_text(view_json(persons))
     pictures: dict[str, tuple[np.ndarray, render.Legend | None]] = {}  # per photo: latest overlay, its legend
     for msg in client.received.get("overlay"):
         name = sent.get(stamp_ns(msg.header), "unknown")
@@ -175,9 +183,9 @@ def _write_outputs(out: Path, client: Client, sent: dict[int, str], weights: Pat
                                                 legends=[legend for _, legend in shown])).save(sheet)
     present: dict[str, int] = {}
     for msg in client.received.get("parts"):
-        parts = PartsMessage.from_json(msg.data)
+        parts = parts_from_msg(msg)
         name = sent.get(parts.stamp.sec * 1_000_000_000 + parts.stamp.nanosec, "unknown")
-        (out / f"parts_{name}.json").write_text(msg.data)
+        (out / f"parts_{name}.json").write_text(view_json(parts))
         for part in parts.present():
             present[part.name] = present.get(part.name, 0) + 1
     labels = client.received.get("labels")
