@@ -18,14 +18,16 @@ def test_package_xml_is_format_3_ament_python_with_runtime_deps():
     deps = {e.text for e in root.findall("exec_depend")}
     # rosdep keys only (rosdep stops at an unknown one: safetensors has none, pip installs it); no cv_bridge,
     # which the node does not use (it decodes images itself)
-    assert deps == {"rclpy", "sensor_msgs", "std_msgs", "builtin_interfaces", "human_parsing_msgs", "geometry_msgs", "visualization_msgs", "diagnostic_msgs",
+    assert deps == {"rclpy", "sensor_msgs", "std_msgs", "builtin_interfaces", "human_parsing_msgs", "geometry_msgs",
+                    "visualization_msgs", "diagnostic_msgs",
                     "lifecycle_msgs", "ament_index_python", "launch", "launch_ros", "python3-numpy", "python3-pil",
                     "python3-yaml", "python3-torch", "python3-torchvision", "python3-scipy"}
     # every message package the ROS wing imports is declared
     import re
 
+    pattern = r"^\s*from (\w+_msgs|builtin_interfaces)\.msg import"
     imported = {name for path in (ROOT / "human_parsing_ros" / "ros").glob("*.py")
-                for name in re.findall(r"^\s*from (\w+_msgs|builtin_interfaces)\.msg import", path.read_text(), re.MULTILINE)}
+                for name in re.findall(pattern, path.read_text(), re.MULTILINE)}
     assert imported and imported <= deps, imported - deps
     assert (ROOT / "resource" / "human_parsing_ros").is_file()
 
