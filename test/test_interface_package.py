@@ -69,3 +69,25 @@ def test_the_built_package_round_trips_between_two_processes(ros):
         node.destroy_node()
     assert receiver.returncode == 0, err[-2000:]
     assert out.split() == ["color_optical_frame", "42", "7", "hair", "100", "2.0", "depth_optical_frame"]
+
+
+def test_pip_installed_it_and_every_msg_file_is_built():
+    """./run.sh (and a user without a distro) installs human_parsing_msgs with pip: the environment knows the
+    distribution and its files (so pip can uninstall it), at the version of its package.xml and pyproject."""
+    import importlib.metadata
+    import re
+
+    import tomllib
+
+    pytest.importorskip("human_parsing_msgs.msg", reason="human_parsing_msgs is not built (./run.sh builds it)")
+    root = MSG.parent
+    listed = set(re.findall(r'"msg/(\w+)\.msg"', (root / "CMakeLists.txt").read_text()))
+    assert listed == {path.stem for path in MSG.glob("*.msg")}
+    dist = importlib.metadata.distribution("human-parsing-msgs")
+    version = re.search(r"<version>(.+)</version>", (root / "package.xml").read_text()).group(1)
+    assert dist.version == version == tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    files = {str(path) for path in dist.files}
+    for name in listed:  # rosidl names the Python module of a message after it in snake case
+        module = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+        assert any(path.endswith(f"human_parsing_msgs/msg/_{module}.py") for path in files), name
+    assert any("human_parsing_msgs__rosidl_typesupport_c" in path for path in files)

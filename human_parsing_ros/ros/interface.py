@@ -8,14 +8,16 @@ A box is a ``sensor_msgs/RegionOfInterest`` on the wire (all zero: no pixel) and
 """
 from __future__ import annotations
 
-from typing import Any
-
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Vector3
 from sensor_msgs.msg import RegionOfInterest
 from std_msgs.msg import Header
 
-from human_parsing_msgs.msg import ClassInfo, Location, Part, Parts, Person, Persons
+try:
+    from human_parsing_msgs.msg import ClassInfo, Location, Part, Parts, Person, Persons
+except ImportError as error:  # the one place the node needs it first: say how to get it
+    raise ImportError("human_parsing_msgs (the node's typed messages) is not installed: build it with "
+                      "`pip install --no-build-isolation ./human_parsing_msgs` or colcon (README, Install)") from error
 
 from .. import messages, presence
 from ..presence import Box, Position3D
@@ -132,4 +134,3 @@ def class_info_from_msg(msg: ClassInfo) -> messages.ClassInfoMessage:
         bool(msg.untrained), msg.backend, msg.precision)
 
 
-MESSAGE_TYPES: dict[str, Any] = {"parts": Parts, "persons": Persons, "class_info": ClassInfo}

@@ -29,8 +29,6 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from human_parsing_msgs.msg import ClassInfo, Parts, Persons
-
 from ..backends import resolve_backend
 from ..class_sets import ClassSet
 from ..depth import DepthPairing
@@ -42,7 +40,7 @@ from ..weights import load_weights
 from .depth_input import DepthInput
 from .diagnostics import DepthState, FrameStats, NodeState, Reporter, figures, health
 from .frames import FramePath, topic_token
-from .interface import class_info_msg
+from .interface import ClassInfo, Parts, Persons, class_info_msg
 from .parameters import PARAMS, PARSE_OPTION_PARAMS, Param, Unset, check_value, parse_options
 from .positions import PersonPositions
 from .rcl_values import command_line_params
