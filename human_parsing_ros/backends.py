@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from .devices import resolve_device
+from .errors import flattened
 from .models import is_multi_person
 from .onnx_model import INPUT_NAME, is_onnx_file, onnx_info, quantization_of, read_onnx_metadata
 from .weights import WeightsError, WeightsInfo, read_weights_info
@@ -117,7 +118,7 @@ class OnnxRuntimeNetwork:
         try:
             self.session = onnxruntime.InferenceSession(str(self.path), options, providers=self.providers)
         except Exception as err:  # noqa: BLE001 (onnxruntime's own error types, one per failure kind)
-            raise WeightsError(f"{self.path}: ONNX Runtime cannot load it ({' '.join(str(err).split())})") from None
+            raise WeightsError(f"{self.path}: ONNX Runtime cannot load it ({flattened(err)})") from None
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.info: WeightsInfo = onnx_info(metadata, self.path)
         fp16 = precision == "fp16" and self.provider == "TensorrtExecutionProvider"  # TensorRT builds fp16 kernels
@@ -155,7 +156,7 @@ class OpenVinoNetwork:
             keys = list(runtime_info["framework"].keys()) if "framework" in runtime_info else []
             metadata = {key: model.get_rt_info(["framework", key]).astype(str) for key in keys}
         except Exception as err:  # noqa: BLE001 (OpenVINO raises RuntimeError with a multi-line text)
-            raise WeightsError(f"{self.path}: OpenVINO cannot read it ({_first_line(err)})") from None
+            raise WeightsError(f"{self.path}: OpenVINO cannot read it ({_last_line(err)})") from None
         self.info: WeightsInfo = onnx_info(metadata, self.path)
         if quantization_of(metadata):
             raise WeightsError(f"{self.path}: an int8 file runs with backend onnxruntime, which it was calibrated "
@@ -179,7 +180,8 @@ def check_class_count(path: Path, channels: object, info: WeightsInfo) -> None:
                            f"names {len(info.class_names)} classes")
 
 
-def _first_line(error: BaseException) -> str:
+def _last_line(error: BaseException) -> str:
+    """OpenVINO's exceptions put the call stack first and the cause on their last line."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__
 

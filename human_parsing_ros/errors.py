@@ -20,6 +20,11 @@ class UserError(Exception):
     from it together with the built-in type they refine (``class SchpImportError(UserError, ValueError)``)."""
 
 
+def flattened(error: BaseException) -> str:
+    """``error``'s whole message on one line (whitespace and line breaks collapsed), or "(no message)"."""
+    return " ".join(str(error).split()) or "(no message)"
+
+
 def one_line(error: BaseException) -> str:
     """``error`` as "Type: first line of its message" (libraries often raise multi-line messages)."""
     text = str(error).strip().splitlines()

@@ -6,7 +6,7 @@ The ONNX graph is the network's ``forward_lowres`` (normalised 1x3xHxW image in,
 resolution out; dynamic batch and size), so every backend shares the parser's own pre- and post-processing.
 Its ``metadata_props`` hold the weights file's metadata keys (the same JSON texts, see weights.py) plus
 ``exported_from`` (the weights file's name and sha256) and ``onnx_graph``. Writing needs PyTorch and the
-``onnx`` package; reading needs only ONNX Runtime.
+``onnx`` package; reading the metadata needs the ``onnx`` package or, without it, ONNX Runtime.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from .weights import WeightsError, WeightsInfo, read_weights_info
+from .errors import flattened
+from .weights import WeightsError, WeightsInfo, new_file_mode, read_weights_info
 
 ONNX_SUFFIX = ".onnx"
 OPSET = 17
@@ -79,7 +80,7 @@ def export_onnx_model(weights: str | os.PathLike, out: str | os.PathLike,
         graph = onnx.load(tmp)
         onnx.helper.set_model_props(graph, metadata)
         onnx.save(graph, tmp)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, new_file_mode())  # mkstemp made it 0600: readable by a node of another user
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
@@ -184,7 +185,7 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # noqa: BLE001 (protobuf's DecodeError, and whatever onnx raises on a bad file)
-        raise WeightsError(f"{path}: not a readable ONNX file ({' '.join(str(err).split())})") from None
+        raise WeightsError(f"{path}: not a readable ONNX file ({flattened(err)})") from None
     return {prop.key: prop.value for prop in model.metadata_props}
 
 
@@ -197,7 +198,7 @@ def _metadata_by_onnxruntime(path: str | os.PathLike) -> dict[str, str]:
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 (onnxruntime's own error types)
-        raise WeightsError(f"{path}: ONNX Runtime cannot load it ({' '.join(str(err).split())})") from None
+        raise WeightsError(f"{path}: ONNX Runtime cannot load it ({flattened(err)})") from None
     return dict(session.get_modelmeta().custom_metadata_map)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .class_sets import ClassSet
-from .errors import UserError
+from .errors import UserError, flattened
 from .models import ServableModel, build_model, rename_legacy_keys
 
 FORMAT = "human_parsing_ros.weights"
@@ -158,12 +158,17 @@ def save_weights(path: str | os.PathLike, model: ServableModel, info: WeightsInf
         save_file(tensors, tmp, metadata=info.to_metadata())
         # mkstemp (and safetensors) create 0600 files: give the file the mode any new file gets here,
         # or a node running as another user (an installed package, a container) cannot read it.
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def new_file_mode() -> int:
+    """The mode any new file gets here (0666 less the umask): for files written through a temporary file."""
+    return 0o666 & ~_umask()
 
 
 def _umask() -> int:
@@ -217,7 +222,7 @@ def load_weights(path: str | os.PathLike) -> tuple[ServableModel, WeightsInfo]:
         raise
     except Exception as err:  # noqa: BLE001 (whatever building the network raises, MemoryError included)
         raise WeightsError(f"{path}: cannot build the network: {type(err).__name__}: "
-                           f"{' '.join(str(err).split())}") from None
+                           f"{flattened(err)}") from None
 
 
 def _build(path: Path, info: WeightsInfo, state: dict[str, torch.Tensor]) -> ServableModel:

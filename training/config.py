@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import yaml
 
-from human_parsing_ros.errors import UserError
+from human_parsing_ros.errors import UserError, flattened
 from training.recipe import Recipe
 from training.sampling import keep_probabilities
 
@@ -133,7 +133,7 @@ def read_recipe_file(path: str | Path) -> dict:
     try:
         doc = read_yaml(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise RecipeError(f"{path}: not a YAML recipe ({' '.join(str(error).split())})") from None
+        raise RecipeError(f"{path}: not a YAML recipe ({flattened(error)})") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):

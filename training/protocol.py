@@ -33,7 +33,7 @@ if __name__ == "__main__" and not __package__:
 import torch
 import yaml
 
-from human_parsing_ros.errors import UserError, add_debug_flag
+from human_parsing_ros.errors import UserError, add_debug_flag, flattened
 from human_parsing_ros.weights import load_weights, save_weights
 from training.cli import run_training_cli
 from training.config import load_config, merge, recipe_of
@@ -55,7 +55,7 @@ def load_protocol(path: str | Path) -> dict[str, Any]:
     try:
         protocol = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ProtocolError(f"{path}: not a YAML protocol ({' '.join(str(error).split())})") from None
+        raise ProtocolError(f"{path}: not a YAML protocol ({flattened(error)})") from None
     if not isinstance(protocol, dict):
         raise ProtocolError(f"{path}: a protocol is a YAML mapping, not a {type(protocol).__name__}")
     for key in ("dataset", "dataset_root", "results_dir", "runs_dir", "epochs", "split_epoch", "seeds", "eval_size",

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from human_parsing_ros.class_sets import ClassSet, get_class_set
-from human_parsing_ros.errors import UserError, one_line
+from human_parsing_ros.errors import UserError, flattened, one_line
 from human_parsing_ros.models import ARCHITECTURES, SegmentationModel, build_model
 from human_parsing_ros.weights import WeightsError, load_weights, non_finite_tensor
 from training.checkpoint import CheckpointError, copy_checkpoint, load_checkpoint, plain_checkpoint, save_checkpoint
@@ -55,7 +55,7 @@ def make_model(architecture: str, args: dict[str, Any], num_classes: int) -> Seg
     try:
         return build_model(architecture, **{**args, "num_classes": num_classes})
     except ValueError as err:  # the models' refusals (an encoder weights file named in the message, a value)
-        raise ModelError(f"model {architecture}: {' '.join(str(err).split())}") from None
+        raise ModelError(f"model {architecture}: {flattened(err)}") from None
     except TypeError as err:
         if "unexpected keyword argument" not in str(err):
             raise

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ..errors import UserError
+from ..errors import UserError, flattened
 from .base import SegmentationHead, SegmentationModel
 from .encoders import ENCODERS, build_encoder
 from .protocol import ServableModel, rename_legacy_keys
@@ -46,11 +46,7 @@ def build_model(name: str, **kwargs: Any) -> ServableModel:
         which = (", ".join(f"{key}={kwargs[key]!r}" for key in culprits) if culprits
                  else "arguments " + ", ".join(f"{key}={value!r}" for key, value in sorted(kwargs.items())))
         kind = "" if isinstance(err, ValueError) else f"{type(err).__name__}: "
-        raise ArchitectureError(f"cannot build architecture '{name}' with {which}: {kind}{_one_line(err)}") from None
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or "(no message)"
+        raise ArchitectureError(f"cannot build architecture '{name}' with {which}: {kind}{flattened(err)}") from None
 
 
 def _argument_error(cls: type, kwargs: dict[str, Any]) -> str | None:

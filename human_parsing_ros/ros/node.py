@@ -32,6 +32,7 @@ from std_msgs.msg import Header
 from ..backends import resolve_backend
 from ..class_sets import ClassSet
 from ..depth import DepthPairing
+from ..errors import flattened
 from ..messages import ClassInfoMessage
 from ..onnx_model import read_model_info
 from ..parser import HumanParser
@@ -50,7 +51,7 @@ NODE_NAME = "human_parser"
 
 def _reason(err: BaseException) -> str:
     """An exception as one line: its message, with its type unless it is one of ours (ValueError's kin)."""
-    text = " ".join(str(err).split()) or "(no message)"
+    text = flattened(err)
     return text if isinstance(err, ValueError) else f"{type(err).__name__}: {text}"
 
 
