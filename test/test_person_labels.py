@@ -109,3 +109,12 @@ def test_a_mirrored_crop_keeps_person_pixels():
     for seed in range(6):  # flips included
         _, y = transform(np.zeros((16, 16, 3), np.uint8), label, generator=torch.Generator().manual_seed(seed))
         assert int((y == PERSON_INDEX).sum()) == 64 and set(y.unique().tolist()) == {0, PERSON_INDEX}
+
+
+def test_the_weights_name_the_real_photo_folder_they_learned_persons_from():
+    from training.config import load_config
+    from training.export import training_splits
+
+    config = load_config(Path(__file__).resolve().parent.parent / "training" / "configs"
+                         / "ccp_real_persons_hri_mobilenetv2.yaml")
+    assert training_splits(config.dataset)["extra"] == ["ccp_composites:train", "coco_persons:validation"]

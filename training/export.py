@@ -38,12 +38,17 @@ def _same_path(a: str, b: str) -> bool:
     return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
+def _extra_part(spec: dict) -> str:
+    return Path(spec["root"]).name if spec["name"] == "coco_persons" else spec.get("split", "train")
+
+
 def training_splits(data: DatasetSection) -> dict:
-    """The splits a run trained and validated on; ``extra`` lists the ``dataset.extra`` data as ``name:split``,
-    and ``val_held_out`` is false when the run also trains on its validation images (``validation_is_trained_on``)."""
+    """The splits a run trained and validated on; ``extra`` lists the ``dataset.extra`` data as ``name:split``
+    (``coco_persons``, a folder without splits: ``name:<the folder's name>``), and ``val_held_out`` is false when
+    the run also trains on its validation images (``validation_is_trained_on``)."""
     splits = {"train": data.train_split, "val": data.val_split}
     if data.extra:
-        splits["extra"] = [f"{spec['name']}:{spec.get('split', 'train')}" for spec in data.extra]
+        splits["extra"] = [f"{spec['name']}:{_extra_part(spec)}" for spec in data.extra]
     if validation_is_trained_on(data):
         splits["val_held_out"] = False
     return splits
