@@ -24,6 +24,13 @@ def test_size_bins_follow_the_persons_height_over_the_photos():
     assert size_bin((0, 50, 10, 100), 100) == "over 50%"
 
 
+def test_rows_name_a_runs_weights_by_its_run():
+    from training.evaluate_scenes import weights_label
+
+    assert weights_label(Path("runs/abl_all/model.safetensors")) == "abl_all/model.safetensors"
+    assert weights_label(Path("/opt/w/default.safetensors")) == "default.safetensors"
+
+
 def test_box_iou_on_known_boxes():
     iou = box_iou([(0, 0, 10, 10)], [(5, 0, 15, 10), (20, 20, 30, 30), (0, 0, 10, 10)])
     np.testing.assert_allclose(iou, [[50 / 150, 0.0, 1.0]])

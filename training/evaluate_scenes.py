@@ -79,6 +79,12 @@ def score_parser(parser: Any, photos: list[ScenePhoto], sources: list[str]) -> d
     return tallies
 
 
+def weights_label(path: Path) -> str:
+    """A weights file's name in the table: its file name, with its run's folder for the trainer's
+    ``model.safetensors`` (runs of one recipe would otherwise share a name)."""
+    return f"{path.parent.name}/{path.name}" if path.name == "model.safetensors" and path.parent.name else path.name
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
@@ -145,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         for source, tally in tallies.items():
             threshold = parser.person_threshold if source == "network" else 0.0
             summary = tally.summary(threshold)
-            name = f"{Path(weights).name} ({source})"
+            name = f"{weights_label(Path(weights))} ({source})"
             report["weights"][name] = {"summary": summary,
                                        "sweep": [tally.summary(t) for t in SWEEP] if source == "network" else []}
             rows += markdown_rows(name, summary)
