@@ -1,8 +1,8 @@
 """Part presence: which classes a frame (or one person of it) shows, how much, where and how surely.
 
 ``ParseResult.presence`` and ``ParseResult.person_presence`` both end in ``parts_from_counts``; the
-JSON messages (``human_parsing_ros.messages``) only round and serialise the ``Part``s and
-``PersonDetection``s defined here. No torch, no ROS.
+messages' views (``human_parsing_ros.messages``) only round the ``Part``s and ``PersonDetection``s defined
+here, and ``ros/interface.py`` puts them on the wire. No torch, no ROS.
 """
 from __future__ import annotations
 

@@ -79,6 +79,8 @@ def coco_persons(root: str | Path, class_set: ClassSet, options: dict[str, Any])
     if unknown:
         raise DatasetError(f"coco_persons: unknown option(s) {', '.join(unknown)} "
                            f"(known: {', '.join(COCO_PERSONS_OPTIONS)})")
+    if class_set.background != 0:  # the labels and person_loss write and read background as class 0
+        raise DatasetError(f"coco_persons: class set {class_set.name} has background {class_set.background}, not 0")
     repeat = options.get("repeat", 1)
     if not isinstance(repeat, int) or repeat < 1:
         raise DatasetError(f"coco_persons: repeat must be a positive integer, not {repeat!r}")
