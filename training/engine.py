@@ -193,7 +193,8 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, state: StageStat
         target = target.to(device, non_blocking=True)
         with autocast(amp, device):
             logits, aux = model(images, with_aux=True) if state.stage == 1 else (model(images), [])
-        soft = None if teacher is None else teacher_targets(teacher, images, target, cycle, amp, device)
+        soft = None if teacher is None else teacher_targets(teacher, images, split_person_labels(target)[0], cycle,
+                                                            amp, device)  # part-unknown pixels: no one-hot
         generator = seeded_generator(seed, epoch, step, dist_info.rank, device=device)
         started = time.perf_counter()
         loss, mask = batch_loss(logits, aux, target, state.loss, aux_terms, generator, soft)
